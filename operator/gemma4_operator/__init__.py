@@ -1,0 +1,1 @@
+"""Gemma 4 operator: plans, renders and reconciles Gemma4Deployments."""

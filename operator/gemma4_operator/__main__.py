@@ -1,0 +1,4 @@
+from gemma4_operator.cli import main
+import sys
+
+sys.exit(main())

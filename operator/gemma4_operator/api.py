@@ -1,0 +1,592 @@
+"""The Gemma4Deployment API (``serving.gemma4.dev/v1alpha1``) as pydantic models.
+
+These models are the single source of truth: the CRD's openAPIV3Schema is generated
+from them (``crd.py``), the CLI validates files with them, and the operator parses the
+objects it watches with them. Field descriptions become ``kubectl explain`` text, so they
+are written for users. Cross-field rules are declared twice on purpose: as CEL
+``x-kubernetes-validations`` (so the API server refuses bad objects) and as pydantic
+validators with the same messages (so the offline CLI refuses them too); a test checks
+that both agree on the example set.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+GROUP = "serving.gemma4.dev"
+VERSION = "v1alpha1"
+KIND = "Gemma4Deployment"
+PLURAL = "gemma4deployments"
+SINGULAR = "gemma4deployment"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+class Variant(enum.StrEnum):
+    E2B = "e2b"
+    E4B = "e4b"
+    MOE_26B = "26b-a4b"
+    DENSE_31B = "31b"
+
+
+class EngineChoice(enum.StrEnum):
+    AUTO = "auto"
+    VLLM = "vllm"
+    LLAMACPP = "llamacpp"
+
+
+class QuantizationChoice(enum.StrEnum):
+    AUTO = "auto"
+    BF16 = "bf16"
+    FP8 = "fp8"
+    NVFP4 = "nvfp4"
+    INT4 = "int4"
+    Q8_0 = "q8_0"
+    Q4_K_M = "q4_k_m"
+
+
+class KvCacheDtypeChoice(enum.StrEnum):
+    AUTO = "auto"
+    BF16 = "bf16"
+    FP8 = "fp8"
+
+
+class Modality(enum.StrEnum):
+    TEXT = "text"
+    IMAGE = "image"
+    AUDIO = "audio"
+
+
+class AutoscalingBackend(enum.StrEnum):
+    OPERATOR = "operator"
+    KEDA = "keda"
+
+
+# Spellings accepted for autoscalingMetricSpecs[].metricName. The mapping to signals lives
+# in autoscaling.py; this list is what the CRD enum admits.
+METRIC_NAMES: tuple[str, ...] = (
+    "accelerator/duty_cycle",
+    "cpu/utilization",
+    "request_count",
+    "vllm/num_requests_waiting",
+    "vllm/kv_cache_usage_perc",
+    "vllm/num_requests_running",
+    "aiplatform.googleapis.com/prediction/online/accelerator/duty_cycle",
+    "aiplatform.googleapis.com/prediction/online/cpu/utilization",
+    "aiplatform.googleapis.com/prediction/online/request_count",
+    "prometheus.googleapis.com/vertex_dcgm_fi_dev_gpu_util",
+    "prometheus.googleapis.com/vertex_vllm_num_requests_waiting",
+    "prometheus.googleapis.com/vertex_vllm_gpu_cache_usage_perc",
+    "prometheus.googleapis.com/vertex_vllm_kv_cache_usage_perc",
+    "prometheus.googleapis.com/vertex_vllm_num_requests_running",
+    "vertex_dcgm_fi_dev_gpu_util",
+    "vertex_vllm_num_requests_waiting",
+    "vertex_vllm_gpu_cache_usage_perc",
+    "vertex_vllm_kv_cache_usage_perc",
+    "vertex_vllm_num_requests_running",
+)
+
+# Variants without an audio encoder, and the context limit of the E-series. Both are
+# catalog facts too; they are repeated here only because CEL rules must be literal.
+_NO_AUDIO_VARIANTS = ("26b-a4b", "31b")
+_E_SERIES_MAX_LEN = 131072
+_MAX_LEN = 262144
+K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+SOURCE_URI_PATTERN = r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+(@[A-Za-z0-9._/-]+|:[A-Za-z0-9_.-]+)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]*)$"
+
+
+class CelRule(BaseModel):
+    """One ``x-kubernetes-validations`` entry; ``field_path`` is relative to the object."""
+
+    rule: str
+    message: str
+    field_path: str = ""
+
+
+def cel_rules(*rules: CelRule) -> dict[str, Any]:
+    """json_schema_extra carrying CEL rules into the generated CRD."""
+    return {
+        "x-kubernetes-validations": [
+            {"rule": r.rule, "message": r.message, **({"fieldPath": r.field_path} if r.field_path else {})}
+            for r in rules
+        ]
+    }
+
+
+class ApiModel(BaseModel):
+    """Base: camelCase on the wire, unknown fields refused (the CRD is structural too)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_enum_values=False, frozen=True)
+
+
+class SecretKeyRef(ApiModel):
+    name: Annotated[str, Field(description="Name of a Secret in the Gemma4Deployment's namespace.",
+                               min_length=1, max_length=253)]
+    key: Annotated[str, Field(description="Key inside the Secret whose value is the token.",
+                              min_length=1, max_length=253)]
+
+
+class ModelSource(ApiModel):
+    uri: Annotated[str, Field(
+        description=(
+            "Where the weights come from, overriding the catalog's checkpoint. "
+            "`hf://REPO[@REVISION]` for a Hugging Face repo (vLLM), `hf://REPO:QUANT` for a GGUF repo "
+            "(llama.cpp, e.g. hf://ggml-org/gemma-4-E4B-it-GGUF:Q4_K_M), or `pvc://CLAIM/PATH` for weights "
+            "already on a PersistentVolumeClaim in this namespace."
+        ),
+        pattern=SOURCE_URI_PATTERN, max_length=512,
+    )]
+    token_secret_ref: Annotated[SecretKeyRef | None, Field(
+        alias="tokenSecretRef",
+        description=(
+            "Secret holding a Hugging Face token, injected as the HF_TOKEN environment variable through "
+            "secretKeyRef. The token never appears in arguments, logs or status. Optional: the google/gemma-4 "
+            "repos are not gated."
+        ),
+    )] = None
+
+
+class ModelSpec(ApiModel):
+    variant: Annotated[Variant, Field(description=(
+        "Gemma 4 variant: e2b and e4b (dense, per-layer embeddings, text+image+audio, 128K context), "
+        "26b-a4b (mixture of experts, 3.8B active, text+image, 256K context) or 31b (dense, text+image, "
+        "256K context)."
+    ))]
+    instruction_tuned: Annotated[bool, Field(
+        alias="instructionTuned",
+        description="Serve the instruction-tuned (-it) checkpoint; false serves the base pre-trained model.",
+    )] = True
+    source: Annotated[ModelSource | None, Field(description=(
+        "Optional override of the checkpoint the planner picks from its catalog."
+    ))] = None
+
+
+class AcceleratorSpec(ApiModel):
+    model_config = ConfigDict(json_schema_extra=cel_rules(CelRule(
+        rule="self.type != 'cpu' || self.count == 0",
+        message="accelerator.count must be 0 when accelerator.type is cpu (a CPU pod uses no GPUs)",
+        field_path=".count",
+    )))
+
+    type: Annotated[str, Field(
+        description=(
+            "Accelerator type: `auto` (the cheapest type present in the cluster that fits), `cpu`, or a catalog "
+            "type such as nvidia-l4, nvidia-h100-80gb, nvidia-b200, nvidia-gb200 (run `gemma4-operator "
+            "accelerators` for the list)."
+        ),
+        min_length=1, max_length=63,
+    )] = "auto"
+    count: Annotated[int, Field(
+        description="GPUs per replica. 0 lets the planner choose the fewest GPUs that fit.", ge=0, le=16,
+    )] = 0
+
+
+class EnvVar(ApiModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: Annotated[str, Field(description="Environment variable name.", min_length=1)]
+    value: Annotated[str | None, Field(description="Literal value.")] = None
+    value_from: Annotated[dict[str, Any] | None, Field(
+        alias="valueFrom", description="core/v1 EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef, ...).",
+    )] = None
+
+
+class ServingSpec(ApiModel):
+    max_model_len: Annotated[int, Field(
+        alias="maxModelLen",
+        description=(
+            "Longest sequence (prompt + output tokens) a request may use. Capped by the variant's context: "
+            "131072 for e2b/e4b, 262144 for 26b-a4b/31b."
+        ),
+        ge=256, le=_MAX_LEN,
+    )] = 32768
+    concurrency: Annotated[int, Field(
+        description=(
+            "How many sequences of maxModelLen tokens the KV cache must hold at once. The planner sizes GPUs "
+            "so this fits; status.plan.maxConcurrency reports what the chosen hardware actually holds."
+        ),
+        ge=1, le=1024,
+    )] = 4
+    kv_cache_dtype: Annotated[KvCacheDtypeChoice, Field(
+        alias="kvCacheDtype",
+        description="KV-cache precision. auto: fp8 on GPUs with FP8 support under vLLM, bf16 otherwise.",
+    )] = KvCacheDtypeChoice.AUTO
+    modalities: Annotated[list[Modality], Field(
+        description=(
+            "Input modalities to serve. text is always served; image needs the vision encoder; audio exists "
+            "only on e2b and e4b. A text-only list lets vLLM skip the encoders (--language-model-only)."
+        ),
+        min_length=1, max_length=3, json_schema_extra={"x-kubernetes-list-type": "set"},
+    )] = Field(default_factory=lambda: [Modality.TEXT, Modality.IMAGE])
+    reasoning: Annotated[bool | None, Field(description=(
+        "Split the thinking channel from answers (vLLM --reasoning-parser gemma4). Only for "
+        "instruction-tuned models; unset means on for -it models and off for base models."
+    ))] = None
+    tool_calling: Annotated[bool | None, Field(
+        alias="toolCalling",
+        description=(
+            "Enable tool calls (vLLM --enable-auto-tool-choice --tool-call-parser gemma4; llama.cpp --jinja). "
+            "Only for instruction-tuned models; unset means on for -it models and off for base models."
+        ),
+    )] = None
+    image: Annotated[str, Field(description="Override the engine container image.", max_length=512)] = ""
+    extra_args: Annotated[list[str], Field(
+        alias="extraArgs",
+        description="Arguments appended verbatim to the engine command line (after the planner's flags).",
+        max_length=64,
+    )] = Field(default_factory=list)
+    env: Annotated[list[EnvVar], Field(description="Extra environment variables for the engine container.",
+                                       max_length=64)] = Field(default_factory=list)
+
+
+class AutoscalingMetricSpec(ApiModel):
+    metric_name: Annotated[str, Field(
+        alias="metricName",
+        description=(
+            "Signal to scale on, in Vertex AI spelling: accelerator/duty_cycle, cpu/utilization, request_count, "
+            "vllm/num_requests_waiting, vllm/kv_cache_usage_perc or vllm/num_requests_running (the full "
+            "aiplatform.googleapis.com/... and vertex_vllm_* spellings are accepted too)."
+        ),
+        json_schema_extra={"enum": list(METRIC_NAMES)},
+    )]
+    target: Annotated[int | None, Field(description=(
+        "Target value per replica: a percentage for duty cycle, CPU and KV-cache usage (default 60, 60, 80), "
+        "a queue length for num_requests_waiting (default 5), requests per minute for request_count and a "
+        "batch size for num_requests_running (both required)."
+    ), ge=1, le=100000)] = None
+
+
+class AutoscalingSpec(ApiModel):
+    model_config = ConfigDict(json_schema_extra=cel_rules(
+        CelRule(
+            rule="self.minReplicaCount >= 1",
+            message="autoscaling.minReplicaCount: scale to zero (0) is not supported yet; use 1 or more",
+            field_path=".minReplicaCount",
+        ),
+        CelRule(
+            rule="self.minReplicaCount <= self.maxReplicaCount",
+            message="autoscaling.minReplicaCount must not exceed autoscaling.maxReplicaCount",
+            field_path=".minReplicaCount",
+        ),
+        CelRule(
+            rule="self.backend != 'keda' || size(self.autoscalingMetricSpecs) > 0",
+            message="autoscaling.backend keda needs at least one autoscalingMetricSpecs entry to build its triggers",
+            field_path=".autoscalingMetricSpecs",
+        ),
+        CelRule(
+            rule="self.autoscalingMetricSpecs.all(m, self.autoscalingMetricSpecs.exists_one(n, n.metricName == m.metricName))",
+            message="autoscaling.autoscalingMetricSpecs: at most one entry per metricName",
+            field_path=".autoscalingMetricSpecs",
+        ),
+    ))
+
+    min_replica_count: Annotated[int, Field(
+        alias="minReplicaCount",
+        description="Fewest replicas kept running. Must be at least 1 (scale to zero is not supported yet).",
+        ge=0, le=1000,
+    )] = 1
+    max_replica_count: Annotated[int, Field(
+        alias="maxReplicaCount", description="Most replicas the autoscaler may run.", ge=1, le=1000,
+    )]
+    autoscaling_metric_specs: Annotated[list[AutoscalingMetricSpec], Field(
+        alias="autoscalingMetricSpecs",
+        description=(
+            "Metrics and targets. Scale up when any metric is over its target, down only when all are under "
+            "(Vertex AI semantics). Empty means vllm/num_requests_waiting with target 5."
+        ),
+        max_length=6,
+    )] = Field(default_factory=list)
+    scale_down_delay_seconds: Annotated[int, Field(
+        alias="scaleDownDelaySeconds",
+        description="Scale-down stabilization window: the highest recommendation within it is used.",
+        ge=0, le=3600,
+    )] = 300
+    backend: Annotated[AutoscalingBackend, Field(description=(
+        "operator: the built-in autoscaler scrapes each pod's /metrics and sets the replicas. keda: the operator "
+        "renders a KEDA ScaledObject with equivalent Prometheus triggers and leaves replicas to KEDA."
+    ))] = AutoscalingBackend.OPERATOR
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> AutoscalingSpec:
+        if self.min_replica_count < 1:
+            raise ValueError("autoscaling.minReplicaCount: scale to zero (0) is not supported yet; use 1 or more")
+        if self.min_replica_count > self.max_replica_count:
+            raise ValueError("autoscaling.minReplicaCount must not exceed autoscaling.maxReplicaCount")
+        if self.backend is AutoscalingBackend.KEDA and not self.autoscaling_metric_specs:
+            raise ValueError(
+                "autoscaling.backend keda needs at least one autoscalingMetricSpecs entry to build its triggers"
+            )
+        names = [m.metric_name for m in self.autoscaling_metric_specs]
+        if len(names) != len(set(names)):
+            raise ValueError("autoscaling.autoscalingMetricSpecs: at most one entry per metricName")
+        return self
+
+
+class ModelCacheSpec(ApiModel):
+    size: Annotated[str, Field(description=(
+        "PVC size, e.g. 80Gi. Empty: the checkpoint size plus 20% headroom, rounded up to whole GiB."
+    ), pattern=r"^([0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?)?$", max_length=32)] = ""
+    storage_class_name: Annotated[str, Field(
+        alias="storageClassName", description="StorageClass of the PVC; empty uses the cluster default.",
+        max_length=253,
+    )] = ""
+    access_modes: Annotated[list[Literal["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany", "ReadWriteOncePod"]],
+                            Field(alias="accessModes",
+                                  description="PVC access modes. ReadWriteMany lets replicas on several nodes share it.",
+                                  min_length=1, max_length=4)] = Field(default_factory=lambda: ["ReadWriteOnce"])
+
+
+class StorageSpec(ApiModel):
+    model_cache: Annotated[ModelCacheSpec | None, Field(
+        alias="modelCache",
+        description="Keep the Hugging Face cache on a PersistentVolumeClaim NAME-model-cache so restarts skip the download.",
+    )] = None
+
+
+class PodTemplateMetadata(ApiModel):
+    labels: Annotated[dict[str, str], Field(description="Extra labels for the serving pods.")] = Field(
+        default_factory=dict)
+    annotations: Annotated[dict[str, str], Field(description="Extra annotations for the serving pods.")] = Field(
+        default_factory=dict)
+
+
+class LocalObjectReference(ApiModel):
+    name: Annotated[str, Field(description="Name of the referenced object.", min_length=1)]
+
+
+class PodTemplateSpecOverrides(ApiModel):
+    node_selector: Annotated[dict[str, str], Field(alias="nodeSelector",
+                                                   description="Extra node selector labels.")] = Field(
+        default_factory=dict)
+    tolerations: Annotated[list[dict[str, Any]], Field(
+        description="Extra core/v1 tolerations (the NVIDIA GPU toleration is added for GPU plans).")] = Field(
+        default_factory=list)
+    affinity: Annotated[dict[str, Any], Field(description=(
+        "core/v1 Affinity. Pod (anti-)affinity is used as given; node affinity terms are combined with the "
+        "planner's accelerator requirement."
+    ))] = Field(default_factory=dict)
+    priority_class_name: Annotated[str, Field(alias="priorityClassName", description="PriorityClass.")] = ""
+    service_account_name: Annotated[str, Field(alias="serviceAccountName",
+                                               description="ServiceAccount for the serving pods.")] = ""
+    image_pull_secrets: Annotated[list[LocalObjectReference], Field(
+        alias="imagePullSecrets", description="Secrets for pulling the engine image.")] = Field(
+        default_factory=list)
+    runtime_class_name: Annotated[str, Field(alias="runtimeClassName",
+                                             description="RuntimeClass, e.g. nvidia.")] = ""
+    scheduler_name: Annotated[str, Field(alias="schedulerName", description="Scheduler to use.")] = ""
+
+
+class PodTemplateOverrides(ApiModel):
+    metadata: Annotated[PodTemplateMetadata, Field(description="Labels and annotations for the pods.")] = Field(
+        default_factory=PodTemplateMetadata)
+    spec: Annotated[PodTemplateSpecOverrides, Field(description="Scheduling settings for the pods.")] = Field(
+        default_factory=PodTemplateSpecOverrides)
+
+
+_SPEC_RULES = cel_rules(
+    CelRule(
+        rule=f"!(self.model.variant in {list(_NO_AUDIO_VARIANTS)!r}) || !('audio' in self.serving.modalities)",
+        message="serving.modalities: audio is only available on e2b and e4b (26b-a4b and 31b have no audio encoder)",
+        field_path=".serving.modalities",
+    ),
+    CelRule(
+        rule=f"!(self.model.variant in ['e2b', 'e4b']) || self.serving.maxModelLen <= {_E_SERIES_MAX_LEN}",
+        message=f"serving.maxModelLen: e2b and e4b have a {_E_SERIES_MAX_LEN}-token context",
+        field_path=".serving.maxModelLen",
+    ),
+    CelRule(
+        rule="self.model.instructionTuned || !has(self.serving.reasoning) || !self.serving.reasoning",
+        message="serving.reasoning needs an instruction-tuned model (model.instructionTuned: true)",
+        field_path=".serving.reasoning",
+    ),
+    CelRule(
+        rule="self.model.instructionTuned || !has(self.serving.toolCalling) || !self.serving.toolCalling",
+        message="serving.toolCalling needs an instruction-tuned model (model.instructionTuned: true)",
+        field_path=".serving.toolCalling",
+    ),
+    CelRule(
+        rule="self.accelerator.type != 'cpu' || self.engine != 'vllm'",
+        message="engine: vllm needs an NVIDIA GPU; use engine llamacpp (or auto) with accelerator.type cpu",
+        field_path=".engine",
+    ),
+    CelRule(
+        rule="self.engine != 'vllm' || !(self.quantization in ['q8_0', 'q4_k_m'])",
+        message="quantization: q8_0 and q4_k_m are GGUF formats served by llama.cpp; use engine llamacpp or auto",
+        field_path=".quantization",
+    ),
+    CelRule(
+        rule="self.engine != 'llamacpp' || !(self.quantization in ['fp8', 'nvfp4', 'int4'])",
+        message="quantization: fp8, nvfp4 and int4 are vLLM formats; llama.cpp serves bf16, q8_0 or q4_k_m",
+        field_path=".quantization",
+    ),
+    CelRule(
+        rule="self.accelerator.type != 'cpu' || !(self.quantization in ['fp8', 'nvfp4', 'int4'])",
+        message="quantization: fp8, nvfp4 and int4 need an NVIDIA GPU; on cpu use q4_k_m, q8_0, bf16 or auto",
+        field_path=".quantization",
+    ),
+)
+
+
+class Gemma4DeploymentSpec(ApiModel):
+    model_config = ConfigDict(json_schema_extra=_SPEC_RULES)
+
+    model: Annotated[ModelSpec, Field(description="Which Gemma 4 model to serve.")]
+    engine: Annotated[EngineChoice, Field(description=(
+        "Inference engine. auto: vLLM on NVIDIA GPUs it supports (compute capability 8.0+), llama.cpp for GGUF "
+        "formats, CPU, and older GPUs such as the T4."
+    ))] = EngineChoice.AUTO
+    quantization: Annotated[QuantizationChoice, Field(description=(
+        "Weight format. auto picks the fastest format the hardware runs natively with a first-party or "
+        "well-known checkpoint: nvfp4 on Blackwell, fp8 on Hopper/Ada, bf16 (or int4 when bf16 cannot fit) on "
+        "Ampere, GGUF on CPU and small GPUs. An explicit format is honoured or refused with a reason."
+    ))] = QuantizationChoice.AUTO
+    accelerator: Annotated[AcceleratorSpec, Field(description="Hardware for each replica.")] = Field(
+        default_factory=AcceleratorSpec)
+    serving: Annotated[ServingSpec, Field(description="Context length, concurrency and engine features.")] = Field(
+        default_factory=ServingSpec)
+    replicas: Annotated[int, Field(description=(
+        "Replicas when spec.autoscaling is absent; the target of `kubectl scale`. Ignored while autoscaling is set."
+    ), ge=0, le=1000)] = 1
+    autoscaling: Annotated[AutoscalingSpec | None, Field(description=(
+        "Vertex AI DedicatedResources-style autoscaling: replica bounds and metric targets."
+    ))] = None
+    storage: Annotated[StorageSpec, Field(description="Model cache storage.")] = Field(default_factory=StorageSpec)
+    pod_template: Annotated[PodTemplateOverrides, Field(
+        alias="podTemplate", description="Pass-through settings for the serving pods.",
+    )] = Field(default_factory=PodTemplateOverrides)
+
+    @model_validator(mode="after")
+    def _check_cross_field(self) -> Gemma4DeploymentSpec:
+        """The pydantic twin of _SPEC_RULES, for the offline CLI."""
+        variant = self.model.variant
+        quant = self.quantization
+        modalities = set(self.serving.modalities)
+        problems: list[str] = []
+        if variant.value in _NO_AUDIO_VARIANTS and Modality.AUDIO in modalities:
+            problems.append(_SPEC_RULES_BY_PATH[".serving.modalities"])
+        if variant in (Variant.E2B, Variant.E4B) and self.serving.max_model_len > _E_SERIES_MAX_LEN:
+            problems.append(_SPEC_RULES_BY_PATH[".serving.maxModelLen"])
+        if not self.model.instruction_tuned and self.serving.reasoning:
+            problems.append(_SPEC_RULES_BY_PATH[".serving.reasoning"])
+        if not self.model.instruction_tuned and self.serving.tool_calling:
+            problems.append(_SPEC_RULES_BY_PATH[".serving.toolCalling"])
+        if self.accelerator.type == "cpu" and self.engine is EngineChoice.VLLM:
+            problems.append(_SPEC_RULES_BY_PATH[".engine"])
+        if self.accelerator.type == "cpu" and self.accelerator.count:
+            problems.append("accelerator.count must be 0 when accelerator.type is cpu (a CPU pod uses no GPUs)")
+        gguf = (QuantizationChoice.Q8_0, QuantizationChoice.Q4_K_M)
+        gpu_only = (QuantizationChoice.FP8, QuantizationChoice.NVFP4, QuantizationChoice.INT4)
+        if self.engine is EngineChoice.VLLM and quant in gguf:
+            problems.append(_QUANT_MESSAGES[0])
+        if self.engine is EngineChoice.LLAMACPP and quant in gpu_only:
+            problems.append(_QUANT_MESSAGES[1])
+        if self.accelerator.type == "cpu" and quant in gpu_only:
+            problems.append(_QUANT_MESSAGES[2])
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def reasoning_enabled(self) -> bool:
+        return self.model.instruction_tuned if self.serving.reasoning is None else self.serving.reasoning
+
+    @property
+    def tool_calling_enabled(self) -> bool:
+        return self.model.instruction_tuned if self.serving.tool_calling is None else self.serving.tool_calling
+
+
+_SPEC_RULE_LIST: list[dict[str, str]] = _SPEC_RULES["x-kubernetes-validations"]
+_SPEC_RULES_BY_PATH = {r["fieldPath"]: r["message"] for r in _SPEC_RULE_LIST}
+_QUANT_MESSAGES = [r["message"] for r in _SPEC_RULE_LIST if "quantization" in r["message"]]
+
+
+class Gemma4Deployment(ApiModel):
+    """A whole object as read from a file or the API server."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Annotated[Literal["serving.gemma4.dev/v1alpha1"], Field(alias="apiVersion")]
+    kind: Literal["Gemma4Deployment"]
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: Gemma4DeploymentSpec
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", ""))
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace") or "default")
+
+
+# ---------------------------------------------------------------------------------------
+# Status (written by the operator only)
+# ---------------------------------------------------------------------------------------
+
+
+class Condition(ApiModel):
+    type: Annotated[str, Field(description="Planned, Available, Progressing, Degraded or Ready.")]
+    status: Annotated[Literal["True", "False", "Unknown"], Field(description="True, False or Unknown.")]
+    reason: Annotated[str, Field(description="CamelCase reason for the last transition.")] = ""
+    message: Annotated[str, Field(description="Human-readable detail.")] = ""
+    last_transition_time: Annotated[str, Field(alias="lastTransitionTime",
+                                               description="When status last changed (RFC 3339).")] = ""
+    observed_generation: Annotated[int, Field(alias="observedGeneration",
+                                              description="metadata.generation this condition reflects.")] = 0
+
+
+class PlanMemory(ApiModel):
+    weights: Annotated[float, Field(description="GiB of weights per GPU (or per pod on CPU).")]
+    kv_cache: Annotated[float, Field(alias="kvCache", description="GiB of KV-cache pool per GPU.")]
+    overhead: Annotated[float, Field(description="GiB of activations, CUDA graphs and runtime buffers per GPU.")]
+    capacity: Annotated[float, Field(description="GiB of memory per GPU (or the CPU pod's memory budget).")]
+
+
+class PlanStatus(ApiModel):
+    engine: Annotated[str, Field(description="vllm or llamacpp.")]
+    image: Annotated[str, Field(description="Engine container image.")]
+    checkpoint: Annotated[str, Field(description="Hugging Face repo (and GGUF file) or PVC path served.")]
+    quantization: Annotated[str, Field(description="Weight format.")]
+    accelerator: Annotated[str, Field(description="Accelerator type, or cpu.")]
+    gpus_per_replica: Annotated[int, Field(alias="gpusPerReplica", description="GPUs per replica.")]
+    tensor_parallel_size: Annotated[int, Field(alias="tensorParallelSize", description="vLLM tensor parallelism.")]
+    max_model_len: Annotated[int, Field(alias="maxModelLen", description="Context length served.")]
+    kv_cache_dtype: Annotated[str, Field(alias="kvCacheDtype", description="KV-cache precision.")]
+    memory_gib: Annotated[PlanMemory, Field(alias="memoryGiB", description="Memory breakdown per GPU.")]
+    max_concurrency: Annotated[int, Field(
+        alias="maxConcurrency", description="Sequences of maxModelLen tokens the KV budget holds at once.")]
+    notes: Annotated[list[str], Field(description="Why the planner chose this.")] = Field(default_factory=list)
+
+
+class MetricStatusEntry(ApiModel):
+    metric_name: Annotated[str, Field(alias="metricName", description="Metric as named in the spec.")]
+    current: Annotated[float | None, Field(description="Current per-replica value; null when unavailable.")] = None
+    target: Annotated[float, Field(description="Target per replica.")]
+
+
+class AutoscalingStatus(ApiModel):
+    desired_replicas: Annotated[int, Field(alias="desiredReplicas", description="Last decision.")]
+    last_scale_time: Annotated[str, Field(alias="lastScaleTime", description="When replicas last changed.")] = ""
+    metrics: Annotated[list[MetricStatusEntry], Field(description="Each metric's current value.")] = Field(
+        default_factory=list)
+
+
+class Gemma4DeploymentStatus(ApiModel):
+    observed_generation: Annotated[int, Field(alias="observedGeneration",
+                                              description="metadata.generation last reconciled.")] = 0
+    phase: Annotated[Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"] | None, Field(
+        description="Pending, Progressing, Ready, Degraded or Failed.")] = None
+    conditions: Annotated[list[Condition], Field(description="Planned, Available, Progressing, Degraded, Ready.",
+                                                 json_schema_extra={"x-kubernetes-list-type": "map",
+                                                                    "x-kubernetes-list-map-keys": ["type"]})] = Field(
+        default_factory=list)
+    plan: Annotated[PlanStatus | None, Field(description="The serving plan in force.")] = None
+    replicas: Annotated[int, Field(description="Serving pods (for the scale subresource).")] = 0
+    ready_replicas: Annotated[int, Field(alias="readyReplicas", description="Ready serving pods.")] = 0
+    selector: Annotated[str, Field(description="Label selector of the serving pods (for the scale subresource).")] = ""
+    endpoint: Annotated[str, Field(description="In-cluster OpenAI-compatible base URL.")] = ""
+    gpus: Annotated[str, Field(description="GPUs per replica for display, e.g. 2x h100-80gb.")] = ""
+    ready: Annotated[str, Field(description="Ready and desired replicas for display, e.g. 2/3.")] = ""
+    autoscaling: Annotated[AutoscalingStatus | None, Field(description="Autoscaler state.")] = None

@@ -1,0 +1,260 @@
+"""Typed loader for the catalog data files beside this module.
+
+The YAML files hold the facts (architecture numbers, checkpoints, GPUs, engines, known-bad
+combinations) with their sources; this module only parses and indexes them.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+GIB = 1024**3
+
+
+class CatalogModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VariantParams(CatalogModel):
+    total: int
+    vision: int
+    audio: int
+    token_embedding: int
+    per_layer_embedding: int
+    dense_mlp: int
+    experts: int
+
+    @property
+    def encoders(self) -> int:
+        return self.vision + self.audio
+
+    @property
+    def text(self) -> int:
+        return self.total - self.encoders
+
+
+class VariantInfo(CatalogModel):
+    name: str
+    hf_name: str
+    kind: Literal["dense", "moe"]
+    source: str
+    context_length: int
+    modalities: tuple[str, ...]
+    layers: int
+    hidden_size: int
+    attention_heads: int
+    kv_heads: int
+    global_kv_heads: int
+    head_dim: int
+    global_head_dim: int
+    sliding_window: int
+    full_attention_every: int
+    kv_shared_layers: int
+    experts: int
+    experts_per_token: int = 0
+    params: VariantParams
+
+    @property
+    def is_moe(self) -> bool:
+        return self.experts > 0
+
+    def is_full_attention(self, layer: int) -> bool:
+        # transformers' rule: every Nth layer is global, and the last layer always is.
+        return (layer + 1) % self.full_attention_every == 0 or layer == self.layers - 1
+
+    @functools.cached_property
+    def kv_layer_counts(self) -> tuple[int, int]:
+        """(sliding, full) layers that own a KV cache: the last kv_shared_layers reuse earlier ones."""
+        owning = range(self.layers - self.kv_shared_layers)
+        full = sum(1 for i in owning if self.is_full_attention(i))
+        return len(owning) - full, full
+
+    def valid_tensor_parallel_sizes(self, limit: int) -> list[int]:
+        """Powers of two vLLM's gemma4.py accepts: they divide the attention heads, and divide or are
+        divided by both KV head counts."""
+        sizes = []
+        tp = 1
+        while tp <= limit:
+            kv_ok = all((kv % tp == 0) if kv >= tp else (tp % kv == 0)
+                        for kv in (self.kv_heads, self.global_kv_heads))
+            if self.attention_heads % tp == 0 and kv_ok:
+                sizes.append(tp)
+            tp *= 2
+        return sizes
+
+
+class FormatInfo(CatalogModel):
+    name: str
+    engines: tuple[str, ...]
+    bytes_per_param: float | None
+    quantizes: Literal["all", "all_text", "linear", "mlp"]
+    source: str
+    min_compute_capability: float | None = None
+    native_compute_majors: tuple[int, ...] = ()
+
+
+class Checkpoint(CatalogModel):
+    variant: str
+    instruction_tuned: bool
+    format: str
+    engine: str
+    repo: str
+    source: str
+    quant_tag: str | None = None
+    file: str | None = None
+    download_bytes: int | None = None
+    resident_bytes: int | None = None
+    mmproj: str | None = None
+    mmproj_bytes: int | None = None
+    online_quantization: str | None = None
+    vllm_quantization: str | None = None
+
+    @property
+    def reference(self) -> str:
+        """How a person names it: repo, plus the GGUF file for llama.cpp."""
+        return f"{self.repo}:{self.quant_tag}" if self.quant_tag else self.repo
+
+
+class Accelerator(CatalogModel):
+    name: str
+    memory_mib: int
+    arch: Literal["amd64", "arm64"]
+    source: str
+    compute: str = ""
+    family: str = "cpu"
+    max_per_node: int = 0
+    gfd_products: tuple[str, ...] = ()
+    gke: tuple[str, ...] = ()
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.max_per_node > 0
+
+    @property
+    def compute_capability(self) -> float:
+        return float(self.compute) if self.compute else 0.0
+
+    @property
+    def compute_major(self) -> int:
+        return int(self.compute.split(".")[0]) if self.compute else 0
+
+    @property
+    def memory_gib(self) -> float:
+        return self.memory_mib / 1024
+
+    @property
+    def short_name(self) -> str:
+        return self.name.removeprefix("nvidia-")
+
+
+class EngineImages(CatalogModel):
+    gpu: dict[str, str]
+    cpu: dict[str, str] = {}
+
+
+class MaxNumBatchedTokens(CatalogModel):
+    large_gpu: int
+    small_gpu: int
+    large_gpu_min_gib: float
+
+
+class EngineInfo(CatalogModel):
+    version: str
+    images: EngineImages
+    port: int
+    health_path: str
+    readiness_path: str
+    overhead_gib: float
+    load_bandwidth_mib_s: float
+    startup_fixed_s: int
+    source: str
+    metrics: dict[str, tuple[str, ...]]
+    gpu_memory_utilization: float = 0.90
+    block_size: int = 16
+    multimodal_overhead_gib: float = 0.0
+    max_num_batched_tokens: MaxNumBatchedTokens | None = None
+    cpu_runtime_gib: float = 0.0
+    ubatch: int = 512
+
+    def image(self, *, gpu: bool, arch: str) -> str:
+        table = self.images.gpu if gpu else self.images.cpu
+        return table[arch]
+
+
+class KnownBadMatch(CatalogModel):
+    engine: str | None = None
+    variant: str | None = None
+    format: str | None = None
+    family: str | None = None
+    compute_below: float | None = None
+    not_compute_majors: tuple[int, ...] = ()
+    tensor_parallel: tuple[int, ...] = ()
+
+
+class KnownBadRule(CatalogModel):
+    id: str
+    match: KnownBadMatch
+    action: Literal["refuse", "warn"]
+    message: str
+    source: str
+
+    def matches(self, *, engine: str, variant: str, fmt: str, accelerator: Accelerator, tp: int) -> bool:
+        m = self.match
+        if not accelerator.is_gpu and (m.compute_below is not None or m.not_compute_majors or m.family):
+            return False
+        return all((
+            m.engine in (None, engine),
+            m.variant in (None, variant),
+            m.format in (None, fmt),
+            m.family in (None, accelerator.family),
+            m.compute_below is None or accelerator.compute_capability < m.compute_below,
+            not m.not_compute_majors or accelerator.compute_major not in m.not_compute_majors,
+            not m.tensor_parallel or tp in m.tensor_parallel,
+        ))
+
+
+class Catalog(CatalogModel):
+    variants: dict[str, VariantInfo]
+    formats: dict[str, FormatInfo]
+    checkpoints: tuple[Checkpoint, ...]
+    accelerators: dict[str, Accelerator]
+    cpu: Accelerator
+    engines: dict[str, EngineInfo]
+    known_bad: tuple[KnownBadRule, ...]
+
+    def checkpoint(self, variant: str, instruction_tuned: bool, fmt: str, engine: str) -> Checkpoint | None:
+        for c in self.checkpoints:
+            if (c.variant, c.instruction_tuned, c.format, c.engine) == (variant, instruction_tuned, fmt, engine):
+                return c
+        return None
+
+    def accelerator(self, name: str) -> Accelerator | None:
+        return self.cpu if name == "cpu" else self.accelerators.get(name)
+
+    @property
+    def gpu_types(self) -> tuple[str, ...]:
+        return tuple(self.accelerators)
+
+
+def _read(name: str) -> Any:
+    return yaml.safe_load(resources.files(__package__).joinpath(name).read_text(encoding="utf-8"))
+
+
+@functools.cache
+def load_catalog() -> Catalog:
+    """Parse and validate the catalog once per process."""
+    accel = _read("accelerators.yaml")
+    return Catalog(
+        variants={v["name"]: VariantInfo(**v) for v in _read("variants.yaml")["variants"]},
+        formats={f["name"]: FormatInfo(**f) for f in _read("formats.yaml")["formats"]},
+        checkpoints=tuple(Checkpoint(**c) for c in _read("checkpoints.yaml")["checkpoints"]),
+        accelerators={a["name"]: Accelerator(**a) for a in accel["accelerators"]},
+        cpu=Accelerator(**accel["cpu"]),
+        engines={name: EngineInfo(**e) for name, e in _read("engines.yaml")["engines"].items()},
+        known_bad=tuple(KnownBadRule(**r) for r in _read("known_bad.yaml")["rules"]),
+    )

@@ -1,0 +1,212 @@
+"""Command line: offline `plan`, `render`, `crd`, `accelerators`, and `run` (the operator).
+
+Exit codes: 0 success, 1 the input file is unreadable or not a valid Gemma4Deployment,
+2 the planner refused (PlanError), 3 the operator stopped with an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+from pydantic import ValidationError
+
+from gemma4_operator.api import API_VERSION, KIND, Gemma4Deployment
+from gemma4_operator.catalog import load_catalog
+from gemma4_operator.crd import crd_yaml
+from gemma4_operator.render import Owner, render_children
+from gemma4_operator.sizing import ClusterFacts, Plan, PlanError, plan
+
+EXIT_INVALID = 1
+EXIT_PLAN_ERROR = 2
+
+
+class InputError(Exception):
+    """A file that cannot be read as Gemma4Deployments; the message is for the user."""
+
+
+def _field_path(loc: Sequence[int | str]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(object)"
+
+
+def describe_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: not a valid {KIND}:"]
+    for e in error.errors():
+        message = str(e["msg"]).removeprefix("Value error, ")
+        lines.append(f"  {_field_path(e['loc'])}: {message}")
+    return "\n".join(lines)
+
+
+def load_deployments(path: str) -> list[Gemma4Deployment]:
+    """Every Gemma4Deployment document in a YAML file ('-' for stdin)."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror}") from e
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise InputError(f"{path}: invalid YAML{where}: {problem}") from e
+    deployments = []
+    for index, doc in enumerate(documents):
+        source = path if len(documents) == 1 else f"{path} (document {index + 1})"
+        if not isinstance(doc, dict) or doc.get("kind") != KIND:
+            kind = doc.get("kind") if isinstance(doc, dict) else type(doc).__name__
+            raise InputError(f"{source}: expected kind {KIND} ({API_VERSION}), found {kind!r}")
+        try:
+            deployments.append(Gemma4Deployment.model_validate(doc))
+        except ValidationError as e:
+            raise InputError(describe_validation_error(e, source)) from e
+    if not deployments:
+        raise InputError(f"{path}: no {KIND} found")
+    return deployments
+
+
+def _facts(accelerators: Sequence[str] | None) -> tuple[ClusterFacts, str]:
+    catalog = load_catalog()
+    if not accelerators:
+        return ClusterFacts.every_catalog_type(catalog), "every catalog accelerator type"
+    unknown = [a for a in accelerators if a not in catalog.accelerators]
+    if unknown:
+        raise InputError(f"--accelerator {', '.join(unknown)}: not a catalog GPU type "
+                         f"(known: {', '.join(catalog.gpu_types)})")
+    return ClusterFacts(frozenset(accelerators)), ", ".join(accelerators)
+
+
+def plan_table(d: Gemma4Deployment, p: Plan, assumed: str) -> str:
+    m = p.memory
+    reserved = m.capacity * (1 - p.gpu_memory_utilization) if p.accelerator.is_gpu else 0.0
+    free = m.capacity - reserved - m.weights - m.overhead - m.kv_cache
+    unit = "per GPU" if p.accelerator.is_gpu else "per pod"
+    hardware = f"{p.gpus_per_replica}x {p.accelerator.name}" if p.accelerator.is_gpu else "cpu"
+    rows = [
+        ("model", f"{p.served_model_name} ({p.model_ref})"),
+        ("engine", f"{p.engine}  {p.image}"),
+        ("quantization", p.quantization),
+        ("accelerator", f"{hardware}  ({p.arch})"),
+        ("tensor parallel", str(p.tensor_parallel_size) + ("  + expert parallel" if p.expert_parallel else "")),
+        ("max model len", f"{p.max_model_len} tokens"),
+        ("kv cache", p.kv_cache_dtype),
+        ("concurrency", f"{p.concurrency} requested, {p.max_concurrency} fit at max model len"),
+        ("modalities", ", ".join(p.modalities)),
+        ("startup budget", f"{p.startup_budget_s // 60} min"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    out = [f"{KIND} {d.namespace}/{d.name or '(unnamed)'}   (cluster facts: {assumed})", ""]
+    out += [f"  {k:<{width}}  {v}" for k, v in rows]
+    out += ["", f"  memory {unit} (GiB)"]
+    memory_rows = [("weights", m.weights), ("overhead", m.overhead), ("kv cache pool", m.kv_cache)]
+    if p.accelerator.is_gpu:
+        memory_rows.append((f"reserved ({1 - p.gpu_memory_utilization:.0%})", reserved))
+    memory_rows += [("unused", max(free, 0.0)), ("capacity", m.capacity)]
+    out += [f"    {k:<16}{v:>8.1f}" for k, v in memory_rows]
+    if p.notes:
+        out += ["", "  notes"] + [f"    - {n}" for n in p.notes]
+    return "\n".join(out)
+
+
+def _plan_document(d: Gemma4Deployment, p: Plan) -> dict[str, Any]:
+    return {"name": d.name, "namespace": d.namespace,
+            "plan": p.to_status().model_dump(by_alias=True, mode="json")}
+
+
+def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
+    facts, assumed = _facts(args.accelerator)
+    documents: list[dict[str, Any]] = []
+    status = 0
+    for d in load_deployments(args.file):
+        try:
+            p = plan(d.spec, facts)
+        except PlanError as e:
+            print(f"{KIND} {d.namespace}/{d.name}: {e.message}", file=sys.stderr)
+            status = EXIT_PLAN_ERROR
+            continue
+        if args.output == "table":
+            print(plan_table(d, p, assumed), file=out)
+        else:
+            documents.append(_plan_document(d, p))
+    if args.output == "json" and documents:
+        print(json.dumps(documents if len(documents) > 1 else documents[0], indent=2), file=out)
+    elif args.output == "yaml" and documents:
+        print(yaml.safe_dump_all(documents, sort_keys=False), end="", file=out)
+    return status
+
+
+def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
+    facts, _ = _facts(args.accelerator)
+    objects: list[dict[str, Any]] = []
+    for d in load_deployments(args.file):
+        try:
+            p = plan(d.spec, facts)
+        except PlanError as e:
+            print(f"{KIND} {d.namespace}/{d.name}: {e.message}", file=sys.stderr)
+            return EXIT_PLAN_ERROR
+        objects += render_children(Owner(d.name, d.namespace, args.owner_uid or ""), d.spec, p)
+    print(yaml.safe_dump_all(objects, sort_keys=False), end="", file=out)
+    return 0
+
+
+def cmd_crd(args: argparse.Namespace, out: TextIO) -> int:
+    print(crd_yaml(), end="", file=out)
+    return 0
+
+
+def cmd_accelerators(args: argparse.Namespace, out: TextIO) -> int:
+    catalog = load_catalog()
+    print(f"{'TYPE':<22}{'MEMORY':>10}  {'SM':<5}{'FAMILY':<14}{'ARCH':<7}GFD PRODUCTS", file=out)
+    for a in (*catalog.accelerators.values(), catalog.cpu):
+        print(f"{a.name:<22}{a.memory_gib:>7.0f}GiB  {a.compute or '-':<5}{a.family:<14}{a.arch:<7}"
+              f"{', '.join(a.gfd_products) or '-'}", file=out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gemma4-operator", description=(
+        "Plan, render and serve Gemma 4 on Kubernetes. `plan` and `render` work offline."))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_file(p: argparse.ArgumentParser) -> None:
+        p.add_argument("file", help="YAML file with one or more Gemma4Deployments ('-' for stdin)")
+        p.add_argument("--accelerator", action="append", metavar="TYPE",
+                       help="accelerator type present in the cluster, for accelerator.type auto (repeatable; "
+                            "default: every catalog type)")
+
+    p_plan = sub.add_parser("plan", help="show the serving plan with its memory breakdown")
+    with_file(p_plan)
+    p_plan.add_argument("-o", "--output", choices=("table", "yaml", "json"), default="table")
+    p_plan.set_defaults(func=cmd_plan)
+
+    p_render = sub.add_parser("render", help="print the child manifests as a YAML stream")
+    with_file(p_render)
+    p_render.add_argument("--owner-uid", help="uid of the live Gemma4Deployment, to add ownerReferences")
+    p_render.set_defaults(func=cmd_render)
+
+    sub.add_parser("crd", help="print the CustomResourceDefinition").set_defaults(func=cmd_crd)
+    sub.add_parser("accelerators", help="list catalog accelerator types").set_defaults(func=cmd_accelerators)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args, out or sys.stdout)
+    except InputError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_INVALID
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Rendering: a Plan and its Gemma4Deployment -> the child objects as dicts (DESIGN §4).
+
+Templates hold the shape of each object; this module computes the values that go in them.
+Values enter the templates through ``tojson`` (JSON is YAML), so no user string can break
+the document structure.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+import yaml
+
+from gemma4_operator.api import API_VERSION, KIND, Gemma4DeploymentSpec
+from gemma4_operator.catalog import GIB, Accelerator
+from gemma4_operator.runtimes import EngineContainer, K8sObject, container_for
+from gemma4_operator.sizing import Plan
+
+SERVICE_PORT = 8000
+APP_NAME = "gemma4"
+MANAGER = "gemma4-operator"
+VARIANT_LABEL = "serving.gemma4.dev/variant"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+CPU_PER_GPU = 4
+MEMORY_GIB_PER_GPU = 16
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The Gemma4Deployment the children belong to."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    @property
+    def references(self) -> list[K8sObject]:
+        """Empty without a uid (offline render): a reference to a uid that does not exist would
+        make the garbage collector delete the child."""
+        if not self.uid:
+            return []
+        return [{"apiVersion": API_VERSION, "kind": KIND, "name": self.name, "uid": self.uid,
+                 "controller": True, "blockOwnerDeletion": True}]
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Cluster capabilities that change the shape of the output."""
+
+    pdb_api_version: str = "policy/v1"
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    """Stable across spec changes: Deployment selectors are immutable."""
+    return {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/instance": name}
+
+
+def selector_string(name: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in selector_labels(name).items())
+
+
+def child_labels(name: str, variant: str) -> dict[str, str]:
+    return {**selector_labels(name), "app.kubernetes.io/managed-by": MANAGER,
+            "app.kubernetes.io/component": "server", VARIANT_LABEL: variant}
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("gemma4_operator", "templates"),
+        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
+    )
+
+
+def _render(template: str, **values: Any) -> K8sObject:
+    loaded: K8sObject = yaml.safe_load(_environment().get_template(template).render(**values))
+    return loaded
+
+
+def _accelerator_terms(accel: Accelerator) -> list[K8sObject]:
+    """One nodeSelectorTerm per labelling scheme (terms are ORed): GFD product or GKE accelerator."""
+    arch = [{"key": "kubernetes.io/arch", "operator": "In", "values": [accel.arch]}]
+    if not accel.is_gpu:
+        return []
+    terms = [{"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In",
+                                    "values": list(accel.gfd_products)}, *arch]}]
+    if accel.gke:
+        terms.append({"matchExpressions": [{"key": "cloud.google.com/gke-accelerator", "operator": "In",
+                                            "values": list(accel.gke)}, *arch]})
+    return terms
+
+
+def _affinity(plan: Plan, spec: Gemma4DeploymentSpec) -> K8sObject:
+    """The planner's node requirement ANDed with the user's: every pair of terms is merged."""
+    user = dict(spec.pod_template.spec.affinity)
+    ours = _accelerator_terms(plan.accelerator)
+    if not ours:
+        return user
+    node_affinity = dict(user.get("nodeAffinity") or {})
+    required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
+    user_terms = required.get("nodeSelectorTerms") or [{}]
+    merged = [{"matchExpressions": [*o["matchExpressions"], *u.get("matchExpressions", [])],
+               **({"matchFields": u["matchFields"]} if u.get("matchFields") else {})}
+              for o in ours for u in user_terms]
+    node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = {"nodeSelectorTerms": merged}
+    return {**user, "nodeAffinity": node_affinity}
+
+
+def _resources(plan: Plan) -> K8sObject:
+    if plan.accelerator.is_gpu:
+        gpus = plan.gpus_per_replica
+        return {"requests": {"cpu": str(CPU_PER_GPU * gpus), "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
+                "limits": {GPU_RESOURCE: str(gpus)}}
+    # On CPU the plan's memory need is the pod's memory: request it and cap it.
+    memory = f"{math.ceil(plan.memory_needed_gib)}Gi"
+    return {"requests": {"cpu": "4", "memory": memory}, "limits": {"memory": memory}}
+
+
+def _pod_settings(spec: Gemma4DeploymentSpec, plan: Plan) -> K8sObject:
+    """Pod-level fields, left out when empty so server-side apply owns nothing it does not set."""
+    overrides = spec.pod_template.spec
+    tolerations = ([GPU_TOLERATION] if plan.accelerator.is_gpu else []) + list(overrides.tolerations)
+    settings: K8sObject = {
+        "serviceAccountName": overrides.service_account_name,
+        "priorityClassName": overrides.priority_class_name,
+        "runtimeClassName": overrides.runtime_class_name,
+        "schedulerName": overrides.scheduler_name,
+        "nodeSelector": dict(overrides.node_selector),
+        "imagePullSecrets": [s.model_dump() for s in overrides.image_pull_secrets],
+        "tolerations": tolerations,
+        "affinity": _affinity(plan, spec),
+    }
+    return {k: v for k, v in settings.items() if v}
+
+
+def _volumes(name: str, spec: Gemma4DeploymentSpec, plan: Plan, engine: EngineContainer) -> tuple[
+        list[K8sObject], list[K8sObject]]:
+    cache: K8sObject = ({"name": "cache", "persistentVolumeClaim": {"claimName": f"{name}-model-cache"}}
+                        if spec.storage.model_cache is not None else {"name": "cache", "emptyDir": {}})
+    volumes, mounts = [cache], list(engine.volume_mounts)
+    if engine.shm_size:
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": engine.shm_size}})
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    if plan.source is not None and plan.source.scheme == "pvc":
+        volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": plan.source.claim,
+                                                                    "readOnly": True}})
+        mounts.append({"name": "model", "mountPath": "/models", "readOnly": True})
+    return volumes, mounts
+
+
+def cache_size(spec: Gemma4DeploymentSpec, plan: Plan) -> str:
+    cache = spec.storage.model_cache
+    if cache is not None and cache.size:
+        return cache.size
+    return f"{math.ceil(plan.download_bytes * 1.2 / GIB)}Gi"
+
+
+def replicas_owned_by_operator(spec: Gemma4DeploymentSpec) -> bool:
+    """With autoscaling, replicas belong to the autoscaler and are left out of the applied object."""
+    return spec.autoscaling is None
+
+
+def minimum_replicas(spec: Gemma4DeploymentSpec) -> int:
+    return spec.autoscaling.min_replica_count if spec.autoscaling is not None else spec.replicas
+
+
+def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
+                    options: RenderOptions | None = None) -> list[K8sObject]:
+    """Deployment, Service, and when asked for a PVC; a PDB when more than one replica runs."""
+    options = options or RenderOptions()
+    engine = container_for(plan, spec)
+    labels = child_labels(owner.name, plan.variant)
+    common = {"name": owner.name, "namespace": owner.namespace, "labels": labels,
+              "owner_references": owner.references, "selector": selector_labels(owner.name)}
+    volumes, mounts = _volumes(owner.name, spec, plan, engine)
+    pod_labels = {**spec.pod_template.metadata.labels, **labels}
+    # GPUs are scarce: replace pods in place rather than surging onto GPUs that may not exist.
+    strategy = ({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+                if plan.accelerator.is_gpu else {"type": "RollingUpdate"})
+    children = [
+        _render("deployment.yaml.j2", **common, plan=plan, engine=engine, strategy=strategy,
+                replicas=spec.replicas if replicas_owned_by_operator(spec) else None,
+                pod_labels=pod_labels, pod_annotations=dict(spec.pod_template.metadata.annotations),
+                pod_settings=_pod_settings(spec, plan), resources=_resources(plan),
+                volume_mounts=mounts, volumes=volumes),
+        _render("service.yaml.j2", **common, service_port=SERVICE_PORT),
+    ]
+    if spec.storage.model_cache is not None:
+        children.append(_render("pvc.yaml.j2", **common, cache=spec.storage.model_cache,
+                                cache_size=cache_size(spec, plan)))
+    if minimum_replicas(spec) > 1 or (spec.autoscaling is not None and spec.autoscaling.max_replica_count > 1):
+        children.append(_render("pdb.yaml.j2", **common, pdb_api_version=options.pdb_api_version))
+    return children
+
+
+def endpoint(owner: Owner) -> str:
+    return f"http://{owner.name}.{owner.namespace}.svc:{SERVICE_PORT}/v1"
