@@ -1,4 +1,5 @@
-from gemma4_operator.cli import main
 import sys
+
+from gemma4_operator.cli import main
 
 sys.exit(main())

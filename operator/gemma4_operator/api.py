@@ -14,7 +14,8 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 GROUP = "serving.gemma4.dev"
 VERSION = "v1alpha1"
@@ -59,6 +60,13 @@ class Modality(enum.StrEnum):
     AUDIO = "audio"
 
 
+class AccessMode(enum.StrEnum):
+    READ_WRITE_ONCE = "ReadWriteOnce"
+    READ_WRITE_MANY = "ReadWriteMany"
+    READ_ONLY_MANY = "ReadOnlyMany"
+    READ_WRITE_ONCE_POD = "ReadWriteOncePod"
+
+
 class AutoscalingBackend(enum.StrEnum):
     OPERATOR = "operator"
     KEDA = "keda"
@@ -95,6 +103,12 @@ _E_SERIES_MAX_LEN = 131072
 _MAX_LEN = 262144
 K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 SOURCE_URI_PATTERN = r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+(@[A-Za-z0-9._/-]+|:[A-Za-z0-9_.-]+)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]*)$"
+
+
+def cross_field_error(problems: list[str]) -> PydanticCustomError:
+    """One error for the rules a model breaks; each problem starts with its field path
+    relative to the model, so the CLI can print full paths."""
+    return PydanticCustomError("cross_field", "{problems}", {"problems": "\n".join(problems)})
 
 
 class CelRule(BaseModel):
@@ -249,8 +263,16 @@ class AutoscalingMetricSpec(ApiModel):
             "vllm/num_requests_waiting, vllm/kv_cache_usage_perc or vllm/num_requests_running (the full "
             "aiplatform.googleapis.com/... and vertex_vllm_* spellings are accepted too)."
         ),
-        json_schema_extra={"enum": list(METRIC_NAMES)},
+        max_length=128, json_schema_extra={"enum": list(METRIC_NAMES)},
     )]
+    @field_validator("metric_name")
+    @classmethod
+    def _known_metric(cls, name: str) -> str:
+        if name not in METRIC_NAMES:
+            raise ValueError(f"unknown metricName {name!r}; accepted: {', '.join(METRIC_NAMES[:6])} "
+                             "(and their aiplatform.googleapis.com/... and vertex_vllm_* spellings)")
+        return name
+
     target: Annotated[int | None, Field(description=(
         "Target value per replica: a percentage for duty cycle, CPU and KV-cache usage (default 60, 60, 80), "
         "a queue length for num_requests_waiting (default 5), requests per minute for request_count and a "
@@ -258,29 +280,33 @@ class AutoscalingMetricSpec(ApiModel):
     ), ge=1, le=100000)] = None
 
 
-class AutoscalingSpec(ApiModel):
-    model_config = ConfigDict(json_schema_extra=cel_rules(
+_AUTOSCALING_RULES = cel_rules(
         CelRule(
             rule="self.minReplicaCount >= 1",
-            message="autoscaling.minReplicaCount: scale to zero (0) is not supported yet; use 1 or more",
+            message="minReplicaCount: scale to zero (0) is not supported yet; use 1 or more",
             field_path=".minReplicaCount",
         ),
         CelRule(
             rule="self.minReplicaCount <= self.maxReplicaCount",
-            message="autoscaling.minReplicaCount must not exceed autoscaling.maxReplicaCount",
+            message="minReplicaCount must not exceed maxReplicaCount",
             field_path=".minReplicaCount",
         ),
         CelRule(
             rule="self.backend != 'keda' || size(self.autoscalingMetricSpecs) > 0",
-            message="autoscaling.backend keda needs at least one autoscalingMetricSpecs entry to build its triggers",
+            message="backend keda needs at least one autoscalingMetricSpecs entry to build its triggers",
             field_path=".autoscalingMetricSpecs",
         ),
         CelRule(
-            rule="self.autoscalingMetricSpecs.all(m, self.autoscalingMetricSpecs.exists_one(n, n.metricName == m.metricName))",
-            message="autoscaling.autoscalingMetricSpecs: at most one entry per metricName",
+            rule=("self.autoscalingMetricSpecs.all(m, "
+                  "self.autoscalingMetricSpecs.exists_one(n, n.metricName == m.metricName))"),
+            message="autoscalingMetricSpecs: at most one entry per metricName",
             field_path=".autoscalingMetricSpecs",
         ),
-    ))
+)
+
+
+class AutoscalingSpec(ApiModel):
+    model_config = ConfigDict(json_schema_extra=_AUTOSCALING_RULES)
 
     min_replica_count: Annotated[int, Field(
         alias="minReplicaCount",
@@ -310,17 +336,18 @@ class AutoscalingSpec(ApiModel):
 
     @model_validator(mode="after")
     def _check_bounds(self) -> AutoscalingSpec:
-        if self.min_replica_count < 1:
-            raise ValueError("autoscaling.minReplicaCount: scale to zero (0) is not supported yet; use 1 or more")
-        if self.min_replica_count > self.max_replica_count:
-            raise ValueError("autoscaling.minReplicaCount must not exceed autoscaling.maxReplicaCount")
-        if self.backend is AutoscalingBackend.KEDA and not self.autoscaling_metric_specs:
-            raise ValueError(
-                "autoscaling.backend keda needs at least one autoscalingMetricSpecs entry to build its triggers"
-            )
+        """The pydantic twin of this model's CEL rules (same messages, same order)."""
         names = [m.metric_name for m in self.autoscaling_metric_specs]
-        if len(names) != len(set(names)):
-            raise ValueError("autoscaling.autoscalingMetricSpecs: at most one entry per metricName")
+        broken = [
+            self.min_replica_count < 1,
+            self.min_replica_count > self.max_replica_count,
+            self.backend is AutoscalingBackend.KEDA and not self.autoscaling_metric_specs,
+            len(names) != len(set(names)),
+        ]
+        rules = _AUTOSCALING_RULES["x-kubernetes-validations"]
+        problems = [rule["message"] for rule, bad in zip(rules, broken, strict=True) if bad]
+        if problems:
+            raise cross_field_error(problems)
         return self
 
 
@@ -332,16 +359,17 @@ class ModelCacheSpec(ApiModel):
         alias="storageClassName", description="StorageClass of the PVC; empty uses the cluster default.",
         max_length=253,
     )] = ""
-    access_modes: Annotated[list[Literal["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany", "ReadWriteOncePod"]],
-                            Field(alias="accessModes",
-                                  description="PVC access modes. ReadWriteMany lets replicas on several nodes share it.",
-                                  min_length=1, max_length=4)] = Field(default_factory=lambda: ["ReadWriteOnce"])
+    access_modes: Annotated[list[AccessMode], Field(
+        alias="accessModes", description="PVC access modes. ReadWriteMany lets replicas on several nodes share it.",
+        min_length=1, max_length=4,
+    )] = Field(default_factory=lambda: [AccessMode.READ_WRITE_ONCE])
 
 
 class StorageSpec(ApiModel):
     model_cache: Annotated[ModelCacheSpec | None, Field(
         alias="modelCache",
-        description="Keep the Hugging Face cache on a PersistentVolumeClaim NAME-model-cache so restarts skip the download.",
+        description=("Keep the Hugging Face cache on a PersistentVolumeClaim NAME-model-cache so restarts skip "
+                     "the download."),
     )] = None
 
 
@@ -485,7 +513,7 @@ class Gemma4DeploymentSpec(ApiModel):
         if self.accelerator.type == "cpu" and quant in gpu_only:
             problems.append(_QUANT_MESSAGES[2])
         if problems:
-            raise ValueError("; ".join(problems))
+            raise cross_field_error(problems)
         return self
 
     @property

@@ -41,7 +41,12 @@ def describe_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"{source}: not a valid {KIND}:"]
     for e in error.errors():
         message = str(e["msg"]).removeprefix("Value error, ")
-        lines.append(f"  {_field_path(e['loc'])}: {message}")
+        path = _field_path(e["loc"])
+        if e["type"] == "cross_field":
+            # each problem starts with the field it is about, relative to the object that has the rule
+            lines += [f"  {path}.{part}" for part in message.split("\n")]
+        else:
+            lines.append(f"  {path}: {message}")
     return "\n".join(lines)
 
 
@@ -157,12 +162,12 @@ def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def cmd_crd(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_crd(_: argparse.Namespace, out: TextIO) -> int:
     print(crd_yaml(), end="", file=out)
     return 0
 
 
-def cmd_accelerators(args: argparse.Namespace, out: TextIO) -> int:
+def cmd_accelerators(_: argparse.Namespace, out: TextIO) -> int:
     catalog = load_catalog()
     print(f"{'TYPE':<22}{'MEMORY':>10}  {'SM':<5}{'FAMILY':<14}{'ARCH':<7}GFD PRODUCTS", file=out)
     for a in (*catalog.accelerators.values(), catalog.cpu):

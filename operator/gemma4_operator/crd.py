@@ -45,8 +45,8 @@ class _WithFactoryDefaults(GenerateJsonSchema):
     def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
         factory = schema.get("default_factory")
         if factory is not None and not schema.get("default_factory_takes_data"):
-            schema = {**schema, "default": factory()}  # type: ignore[call-arg, typeddict-item]
-            schema.pop("default_factory", None)  # type: ignore[misc]
+            schema = {**schema, "default": factory()}  # type: ignore[call-arg]
+            schema.pop("default_factory", None)
         return super().default_schema(schema)
 
     def encode_default(self, dft: Any) -> Any:

@@ -69,10 +69,8 @@ def estimate_weight_bytes(variant: VariantInfo, fmt: FormatInfo) -> int:
     if fmt.quantizes == "all_text":
         return round(p.text * fmt.bytes_per_param)
     kept_bf16 = p.token_embedding + p.per_layer_embedding + p.encoders
-    if fmt.quantizes == "mlp":
-        quantized = p.dense_mlp + p.experts
-    else:  # linear: every decoder linear layer
-        quantized = p.total - kept_bf16
+    # mlp: the MLPs and experts (ModelOpt NVFP4); linear: every decoder linear layer
+    quantized = p.dense_mlp + p.experts if fmt.quantizes == "mlp" else p.total - kept_bf16
     return round(quantized * fmt.bytes_per_param + (p.total - quantized) * 2)
 
 

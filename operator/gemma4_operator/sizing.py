@@ -275,7 +275,7 @@ def _fit(spec: Gemma4DeploymentSpec, accel: Accelerator, engine: str, fmt: str, 
     download = (checkpoint.download_bytes if checkpoint and checkpoint.download_bytes else weights_bytes)
     text_only = tuple(spec.serving.modalities) == (Modality.TEXT,)
     kv_dtype = _kv_dtype(spec, accel, engine)
-    L = spec.serving.max_model_len
+    max_len = spec.serving.max_model_len
     concurrency = spec.serving.concurrency
 
     if engine == VLLM:
@@ -290,7 +290,7 @@ def _fit(spec: Gemma4DeploymentSpec, accel: Accelerator, engine: str, fmt: str, 
         mnbt_cfg = engine_info.max_num_batched_tokens
         mnbt = mnbt_cfg.large_gpu if accel.memory_gib >= mnbt_cfg.large_gpu_min_gib else mnbt_cfg.small_gpu
         per_seq = memory.vllm_kv_reservation_per_gpu(
-            variant, L, memory.KV_BYTES_PER_ELEMENT[kv_dtype], gpus, mnbt, engine_info.block_size) / GIB
+            variant, max_len, memory.KV_BYTES_PER_ELEMENT[kv_dtype], gpus, mnbt, engine_info.block_size) / GIB
         pool = usable - weights_gib - overhead
         max_conc = max(0, math.floor(pool / per_seq)) if pool > 0 else 0
         need = weights_gib + overhead + concurrency * per_seq
@@ -311,7 +311,7 @@ def _fit(spec: Gemma4DeploymentSpec, accel: Accelerator, engine: str, fmt: str, 
     bpe = memory.LLAMACPP_KV_BYTES_PER_ELEMENT[kv_dtype]
 
     def kv_gib(slots: int) -> float:
-        return memory.llamacpp_kv_bytes(variant, L, slots, bpe, engine_info.ubatch) / GIB
+        return memory.llamacpp_kv_bytes(variant, max_len, slots, bpe, engine_info.ubatch) / GIB
 
     pool = usable - weights_gib - overhead
     need = weights_gib + overhead + kv_gib(concurrency)

@@ -60,7 +60,7 @@ def user_env(spec: Gemma4DeploymentSpec) -> list[K8sObject]:
 
 
 def container_for(plan: Plan, spec: Gemma4DeploymentSpec) -> EngineContainer:
-    from gemma4_operator.runtimes import llamacpp, vllm  # noqa: PLC0415 - modules import this package
+    from gemma4_operator.runtimes import llamacpp, vllm
 
     engines = {"vllm": vllm.container, "llamacpp": llamacpp.container}
     return engines[plan.engine](plan, spec)

@@ -1,0 +1,44 @@
+# Everything installs from PyPI/Debian into .venv and $(GEMMA4_TOOLS_CACHE); nothing by hand.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXAMPLE ?= manifests/examples/31b-h100-bf16-tp2.yaml
+export GEMMA4_TOOLS_CACHE ?= $(HOME)/.cache/gemma4-operator
+
+.PHONY: setup demo test lint typecheck pytest bench crd clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+## demo: plan and render an example offline (no cluster needed)
+demo: setup
+	$(BIN)/gemma4-operator plan $(EXAMPLE)
+	$(BIN)/gemma4-operator render $(EXAMPLE)
+
+## test: lint, type-check and run every test tier (unit, integration, tools, e2e, engine)
+test: lint typecheck pytest
+
+lint: setup
+	$(BIN)/ruff check operator tests
+
+typecheck: setup
+	$(BIN)/mypy
+
+pytest: setup
+	$(BIN)/pytest -q tests
+
+## bench: planner throughput, reconcile load and the autoscaling trace benchmark
+bench: setup
+	$(BIN)/python -m tests.benchmarks.planner.run
+
+## crd: regenerate the committed CRD from api.py
+crd: setup
+	$(BIN)/gemma4-operator crd > crds/gemma4deployments.serving.gemma4.dev.yaml
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,176 @@
+"""The generated CRD: in sync with the committed file, and it judges objects like the pydantic models."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from gemma4_operator.api import Gemma4Deployment
+from gemma4_operator.crd import crd_manifest, crd_yaml, without_cel
+from tests.support.crd_schema import cel_errors, schema_errors
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMITTED = ROOT / "crds" / "gemma4deployments.serving.gemma4.dev.yaml"
+EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
+
+
+def test_committed_crd_matches_generated() -> None:
+    assert COMMITTED.read_text(encoding="utf-8") == crd_yaml(), (
+        "crds/ is stale: run `gemma4-operator crd > crds/gemma4deployments.serving.gemma4.dev.yaml`")
+
+
+def test_crd_has_subresources_columns_and_names() -> None:
+    crd = crd_manifest()
+    version = crd["spec"]["versions"][0]
+    assert version["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector"}
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Variant", "Engine", "Quant", "GPUs", "Ready", "Status", "Age"]
+    assert crd["spec"]["names"]["shortNames"] == ["g4d"]
+
+
+def _walk(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    if isinstance(node, dict):
+        found.append((path, node))
+        for name, sub in node.get("properties", {}).items():
+            found += _walk(sub, f"{path}.{name}")
+        if "items" in node:
+            found += _walk(node["items"], f"{path}[]")
+    return found
+
+
+def test_schema_is_structural_and_every_field_is_described() -> None:
+    root = crd_manifest()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for path, node in _walk(root):
+        for forbidden in ("$ref", "anyOf", "oneOf", "allOf", "const", "title"):
+            assert forbidden not in node, f"{path}: {forbidden}"
+        assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), f"{path}: no type"
+        if "properties" in node:
+            assert "additionalProperties" not in node, path
+            for name, sub in node["properties"].items():
+                if path.startswith(".spec") or path.startswith(".status"):
+                    assert sub.get("description"), f"{path}.{name} has no description (kubectl explain)"
+
+
+def test_version_without_cel_keeps_everything_else() -> None:
+    crd = crd_manifest()
+    stripped = without_cel(crd)
+    assert "x-kubernetes-validations" not in yaml.safe_dump(stripped)
+    assert len(yaml.safe_dump(stripped)) < len(yaml.safe_dump(crd))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_examples_validate_against_schema_and_cel(path: Path) -> None:
+    obj = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert schema_errors(obj) == []
+    assert cel_errors(obj) == []
+    Gemma4Deployment.model_validate(obj)
+
+
+def _obj(spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "serving.gemma4.dev/v1alpha1", "kind": "Gemma4Deployment",
+            "metadata": {"name": "x", "namespace": "ns"}, "spec": spec}
+
+
+BAD_CEL = [
+    ({"model": {"variant": "31b"}, "serving": {"modalities": ["text", "audio"]}},
+     "serving.modalities: audio is only available on e2b and e4b"),
+    ({"model": {"variant": "26b-a4b"}, "serving": {"modalities": ["audio"]}},
+     "serving.modalities: audio is only available on e2b and e4b"),
+    ({"model": {"variant": "e4b"}, "serving": {"maxModelLen": 262144}},
+     "serving.maxModelLen: e2b and e4b have a 131072-token context"),
+    ({"model": {"variant": "e4b", "instructionTuned": False}, "serving": {"reasoning": True}},
+     "serving.reasoning needs an instruction-tuned model"),
+    ({"model": {"variant": "e4b", "instructionTuned": False}, "serving": {"toolCalling": True}},
+     "serving.toolCalling needs an instruction-tuned model"),
+    ({"model": {"variant": "e2b"}, "autoscaling": {"minReplicaCount": 5, "maxReplicaCount": 2}},
+     "minReplicaCount must not exceed maxReplicaCount"),
+    ({"model": {"variant": "e2b"}, "autoscaling": {"minReplicaCount": 0, "maxReplicaCount": 2}},
+     "minReplicaCount: scale to zero (0) is not supported yet"),
+    ({"model": {"variant": "e2b"}, "autoscaling": {"maxReplicaCount": 2, "backend": "keda"}},
+     "backend keda needs at least one autoscalingMetricSpecs entry"),
+    ({"model": {"variant": "e2b"}, "autoscaling": {"maxReplicaCount": 2, "autoscalingMetricSpecs": [
+        {"metricName": "request_count", "target": 10}, {"metricName": "request_count", "target": 20}]}},
+     "autoscalingMetricSpecs: at most one entry per metricName"),
+    ({"model": {"variant": "e2b"}, "engine": "vllm", "accelerator": {"type": "cpu"}},
+     "engine: vllm needs an NVIDIA GPU"),
+    ({"model": {"variant": "e2b"}, "accelerator": {"type": "cpu", "count": 1}},
+     "accelerator.count must be 0 when accelerator.type is cpu"),
+    ({"model": {"variant": "e2b"}, "engine": "vllm", "quantization": "q4_k_m"},
+     "quantization: q8_0 and q4_k_m are GGUF formats served by llama.cpp"),
+    ({"model": {"variant": "e2b"}, "engine": "llamacpp", "quantization": "nvfp4"},
+     "quantization: fp8, nvfp4 and int4 are vLLM formats"),
+    ({"model": {"variant": "e2b"}, "quantization": "fp8", "accelerator": {"type": "cpu"}},
+     "quantization: fp8, nvfp4 and int4 need an NVIDIA GPU"),
+]
+
+
+@pytest.mark.parametrize(("spec", "message"), BAD_CEL, ids=[m[:40] for _, m in BAD_CEL])
+def test_cross_field_rules_refuse_with_the_same_message_in_cel_and_pydantic(spec: dict[str, Any],
+                                                                           message: str) -> None:
+    obj = _obj(spec)
+    assert schema_errors(obj) == []
+    cel = cel_errors(obj)
+    assert len(cel) == 1 and cel[0].startswith(message), cel
+    with pytest.raises(ValidationError) as caught:
+        Gemma4Deployment.model_validate(obj)
+    assert message in str(caught.value)
+
+
+BAD_SCHEMA = [
+    ({"model": {"variant": "70b"}}, "spec.model.variant: '70b' is not one of"),
+    ({"model": {}}, "spec.model: 'variant' is a required property"),
+    ({"model": {"variant": "e2b"}, "serving": {"concurrency": 0}}, "spec.serving.concurrency: 0 is less than"),
+    ({"model": {"variant": "e2b"}, "autoscaling": {"maxReplicaCount": 2,
+                                                   "autoscalingMetricSpecs": [{"metricName": "gpu"}]}},
+     "spec.autoscaling.autoscalingMetricSpecs.0.metricName: 'gpu' is not one of"),
+    ({"model": {"variant": "e2b", "source": {"uri": "s3://bucket/x"}}},
+     "spec.model.source.uri: 's3://bucket/x' does not match"),
+    ({"model": {"variant": "e2b"}, "replicaz": 3}, "Additional properties are not allowed ('replicaz'"),
+]
+
+
+@pytest.mark.parametrize(("spec", "message"), BAD_SCHEMA, ids=[m[:40] for _, m in BAD_SCHEMA])
+def test_schema_refuses_bad_fields_by_path(spec: dict[str, Any], message: str) -> None:
+    errors = schema_errors(_obj(spec))
+    assert any(message in e for e in errors), errors
+    with pytest.raises(ValidationError):
+        Gemma4Deployment.model_validate(_obj(spec))
+
+
+field_values = st.fixed_dictionaries({
+    "model": st.fixed_dictionaries({"variant": st.sampled_from(["e2b", "e4b", "26b-a4b", "31b"]),
+                                    "instructionTuned": st.booleans()}),
+    "engine": st.sampled_from(["auto", "vllm", "llamacpp"]),
+    "quantization": st.sampled_from(["auto", "bf16", "fp8", "nvfp4", "int4", "q8_0", "q4_k_m"]),
+    "accelerator": st.fixed_dictionaries({"type": st.sampled_from(["auto", "cpu", "nvidia-l4"]),
+                                          "count": st.integers(0, 2)}),
+    "serving": st.fixed_dictionaries({
+        "maxModelLen": st.sampled_from([4096, 131072, 262144]),
+        "modalities": st.lists(st.sampled_from(["text", "image", "audio"]), min_size=1, max_size=3, unique=True),
+        "reasoning": st.booleans(), "toolCalling": st.booleans()}),
+    "autoscaling": st.fixed_dictionaries({"minReplicaCount": st.integers(0, 3), "maxReplicaCount": st.integers(1, 3),
+                                          "backend": st.sampled_from(["operator", "keda"])}),
+})
+
+
+@settings(max_examples=200, deadline=None)
+@given(spec=field_values)
+def test_pydantic_accepts_exactly_what_the_crd_accepts(spec: dict[str, Any]) -> None:
+    obj = _obj(copy.deepcopy(spec))
+    crd_ok = not schema_errors(obj) and not cel_errors(obj)
+    try:
+        Gemma4Deployment.model_validate(obj)
+        pydantic_ok = True
+    except ValidationError:
+        pydantic_ok = False
+    assert crd_ok == pydantic_ok, (schema_errors(obj), cel_errors(obj))
