@@ -60,6 +60,7 @@ def user_env(spec: Gemma4DeploymentSpec) -> list[K8sObject]:
 
 
 def container_for(plan: Plan, spec: Gemma4DeploymentSpec) -> EngineContainer:
+    # imported here: the engine modules import this package's shared helpers
     from gemma4_operator.runtimes import llamacpp, vllm
 
     engines = {"vllm": vllm.container, "llamacpp": llamacpp.container}
