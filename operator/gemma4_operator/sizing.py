@@ -22,7 +22,7 @@ from gemma4_operator.api import (
     PlanStatus,
     QuantizationChoice,
 )
-from gemma4_operator.catalog import GIB, Accelerator, Catalog, Checkpoint, EngineInfo, load_catalog
+from gemma4_operator.catalog import GIB, Accelerator, Catalog, Checkpoint, EngineInfo, VariantInfo, load_catalog
 from gemma4_operator.sources import SourceRef, parse_source
 
 VLLM = "vllm"
@@ -240,11 +240,44 @@ def _checkpoint(spec: Gemma4DeploymentSpec, fmt: str, engine: str, catalog: Cata
     return catalog.checkpoint(spec.model.variant.value, spec.model.instruction_tuned, fmt, engine)
 
 
-def _fit(spec: Gemma4DeploymentSpec, accel: Accelerator, engine: str, fmt: str, gpus: int,
-         source: SourceRef | None, catalog: Catalog) -> Fit | Rejection:
+@dataclass(frozen=True)
+class _Matched:
+    """A candidate that passed the checks: its checkpoint and weights are known."""
+
+    spec: Gemma4DeploymentSpec
+    variant: VariantInfo
+    accelerator: Accelerator
+    engine: str
+    fmt: str
+    gpus: int
+    checkpoint: Checkpoint | None
+    weights_bytes: int
+    weights_estimated: bool
+    download_bytes: int
+    kv_dtype: str
+    warnings: tuple[str, ...]
+
+    @property
+    def text_only(self) -> bool:
+        return tuple(self.spec.serving.modalities) == (Modality.TEXT,)
+
+    def reject(self, reason: str, shortfall: float) -> Rejection:
+        return Rejection(self.accelerator.name, self.fmt, self.gpus, reason, shortfall)
+
+    def fit(self, weights_gib: float, pool: float, overhead: float, usable: float, per_seq: float,
+            max_conc: int, batch_tokens: int, need: float) -> Fit:
+        return Fit(self.accelerator, self.engine, self.fmt, self.gpus, self.checkpoint, weights_gib, pool,
+                   overhead, usable, per_seq, max_conc, self.kv_dtype, batch_tokens, self.weights_estimated,
+                   self.download_bytes, need, self.warnings)
+
+
+def _match(spec: Gemma4DeploymentSpec, accel: Accelerator, engine: str, fmt: str, gpus: int,
+           source: SourceRef | None, catalog: Catalog) -> _Matched | Rejection:
+    """Engine/format/GPU-count checks, known-bad rules, checkpoint lookup and weight size."""
     variant = catalog.variants[spec.model.variant.value]
-    def rejection(reason: str, shortfall: float = 0.0) -> Rejection:
-        return Rejection(accel.name, fmt, gpus, reason, shortfall)
+
+    def rejection(reason: str) -> Rejection:
+        return Rejection(accel.name, fmt, gpus, reason)
 
     fmt_info = catalog.formats.get(fmt)
     if fmt_info is None or engine not in fmt_info.engines:
@@ -271,58 +304,68 @@ def _fit(spec: Gemma4DeploymentSpec, accel: Accelerator, engine: str, fmt: str, 
         return rejection(f"the catalog has no {fmt} checkpoint of gemma-4-{variant.name}{it} for {engine}")
     if checkpoint is None and fmt_info.bytes_per_param is None:
         return rejection(f"cannot size {fmt} weights of a custom source without a published size")
-    weights_bytes, estimated = memory.resident_weight_bytes(variant, fmt_info, checkpoint, llamacpp=engine == LLAMACPP)
-    download = (checkpoint.download_bytes if checkpoint and checkpoint.download_bytes else weights_bytes)
-    text_only = tuple(spec.serving.modalities) == (Modality.TEXT,)
-    kv_dtype = _kv_dtype(spec, accel, engine)
-    max_len = spec.serving.max_model_len
-    concurrency = spec.serving.concurrency
+    weights, estimated = memory.resident_weight_bytes(variant, fmt_info, checkpoint, llamacpp=engine == LLAMACPP)
+    download = checkpoint.download_bytes if checkpoint and checkpoint.download_bytes else weights
+    return _Matched(spec, variant, accel, engine, fmt, gpus, checkpoint, weights, estimated, download,
+                    _kv_dtype(spec, accel, engine), tuple(warnings))
 
-    if engine == VLLM:
-        engine_info = catalog.engines[VLLM]
-        assert engine_info.max_num_batched_tokens is not None
-        encoders = memory.encoder_bytes(variant)
-        replicated = 0 if text_only else encoders
-        sharded = weights_bytes - encoders
-        weights_gib = (sharded / gpus + replicated) / GIB
-        overhead = engine_info.overhead_gib + (0.0 if text_only else engine_info.multimodal_overhead_gib)
-        usable = accel.memory_gib * engine_info.gpu_memory_utilization
-        mnbt_cfg = engine_info.max_num_batched_tokens
-        mnbt = mnbt_cfg.large_gpu if accel.memory_gib >= mnbt_cfg.large_gpu_min_gib else mnbt_cfg.small_gpu
-        per_seq = memory.vllm_kv_reservation_per_gpu(
-            variant, max_len, memory.KV_BYTES_PER_ELEMENT[kv_dtype], gpus, mnbt, engine_info.block_size) / GIB
-        pool = usable - weights_gib - overhead
-        max_conc = max(0, math.floor(pool / per_seq)) if pool > 0 else 0
-        need = weights_gib + overhead + concurrency * per_seq
-        if max_conc < concurrency:
-            return rejection(
-                f"needs {need:.1f} GiB per GPU ({weights_gib:.1f} weights + {overhead:.1f} overhead + "
-                f"{concurrency} x {per_seq:.2f} KV) but has {usable:.1f} GiB usable: short by {need - usable:.1f} GiB",
-                need - usable)
-        return Fit(accel, engine, fmt, gpus, checkpoint, weights_gib, pool, overhead, usable, per_seq, max_conc,
-                   kv_dtype, mnbt, estimated, download, need, tuple(warnings))
 
-    engine_info = catalog.engines[LLAMACPP]
-    mmproj = 0 if text_only or checkpoint is None else (checkpoint.mmproj_bytes or 0)
-    weights_gib = (weights_bytes + mmproj) / GIB
-    overhead = engine_info.overhead_gib + (0.0 if accel.is_gpu else engine_info.cpu_runtime_gib)
-    factor = engine_info.gpu_memory_utilization if accel.is_gpu else 1.0
-    usable = accel.memory_gib * factor
-    bpe = memory.LLAMACPP_KV_BYTES_PER_ELEMENT[kv_dtype]
+def _fit_vllm(m: _Matched, engine: EngineInfo) -> Fit | Rejection:
+    """Per GPU: sharded weights + replicated encoders + overhead + a KV pool holding
+    `concurrency` start-up reservations of max_model_len tokens."""
+    assert engine.max_num_batched_tokens is not None
+    concurrency, gpus = m.spec.serving.concurrency, m.gpus
+    encoders = memory.encoder_bytes(m.variant)
+    weights_gib = ((m.weights_bytes - encoders) / gpus + (0 if m.text_only else encoders)) / GIB
+    overhead = engine.overhead_gib + (0.0 if m.text_only else engine.multimodal_overhead_gib)
+    usable = m.accelerator.memory_gib * engine.gpu_memory_utilization
+    batch = engine.max_num_batched_tokens
+    batch_tokens = batch.large_gpu if m.accelerator.memory_gib >= batch.large_gpu_min_gib else batch.small_gpu
+    per_seq = memory.vllm_kv_reservation_per_gpu(
+        m.variant, m.spec.serving.max_model_len, memory.KV_BYTES_PER_ELEMENT[m.kv_dtype], gpus, batch_tokens,
+        engine.block_size) / GIB
+    pool = usable - weights_gib - overhead
+    max_conc = max(0, math.floor(pool / per_seq))
+    need = weights_gib + overhead + concurrency * per_seq
+    if max_conc < concurrency:
+        return m.reject(
+            f"needs {need:.1f} GiB per GPU ({weights_gib:.1f} weights + {overhead:.1f} overhead + "
+            f"{concurrency} x {per_seq:.2f} KV) but has {usable:.1f} GiB usable: short by {need - usable:.1f} GiB",
+            need - usable)
+    return m.fit(weights_gib, pool, overhead, usable, per_seq, max_conc, batch_tokens, need)
+
+
+def _fit_llamacpp(m: _Matched, engine: EngineInfo) -> Fit | Rejection:
+    """One pod (GPU or CPU): GGUF + mmproj when images/audio are served + buffers + KV for all slots."""
+    concurrency = m.spec.serving.concurrency
+    mmproj = 0 if m.text_only or m.checkpoint is None else (m.checkpoint.mmproj_bytes or 0)
+    weights_gib = (m.weights_bytes + mmproj) / GIB
+    overhead = engine.overhead_gib + (0.0 if m.accelerator.is_gpu else engine.cpu_runtime_gib)
+    usable = m.accelerator.memory_gib * (engine.gpu_memory_utilization if m.accelerator.is_gpu else 1.0)
+    bytes_per_element = memory.LLAMACPP_KV_BYTES_PER_ELEMENT[m.kv_dtype]
 
     def kv_gib(slots: int) -> float:
-        return memory.llamacpp_kv_bytes(variant, max_len, slots, bpe, engine_info.ubatch) / GIB
+        return memory.llamacpp_kv_bytes(m.variant, m.spec.serving.max_model_len, slots, bytes_per_element,
+                                        engine.ubatch) / GIB
 
     pool = usable - weights_gib - overhead
     need = weights_gib + overhead + kv_gib(concurrency)
     if need > usable:
-        return rejection(
+        return m.reject(
             f"needs {need:.1f} GiB ({weights_gib:.1f} weights + {overhead:.1f} overhead + "
             f"{kv_gib(concurrency):.1f} KV for {concurrency} slots) but has {usable:.1f} GiB: "
             f"short by {need - usable:.1f} GiB", need - usable)
     max_conc = _largest(lambda n: kv_gib(n) <= pool, concurrency, 1024)
-    return Fit(accel, engine, fmt, gpus, checkpoint, weights_gib, pool, overhead, usable,
-               kv_gib(1), max_conc, kv_dtype, engine_info.ubatch, estimated, download, need, tuple(warnings))
+    return m.fit(weights_gib, pool, overhead, usable, kv_gib(1), max_conc, engine.ubatch, need)
+
+
+def _fit(spec: Gemma4DeploymentSpec, accel: Accelerator, engine: str, fmt: str, gpus: int,
+         source: SourceRef | None, catalog: Catalog) -> Fit | Rejection:
+    matched = _match(spec, accel, engine, fmt, gpus, source, catalog)
+    if isinstance(matched, Rejection):
+        return matched
+    fit = _fit_vllm if engine == VLLM else _fit_llamacpp
+    return fit(matched, catalog.engines[engine])
 
 
 def _largest(ok: Callable[[int], bool], low: int, high: int) -> int:
