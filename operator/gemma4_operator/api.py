@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from gemma4_operator.autoscaling import ACCEPTED_METRIC_NAMES
+
 GROUP = "serving.gemma4.dev"
 VERSION = "v1alpha1"
 KIND = "Gemma4Deployment"
@@ -72,29 +74,8 @@ class AutoscalingBackend(enum.StrEnum):
     KEDA = "keda"
 
 
-# Spellings accepted for autoscalingMetricSpecs[].metricName. The mapping to signals lives
-# in autoscaling.py; this list is what the CRD enum admits.
-METRIC_NAMES: tuple[str, ...] = (
-    "accelerator/duty_cycle",
-    "cpu/utilization",
-    "request_count",
-    "vllm/num_requests_waiting",
-    "vllm/kv_cache_usage_perc",
-    "vllm/num_requests_running",
-    "aiplatform.googleapis.com/prediction/online/accelerator/duty_cycle",
-    "aiplatform.googleapis.com/prediction/online/cpu/utilization",
-    "aiplatform.googleapis.com/prediction/online/request_count",
-    "prometheus.googleapis.com/vertex_dcgm_fi_dev_gpu_util",
-    "prometheus.googleapis.com/vertex_vllm_num_requests_waiting",
-    "prometheus.googleapis.com/vertex_vllm_gpu_cache_usage_perc",
-    "prometheus.googleapis.com/vertex_vllm_kv_cache_usage_perc",
-    "prometheus.googleapis.com/vertex_vllm_num_requests_running",
-    "vertex_dcgm_fi_dev_gpu_util",
-    "vertex_vllm_num_requests_waiting",
-    "vertex_vllm_gpu_cache_usage_perc",
-    "vertex_vllm_kv_cache_usage_perc",
-    "vertex_vllm_num_requests_running",
-)
+# Spellings accepted for autoscalingMetricSpecs[].metricName: what the CRD enum admits.
+METRIC_NAMES = ACCEPTED_METRIC_NAMES
 
 # Variants without an audio encoder, and the context limit of the E-series. Both are
 # catalog facts too; they are repeated here only because CEL rules must be literal.

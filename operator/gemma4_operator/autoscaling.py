@@ -24,6 +24,11 @@ and Vertex's rule "scale up when any metric is over target, down only when all a
    that period (also from ``history``).
 7. Clamp to ``[min_replicas, max_replicas]`` (also when there are no metrics at all).
 
+Caveat (measured in tests/benchmarks/autoscaling): a queue target alone is 0 whenever the
+replicas keep up, so step 1 proposes 0 and, after the delay, the count falls to ``min_replicas``,
+then overflows and jumps to ``max_replicas``. Pair ``vllm/num_requests_waiting`` with a
+utilization signal (KV cache or batch size); that is HPA math, not a bug here.
+
 Per-pod metrics cannot scale *from* zero (no pod, no sample): that needs an activator or an
 external signal and is not handled here; with ``current_replicas == 0`` only the clamp acts.
 
@@ -268,8 +273,7 @@ def decide(
         desired = min(current, max([recommendation, *window]))
         if desired > recommendation:
             notes.append(
-                f"scale-down held at {desired}: highest recommendation in the last "
-                f"{_num(policy.scale_down_delay_s)}s"
+                f"scale-down held at {desired}: highest recommendation in the last {_num(policy.scale_down_delay_s)}s"
             )
     elif desired > current:
         added = sum(h.scaled_up_by for h in history if h.at > now - policy.scale_up_period_s)
