@@ -1,0 +1,121 @@
+"""Engine /metrics scraping for the built-in autoscaler.
+
+The shell part is one function, :func:`scrape`, which fetches every ready pod's /metrics with
+a shared httpx.AsyncClient under bounded concurrency. Everything else is pure: parsing the
+Prometheus text format with prometheus-client's parser, mapping engine metric names to
+autoscaling signals (names from catalog/engines.yaml), and turning counter totals into
+per-minute rates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from gemma4_operator.autoscaling import Sample, Signal
+from gemma4_operator.catalog import EngineInfo
+
+# catalog/engines.yaml keys -> signals
+_CATALOG_KEYS = {
+    "queue_length": Signal.QUEUE_LENGTH,
+    "batch_size": Signal.BATCH_SIZE,
+    "kv_cache_usage": Signal.KV_CACHE_USAGE,
+    "request_count": Signal.REQUEST_COUNT,
+}
+# Signals read as counters (turned into rates); the others are gauges.
+_COUNTERS = frozenset({Signal.REQUEST_COUNT})
+# A fraction is averaged across series (e.g. data-parallel engines); counts are summed.
+_AVERAGED = frozenset({Signal.KV_CACHE_USAGE})
+
+MetricNames = Mapping[Signal, Sequence[str]]
+
+
+def metric_names(engine: EngineInfo) -> dict[Signal, tuple[str, ...]]:
+    """Engine metric names per signal, in order of preference (newest name first)."""
+    return {_CATALOG_KEYS[key]: tuple(names) for key, names in engine.metrics.items() if names}
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    pod: str
+    url: str
+
+
+@dataclass(frozen=True)
+class PodMetrics:
+    """Raw values from one scrape: gauges as read, counters as totals."""
+
+    pod: str
+    at: float
+    values: Mapping[Signal, float]
+
+
+@dataclass(frozen=True)
+class ScrapeFailure:
+    pod: str
+    at: float
+    reason: str
+
+
+def parse_exposition(text: str, names: MetricNames) -> dict[Signal, float]:
+    """Values per signal from a Prometheus text exposition. Raises ValueError when the body is
+    not the Prometheus format; a signal whose metric is absent is simply left out."""
+    series: dict[str, list[float]] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                series.setdefault(sample.name, []).append(float(sample.value))
+    except (ValueError, TypeError, IndexError) as e:
+        raise ValueError(f"not Prometheus text format: {e}") from e
+    values: dict[Signal, float] = {}
+    for signal, candidates in names.items():
+        found = next((series[n] for n in candidates if n in series), None)
+        if found:
+            values[signal] = sum(found) / len(found) if signal in _AVERAGED else sum(found)
+    return values
+
+
+async def _scrape_one(client: httpx.AsyncClient, target: ScrapeTarget, names: MetricNames,
+                      limit: asyncio.Semaphore, clock: float) -> PodMetrics | ScrapeFailure:
+    async with limit:
+        try:
+            response = await client.get(target.url)
+            response.raise_for_status()
+            return PodMetrics(target.pod, clock, parse_exposition(response.text, names))
+        except httpx.TimeoutException:
+            return ScrapeFailure(target.pod, clock, "timed out")
+        except httpx.HTTPStatusError as e:
+            return ScrapeFailure(target.pod, clock, f"HTTP {e.response.status_code}")
+        except httpx.HTTPError as e:
+            return ScrapeFailure(target.pod, clock, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+        except ValueError as e:
+            return ScrapeFailure(target.pod, clock, str(e))
+
+
+async def scrape(client: httpx.AsyncClient, targets: Sequence[ScrapeTarget], names: MetricNames, *,
+                 now: float, concurrency: int = 16) -> list[PodMetrics | ScrapeFailure]:
+    """Scrape every target; a failing pod yields a ScrapeFailure, never an exception."""
+    limit = asyncio.Semaphore(concurrency)
+    return list(await asyncio.gather(*(_scrape_one(client, t, names, limit, now) for t in targets)))
+
+
+def to_samples(current: Sequence[PodMetrics], previous: Mapping[str, PodMetrics]) -> list[Sample]:
+    """Gauges become samples as they are; counters become per-minute rates against the pod's
+    previous scrape (no sample on the first scrape or after a counter reset)."""
+    samples: list[Sample] = []
+    for scraped in current:
+        before = previous.get(scraped.pod)
+        for signal, value in scraped.values.items():
+            if signal not in _COUNTERS:
+                samples.append(Sample(scraped.pod, signal, value, scraped.at, True))
+                continue
+            if before is None or signal not in before.values or scraped.at <= before.at:
+                continue
+            delta = value - before.values[signal]
+            if delta >= 0:
+                samples.append(Sample(scraped.pod, signal, delta * 60 / (scraped.at - before.at), scraped.at, True))
+    return samples

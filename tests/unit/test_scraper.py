@@ -1,0 +1,142 @@
+"""Scraping engine /metrics from real HTTP servers on 127.0.0.1 serving what vLLM 0.32.0 and
+llama.cpp really emit (tests/data/metrics: vLLM's own PrometheusStatLogger output, and a
+capture from llama.cpp's server with requests in flight), plus the ways a pod fails."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from aiohttp import web
+
+from gemma4_operator.autoscaling import Signal
+from gemma4_operator.catalog import load_catalog
+from gemma4_operator.scraper import (
+    PodMetrics,
+    ScrapeFailure,
+    ScrapeTarget,
+    metric_names,
+    parse_exposition,
+    scrape,
+    to_samples,
+)
+
+METRICS = Path(__file__).resolve().parents[1] / "data" / "metrics"
+VLLM_TEXT = (METRICS / "vllm-0.32.0.txt").read_text(encoding="utf-8")
+LLAMA_TEXT = (METRICS / "llamacpp-real.txt").read_text(encoding="utf-8")
+VLLM_NAMES = metric_names(load_catalog().engines["vllm"])
+LLAMA_NAMES = metric_names(load_catalog().engines["llamacpp"])
+
+
+def test_vllm_exposition_maps_to_signals() -> None:
+    values = parse_exposition(VLLM_TEXT, VLLM_NAMES)
+    assert values[Signal.QUEUE_LENGTH] == 7.0
+    assert values[Signal.BATCH_SIZE] == 3.0
+    assert values[Signal.KV_CACHE_USAGE] == pytest.approx(0.42)
+    assert values[Signal.REQUEST_COUNT] == 10.0  # summed over finished_reason
+
+
+def test_llamacpp_exposition_maps_to_signals_and_has_no_kv_or_request_counter() -> None:
+    values = parse_exposition(LLAMA_TEXT, LLAMA_NAMES)
+    assert values == {Signal.QUEUE_LENGTH: 2.0, Signal.BATCH_SIZE: 2.0}
+
+
+def test_old_vllm_kv_name_is_read_only_when_the_new_one_is_absent() -> None:
+    old = "# TYPE vllm:gpu_cache_usage_perc gauge\nvllm:gpu_cache_usage_perc{engine=\"0\"} 0.5\n"
+    assert parse_exposition(old, VLLM_NAMES) == {Signal.KV_CACHE_USAGE: 0.5}
+    both = old + "# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{engine=\"0\"} 0.25\n"
+    assert parse_exposition(both, VLLM_NAMES) == {Signal.KV_CACHE_USAGE: 0.25}
+
+
+def test_kv_fraction_is_averaged_across_engines_and_counts_are_summed() -> None:
+    text = ("vllm:kv_cache_usage_perc{engine=\"0\"} 0.2\nvllm:kv_cache_usage_perc{engine=\"1\"} 0.6\n"
+            "vllm:num_requests_waiting{engine=\"0\"} 2\nvllm:num_requests_waiting{engine=\"1\"} 5\n")
+    values = parse_exposition(text, VLLM_NAMES)
+    assert values[Signal.KV_CACHE_USAGE] == pytest.approx(0.4)
+    assert values[Signal.QUEUE_LENGTH] == 7
+
+
+def test_garbage_is_refused() -> None:
+    with pytest.raises(ValueError, match="not Prometheus text format"):
+        parse_exposition("<html><body>502 Bad Gateway</body></html>", VLLM_NAMES)
+
+
+def test_counters_become_per_minute_rates_and_resets_are_skipped() -> None:
+    before = {"a": PodMetrics("a", 100.0, {Signal.REQUEST_COUNT: 10.0}),
+              "b": PodMetrics("b", 100.0, {Signal.REQUEST_COUNT: 50.0})}
+    now = [PodMetrics("a", 115.0, {Signal.REQUEST_COUNT: 15.0, Signal.QUEUE_LENGTH: 1.0}),
+           PodMetrics("b", 115.0, {Signal.REQUEST_COUNT: 3.0}),       # restarted: counter reset
+           PodMetrics("c", 115.0, {Signal.REQUEST_COUNT: 7.0})]       # first scrape: no rate yet
+    samples = to_samples(now, before)
+    assert [(s.pod, s.signal, s.value) for s in samples] == [
+        ("a", Signal.REQUEST_COUNT, 20.0), ("a", Signal.QUEUE_LENGTH, 1.0)]
+
+
+@pytest.fixture
+async def engines() -> AsyncIterator[str]:
+    """A real aiohttp server on 127.0.0.1 with one route per pod behaviour."""
+
+    async def text(body: str) -> web.Response:
+        return web.Response(text=body, content_type="text/plain")
+
+    async def slow(_: web.Request) -> web.Response:
+        await asyncio.sleep(1.5)
+        return await text(VLLM_TEXT)
+
+    async def hang_up(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        request.transport.close()  # the pod went away mid-scrape
+        return web.Response()
+
+    async def vllm_route(_: web.Request) -> web.Response:
+        return await text(VLLM_TEXT)
+
+    async def llama_route(_: web.Request) -> web.Response:
+        return await text(LLAMA_TEXT)
+
+    async def error_route(_: web.Request) -> web.Response:
+        return web.Response(status=500, text="engine dead")
+
+    async def garbage_route(_: web.Request) -> web.Response:
+        return await text("{not: prometheus")
+
+    app = web.Application()
+    app.router.add_get("/vllm/metrics", vllm_route)
+    app.router.add_get("/llama/metrics", llama_route)
+    app.router.add_get("/slow/metrics", slow)
+    app.router.add_get("/error/metrics", error_route)
+    app.router.add_get("/garbage/metrics", garbage_route)
+    app.router.add_get("/gone/metrics", hang_up)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+async def test_scrape_real_servers_isolates_every_failure(engines: str) -> None:
+    targets = [ScrapeTarget(name, f"{engines}/{name}/metrics")
+               for name in ("vllm", "slow", "error", "garbage", "gone")]
+    targets.append(ScrapeTarget("refused", "http://127.0.0.1:9/metrics"))
+    async with httpx.AsyncClient(timeout=httpx.Timeout(0.5)) as client:
+        results = {r.pod: r for r in await scrape(client, targets, VLLM_NAMES, now=42.0, concurrency=3)}
+    ok = results["vllm"]
+    assert isinstance(ok, PodMetrics) and ok.values[Signal.QUEUE_LENGTH] == 7.0 and ok.at == 42.0
+    failures = {pod: r.reason for pod, r in results.items() if isinstance(r, ScrapeFailure)}
+    assert failures["slow"] == "timed out"
+    assert failures["error"] == "HTTP 500"
+    assert failures["garbage"].startswith("not Prometheus text format")
+    assert failures["gone"].startswith(("RemoteProtocolError", "ReadError"))
+    assert failures["refused"].startswith("ConnectError")
+
+
+async def test_scrape_llamacpp_pod(engines: str) -> None:
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        result, = await scrape(client, [ScrapeTarget("p", f"{engines}/llama/metrics")], LLAMA_NAMES, now=1.0)
+    assert isinstance(result, PodMetrics)
+    assert result.values == {Signal.QUEUE_LENGTH: 2.0, Signal.BATCH_SIZE: 2.0}
