@@ -301,7 +301,9 @@ class AutoscalingSpec(ApiModel):
         alias="autoscalingMetricSpecs",
         description=(
             "Metrics and targets. Scale up when any metric is over its target, down only when all are under "
-            "(Vertex AI semantics). Empty means vllm/num_requests_waiting with target 5."
+            "(Vertex AI semantics). Empty means vllm/num_requests_waiting at 5 paired with "
+            "vllm/kv_cache_usage_perc at 80 (vLLM) or vllm/num_requests_running at 80% of the slots (llama.cpp): "
+            "a queue target alone drives replicas to the minimum whenever the queue is empty."
         ),
         max_length=6,
     )] = Field(default_factory=list)

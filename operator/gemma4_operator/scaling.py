@@ -1,0 +1,53 @@
+"""What a Gemma4Deployment scales on, for both autoscaler backends. Pure.
+
+With no autoscalingMetricSpecs the default pairs the queue with a utilization signal: a queue
+target alone reads 0 whenever the replicas keep up, so HPA math walks the count down to the
+minimum and then overflows (measured in tests/benchmarks/autoscaling). vLLM pairs it with
+KV-cache usage at 80 %; llama.cpp, which exposes no KV metric, with busy slots at 80 % of the
+planned slots.
+"""
+
+from __future__ import annotations
+
+from gemma4_operator.api import Gemma4DeploymentSpec
+from gemma4_operator.autoscaling import DEFAULT_TARGETS, MetricTarget, Policy, Signal
+from gemma4_operator.catalog import EngineInfo
+from gemma4_operator.scraper import metric_names
+from gemma4_operator.sizing import Plan
+
+UTILIZATION_TARGET = 0.8
+ENGINE_SIGNALS = frozenset({Signal.QUEUE_LENGTH, Signal.BATCH_SIZE, Signal.KV_CACHE_USAGE, Signal.REQUEST_COUNT})
+
+
+def metric_targets(spec: Gemma4DeploymentSpec, plan: Plan) -> tuple[MetricTarget, ...]:
+    """The spec's metrics with default targets filled in, or the plan-aware default pair.
+    Raises ValueError for a metric without a default target and without a target."""
+    assert spec.autoscaling is not None
+    given = spec.autoscaling.autoscaling_metric_specs
+    if given:
+        return tuple(MetricTarget.from_spec(m.metric_name, m.target) for m in given)
+    queue = MetricTarget(Signal.QUEUE_LENGTH, float(DEFAULT_TARGETS[Signal.QUEUE_LENGTH] or 5))
+    if plan.engine == "vllm":
+        return queue, MetricTarget(Signal.KV_CACHE_USAGE, UTILIZATION_TARGET * 100)
+    return queue, MetricTarget(Signal.BATCH_SIZE, max(1.0, round(UTILIZATION_TARGET * plan.concurrency)))
+
+
+def policy(spec: Gemma4DeploymentSpec, plan: Plan) -> Policy:
+    assert spec.autoscaling is not None
+    a = spec.autoscaling
+    return Policy(a.min_replica_count, a.max_replica_count, metric_targets(spec, plan),
+                  float(a.scale_down_delay_seconds))
+
+
+def unavailable(targets: tuple[MetricTarget, ...], engine: EngineInfo, prometheus_url: str) -> dict[Signal, str]:
+    """Signals that cannot be read here, with the reason (for ScalingActive=False and Planned=False).
+    CPU utilization needs metrics.k8s.io, which only the operator can probe."""
+    engine_signals = metric_names(engine)
+    reasons: dict[Signal, str] = {}
+    for t in targets:
+        if t.signal is Signal.DUTY_CYCLE and not prometheus_url:
+            reasons[t.signal] = ("accelerator/duty_cycle reads DCGM through Prometheus: "
+                                 "start the operator with --prometheus-url")
+        elif t.signal in ENGINE_SIGNALS and t.signal not in engine_signals:
+            reasons[t.signal] = f"{t.signal.value}: the engine exposes no such metric"
+    return reasons
