@@ -16,6 +16,7 @@ from typing import Any, TextIO
 import yaml
 from pydantic import ValidationError
 
+from gemma4_operator import operator_main
 from gemma4_operator.api import API_VERSION, KIND, Gemma4Deployment
 from gemma4_operator.catalog import load_catalog
 from gemma4_operator.crd import crd_yaml
@@ -199,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("crd", help="print the CustomResourceDefinition").set_defaults(func=cmd_crd)
     sub.add_parser("accelerators", help="list catalog accelerator types").set_defaults(func=cmd_accelerators)
+
+    p_run = sub.add_parser("run", help="run the operator (kopf) against the current cluster")
+    operator_main.add_run_arguments(p_run)
+    p_run.set_defaults(func=operator_main.cmd_run)
 
     return parser
 

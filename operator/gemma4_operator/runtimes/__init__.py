@@ -6,6 +6,7 @@ dispatches on ``plan.engine``. Everything here is pure data.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,9 +60,22 @@ def user_env(spec: Gemma4DeploymentSpec) -> list[K8sObject]:
     return [e.model_dump(by_alias=True, exclude_none=True) for e in spec.serving.env]
 
 
+def unique_env(env: list[K8sObject]) -> list[K8sObject]:
+    """One entry per name, the last one winning in the first one's place: a user's env overrides
+    ours (e.g. HF_HOME) without a duplicate, which server-side apply refuses ("duplicate entries
+    for key [name=...]": env is a list map keyed by name)."""
+    last = {e["name"]: e for e in env}
+    out: list[K8sObject] = []
+    for e in env:
+        if e["name"] in last:
+            out.append(last.pop(e["name"]))
+    return out
+
+
 def container_for(plan: Plan, spec: Gemma4DeploymentSpec) -> EngineContainer:
     # imported here: the engine modules import this package's shared helpers
     from gemma4_operator.runtimes import llamacpp, vllm
 
     engines = {"vllm": vllm.container, "llamacpp": llamacpp.container}
-    return engines[plan.engine](plan, spec)
+    container = engines[plan.engine](plan, spec)
+    return dataclasses.replace(container, env=unique_env(container.env))

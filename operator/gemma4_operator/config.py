@@ -1,0 +1,102 @@
+"""Operator settings (`gemma4-operator run` flags and their environment twins) as one frozen value.
+
+Pure: parsing and validation only. ``operator_main`` turns flags into an :class:`OperatorConfig`;
+the handlers read it; nothing here talks to Kubernetes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping, Sequence
+
+# Keys accepted by --image KEY=IMAGE: an engine, optionally with the hardware it runs on.
+IMAGE_KEYS = ("vllm", "llamacpp", "llamacpp-cpu")
+
+
+class ChildrenMode(enum.StrEnum):
+    """How the operator learns that a child drifted or vanished."""
+
+    WATCH = "watch"  # watch owned kinds and pods (kopf indices): no polling reads
+    POLL = "poll"  # a kopf timer per object re-reads the children every --resync-interval
+
+
+class LogFormat(enum.StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class ConfigError(ValueError):
+    """A flag value that cannot work; the message names the flag."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorConfig:
+    namespaces: tuple[str, ...] = ()  # empty: cluster-wide
+    images: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    accelerator_types: tuple[str, ...] | None = None  # static cluster facts; None: read node labels
+    metrics_port: int = 8080  # 0 disables the prometheus endpoint
+    health_port: int = 8081  # 0 disables kopf's liveness endpoint
+    log_format: LogFormat = LogFormat.TEXT
+    verbose: bool = False
+    peering_name: str | None = None
+    standalone: bool = False
+    priority: int = 0
+    children: ChildrenMode = ChildrenMode.WATCH
+    resync_interval: float = 0.0  # seconds; only used (and required) in poll mode
+    request_timeout: float = 30.0  # per API call of the operator's own client
+    server: str | None = None  # API server URL without credentials (tests, benchmarks); None: kubeconfig
+    prometheus_url: str = ""  # Prometheus HTTP API (duty cycle; KEDA triggers); empty: none
+    autoscale_interval: float = 15.0  # seconds between built-in autoscaler ticks per object
+    scrape_timeout: float = 5.0  # per /metrics request of the built-in autoscaler
+    scrape_concurrency: int = 16  # /metrics requests in flight at once
+    # Where a serving pod's metrics are: {ip} and {port} are filled in. Tests point it at local servers.
+    metrics_url_template: str = "http://{ip}:{port}/metrics"
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.images) - set(IMAGE_KEYS))
+        if unknown:
+            raise ConfigError(f"--image {', '.join(unknown)}: unknown key (use {', '.join(IMAGE_KEYS)})")
+        if self.children is ChildrenMode.POLL and self.resync_interval <= 0:
+            raise ConfigError("--children poll needs --resync-interval > 0")
+        for flag, port in (("--metrics-port", self.metrics_port), ("--health-port", self.health_port)):
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"{flag} {port}: not a TCP port")
+        if self.request_timeout <= 0:
+            raise ConfigError("--request-timeout must be positive")
+        if self.prometheus_url and not self.prometheus_url.startswith(("http://", "https://")):
+            raise ConfigError(f"--prometheus-url {self.prometheus_url!r}: expected an http(s) URL")
+        if self.autoscale_interval <= 0 or self.scrape_timeout <= 0 or self.scrape_concurrency < 1:
+            raise ConfigError("autoscaler interval and scrape timeout must be positive, concurrency >= 1")
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespaces
+
+    @property
+    def liveness_endpoint(self) -> str | None:
+        return f"http://0.0.0.0:{self.health_port}/healthz" if self.health_port else None
+
+    def image_override(self, engine: str, *, gpu: bool) -> str | None:
+        """The operator-wide default image for an engine, if one was given."""
+        if engine == "llamacpp" and not gpu and "llamacpp-cpu" in self.images:
+            return self.images["llamacpp-cpu"]
+        return self.images.get(engine)
+
+
+def parse_images(items: Sequence[str]) -> dict[str, str]:
+    """``["vllm=repo/img:tag", ...]`` -> mapping; later items win."""
+    images: dict[str, str] = {}
+    for item in items:
+        key, sep, image = item.partition("=")
+        if not sep or not key.strip() or not image.strip():
+            raise ConfigError(f"--image {item!r}: expected KEY=IMAGE with KEY one of {', '.join(IMAGE_KEYS)}")
+        images[key.strip()] = image.strip()
+    return images
+
+
+def split_list(value: str | None) -> tuple[str, ...]:
+    """Comma- or space-separated environment value -> items."""
+    if not value:
+        return ()
+    return tuple(part for part in value.replace(",", " ").split() if part)

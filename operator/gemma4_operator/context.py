@@ -1,0 +1,219 @@
+"""The operator's in-memory state, shared by the handlers through kopf's memo (``memo.ctx``).
+
+- Snapshots: the slim copies of Gemma4Deployments, children and pods the kopf indices keep.
+- Child sources: where a reconcile finds the live children and pods: the indices (watch mode,
+  no reads) or the API (poll mode, reads).
+- :class:`OperatorContext`: config, the one API client, metrics, render options, and caches
+  (status as last written, desired children per object, per-object locks, pending retries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import datetime
+import socket
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from gemma4_operator import cluster_facts
+from gemma4_operator import reconcile as rc
+from gemma4_operator.config import ChildrenMode, OperatorConfig
+from gemma4_operator.kube import Kube
+from gemma4_operator.metrics import Metrics
+from gemma4_operator.render import MANAGER, Owner, RenderOptions
+from gemma4_operator.sizing import ClusterFacts
+
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGER}"
+# kopf index ids: also the names under which kopf passes the indices to handlers
+PARENTS, CHILDREN, PODS, ACCELERATORS = "g4d_parents", "g4d_children", "g4d_pods", "g4d_accelerators"
+
+Key = tuple[str, str]
+Obj = dict[str, Any]
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _plain(value: Any) -> Any:
+    """A deep, plain-dict copy of (part of) a kopf body."""
+    return copy.deepcopy(value if isinstance(value, dict | list) else dict(value) if isinstance(value, Mapping)
+                         else value)
+
+
+# ---------------------------------------------------------------------------------------
+# snapshots kept in the indices
+# ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Parent:
+    """What a reconcile needs of a Gemma4Deployment."""
+
+    body: Obj  # apiVersion, kind, metadata (slim), spec, status
+
+    @property
+    def meta(self) -> Mapping[str, Any]:
+        meta: Mapping[str, Any] = self.body.get("metadata") or {}
+        return meta
+
+    @property
+    def key(self) -> Key:
+        return str(self.meta.get("namespace", "")), str(self.meta.get("name", ""))
+
+    @property
+    def uid(self) -> str:
+        return str(self.meta.get("uid", ""))
+
+    @property
+    def generation(self) -> int:
+        return int(self.meta.get("generation") or 0)
+
+    @property
+    def deleting(self) -> bool:
+        return bool(self.meta.get("deletionTimestamp"))
+
+    @property
+    def status(self) -> Mapping[str, Any]:
+        status: Mapping[str, Any] = self.body.get("status") or {}
+        return status
+
+    @property
+    def owner(self) -> Owner:
+        return Owner(self.key[1], self.key[0], self.uid)
+
+
+def _slim_meta(meta: Mapping[str, Any], *extra: str) -> Obj:
+    keep = ("name", "namespace", "uid", "generation", "deletionTimestamp", "labels", "ownerReferences", *extra)
+    return {k: _plain(meta[k]) for k in keep if k in meta}
+
+
+def parent_snapshot(body: Mapping[str, Any]) -> Parent:
+    return Parent({"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+                   "metadata": _slim_meta(body.get("metadata") or {}),
+                   "spec": _plain(body.get("spec") or {}), "status": _plain(body.get("status") or {})})
+
+
+def child_snapshot(body: Mapping[str, Any]) -> Obj:
+    """A child without managedFields (the biggest part of a live object and never compared)."""
+    out = {k: _plain(v) for k, v in body.items() if k != "metadata"}
+    out["metadata"] = {k: _plain(v) for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+    return out
+
+
+def pod_snapshot(body: Mapping[str, Any]) -> Obj:
+    return {"metadata": _slim_meta(body.get("metadata") or {}), "status": _plain(body.get("status") or {})}
+
+
+# ---------------------------------------------------------------------------------------
+# where live children come from
+# ---------------------------------------------------------------------------------------
+
+
+class ChildSource(Protocol):
+    async def children(self, parent: Parent, wanted: Sequence[rc.ChildKey]) -> list[Obj]: ...
+
+    async def pods(self, parent: Parent) -> list[Obj]: ...
+
+
+def store(index: Any, key: Key) -> list[Obj]:
+    return list(index[key]) if index is not None and key in index else []
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexedSource:
+    """Watch mode: kopf keeps every owned child and pod in memory; no reads."""
+
+    children_index: Any
+    pods_index: Any
+
+    async def children(self, parent: Parent, wanted: Sequence[rc.ChildKey]) -> list[Obj]:  # noqa: ARG002
+        return store(self.children_index, parent.key)
+
+    async def pods(self, parent: Parent) -> list[Obj]:
+        return store(self.pods_index, parent.key)
+
+
+@dataclasses.dataclass(frozen=True)
+class PolledSource:
+    """Poll mode: read the wanted children (and a PDB that may have to go) and list the pods."""
+
+    kube: Kube
+
+    async def children(self, parent: Parent, wanted: Sequence[rc.ChildKey]) -> list[Obj]:
+        namespace, name = parent.key
+        keys = list(wanted)
+        if not any(k.kind == "PodDisruptionBudget" for k in keys):
+            keys.append(rc.ChildKey("policy/v1", "PodDisruptionBudget", namespace, name))
+        found = await asyncio.gather(*(asyncio.to_thread(self.kube.get, k.api_version, k.kind, k.namespace, k.name)
+                                       for k in keys))
+        return [child_snapshot(o) for o in found if o is not None]
+
+    async def pods(self, parent: Parent) -> list[Obj]:
+        namespace, name = parent.key
+        items = await asyncio.to_thread(self.kube.list, "v1", "Pod", namespace,
+                                        f"{INSTANCE_LABEL}={name},{MANAGED_SELECTOR}")
+        return [pod_snapshot(p) for p in items]
+
+
+# ---------------------------------------------------------------------------------------
+# the operator's in-memory state
+# ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class OperatorContext:
+    """Shared by all handlers through kopf's memo (``memo.ctx``)."""
+
+    config: OperatorConfig
+    kube: Kube
+    metrics: Metrics
+    render_options: RenderOptions = dataclasses.field(default_factory=RenderOptions)
+    instance: str = dataclasses.field(default_factory=socket.gethostname)
+    # Status as last written by this process (newer than a watch snapshot that has not caught up).
+    status_cache: dict[Key, tuple[str, Obj]] = dataclasses.field(default_factory=dict)
+    desired_cache: dict[Key, tuple[str, rc.Desired]] = dataclasses.field(default_factory=dict)
+    # (uid, generation) of each child as the last apply returned it, per object and (kind, name).
+    applied: dict[Key, dict[tuple[str, str], tuple[str, int]]] = dataclasses.field(default_factory=dict)
+    locks: dict[Key, asyncio.Lock] = dataclasses.field(default_factory=dict)
+    retries: dict[Key, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
+    last_facts: frozenset[str] | None = None
+
+    def lock(self, key: Key) -> asyncio.Lock:
+        return self.locks.setdefault(key, asyncio.Lock())
+
+    def previous_status(self, parent: Parent) -> Mapping[str, Any]:
+        cached = self.status_cache.get(parent.key)
+        if cached is not None and cached[0] == parent.uid:
+            return cached[1]
+        return parent.status
+
+    def forget(self, key: Key) -> None:
+        self.status_cache.pop(key, None)
+        self.desired_cache.pop(key, None)
+        self.applied.pop(key, None)
+        self.locks.pop(key, None)
+        task = self.retries.pop(key, None)
+        if task is not None:
+            task.cancel()
+
+    def facts(self, indices: Mapping[str, Any]) -> ClusterFacts:
+        if self.config.accelerator_types is not None:
+            return cluster_facts.facts_from_types(self.config.accelerator_types)
+        index = indices.get(ACCELERATORS) or {}
+        return cluster_facts.facts_from_types(k for k in index if len(index[k]))
+
+    def source(self, indices: Mapping[str, Any]) -> ChildSource:
+        if self.config.children is ChildrenMode.POLL:
+            return PolledSource(self.kube)
+        return IndexedSource(indices.get(CHILDREN), indices.get(PODS))
+
+
+def context_of(memo: Any) -> OperatorContext:
+    ctx = memo["ctx"] if isinstance(memo, Mapping) else memo.ctx
+    assert isinstance(ctx, OperatorContext)
+    return ctx

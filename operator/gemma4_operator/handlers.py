@@ -1,0 +1,445 @@
+"""kopf glue: gather inputs, call the pure core, execute its decisions. No sizing, rendering or
+status logic lives here (that is ``reconcile``, ``observe``, ``cluster_facts``); the in-memory
+state (snapshots, child sources, caches) is ``context``.
+
+Registered on a fresh ``kopf.OperatorRegistry`` by :func:`build_registry`:
+
+- Gemma4Deployment create/update/resume -> :func:`reconcile` of every child (``kubectl scale``
+  arrives here too: it changes ``spec.replicas``). No delete handler, so no finalizer: children
+  go with the object through their ownerReferences.
+- Watch mode (default): kopf indices over the owned kinds and their pods (label
+  ``app.kubernetes.io/managed-by=gemma4-operator``, filtered server-side). A child event
+  re-applies that one child if it vanished or drifted; pod and Deployment events refresh the
+  status. Reconciles read nothing from the API: they compare against the indices.
+- Poll mode: a kopf timer per object re-reads its children every ``--resync-interval``
+  (kopf timers add kopf's finalizer, so deletion then needs the operator running).
+- Nodes -> cluster facts (accelerator types) through a kopf index; objects whose plan failed
+  are re-planned when the facts change.
+
+kopf's progress and diff-base live in ``serving.gemma4.dev/*`` annotations (the CRD's status
+schema is strict), and no handler returns a value, so kopf never writes ``status``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import kopf
+
+from gemma4_operator import cluster_facts, observe
+from gemma4_operator import reconcile as rc
+from gemma4_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION, Gemma4Deployment
+from gemma4_operator.config import ChildrenMode, OperatorConfig
+from gemma4_operator.context import (
+    ACCELERATORS,
+    CHILDREN,
+    INSTANCE_LABEL,
+    MANAGED_BY_LABEL,
+    MANAGED_SELECTOR,
+    PARENTS,
+    PODS,
+    ChildSource,
+    Key,
+    Obj,
+    OperatorContext,
+    Parent,
+    child_snapshot,
+    context_of,
+    now_rfc3339,
+    parent_snapshot,
+    pod_snapshot,
+    store,
+)
+from gemma4_operator.kube import InvalidRequestError, RetryableApiError
+from gemma4_operator.render import MANAGER, RenderOptions
+from gemma4_operator.sizing import ClusterFacts
+
+logger = logging.getLogger(__name__)
+
+# (group/version, plural) as kopf selectors take them
+# PodDisruptionBudgets without a version: kopf then watches the cluster's preferred one
+# (policy/v1 since Kubernetes 1.21, policy/v1beta1 before), as :func:`detect_capabilities` renders.
+CHILD_RESOURCES = (("apps/v1", "deployments"), ("v1", "services"), ("v1", "persistentvolumeclaims"),
+                   ("policy", "poddisruptionbudgets"))
+PDB_VERSIONS = ("policy/v1", "policy/v1beta1")
+POD_RESOURCE = ("v1", "pods")
+CONFLICT_RETRY_S = 10.0
+
+
+# ---------------------------------------------------------------------------------------
+# reconcile
+# ---------------------------------------------------------------------------------------
+
+
+def _desired(ctx: OperatorContext, parent: Parent, model: Gemma4Deployment, facts: ClusterFacts,
+             previous: Mapping[str, Any]) -> rc.Desired:
+    """Plan + render, cached per object while spec, facts and the pinned accelerator are unchanged."""
+    keep = rc.keep_accelerator(model.spec.accelerator.type, previous, parent.generation)
+    fingerprint = rc.content_hash({"uid": parent.uid, "name": parent.key, "spec": parent.body.get("spec"),
+                                   "facts": sorted(facts.accelerator_types), "keep": keep})
+    cached = ctx.desired_cache.get(parent.key)
+    if cached is not None and cached[0] == fingerprint:
+        return cached[1]
+    desired = rc.desired_state(model, parent.uid, facts, ctx.config, ctx.render_options, keep=keep)
+    p = desired.plan
+    ctx.metrics.plans.labels(variant=model.spec.model.variant.value,
+                             engine=p.engine if p else model.spec.engine.value,
+                             quantization=p.quantization if p else model.spec.quantization.value,
+                             outcome="fits" if p else "failed").inc()
+    ctx.desired_cache[parent.key] = (fingerprint, desired)
+    return desired
+
+
+def _outcome(desired: rc.Desired | None, invalid: rc.InvalidObjectError | None) -> observe.PlanOutcome:
+    if invalid is not None:
+        return observe.PlanOutcome(None, "InvalidSpec", invalid.message, invalid.message)
+    assert desired is not None
+    if desired.error is not None:
+        return observe.PlanOutcome(None, "PlanFailed", desired.error.one_line, desired.error.message)
+    return observe.PlanOutcome(desired.plan)
+
+
+async def _post_events(ctx: OperatorContext, parent: Parent, events: Iterable[observe.EventSpec]) -> None:
+    """Best effort: a failed Event never fails a reconcile."""
+    for ev in events:
+        body = observe.event_object(owner=parent.owner, api_version=API_VERSION, kind=KIND, event=ev,
+                                    now=now_rfc3339(), suffix=uuid.uuid4().hex[:16], instance=ctx.instance)
+        try:
+            await asyncio.to_thread(ctx.kube.create_event, body)
+            ctx.metrics.events.labels(type=ev.type, reason=ev.reason).inc()
+        except (RetryableApiError, InvalidRequestError) as e:
+            logger.warning("could not post event %s for %s/%s: %s", ev.reason, *parent.key, e)
+
+
+async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: observe.PlanOutcome,
+                   live: Sequence[Obj], pods: Sequence[Obj], previous: Mapping[str, Any],
+                   problem: observe.Fault | None, extra_events: Sequence[observe.EventSpec]) -> None:
+    deployment = next((c for c in live if c.get("kind") == "Deployment" and rc.owned_by(c, parent.uid)), None)
+    new = observe.compute_status(owner=parent.owner, generation=parent.generation, spec=spec, outcome=outcome,
+                                 deployment=deployment, pods=pods, previous=previous, now=now_rfc3339(),
+                                 problem=problem)
+    patch = observe.status_patch(previous, new)
+    if patch is not None:
+        await asyncio.to_thread(ctx.kube.patch_status, *parent.key, patch)
+        ctx.metrics.status_patches.inc()
+        merged = {k: v for k, v in {**previous, **new}.items() if v is not None}
+        ctx.status_cache[parent.key] = (parent.uid, merged)
+    await _post_events(ctx, parent, [*extra_events, *observe.transition_events(previous, new, outcome)])
+
+
+def _applied_event(applied: Sequence[tuple[Obj, str]]) -> list[observe.EventSpec]:
+    if not applied:
+        return []
+    parts = [f"{'created' if reason == 'missing' else 'updated'} {c['kind']} {c['metadata']['name']}"
+             + (f" ({reason})" if reason.startswith("drifted") else "") for c, reason in applied]
+    return [observe.EventSpec("Normal", "Applied", ", ".join(parts))]
+
+
+async def reconcile(ctx: OperatorContext, parent: Parent, source: ChildSource, facts: ClusterFacts,
+                    *, trigger: str, only: Sequence[tuple[str, str]] | None = None) -> None:
+    """Bring one Gemma4Deployment's children and status up to date.
+
+    ``only`` limits which children may be written: None (all, for spec changes and resyncs),
+    a list of (kind, name) for a child event, or empty for pod events (status only).
+    Raises RetryableApiError (temporary) or kopf.PermanentError (the object or a rendered child is
+    invalid; the status says why).
+    """
+    if parent.deleting:
+        return
+    async with ctx.lock(parent.key):
+        started, result = time.monotonic(), "error"
+        try:
+            result = await _reconcile_locked(ctx, parent, source, facts, only)
+        except RetryableApiError as e:
+            result = "retry"
+            ctx.metrics.reconcile_errors.labels(reason=e.reason).inc()
+            raise
+        except kopf.PermanentError as e:
+            result = "invalid"
+            ctx.metrics.reconcile_errors.labels(reason=getattr(e, "reason", "Invalid")).inc()
+            raise
+        finally:
+            ctx.metrics.reconciles.labels(trigger=trigger, result=result).inc()
+            ctx.metrics.reconcile_duration.labels(trigger=trigger).observe(time.monotonic() - started)
+
+
+async def _reconcile_locked(ctx: OperatorContext, parent: Parent, source: ChildSource,
+                            facts: ClusterFacts, only: Sequence[tuple[str, str]] | None) -> str:
+    previous = ctx.previous_status(parent)
+    model: Gemma4Deployment | None = None
+    invalid: rc.InvalidObjectError | None = None
+    desired: rc.Desired | None = None
+    try:
+        model = rc.parse_parent(parent.body)
+    except rc.InvalidObjectError as e:
+        invalid = e
+    else:
+        desired = _desired(ctx, parent, model, facts, previous)
+    outcome = _outcome(desired, invalid)
+
+    wanted = [rc.ChildKey.of(c) for c in desired.children] if desired else []
+    live = await source.children(parent, wanted)
+    by_name = {(c.get("kind"), (c.get("metadata") or {}).get("name")): c for c in live}
+    applied: list[tuple[Obj, str]] = []
+    problem: observe.Fault | None = None
+    conflicts: list[str] = []
+    if desired is not None and desired.plan is not None:
+        for child in desired.children:
+            ident = (child["kind"], child["metadata"]["name"])
+            if only is not None and ident not in only:
+                continue
+            seen = ctx.applied.setdefault(parent.key, {})
+            reason = rc.apply_reason(child, by_name.get(ident), parent.uid, seen.get(ident))
+            if reason is None:
+                continue
+            if reason == rc.CONFLICT:
+                conflicts.append(f"{child['kind']} {child['metadata']['name']}")
+                continue
+            try:
+                result = await asyncio.to_thread(ctx.kube.apply, child)
+            except InvalidRequestError as e:
+                problem = observe.Fault("ApplyRejected", e.args[0] if e.args else str(e))
+                break
+            by_name[ident] = child_snapshot(result)
+            result_meta = result.get("metadata") or {}
+            if isinstance(result_meta.get("generation"), int):
+                seen[ident] = (str(result_meta.get("uid")), int(result_meta["generation"]))
+            applied.append((child, reason))
+            ctx.metrics.children_applied.labels(kind=child["kind"], reason=reason.split(" ")[0]).inc()
+            logger.info("%s %s/%s: %s applied (%s)", KIND, *parent.key, rc.ChildKey.of(child), reason)
+        for stale in rc.stale_children(desired.children, by_name.values(), parent.uid):
+            if only is not None and (stale.kind, stale.name) not in only:
+                continue
+            await asyncio.to_thread(ctx.kube.delete, stale.api_version, stale.kind, stale.namespace, stale.name)
+            by_name.pop((stale.kind, stale.name), None)
+            ctx.metrics.children_deleted.labels(kind=stale.kind).inc()
+    if conflicts and problem is None:
+        problem = observe.Fault("ChildConflict", f"{', '.join(conflicts)} exist and are controlled by another "
+                                                 "object; delete them or rename this Gemma4Deployment")
+
+    pods = await source.pods(parent)
+    await _publish(ctx, parent, model.spec if model else None, outcome, list(by_name.values()), pods, previous,
+                   problem, _applied_event(applied))
+    if invalid is not None:
+        raise kopf.PermanentError(invalid.message)
+    if problem is not None and problem.reason == "ApplyRejected":
+        raise InvalidRequestError(problem.message, "ApplyRejected")
+    if conflicts:
+        raise RetryableApiError(problem.message if problem else "child conflict", "ChildConflict", CONFLICT_RETRY_S)
+    if applied:
+        return "applied"
+    return "unchanged" if outcome.ok else "plan_failed"
+
+
+# ---------------------------------------------------------------------------------------
+# retries of watch-triggered work (kopf only retries cause handlers)
+# ---------------------------------------------------------------------------------------
+
+
+def _schedule(ctx: OperatorContext, key: Key, delay: float, indices: Mapping[str, Any], trigger: str,
+              retry: int) -> None:
+    """Retry a failed watch-triggered reconcile later, as a full one (every child, then status), from
+    the state the indices hold then; one pending retry per object covers every failure before it."""
+    if key in ctx.retries and not ctx.retries[key].done():
+        return
+
+    async def later() -> None:
+        await asyncio.sleep(delay)
+        ctx.retries.pop(key, None)
+        parent = _parent_from_index(indices, key)
+        if parent is not None:
+            await _run_watch_triggered(ctx, parent, indices, trigger, None, retry + 1)
+
+    ctx.retries[key] = asyncio.get_running_loop().create_task(later(), name=f"retry {key[0]}/{key[1]}")
+
+
+async def _run_watch_triggered(ctx: OperatorContext, parent: Parent, indices: Mapping[str, Any], trigger: str,
+                               only: Sequence[tuple[str, str]] | None, retry: int = 0) -> None:
+    try:
+        await reconcile(ctx, parent, ctx.source(indices), ctx.facts(indices), trigger=trigger, only=only)
+    except RetryableApiError as e:
+        delay = rc.backoff_delay(retry, e.retry_after)
+        logger.warning("%s %s/%s: %s; retrying in %.0fs", KIND, *parent.key, e, delay)
+        _schedule(ctx, parent.key, delay, indices, trigger, retry)
+    except kopf.PermanentError as e:
+        logger.warning("%s %s/%s: %s", KIND, *parent.key, e)
+
+
+def _parent_from_index(indices: Mapping[str, Any], key: Key) -> Parent | None:
+    for body in store(indices.get(PARENTS), key):
+        return parent_snapshot(body)
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# handlers
+# ---------------------------------------------------------------------------------------
+
+
+async def on_parent(body: kopf.Body, reason: str, retry: int, memo: Any, **kwargs: Any) -> None:
+    """create / update / resume: every child, then status."""
+    ctx = context_of(memo)
+    parent = parent_snapshot(body)
+    try:
+        await reconcile(ctx, parent, ctx.source(kwargs), ctx.facts(kwargs), trigger=str(reason or "resume"))
+    except RetryableApiError as e:
+        raise kopf.TemporaryError(str(e), delay=rc.backoff_delay(retry, e.retry_after)) from e
+
+
+async def on_parent_event(type: str | None, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    if type == "DELETED":
+        context_of(memo).forget((namespace or "", name))
+
+
+async def on_resync(body: kopf.Body, memo: Any, retry: int = 0, **kwargs: Any) -> None:
+    """Poll mode timer: re-read children and pods, repair, refresh status."""
+    ctx = context_of(memo)
+    try:
+        await reconcile(ctx, parent_snapshot(body), ctx.source(kwargs), ctx.facts(kwargs), trigger="resync")
+    except RetryableApiError as e:
+        raise kopf.TemporaryError(str(e), delay=rc.backoff_delay(retry, e.retry_after)) from e
+
+
+async def on_child_event(body: kopf.Body, namespace: str | None, labels: Mapping[str, str],
+                         memo: Any, **kwargs: Any) -> None:
+    """An owned child changed or vanished: repair that child if needed, refresh status."""
+    ctx = context_of(memo)
+    parent = _parent_from_index(kwargs, (namespace or "", str(labels.get(INSTANCE_LABEL, ""))))
+    if parent is None or parent.deleting or rc.controller_uid(body) not in (parent.uid, None):
+        return
+    ident = (str(body.get("kind")), str(body.get("metadata", {}).get("name")))
+    await _run_watch_triggered(ctx, parent, kwargs, "child", [ident])
+
+
+async def on_pod_event(namespace: str | None, labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
+    """A serving pod changed: status only."""
+    ctx = context_of(memo)
+    parent = _parent_from_index(kwargs, (namespace or "", str(labels.get(INSTANCE_LABEL, ""))))
+    if parent is not None and not parent.deleting:
+        await _run_watch_triggered(ctx, parent, kwargs, "pod", [])
+
+
+async def on_node_event(memo: Any, **kwargs: Any) -> None:
+    """Accelerator types changed: re-plan the objects whose plan failed."""
+    ctx = context_of(memo)
+    facts = ctx.facts(kwargs).accelerator_types
+    if ctx.last_facts == facts:
+        return
+    first, ctx.last_facts = ctx.last_facts is None, facts
+    if first:
+        return
+    logger.info("accelerator types in the cluster: %s", ", ".join(sorted(facts)) or "none (cpu only)")
+    parents = kwargs.get(PARENTS) or {}
+    for key in list(parents):
+        parent = _parent_from_index(kwargs, key)
+        if parent is None:
+            continue
+        planned = observe.condition(ctx.previous_status(parent), observe.PLANNED)
+        if planned is None or planned.get("status") != "True":
+            await _run_watch_triggered(ctx, parent, kwargs, "facts", None)
+
+
+def index_parent(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Key, Obj]:
+    return {(namespace or "", name): parent_snapshot(body).body}
+
+
+def index_child(body: kopf.Body, namespace: str | None, labels: Mapping[str, str], **_: Any) -> dict[Key, Obj] | None:
+    instance = labels.get(INSTANCE_LABEL)
+    return {(namespace or "", instance): child_snapshot(body)} if instance else None
+
+
+def index_pod(body: kopf.Body, namespace: str | None, labels: Mapping[str, str], **_: Any) -> dict[Key, Obj] | None:
+    instance = labels.get(INSTANCE_LABEL)
+    return {(namespace or "", instance): pod_snapshot(body)} if instance else None
+
+
+async def detect_capabilities(memo: Any, **_: Any) -> None:
+    """Startup: render PodDisruptionBudgets in the API version the cluster serves."""
+    ctx = context_of(memo)
+    try:
+        preferred = await asyncio.to_thread(ctx.kube.preferred_group_version, "policy")
+    except (RetryableApiError, InvalidRequestError) as e:
+        logger.warning("API discovery of policy failed (%s); rendering PodDisruptionBudgets as %s",
+                       e, ctx.render_options.pdb_api_version)
+        return
+    if preferred in PDB_VERSIONS and preferred != ctx.render_options.pdb_api_version:
+        ctx.render_options = RenderOptions(pdb_api_version=preferred)
+        ctx.desired_cache.clear()
+    logger.info("PodDisruptionBudgets are rendered as %s", ctx.render_options.pdb_api_version)
+
+
+def probe_info(memo: Any, **kwargs: Any) -> dict[str, Any]:
+    ctx = context_of(memo)
+    return {"objects": len(kwargs.get(PARENTS) or {}), "accelerators": sorted(ctx.facts(kwargs).accelerator_types),
+            "mode": ctx.config.children.value}
+
+
+# ---------------------------------------------------------------------------------------
+# registry and settings
+# ---------------------------------------------------------------------------------------
+
+
+def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
+    """All handlers of the operator on a fresh registry (tests build one per operator)."""
+    registry = kopf.OperatorRegistry()
+    g4d = (GROUP, VERSION, PLURAL)
+
+    if config.server:
+        server = config.server
+
+        @kopf.on.login(registry=registry)
+        def login_to_server(**_: Any) -> kopf.ConnectionInfo:
+            return kopf.ConnectionInfo(server=server, insecure=True)
+    else:
+        kopf.on.login(registry=registry)(kopf.login_via_client)
+
+    kopf.on.probe(id="gemma4", registry=registry)(probe_info)
+    kopf.on.startup(id="detect_capabilities", registry=registry)(detect_capabilities)
+
+    kopf.index(*g4d, id=PARENTS, registry=registry)(index_parent)
+    kopf.on.event(*g4d, id="g4d_parent_event", registry=registry)(on_parent_event)
+    for cause in (kopf.on.resume, kopf.on.create, kopf.on.update):
+        cause(*g4d, id="reconcile", registry=registry)(on_parent)
+
+    if config.children is ChildrenMode.WATCH:
+        managed = {MANAGED_BY_LABEL: MANAGER}
+        for res in CHILD_RESOURCES:
+            kopf.index(*res, id=CHILDREN, labels=managed, registry=registry)(index_child)
+            kopf.on.event(*res, id="child_event", labels=managed, registry=registry)(on_child_event)
+        kopf.index(*POD_RESOURCE, id=PODS, labels=managed, registry=registry)(index_pod)
+        kopf.on.event(*POD_RESOURCE, id="pod_event", labels=managed, registry=registry)(on_pod_event)
+    else:
+        kopf.timer(*g4d, id="resync", interval=config.resync_interval, initial_delay=config.resync_interval,
+                   registry=registry)(on_resync)
+
+    if config.accelerator_types is None:
+        kopf.index("v1", "nodes", id=ACCELERATORS, registry=registry)(cluster_facts.node_index)
+        kopf.on.event("v1", "nodes", id="node_event", registry=registry)(on_node_event)
+    return registry
+
+
+def build_settings(config: OperatorConfig) -> kopf.OperatorSettings:
+    settings = kopf.OperatorSettings()
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP,
+                                                                             key="last-handled-configuration")
+    settings.persistence.finalizer = f"{GROUP}/finalizer"  # only poll-mode timers need one
+    # kopf posts handler failures as Events; its per-handler "succeeded" chatter would be a write
+    # on every resume and change.
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = 4
+    if config.children is ChildrenMode.WATCH:
+        for res in (*CHILD_RESOURCES, POD_RESOURCE):
+            settings.watching.label_selectors[res] = MANAGED_SELECTOR
+    settings.peering.standalone = config.standalone
+    settings.peering.priority = config.priority
+    if config.peering_name:
+        settings.peering.name = config.peering_name
+        settings.peering.mandatory = True
+    settings.peering.clusterwide = config.clusterwide
+    return settings

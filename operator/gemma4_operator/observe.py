@@ -1,0 +1,378 @@
+"""Observe, pure: the plan outcome, the live Deployment and its pods -> status and events.
+
+No I/O and no clock: the caller passes ``now`` (RFC 3339). Conditions follow the Kubernetes
+API conventions (type/status/reason/message/lastTransitionTime/observedGeneration); a
+condition's lastTransitionTime only moves when its status flips. Degraded names what is wrong
+with the pods (OOM kills, crash loops, image pulls, GPUs the scheduler cannot find) so users do
+not have to read pod events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gemma4_operator.api import Condition, Gemma4DeploymentSpec
+from gemma4_operator.render import GPU_RESOURCE, Owner, endpoint, selector_string
+from gemma4_operator.sizing import Plan
+
+PLANNED, AVAILABLE, PROGRESSING, DEGRADED, READY = "Planned", "Available", "Progressing", "Degraded", "Ready"
+CONDITION_TYPES = (PLANNED, AVAILABLE, PROGRESSING, DEGRADED, READY)
+# Status fields this module owns; anything else in status (autoscaling, other conditions) is left alone.
+OWNED_FIELDS = ("observedGeneration", "phase", "conditions", "plan", "replicas", "readyReplicas",
+                "selector", "endpoint", "gpus", "ready")
+
+OOM_KILLED = "OOMKilled"
+CRASH_LOOP = "CrashLoopBackOff"
+IMAGE_PULL = "ImagePullBackOff"
+CONFIG_ERROR = "CreateContainerConfigError"
+UNSCHEDULABLE = "Unschedulable"
+_IMAGE_PULL_REASONS = ("ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull")
+_SEVERITY = (OOM_KILLED, CRASH_LOOP, IMAGE_PULL, CONFIG_ERROR, UNSCHEDULABLE)
+MAX_MESSAGE = 1024
+
+Obj = Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanOutcome:
+    """What the planner said: a plan, or a refusal with a one-line and a full message."""
+
+    plan: Plan | None
+    reason: str = "Fits"  # Fits | PlanFailed | InvalidSpec
+    message: str = ""  # one line, for the condition
+    detail: str = ""  # full text, for the Warning event
+
+    @property
+    def ok(self) -> bool:
+        return self.plan is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class Fault:
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class EventSpec:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+def _get(obj: Obj | None, *path: str, default: Any = None) -> Any:
+    cur: Any = obj
+    for part in path:
+        if not isinstance(cur, Mapping) or part not in cur:
+            return default
+        cur = cur[part]
+    return cur
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+def plan_summary(p: Plan) -> str:
+    """``31b nvfp4 on 1x nvidia-b200: 31.2 GiB weights + 96.0 GiB KV`` (per GPU; per pod on cpu)."""
+    where = f"{p.gpus_per_replica}x {p.accelerator.name}" if p.accelerator.is_gpu else "cpu"
+    return (f"{p.variant} {p.quantization} on {where} with {p.engine}: {p.memory.weights:.1f} GiB weights + "
+            f"{p.memory.kv_cache:.1f} GiB KV")
+
+
+# ---------------------------------------------------------------------------------------
+# pods -> Degraded
+# ---------------------------------------------------------------------------------------
+
+
+def _container_fault(pod_name: str, cs: Obj) -> Fault | None:
+    name = cs.get("name", "?")
+    restarts = int(cs.get("restartCount") or 0)
+    waiting = _get(cs, "state", "waiting") or {}
+    terminated = _get(cs, "state", "terminated") or {}
+    last = _get(cs, "lastState", "terminated") or {}
+    if terminated.get("reason") == OOM_KILLED or (last.get("reason") == OOM_KILLED and (
+            waiting.get("reason") == CRASH_LOOP or restarts > 0)):
+        return Fault(OOM_KILLED, f"pod {pod_name}: container {name} was OOM-killed (restarts: {restarts}); "
+                                 "the engine needs more memory than the pod's limit")
+    reason = waiting.get("reason")
+    if reason == CRASH_LOOP:
+        exit_info = ""
+        if last:
+            exit_info = f", last exit code {last.get('exitCode', '?')}"
+            if last.get("reason"):
+                exit_info += f" ({last['reason']})"
+        return Fault(CRASH_LOOP, f"pod {pod_name}: container {name} is crash-looping "
+                                 f"(restarts: {restarts}{exit_info})")
+    if reason in _IMAGE_PULL_REASONS:
+        detail = waiting.get("message") or reason
+        return Fault(IMAGE_PULL, f"pod {pod_name}: cannot pull image {cs.get('image', '?')}: {detail}")
+    if reason == CONFIG_ERROR:
+        return Fault(CONFIG_ERROR, f"pod {pod_name}: container {name} cannot start: "
+                                   f"{waiting.get('message') or reason}")
+    return None
+
+
+def _scheduling_fault(pod: Obj, gpus_per_replica: int) -> Fault | None:
+    for cond in _get(pod, "status", "conditions", default=[]) or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" \
+                and cond.get("reason") == UNSCHEDULABLE:
+            name = _get(pod, "metadata", "name", default="?")
+            scheduler = str(cond.get("message") or "").strip()
+            if f"insufficient {GPU_RESOURCE}" in scheduler.lower():
+                need = f" (the plan needs {gpus_per_replica} per replica)" if gpus_per_replica else ""
+                return Fault(UNSCHEDULABLE, f"pod {name} cannot be scheduled: insufficient {GPU_RESOURCE}{need}; "
+                                            f"scheduler: {scheduler}")
+            return Fault(UNSCHEDULABLE, f"pod {name} cannot be scheduled: {scheduler or 'no reason given'}")
+    return None
+
+
+def pod_fault(pod: Obj, gpus_per_replica: int = 0) -> Fault | None:
+    """The most severe problem of one pod, or None."""
+    if _get(pod, "metadata", "deletionTimestamp"):
+        return None
+    name = str(_get(pod, "metadata", "name", default="?"))
+    statuses = [*(_get(pod, "status", "initContainerStatuses", default=[]) or []),
+                *(_get(pod, "status", "containerStatuses", default=[]) or [])]
+    faults = [f for cs in statuses if (f := _container_fault(name, cs)) is not None]
+    if (sched := _scheduling_fault(pod, gpus_per_replica)) is not None:
+        faults.append(sched)
+    return min(faults, key=lambda f: _SEVERITY.index(f.reason)) if faults else None
+
+
+def degraded(pods: Sequence[Obj], gpus_per_replica: int = 0) -> Fault | None:
+    """The most severe fault over all pods, saying how many pods share it."""
+    faults = [f for p in pods if (f := pod_fault(p, gpus_per_replica)) is not None]
+    if not faults:
+        return None
+    worst = min(faults, key=lambda f: _SEVERITY.index(f.reason))
+    same = sum(1 for f in faults if f.reason == worst.reason)
+    live = sum(1 for p in pods if not _get(p, "metadata", "deletionTimestamp"))
+    prefix = f"{same} of {live} pods: " if live > 1 else ""
+    return Fault(worst.reason, _clip(prefix + worst.message))
+
+
+def _loading(pods: Sequence[Obj]) -> int:
+    """Pods running but not ready: the engine is downloading or loading the model."""
+    count = 0
+    for p in pods:
+        if _get(p, "metadata", "deletionTimestamp") or _get(p, "status", "phase") != "Running":
+            continue
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in _get(p, "status", "conditions", default=[]) or [])
+        count += not ready
+    return count
+
+
+# ---------------------------------------------------------------------------------------
+# conditions
+# ---------------------------------------------------------------------------------------
+
+
+def _cond(type_: str, ok: bool | None, reason: str, message: str) -> tuple[str, str, str, str]:
+    status = "Unknown" if ok is None else ("True" if ok else "False")
+    return type_, status, reason, _clip(message)
+
+
+def _desired_replicas(spec: Gemma4DeploymentSpec | None, deployment: Obj | None) -> int:
+    if spec is None:
+        return int(_get(deployment, "spec", "replicas", default=0) or 0)
+    if spec.autoscaling is None:
+        return spec.replicas
+    live = _get(deployment, "spec", "replicas")
+    return int(live) if live is not None else spec.autoscaling.min_replica_count
+
+
+def _rollout(deployment: Obj, desired: int) -> tuple[bool, str, str]:
+    """(in progress, reason, message) from the Deployment's own status."""
+    generation = _get(deployment, "metadata", "generation")
+    observed = _get(deployment, "status", "observedGeneration")
+    if generation is not None and (observed is None or int(observed) < int(generation)):
+        return True, "RolloutInProgress", "the Deployment controller has not seen the newest pod template yet"
+    for cond in _get(deployment, "status", "conditions", default=[]) or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return False, "ProgressDeadlineExceeded", str(cond.get("message") or "rollout exceeded its deadline")
+    updated = int(_get(deployment, "status", "updatedReplicas", default=0) or 0)
+    total = int(_get(deployment, "status", "replicas", default=0) or 0)
+    if updated < desired:
+        return True, "RolloutInProgress", f"{updated}/{desired} replicas run the newest pod template"
+    if total > desired:
+        return True, "RolloutInProgress", f"{total - desired} old replicas are being removed"
+    return False, "RolloutComplete", f"{desired} replicas run the newest pod template"
+
+
+def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec | None, outcome: PlanOutcome,
+                   deployment: Obj | None, pods: Sequence[Obj], previous: Obj, now: str,
+                   problem: Fault | None = None) -> dict[str, Any]:
+    """The status fields this operator owns (see OWNED_FIELDS), as JSON-ready values.
+
+    ``problem`` is a fault found while applying (a child refused by the API server, or owned by
+    another object); it takes precedence over pod faults in Degraded.
+    """
+    p = outcome.plan
+    desired = _desired_replicas(spec, deployment)
+    ready = int(_get(deployment, "status", "readyReplicas", default=0) or 0)
+    current = int(_get(deployment, "status", "replicas", default=0) or 0)
+    gpus_per_replica = p.gpus_per_replica if p is not None and p.accelerator.is_gpu else 0
+    fault = problem or degraded(pods, gpus_per_replica)
+
+    planned = _cond(PLANNED, True, "Fits", plan_summary(p)) if p is not None else \
+        _cond(PLANNED, False, outcome.reason, outcome.message)
+
+    if deployment is None:
+        available = _cond(AVAILABLE, False, "NoDeployment",
+                          "no serving Deployment: the plan failed" if p is None else f"Deployment {owner.name} "
+                          "is not observed yet")
+        progressing = _cond(PROGRESSING, p is not None, "Creating" if p is not None else "NotPlanned",
+                            f"creating Deployment {owner.name}" if p is not None else "nothing to roll out")
+    else:
+        if desired == 0:
+            available = _cond(AVAILABLE, False, "ScaledToZero", "0 replicas requested")
+        elif ready >= 1:
+            available = _cond(AVAILABLE, True, "ReplicasReady", f"{ready}/{desired} replicas ready")
+        else:
+            available = _cond(AVAILABLE, False, "NoReplicasReady", f"0/{desired} replicas ready")
+        in_progress, reason, message = _rollout(deployment, desired)
+        if not in_progress and reason == "RolloutComplete" and ready < desired:
+            loading = _loading(pods)
+            in_progress, reason = True, "ModelLoading" if loading else "WaitingForPods"
+            message = (f"{ready}/{desired} replicas ready; {loading} loading the model" if loading
+                       else f"{ready}/{desired} replicas ready; waiting for pods to start")
+        progressing = _cond(PROGRESSING, in_progress, reason, message)
+        if fault is None and reason == "ProgressDeadlineExceeded":
+            fault = Fault(reason, message)
+
+    degraded_c = _cond(DEGRADED, True, fault.reason, fault.message) if fault is not None else \
+        _cond(DEGRADED, False, "AsExpected", "no pod problems detected")
+
+    if planned[1] != "True":
+        ready_c = _cond(READY, False, planned[2], planned[3])
+    elif degraded_c[1] == "True":
+        ready_c = _cond(READY, False, degraded_c[2], degraded_c[3])
+    elif available[1] != "True":
+        ready_c = _cond(READY, False, available[2], available[3])
+    elif progressing[1] == "True":
+        ready_c = _cond(READY, False, progressing[2], progressing[3])
+    else:
+        ready_c = _cond(READY, True, "Serving", f"{ready}/{desired} replicas serving at {endpoint(owner)}")
+
+    conditions = merge_conditions(previous.get("conditions") or [],
+                                  [planned, available, progressing, degraded_c, ready_c], generation, now)
+
+    if planned[1] != "True":
+        phase = "Failed"
+    elif degraded_c[1] == "True":
+        phase = "Degraded"
+    elif ready_c[1] == "True":
+        phase = "Ready"
+    elif progressing[1] == "True":
+        phase = "Progressing"
+    else:
+        phase = "Pending"
+
+    # A refused update keeps showing the plan still in force while its Deployment runs.
+    plan_status: Any = p.to_status().model_dump(by_alias=True, mode="json") if p is not None else (
+        previous.get("plan") if deployment is not None else None)
+    gpus = (p.gpu_label if p is not None else str(previous.get("gpus") or "")) if plan_status else ""
+    return {
+        "observedGeneration": generation,
+        "phase": phase,
+        "conditions": conditions,
+        "plan": plan_status,
+        "replicas": current,
+        "readyReplicas": ready,
+        "selector": selector_string(owner.name),
+        "endpoint": endpoint(owner) if p is not None or deployment is not None else "",
+        "gpus": gpus,
+        "ready": f"{ready}/{desired}",
+    }
+
+
+def merge_conditions(previous: Sequence[Obj], new: Sequence[tuple[str, str, str, str]], generation: int,
+                     now: str) -> list[dict[str, Any]]:
+    """Our conditions in a fixed order, lastTransitionTime kept unless the status flipped;
+    conditions of other types (e.g. an autoscaler's) are kept as they are, after ours."""
+    before = {str(c.get("type")): c for c in previous if isinstance(c, Mapping)}
+    out: list[dict[str, Any]] = []
+    for type_, status, reason, message in new:
+        old = before.get(type_)
+        since = str(old.get("lastTransitionTime") or now) if old and old.get("status") == status else now
+        out.append(Condition(type=type_, status=status,
+                             reason=reason, message=message, last_transition_time=since,
+                             observed_generation=generation).model_dump(by_alias=True, mode="json"))
+    out += [dict(c) for t, c in before.items() if t not in CONDITION_TYPES]
+    return out
+
+
+def status_patch(previous: Obj, new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A JSON merge patch for ``/status`` with only the owned fields that changed; None if none."""
+    patch: dict[str, Any] = {}
+    for field in OWNED_FIELDS:
+        if previous.get(field) != new.get(field):
+            patch[field] = new.get(field)
+    return patch or None
+
+
+def condition(status: Obj, type_: str) -> Obj | None:
+    for c in status.get("conditions") or []:
+        if isinstance(c, Mapping) and c.get("type") == type_:
+            return c
+    return None
+
+
+def _plan_identity(status: Obj) -> tuple[Any, ...]:
+    p = status.get("plan") or {}
+    return tuple(p.get(k) for k in ("engine", "quantization", "accelerator", "gpusPerReplica", "checkpoint",
+                                     "maxModelLen", "image"))
+
+
+def transition_events(previous: Obj, new: Obj, outcome: PlanOutcome) -> list[EventSpec]:
+    """Kubernetes Events for the transitions worth telling a user about (never on a no-op)."""
+    events: list[EventSpec] = []
+    old_planned, new_planned = condition(previous, PLANNED), condition(new, PLANNED)
+    assert new_planned is not None
+    if new_planned["status"] == "False":
+        if old_planned is None or old_planned.get("status") != "False" or \
+                old_planned.get("message") != new_planned.get("message"):
+            events.append(EventSpec("Warning", outcome.reason, _clip(outcome.detail or outcome.message)))
+    elif old_planned is None or old_planned.get("status") != "True" or _plan_identity(previous) != _plan_identity(new):
+        events.append(EventSpec("Normal", "Planned", str(new_planned.get("message", ""))))
+
+    old_deg, new_deg = condition(previous, DEGRADED), condition(new, DEGRADED)
+    assert new_deg is not None
+    if new_deg["status"] == "True" and (old_deg is None or old_deg.get("status") != "True"
+                                         or old_deg.get("reason") != new_deg.get("reason")):
+        events.append(EventSpec("Warning", str(new_deg["reason"]), str(new_deg["message"])))
+    elif new_deg["status"] == "False" and old_deg is not None and old_deg.get("status") == "True":
+        events.append(EventSpec("Normal", "Recovered", f"no longer degraded ({old_deg.get('reason')})"))
+
+    old_ready, new_ready = condition(previous, READY), condition(new, READY)
+    assert new_ready is not None
+    if new_ready["status"] == "True" and (old_ready is None or old_ready.get("status") != "True"):
+        events.append(EventSpec("Normal", "Ready", str(new_ready["message"])))
+    elif new_ready["status"] == "False" and old_ready is not None and old_ready.get("status") == "True":
+        events.append(EventSpec("Warning", "NotReady", f"{new_ready.get('reason')}: {new_ready.get('message')}"))
+    return events
+
+
+def event_object(*, owner: Owner, api_version: str, kind: str, event: EventSpec, now: str, suffix: str,
+                 instance: str) -> dict[str, Any]:
+    """A core/v1 Event about the Gemma4Deployment (the name suffix keeps names unique)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{owner.name}.{suffix}", "namespace": owner.namespace},
+        "involvedObject": {"apiVersion": api_version, "kind": kind, "name": owner.name,
+                           "namespace": owner.namespace, "uid": owner.uid},
+        "type": event.type,
+        "reason": event.reason,
+        "message": _clip(event.message),
+        "source": {"component": "gemma4-operator"},
+        "reportingComponent": "gemma4-operator",
+        "reportingInstance": instance,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }

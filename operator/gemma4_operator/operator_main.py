@@ -1,0 +1,210 @@
+"""`gemma4-operator run`: flags (with GEMMA4_* environment twins), logging, metrics, kopf.
+
+Namespaces: ``--namespace`` (repeatable; kopf globs such as ``ml-*`` work) or cluster-wide
+(the default, or ``--all-namespaces``).
+
+High availability uses kopf peering (active/standby, no leader lease): install kopf's
+``ClusterKopfPeering`` CRD (``KopfPeering`` for namespaced operators), create a peering object
+named like ``--peering`` (default: kopf auto-detects one named ``default`` and falls back to
+standalone), and give every replica a distinct ``--priority``: the highest-priority live
+replica works, the others pause; equal priorities make all of them freeze. ``--standalone``
+ignores peering entirely (a single replica; use a Deployment with ``strategy: Recreate``).
+
+Shutdown: SIGTERM/SIGINT stop kopf gracefully (watchers closed, running handlers finished);
+then the API client is closed. Nothing needs cleaning up in the cluster: the operator uses
+no finalizers in watch mode.
+
+Heavy imports (kopf, kubernetes) happen when the operator starts, so the offline CLI stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TextIO
+
+from gemma4_operator.config import (
+    IMAGE_KEYS,
+    ChildrenMode,
+    ConfigError,
+    LogFormat,
+    OperatorConfig,
+    parse_images,
+    split_list,
+)
+
+if TYPE_CHECKING:
+    from gemma4_operator.context import OperatorContext
+    from gemma4_operator.metrics import Metrics
+
+EXIT_OPERATOR_ERROR = 3
+ENV_PREFIX = "GEMMA4_"
+
+
+def _env(name: str, default: str | None = None, env: Mapping[str, str] | None = None) -> str | None:
+    return (env if env is not None else os.environ).get(ENV_PREFIX + name, default)
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=None, metavar="NS",
+                       help="watch this namespace (repeatable; globs allowed). Env GEMMA4_NAMESPACES "
+                            "(comma-separated). Default: all namespaces")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (the default)")
+    p.add_argument("--image", action="append", default=None, metavar="KEY=IMAGE",
+                   help=f"default engine image, KEY one of {', '.join(IMAGE_KEYS)} (repeatable; a spec's "
+                        "serving.image still wins). Env GEMMA4_IMAGES (comma-separated)")
+    p.add_argument("--accelerators", metavar="TYPES",
+                   help="fixed accelerator types for accelerator.type auto (comma-separated; 'none' for a CPU-only "
+                        "cluster) instead of reading node labels (then no RBAC on nodes is needed). "
+                        "Env GEMMA4_ACCELERATORS")
+    p.add_argument("--metrics-port", type=int, help="prometheus /metrics port, 0 to disable (default 8080). "
+                                                    "Env GEMMA4_METRICS_PORT")
+    p.add_argument("--health-port", type=int, help="kopf liveness endpoint /healthz port, 0 to disable (default "
+                                                   "8081). Env GEMMA4_HEALTH_PORT")
+    p.add_argument("--log-format", choices=[f.value for f in LogFormat],
+                   help="log format (default text). Env GEMMA4_LOG_FORMAT")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--peering", metavar="NAME", help="kopf peering object for HA (active/standby). "
+                                                     "Env GEMMA4_PEERING")
+    p.add_argument("--priority", type=int, help="peering priority; every replica needs a distinct one. "
+                                                "Env GEMMA4_PRIORITY")
+    p.add_argument("--standalone", action="store_true", help="ignore peering (single replica)")
+    p.add_argument("--children", choices=[m.value for m in ChildrenMode],
+                   help="how drifted or deleted children are noticed: watch (default; kopf watches owned kinds "
+                        "and pods, zero reads) or poll (a per-object timer re-reads them every "
+                        "--resync-interval; adds kopf's finalizer). Env GEMMA4_CHILDREN")
+    p.add_argument("--resync-interval", type=float, metavar="SECONDS",
+                   help="poll mode: seconds between re-reads (default 60). Env GEMMA4_RESYNC_INTERVAL")
+    p.add_argument("--request-timeout", type=float, metavar="SECONDS",
+                   help="timeout of each API request of the operator (default 30). Env GEMMA4_REQUEST_TIMEOUT")
+    p.add_argument("--prometheus-url", metavar="URL",
+                   help="Prometheus HTTP API base URL, e.g. http://prometheus.monitoring:9090: the built-in "
+                        "autoscaler reads accelerator/duty_cycle (DCGM) there and the keda backend points its "
+                        "triggers at it. Env GEMMA4_PROMETHEUS_URL")
+    p.add_argument("--server", metavar="URL", help="API server URL without credentials (local testing; default: "
+                                                   "in-cluster service account, else kubeconfig)")
+
+
+def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> OperatorConfig:
+    """Flags win over GEMMA4_* environment variables, which win over defaults."""
+
+    def pick(flag: Any, name: str, default: str) -> str:
+        return str(flag) if flag is not None else str(_env(name, default, env))
+
+    namespaces: tuple[str, ...] = ()
+    if args.namespace:
+        namespaces = tuple(args.namespace)
+    elif not args.all_namespaces:
+        namespaces = split_list(_env("NAMESPACES", None, env))
+    images = parse_images(args.image if args.image is not None else split_list(_env("IMAGES", None, env)))
+    accelerators_raw = args.accelerators if args.accelerators is not None else _env("ACCELERATORS", None, env)
+    accelerators: tuple[str, ...] | None = None
+    if accelerators_raw is not None:
+        accelerators = tuple(a for a in split_list(accelerators_raw) if a.lower() != "none")
+        from gemma4_operator.catalog import load_catalog
+
+        unknown = [a for a in accelerators if a not in load_catalog().accelerators]
+        if unknown:
+            raise ConfigError(f"--accelerators {', '.join(unknown)}: not a catalog GPU type")
+    children = ChildrenMode(pick(args.children, "CHILDREN", ChildrenMode.WATCH.value))
+    resync_default = "60" if children is ChildrenMode.POLL else "0"
+    try:
+        return OperatorConfig(
+            namespaces=namespaces,
+            images=images,
+            accelerator_types=accelerators,
+            metrics_port=int(pick(args.metrics_port, "METRICS_PORT", "8080")),
+            health_port=int(pick(args.health_port, "HEALTH_PORT", "8081")),
+            log_format=LogFormat(pick(args.log_format, "LOG_FORMAT", LogFormat.TEXT.value)),
+            verbose=bool(args.verbose),
+            peering_name=args.peering or _env("PEERING", None, env),
+            standalone=bool(args.standalone),
+            priority=int(pick(args.priority, "PRIORITY", "0")),
+            children=children,
+            resync_interval=float(pick(args.resync_interval, "RESYNC_INTERVAL", resync_default)),
+            request_timeout=float(pick(args.request_timeout, "REQUEST_TIMEOUT", "30")),
+            server=args.server or None,
+            prometheus_url=str(args.prometheus_url or _env("PROMETHEUS_URL", "", env) or "").rstrip("/"),
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+
+
+# kopf logs every successful handler at INFO, including the watch-event handlers that run on
+# each pod and child update and the probe activity on each liveness check: noise, unless -v.
+_CHATTER = re.compile(r"^(Handler '(child_event|pod_event|node_event|g4d_parent_event)'|Activity 'gemma4') "
+                      r"succeeded\.$")
+
+
+class _QuietHandlers(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.INFO and _CHATTER.match(record.getMessage()))
+
+
+def configure_logging(config: OperatorConfig) -> None:
+    import kopf
+
+    kopf.configure(verbose=config.verbose,
+                   log_format=kopf.LogFormat.JSON if config.log_format is LogFormat.JSON else kopf.LogFormat.FULL,
+                   log_prefix=config.log_format is LogFormat.TEXT)
+    if not config.verbose:
+        for name in ("kopf.objects", "kopf.activities.probe"):
+            logging.getLogger(name).addFilter(_QuietHandlers())
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # one line per liveness probe
+
+
+def make_context(config: OperatorConfig, *, api_client: Any = None, metrics: Metrics | None = None) -> OperatorContext:
+    """The shared state of one operator; ``api_client`` defaults to the process's single client."""
+    from gemma4_operator.context import OperatorContext
+    from gemma4_operator.kube import Kube, build_api_client
+    from gemma4_operator.metrics import Metrics
+
+    api = api_client if api_client is not None else build_api_client(config.server)
+    return OperatorContext(config=config, kube=Kube(api, request_timeout=config.request_timeout),
+                           metrics=metrics or Metrics())
+
+
+async def run_operator(ctx: OperatorContext, *, stop_flag: Any = None, ready_flag: Any = None) -> None:
+    """Run kopf with the operator's registry and settings until stopped (signal or ``stop_flag``)."""
+    import kopf
+
+    from gemma4_operator.handlers import build_registry, build_settings
+
+    config = ctx.config
+    try:
+        await kopf.operator(
+            registry=build_registry(config), settings=build_settings(config),
+            clusterwide=config.clusterwide, namespaces=list(config.namespaces),
+            liveness_endpoint=config.liveness_endpoint, memo=kopf.Memo(ctx=ctx),
+            stop_flag=stop_flag, ready_flag=ready_flag,
+        )
+    finally:
+        for task in list(ctx.retries.values()):
+            task.cancel()
+        ctx.retries.clear()
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:  # noqa: ARG001 - the CLI's command signature
+    try:
+        config = config_from_args(args)
+    except ConfigError as e:
+        print(f"gemma4-operator run: {e}", file=sys.stderr)
+        return 1
+    configure_logging(config)
+    ctx = make_context(config)
+    if config.metrics_port:
+        ctx.metrics.serve(config.metrics_port)
+    try:
+        asyncio.run(run_operator(ctx))
+    except Exception as e:
+        print(f"gemma4-operator run: stopped with an error: {e}", file=sys.stderr)
+        return EXIT_OPERATOR_ERROR
+    finally:
+        ctx.kube.close()
+    return 0

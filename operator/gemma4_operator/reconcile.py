@@ -1,0 +1,299 @@
+"""Reconcile decisions, pure: parse the object, compute the desired children, decide what to write.
+
+The kopf glue (``handlers``) gathers inputs and executes what this module decides. Zero writes
+for an unchanged object rest on two checks per child, both against the live copy the watch (or
+a read) delivered:
+
+- the hash of the rendered child, stored on the child in ``serving.gemma4.dev/applied-hash``,
+  changes whenever the desired state changes (also when a field is *dropped*, which a subset
+  comparison cannot see), and
+- the desired child must still be a subset of the live one (drift: someone edited a field the
+  operator owns). Empty values match absent ones, lists of named items match by key, and
+  quantities compare by value, so API-server defaulting and normalisation are not drift.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from pydantic import ValidationError
+
+from gemma4_operator.api import Gemma4Deployment
+from gemma4_operator.cluster_facts import sticky_facts
+from gemma4_operator.config import OperatorConfig
+from gemma4_operator.render import Owner, RenderOptions, UnrenderableError, render_children
+from gemma4_operator.sizing import ClusterFacts, Plan, PlanError, plan
+
+HASH_ANNOTATION = "serving.gemma4.dev/applied-hash"
+# Children that may stop being wanted while the object lives on. A PVC is never deleted by the
+# operator: it holds downloaded weights and goes with the object (ownerReference) instead.
+DELETABLE_KINDS = frozenset({"PodDisruptionBudget", "ScaledObject"})
+MAX_BACKOFF_S = 60.0
+
+K8sObject = dict[str, Any]
+
+
+class InvalidObjectError(Exception):
+    """The object cannot be parsed as a Gemma4Deployment (the API server's schema was bypassed)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclasses.dataclass(frozen=True)
+class ChildKey:
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any]) -> ChildKey:
+        meta = obj.get("metadata") or {}
+        return cls(str(obj.get("apiVersion", "")), str(obj.get("kind", "")),
+                   str(meta.get("namespace", "")), str(meta.get("name", "")))
+
+
+@dataclasses.dataclass(frozen=True)
+class Desired:
+    """What one object should look like: a plan and its children, or why there is none."""
+
+    plan: Plan | None
+    error: PlanError | None
+    children: tuple[K8sObject, ...]
+
+    def child(self, kind: str, name: str) -> K8sObject | None:
+        for c in self.children:
+            if c["kind"] == kind and c["metadata"]["name"] == name:
+                return c
+        return None
+
+
+def _field_path(loc: Sequence[int | str]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(object)"
+
+
+def parse_parent(body: Mapping[str, Any]) -> Gemma4Deployment:
+    """The watched object as a model, or InvalidObjectError naming every bad field."""
+    try:
+        return Gemma4Deployment.model_validate(dict(body))
+    except ValidationError as e:
+        problems = [f"{_field_path(err['loc'])}: {str(err['msg']).removeprefix('Value error, ')}"
+                    for err in e.errors()]
+        raise InvalidObjectError("invalid Gemma4Deployment: " + "; ".join(problems)) from e
+
+
+def content_hash(obj: Mapping[str, Any]) -> str:
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:20]
+
+
+def with_hash(obj: K8sObject) -> K8sObject:
+    """The child with the hash of its own content (computed without the annotation)."""
+    meta = dict(obj["metadata"])
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != HASH_ANNOTATION}
+    base = {**obj, "metadata": {**meta, "annotations": annotations} if annotations else
+            {k: v for k, v in meta.items() if k != "annotations"}}
+    return {**obj, "metadata": {**meta, "annotations": {**annotations, HASH_ANNOTATION: content_hash(base)}}}
+
+
+def with_image_override(p: Plan, spec_image: str, config: OperatorConfig) -> Plan:
+    """An operator-wide default image replaces the catalog's unless the object names its own."""
+    if spec_image:
+        return p
+    override = config.image_override(p.engine, gpu=p.accelerator.is_gpu)
+    return dataclasses.replace(p, image=override) if override else p
+
+
+def keep_accelerator(spec_accelerator: str, previous_status: Mapping[str, Any], generation: int) -> str | None:
+    """The accelerator an ``auto`` object should stay on: the one of the plan in force, while the
+    spec (generation) is the one that plan was made for."""
+    if spec_accelerator != "auto" or previous_status.get("observedGeneration") != generation:
+        return None
+    previous = (previous_status.get("plan") or {}).get("accelerator")
+    return str(previous) if previous else None
+
+
+def desired_state(parent: Gemma4Deployment, uid: str, facts: ClusterFacts, config: OperatorConfig,
+                  options: RenderOptions | None = None, *, keep: str | None = None) -> Desired:
+    """Plan and render. ``keep`` (see :func:`keep_accelerator`) pins an unchanged auto object to
+    the accelerator it runs on when the full cluster facts would move it elsewhere."""
+    try:
+        p = plan(parent.spec, facts)
+    except PlanError as e:
+        return Desired(None, e, ())
+    if keep is not None and p.accelerator.name != keep:
+        pinned = sticky_facts(facts, keep)
+        if pinned is not None:
+            # When the pinned type no longer fits this spec, the full-facts plan stands.
+            with contextlib.suppress(PlanError):
+                p = plan(parent.spec, pinned)
+    p = with_image_override(p, parent.spec.serving.image, config)
+    owner = Owner(parent.name, parent.namespace, uid)
+    try:
+        rendered = render_children(owner, parent.spec, p, options)
+    except UnrenderableError as e:
+        return Desired(None, PlanError(str(e), ()), ())
+    children = tuple(with_hash(c) for c in rendered)
+    return Desired(p, None, children)
+
+
+# ---------------------------------------------------------------------------------------
+# desired vs live
+# ---------------------------------------------------------------------------------------
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == {} or value == []
+
+
+def _quantity(value: str) -> Decimal | None:
+    suffixes: dict[str, int | Decimal] = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+                "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18, "m": Decimal("0.001")}
+    number, factor = value, Decimal(1)
+    for suffix, multiplier in suffixes.items():
+        if value.endswith(suffix):
+            number, factor = value[: -len(suffix)], Decimal(str(multiplier))
+            break
+    try:
+        return Decimal(number) * factor
+    except InvalidOperation:
+        return None
+
+
+def _same_scalar(want: Any, have: Any) -> bool:
+    if want == have:
+        return True
+    if isinstance(want, bool) or isinstance(have, bool):
+        return False
+    if isinstance(want, str | int | float) and isinstance(have, str | int | float):
+        a, b = _quantity(str(want)), _quantity(str(have))
+        return a is not None and a == b
+    return False
+
+
+def _list_key(items: Sequence[Any]) -> str | None:
+    """Field identifying the items of an associative list, when every item has it and it is unique."""
+    if not items or not all(isinstance(i, Mapping) for i in items):
+        return None
+    for key in ("uid", "mountPath", "name"):
+        values = [i.get(key) for i in items]
+        if all(v is not None for v in values) and len(set(map(str, values))) == len(values):
+            return key
+    return None
+
+
+def first_difference(want: Any, have: Any, path: str = "") -> str | None:
+    """The first path where ``want`` is not contained in ``have``, or None when it is."""
+    if isinstance(want, Mapping):
+        if not isinstance(have, Mapping):
+            return path or "."
+        for k, v in want.items():
+            if k not in have:
+                if _empty(v):
+                    continue
+                return f"{path}.{k}"
+            if _empty(v) and _empty(have[k]):
+                continue
+            if (diff := first_difference(v, have[k], f"{path}.{k}")) is not None:
+                return diff
+        return None
+    if isinstance(want, list):
+        if not isinstance(have, list):
+            return path
+        key = _list_key(want)
+        if key is not None and _list_key(have) == key:
+            by_key = {str(i[key]): i for i in have}
+            for item in want:
+                match = by_key.get(str(item[key]))
+                if match is None:
+                    return f"{path}[{key}={item[key]}]"
+                if (diff := first_difference(item, match, f"{path}[{key}={item[key]}]")) is not None:
+                    return diff
+            return None
+        if len(want) != len(have):
+            return f"{path}[len {len(want)} != {len(have)}]"
+        for i, (w, h) in enumerate(zip(want, have, strict=True)):
+            if (diff := first_difference(w, h, f"{path}[{i}]")) is not None:
+                return diff
+        return None
+    return None if _same_scalar(want, have) else path
+
+
+CONFLICT = "conflict"
+
+
+def controller_uid(obj: Mapping[str, Any]) -> str | None:
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
+
+
+def apply_reason(desired: Mapping[str, Any], live: Mapping[str, Any] | None, owner_uid: str,
+                 applied: tuple[str, int] | None = None) -> str | None:
+    """Why the child must be (re-)applied: ``missing``, ``changed`` (new desired state),
+    ``drifted at PATH``; ``conflict`` when another object controls it; None when it is current
+    (or terminating: its deletion event brings it back).
+
+    ``applied`` is (uid, metadata.generation) of this child as the operator's last apply returned
+    it: a live copy of the same object with a lower generation is a stale watch event from before
+    that apply, not drift (generation is a monotonic integer; resourceVersions must not be compared).
+    """
+    if live is None:
+        return "missing"
+    meta = live.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return None
+    controller = controller_uid(live)
+    if controller is not None and controller != owner_uid:
+        return CONFLICT
+    generation = meta.get("generation")
+    if applied is not None and applied[0] == meta.get("uid") and isinstance(generation, int) \
+            and generation < applied[1]:
+        return None
+    want_hash = desired["metadata"].get("annotations", {}).get(HASH_ANNOTATION)
+    have_hash = ((live.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
+    if want_hash != have_hash:
+        return "changed"
+    want = {k: v for k, v in desired.items() if k != "status"}
+    if (diff := first_difference(want, live)) is not None:
+        return f"drifted at {diff}"
+    return None
+
+
+def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("uid") == uid and r.get("controller") for r in refs)
+
+
+def stale_children(desired: Iterable[Mapping[str, Any]], live: Iterable[Mapping[str, Any]],
+                   owner_uid: str) -> list[ChildKey]:
+    """Live children of this owner that are no longer wanted and may be deleted."""
+    wanted = {(ChildKey.of(c).kind, ChildKey.of(c).name) for c in desired}
+    stale = []
+    for obj in live:
+        key = ChildKey.of(obj)
+        if key.kind in DELETABLE_KINDS and (key.kind, key.name) not in wanted and owned_by(obj, owner_uid):
+            stale.append(key)
+    return stale
+
+
+def backoff_delay(retry: int, retry_after: float | None = None) -> float:
+    """Seconds before retrying after a temporary API failure: 1, 2, 4, ... capped at 60,
+    and never sooner than the server's Retry-After."""
+    delay = min(float(2 ** min(retry, 16)), MAX_BACKOFF_S)
+    return max(delay, retry_after or 0.0)

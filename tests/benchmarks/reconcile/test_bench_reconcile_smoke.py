@@ -1,0 +1,26 @@
+"""Smoke test of the reconcile benchmark: a few objects, a short idle period, both modes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_reconcile import run_one, table
+
+
+async def test_watch_mode_small_run_is_write_free_when_idle() -> None:
+    result = await run_one("watch", 4, idle=1.0, resync=0.0)
+    assert result.children_s < 30
+    assert result.reads == 0  # everything comes from watches
+    assert result.applies >= 8 and result.status_patches == 4
+    assert result.idle_writes == 0 and result.idle_reads == 0
+    assert result.exit_code == 0
+    assert "watch" in table([result])
+
+
+async def test_poll_mode_reads_on_its_timer_without_writing() -> None:
+    result = await run_one("poll", 2, idle=1.5, resync=0.5)
+    assert result.idle_writes == 0 and result.idle_reads > 0
+    assert result.exit_code == 0
