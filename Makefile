@@ -42,3 +42,9 @@ crd: setup
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+## manifests: regenerate the CRD, its copy in the Helm chart, manifests/install.yaml (the chart
+## rendered with default values) and manifests/argocd/argocd-cm.yaml (from health.lua)
+.PHONY: manifests
+manifests: crd
+	$(BIN)/python -m tests.packaging.chart

@@ -1,0 +1,131 @@
+{{/* Chart name, overridable. */}}
+{{- define "gemma4-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: the release name when it already contains the chart name. */}}
+{{- define "gemma4-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "gemma4-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "gemma4-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "gemma4-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "gemma4-operator.labels" -}}
+helm.sh/chart: {{ include "gemma4-operator.chart" . }}
+{{ include "gemma4-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: gemma4-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "gemma4-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "gemma4-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "gemma4-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the operator watches every namespace (no watchNamespaces). */}}
+{{- define "gemma4-operator.clusterwide" -}}
+{{- if not .Values.watchNamespaces }}true{{- end }}
+{{- end }}
+
+{{/*
+RBAC rules for namespaced resources. Cluster-wide mode puts them in the ClusterRole; namespaced
+mode in one Role per watched namespace. Verbs are exactly the requests the operator makes (the
+RBAC test in tests/packaging/test_rbac.py compares them with the requests recorded by the
+integration tests). Children are written with server-side apply, which is a PATCH that also
+creates, so there is no `create` or `update`; the only child the operator ever deletes is the
+PodDisruptionBudget, when the replicas drop to one. No Secrets: the Hugging Face token reaches
+the serving pods through a secretKeyRef that the kubelet resolves, never through the operator.
+*/}}
+{{- define "gemma4-operator.namespacedRules" -}}
+{{- $poll := eq .Values.operator.children "poll" }}
+# The API: kopf watches Gemma4Deployments and keeps its progress annotations on them; the
+# operator writes the status.
+- apiGroups: [serving.gemma4.dev]
+  resources: [gemma4deployments]
+  verbs: [list, watch, patch]
+- apiGroups: [serving.gemma4.dev]
+  resources: [gemma4deployments/status]
+  verbs: [patch]
+# Children: {{ if $poll }}re-read one by one on a timer (--children=poll){{ else }}watched through kopf (--children=watch){{ end }} and applied.
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, patch]
+- apiGroups: [""]
+  resources: [services, persistentvolumeclaims]
+  verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, patch]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, patch, delete]
+# Serving pods, read-only: crash loops, image pulls and readiness for the status.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list{{ if not $poll }}, watch{{ end }}]
+# Events about plans, faults and readiness (kopf's and the operator's own, both core/v1).
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- if and .Values.ha.enabled (not (include "gemma4-operator.clusterwide" .)) }}
+# kopf peering (HA): keep-alives in the namespace's KopfPeering.
+- apiGroups: [kopf.dev]
+  resources: [kopfpeerings]
+  verbs: [list, watch, patch]
+{{- end }}
+{{- end }}
+
+{{/* RBAC rules for cluster-scoped resources: always a ClusterRole. */}}
+{{- define "gemma4-operator.clusterRules" -}}
+{{- if not .Values.operator.accelerators }}
+# Cluster facts: which accelerator types the nodes have (read-only; not with operator.accelerators).
+- apiGroups: [""]
+  resources: [nodes]
+  verbs: [list, watch]
+{{- end }}
+# kopf discovery: notices the CRD being installed, upgraded or removed.
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [list, watch]
+{{- if not (include "gemma4-operator.clusterwide" .) }}
+# kopf in namespaced mode lists and watches namespaces to see the watched ones come and go.
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- end }}
+{{- if and .Values.ha.enabled (include "gemma4-operator.clusterwide" .) }}
+# kopf peering (HA): keep-alives in the ClusterKopfPeering.
+- apiGroups: [kopf.dev]
+  resources: [clusterkopfpeerings]
+  verbs: [list, watch, patch]
+{{- end }}
+{{- end }}

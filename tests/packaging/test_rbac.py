@@ -1,0 +1,188 @@
+"""Least privilege: the chart's RBAC against every API request the operator really makes.
+
+The integration tests (tests/integration, kmock) record each distinct request of kopf and of the
+operator's own client as (verb, group, resource, namespace) in tests/data/recorded-api-requests.json.
+Here, with the chart rendered by helm:
+
+- every recorded request is allowed by the ClusterRole of the default (cluster-wide, watch-mode)
+  install, except the few that kopf or the operator make only in another mode (MODE_ONLY: namespaced
+  mode, poll mode), which the RBAC of that mode must allow instead;
+- every permission any rendering grants was recorded, or is in UNRECORDED, a short list of what the
+  integration tests cannot exercise, each with its reason;
+- no wildcards, no Secrets, no privilege-escalation verbs, no non-resource URLs;
+- namespaced mode (watchNamespaces) gives each namespace a Role with exactly the namespaced part
+  of the cluster-wide rules, and keeps only cluster-scoped reads in its ClusterRole.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+from tests.packaging.chart import NAMESPACE, ROOT, Manifest, of_kind, one, workload
+from tests.packaging.conftest import VALUE_SETS, Renderer
+
+RECORD = ROOT / "tests" / "data" / "recorded-api-requests.json"
+
+Permission = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
+
+# Resources that are cluster-scoped: never in a namespaced Role.
+CLUSTER_SCOPED = {
+    ("", "nodes"),
+    ("", "namespaces"),
+    ("apiextensions.k8s.io", "customresourcedefinitions"),
+    ("kopf.dev", "clusterkopfpeerings"),
+}
+
+# Recorded requests made only in a mode the default install does not use: (the value set that
+# renders that mode, why). The default ClusterRole must not grant them.
+_POLL = "poll mode (operator.children: poll) re-reads children with GET; watch mode has them from its watches"
+MODE_ONLY: dict[Permission, tuple[str, str]] = {
+    **{("", "namespaces", verb): ("ha-namespaced", "kopf lists and watches namespaces only when it watches a "
+                                                   "subset of them (kopf _core/reactor/observation.py)")
+       for verb in ("list", "watch")},
+    **{(group, resource, "get"): ("ha-clusterwide", _POLL)
+       for group, resource in (("apps", "deployments"), ("", "services"), ("policy", "poddisruptionbudgets"))},
+}
+
+# Granted although the integration tests never make the request: each entry says why.
+_PEERING = ("HA only (ha.enabled): kopf reads its peering object and patches its keep-alive into it; "
+            "the integration tests run the operator --standalone")
+UNRECORDED: dict[Permission, str] = {
+    **{("kopf.dev", "clusterkopfpeerings", verb): _PEERING for verb in ("list", "watch", "patch")},
+    **{("kopf.dev", "kopfpeerings", verb): _PEERING for verb in ("list", "watch", "patch")},
+    ("", "persistentvolumeclaims", "get"): (
+        "poll mode (operator.children: poll) re-reads every child with GET, the model-cache PVC too; the "
+        "poll-mode integration test has no PVC"),
+}
+
+# Paths every authenticated user may read (system:discovery, system:public-info-viewer).
+DISCOVERY_PREFIXES = ("/api", "/apis", "/version", "/openapi", "/healthz", "/livez", "/readyz")
+ALLOWED_VERBS = {"get", "list", "watch", "create", "patch", "update", "delete"}
+
+
+@functools.cache
+def _record() -> dict[str, Any]:
+    if not RECORD.is_file():
+        pytest.fail(
+            f"{RECORD.relative_to(ROOT)} is missing. It is written by a full, passing run of the kmock "
+            "integration tests (`.venv/bin/pytest tests/integration`), which record every API request the "
+            "operator makes; the RBAC test compares the chart's ClusterRole with that record.")
+    data: Any = json.loads(RECORD.read_text(encoding="utf-8"))
+    record: dict[str, Any] = data if isinstance(data, dict) else {"requests": data}  # also a bare list
+    requests = record.get("requests")
+    assert isinstance(requests, list) and requests, f"{RECORD.name}: no requests recorded"
+    for r in requests:
+        assert {"verb", "group", "resource", "namespace"} <= set(r), f"{RECORD.name}: malformed entry {r}"
+    return record
+
+
+def recorded() -> set[Permission]:
+    return {(r["group"], r["resource"], r["verb"]) for r in _record()["requests"]}
+
+
+def grants(rules: Iterable[dict[str, Any]]) -> set[Permission]:
+    return {(group, resource, verb)
+            for rule in rules
+            for group in rule.get("apiGroups", [])
+            for resource in rule.get("resources", [])
+            for verb in rule.get("verbs", [])}
+
+
+def roles(objects: list[Manifest]) -> list[Manifest]:
+    return of_kind(objects, "ClusterRole") + of_kind(objects, "Role")
+
+
+def all_grants(objects: list[Manifest]) -> set[Permission]:
+    return {p for role in roles(objects) for p in grants(role["rules"])}
+
+
+def _missing(needed: set[Permission], granted: set[Permission]) -> list[str]:
+    return [f"{verb} {group or 'core'}/{resource}" for group, resource, verb in sorted(needed - granted)]
+
+
+def test_every_recorded_request_is_allowed_by_the_cluster_role(renderer: Renderer) -> None:
+    default = grants(one(renderer.value_set("default"), "ClusterRole")["rules"])
+    missing = _missing(recorded() - set(MODE_ONLY), default)
+    assert not missing, f"the operator makes requests its ClusterRole forbids: {missing}"
+    for permission, (value_set, why) in MODE_ONLY.items():
+        assert permission in recorded(), f"{permission} is no longer recorded: remove it from MODE_ONLY"
+        assert permission not in default, f"{permission}: granted by default although only {why}"
+        assert permission in all_grants(renderer.value_set(value_set)), f"{value_set} forbids {permission} ({why})"
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_nothing_is_granted_beyond_the_record_and_the_documented_exceptions(value_set: str,
+                                                                             renderer: Renderer) -> None:
+    extra = all_grants(renderer.value_set(value_set)) - recorded() - set(UNRECORDED)
+    assert not extra, f"{value_set}: granted but never requested (and not in UNRECORDED): {_missing(extra, set())}"
+
+
+def test_the_exceptions_are_needed_and_not_recorded(renderer: Renderer) -> None:
+    stale = set(UNRECORDED) & recorded()
+    assert not stale, f"now recorded, remove from UNRECORDED: {sorted(stale)}"
+    granted = set().union(*(all_grants(renderer.value_set(name)) for name in VALUE_SETS))
+    unused = set(UNRECORDED) - granted
+    assert not unused, f"granted by no rendering, remove from UNRECORDED: {sorted(unused)}"
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_no_wildcards_secrets_or_escalation(value_set: str, renderer: Renderer) -> None:
+    for role in roles(renderer.value_set(value_set)):
+        where = f"{value_set}: {role['kind']} {role['metadata']['name']}"
+        for rule in role["rules"]:
+            assert set(rule) <= {"apiGroups", "resources", "verbs"}, f"{where}: {rule}"  # no nonResourceURLs
+            for key in ("apiGroups", "resources", "verbs"):
+                assert not any("*" in value for value in rule[key]), f"{where}: wildcard in {key}: {rule}"
+            assert not {"secrets", "secrets/status"} & set(rule["resources"]), f"{where}: Secrets: {rule}"
+            assert set(rule["verbs"]) <= ALLOWED_VERBS, f"{where}: {rule['verbs']}"
+
+
+def test_non_resource_urls_are_discovery_only() -> None:
+    for url in _record().get("nonResourceURLs", []):
+        assert url.startswith(DISCOVERY_PREFIXES), f"non-resource URL outside discovery: {url}"
+
+
+def test_namespaced_mode_uses_roles(renderer: Renderer) -> None:
+    clusterwide_rules = grants(one(renderer.value_set("default"), "ClusterRole")["rules"])
+    objects = renderer.value_set("ha-namespaced")
+    namespaces = ["ml", "team-a"]
+    cluster_role = one(objects, "ClusterRole")
+    cluster_grants = grants(cluster_role["rules"])
+    assert {(g, r) for g, r, _ in cluster_grants} <= CLUSTER_SCOPED, "namespaced mode: only cluster-scoped reads"
+    assert {(g, r, v) for g, r, v in cluster_grants if (g, r) != ("", "namespaces")} == {
+        p for p in clusterwide_rules if (p[0], p[1]) in CLUSTER_SCOPED}
+    namespaced_part = {p for p in clusterwide_rules if (p[0], p[1]) not in CLUSTER_SCOPED}
+    peering = {("kopf.dev", "kopfpeerings", v) for v in ("list", "watch", "patch")}
+    by_namespace = {r["metadata"]["namespace"]: grants(r["rules"]) for r in of_kind(objects, "Role")}
+    assert sorted(by_namespace) == namespaces
+    for namespace, granted in by_namespace.items():
+        assert granted == namespaced_part | peering, namespace
+        needed = {p for p in recorded() - set(MODE_ONLY) if (p[0], p[1].split("/")[0]) not in CLUSTER_SCOPED}
+        assert not _missing(needed, granted), f"{namespace}: {_missing(needed, granted)}"
+    for binding in of_kind(objects, "RoleBinding"):
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "g4op"}
+    assert one(objects, "ClusterRoleBinding")["roleRef"]["name"] == cluster_role["metadata"]["name"]
+
+
+@pytest.mark.parametrize("value_set", VALUE_SETS)
+def test_bindings_name_the_operator_service_account(value_set: str, renderer: Renderer) -> None:
+    objects = renderer.value_set(value_set)
+    pod = workload(objects)["spec"]["template"]["spec"]
+    role_names = {(r["kind"], r["metadata"].get("namespace"), r["metadata"]["name"]) for r in roles(objects)}
+    for binding in of_kind(objects, "ClusterRoleBinding") + of_kind(objects, "RoleBinding"):
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": NAMESPACE}]
+        ref = binding["roleRef"]
+        namespace = binding["metadata"].get("namespace") if ref["kind"] == "Role" else None
+        assert (ref["kind"], namespace, ref["name"]) in role_names
+
+
+def test_fixed_accelerators_need_no_node_access(renderer: Renderer) -> None:
+    granted = grants(one(renderer.value_set("ha-clusterwide"), "ClusterRole")["rules"])
+    assert not {p for p in granted if p[:2] == ("", "nodes")}
+    assert {("kopf.dev", "clusterkopfpeerings", v) for v in ("list", "watch", "patch")} <= granted
