@@ -35,6 +35,8 @@ pytest: setup
 ## bench: planner throughput, reconcile load and the autoscaling trace benchmark
 bench: setup
 	$(BIN)/python -m tests.benchmarks.planner.run
+	$(BIN)/python -m tests.benchmarks.reconcile.run
+	$(BIN)/python -m tests.benchmarks.autoscaling.run
 
 ## crd: regenerate the committed CRD from api.py
 crd: setup
