@@ -14,15 +14,20 @@ import copy
 import dataclasses
 import datetime
 import socket
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
+
+import httpx
 
 from gemma4_operator import cluster_facts
 from gemma4_operator import reconcile as rc
+from gemma4_operator.autoscaling import Recommendation
 from gemma4_operator.config import ChildrenMode, OperatorConfig
 from gemma4_operator.kube import Kube
 from gemma4_operator.metrics import Metrics
 from gemma4_operator.render import MANAGER, Owner, RenderOptions
+from gemma4_operator.scraper import PodMetrics
 from gemma4_operator.sizing import ClusterFacts
 
 INSTANCE_LABEL = "app.kubernetes.io/instance"
@@ -143,12 +148,13 @@ class PolledSource:
     """Poll mode: read the wanted children (and a PDB that may have to go) and list the pods."""
 
     kube: Kube
+    pdb_api_version: str  # the one the server serves (policy/v1beta1 before Kubernetes 1.21)
 
     async def children(self, parent: Parent, wanted: Sequence[rc.ChildKey]) -> list[Obj]:
         namespace, name = parent.key
         keys = list(wanted)
         if not any(k.kind == "PodDisruptionBudget" for k in keys):
-            keys.append(rc.ChildKey("policy/v1", "PodDisruptionBudget", namespace, name))
+            keys.append(rc.ChildKey(self.pdb_api_version, "PodDisruptionBudget", namespace, name))
         found = await asyncio.gather(*(asyncio.to_thread(self.kube.get, k.api_version, k.kind, k.namespace, k.name)
                                        for k in keys))
         return [child_snapshot(o) for o in found if o is not None]
@@ -163,6 +169,17 @@ class PolledSource:
 # ---------------------------------------------------------------------------------------
 # the operator's in-memory state
 # ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class AutoscalerMemory:
+    """What the built-in autoscaler remembers of one object between ticks (in memory only: after a
+    restart the decision function starts with an empty history, which blocks scale-downs for one
+    scaleDownDelaySeconds, like the HPA)."""
+
+    uid: str
+    history: tuple[Recommendation, ...] = ()
+    scrapes: dict[str, PodMetrics] = dataclasses.field(default_factory=dict)  # counters need the last one
 
 
 @dataclasses.dataclass
@@ -182,6 +199,31 @@ class OperatorContext:
     locks: dict[Key, asyncio.Lock] = dataclasses.field(default_factory=dict)
     retries: dict[Key, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
     last_facts: frozenset[str] | None = None
+    autoscaler: dict[Key, AutoscalerMemory] = dataclasses.field(default_factory=dict)
+    autoscalers: dict[Key, asyncio.Task[None]] = dataclasses.field(default_factory=dict)  # per-object loops
+    clock: Callable[[], float] = time.monotonic  # the autoscaler's time (tests may replace it)
+    _http: httpx.AsyncClient | None = None
+
+    def http(self) -> httpx.AsyncClient:
+        """The one HTTP client of the autoscaler's scrapes and Prometheus queries (created in the
+        operator's event loop on first use; closed by :meth:`close_http`)."""
+        if self._http is None:
+            n = self.config.scrape_concurrency
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.config.scrape_timeout),
+                                           limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+                                           follow_redirects=False)
+        return self._http
+
+    async def close_http(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    def autoscaler_memory(self, key: Key, uid: str) -> AutoscalerMemory:
+        memory = self.autoscaler.get(key)
+        if memory is None or memory.uid != uid:
+            memory = self.autoscaler[key] = AutoscalerMemory(uid)
+        return memory
 
     def lock(self, key: Key) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())
@@ -197,6 +239,11 @@ class OperatorContext:
         self.desired_cache.pop(key, None)
         self.applied.pop(key, None)
         self.locks.pop(key, None)
+        self.autoscaler.pop(key, None)
+        loop = self.autoscalers.pop(key, None)
+        if loop is not None:
+            loop.cancel()
+        self.metrics.forget(*key)
         task = self.retries.pop(key, None)
         if task is not None:
             task.cancel()
@@ -209,7 +256,7 @@ class OperatorContext:
 
     def source(self, indices: Mapping[str, Any]) -> ChildSource:
         if self.config.children is ChildrenMode.POLL:
-            return PolledSource(self.kube)
+            return PolledSource(self.kube, self.render_options.pdb_api_version)
         return IndexedSource(indices.get(CHILDREN), indices.get(PODS))
 
 

@@ -15,6 +15,11 @@ Registered on a fresh ``kopf.OperatorRegistry`` by :func:`build_registry`:
   (kopf timers add kopf's finalizer, so deletion then needs the operator running).
 - Nodes -> cluster facts (accelerator types) through a kopf index; objects whose plan failed
   are re-planned when the facts change.
+- Built-in autoscaler (``autoscaling.backend: operator``): an asyncio loop per object, started
+  from the object's watch events and ended when the object goes or stops asking for it; each
+  tick is :func:`autoscaler.autoscale`. Not a kopf timer or daemon: those add a finalizer.
+- Startup discovery: the PodDisruptionBudget version, and whether KEDA's ScaledObjects are served
+  (``backend: keda`` is Planned=False without them).
 
 kopf's progress and diff-base live in ``serving.gemma4.dev/*`` annotations (the CRD's status
 schema is strict), and no handler returns a value, so kopf never writes ``status``.
@@ -23,6 +28,7 @@ schema is strict), and no handler returns a value, so kopf never writes ``status
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -31,7 +37,7 @@ from typing import Any
 
 import kopf
 
-from gemma4_operator import cluster_facts, observe
+from gemma4_operator import autoscaler, cluster_facts, observe
 from gemma4_operator import reconcile as rc
 from gemma4_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION, Gemma4Deployment
 from gemma4_operator.config import ChildrenMode, OperatorConfig
@@ -56,7 +62,7 @@ from gemma4_operator.context import (
     store,
 )
 from gemma4_operator.kube import InvalidRequestError, RetryableApiError
-from gemma4_operator.render import MANAGER, RenderOptions
+from gemma4_operator.render import MANAGER
 from gemma4_operator.sizing import ClusterFacts
 
 logger = logging.getLogger(__name__)
@@ -64,8 +70,11 @@ logger = logging.getLogger(__name__)
 # (group/version, plural) as kopf selectors take them
 # PodDisruptionBudgets without a version: kopf then watches the cluster's preferred one
 # (policy/v1 since Kubernetes 1.21, policy/v1beta1 before), as :func:`detect_capabilities` renders.
+# ScaledObjects (autoscaling.backend keda) only exist where KEDA is installed; kopf watches them
+# once their CRD is served.
 CHILD_RESOURCES = (("apps/v1", "deployments"), ("v1", "services"), ("v1", "persistentvolumeclaims"),
-                   ("policy", "poddisruptionbudgets"))
+                   ("policy", "poddisruptionbudgets"), ("keda.sh/v1alpha1", "scaledobjects"))
+KEDA = ("keda.sh/v1alpha1", "scaledobjects")
 PDB_VERSIONS = ("policy/v1", "policy/v1beta1")
 POD_RESOURCE = ("v1", "pods")
 CONFLICT_RETRY_S = 10.0
@@ -291,9 +300,12 @@ async def on_parent(body: kopf.Body, reason: str, retry: int, memo: Any, **kwarg
         raise kopf.TemporaryError(str(e), delay=rc.backoff_delay(retry, e.retry_after)) from e
 
 
-async def on_parent_event(type: str | None, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def on_parent_event(type: str | None, namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
+    ctx = context_of(memo)
     if type == "DELETED":
-        context_of(memo).forget((namespace or "", name))
+        ctx.forget((namespace or "", name))
+    else:
+        _ensure_autoscaler(ctx, (namespace or "", name), kwargs)
 
 
 async def on_resync(body: kopf.Body, memo: Any, retry: int = 0, **kwargs: Any) -> None:
@@ -344,6 +356,67 @@ async def on_node_event(memo: Any, **kwargs: Any) -> None:
             await _run_watch_triggered(ctx, parent, kwargs, "facts", None)
 
 
+async def autoscale_tick(ctx: OperatorContext, parent: Parent, indices: Mapping[str, Any]) -> bool:
+    """One built-in autoscaler tick for one object, see ``autoscaler``. False when there was
+    nothing to scale yet (the Deployment is still being created)."""
+    try:
+        model = rc.parse_parent(parent.body)
+    except rc.InvalidObjectError:
+        return True
+    desired = _desired(ctx, parent, model, ctx.facts(indices), ctx.previous_status(parent))
+    try:
+        events = await autoscaler.autoscale(ctx, parent, ctx.source(indices), desired)
+    except RetryableApiError as e:
+        logger.warning("%s %s/%s: autoscaler: %s; next tick in %.0fs", KIND, *parent.key, e,
+                       ctx.config.autoscale_interval)
+        return True
+    if events is None:
+        return False
+    await _post_events(ctx, parent, events)
+    return True
+
+
+async def _autoscaler_loop(ctx: OperatorContext, key: Key, indices: Mapping[str, Any]) -> None:
+    """Ticks every autoscale_interval while the object exists with ``backend: operator``, reading
+    the newest object from the (live) parent index each time."""
+    while True:
+        parent = _parent_from_index(indices, key)
+        if parent is None or parent.deleting or not autoscaler.autoscaled(parent.body.get("spec") or {}):
+            ctx.autoscalers.pop(key, None)
+            return
+        ticked = True
+        try:
+            ticked = await autoscale_tick(ctx, parent, indices)
+        except Exception:  # a bug must not stop autoscaling for good; log it and tick again
+            logger.exception("%s %s/%s: autoscaler tick failed", KIND, *key)
+        # a new object's first tick usually comes before its Deployment: look again shortly
+        await asyncio.sleep(ctx.config.autoscale_interval if ticked else min(1.0, ctx.config.autoscale_interval))
+
+
+def _ensure_autoscaler(ctx: OperatorContext, key: Key, indices: Mapping[str, Any]) -> None:
+    """Start the object's autoscaler loop when it needs one (no kopf timer or daemon: those add a
+    finalizer to the object, which watch mode avoids); the loop ends by itself when it is no longer
+    needed."""
+    parent = _parent_from_index(indices, key)
+    if parent is None or parent.deleting or not autoscaler.autoscaled(parent.body.get("spec") or {}):
+        return
+    task = ctx.autoscalers.get(key)
+    if task is None or task.done():
+        ctx.autoscalers[key] = asyncio.get_running_loop().create_task(
+            _autoscaler_loop(ctx, key, indices), name=f"autoscaler {key[0]}/{key[1]}")
+
+
+async def stop_autoscalers(memo: Any, **_: Any) -> None:
+    """Cleanup: stop the autoscaler loops before kopf's shutdown waits for stray tasks."""
+    ctx = context_of(memo)
+    tasks = list(ctx.autoscalers.values())
+    ctx.autoscalers.clear()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await ctx.close_http()
+
+
 def index_parent(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Key, Obj]:
     return {(namespace or "", name): parent_snapshot(body).body}
 
@@ -368,9 +441,23 @@ async def detect_capabilities(memo: Any, **_: Any) -> None:
                        e, ctx.render_options.pdb_api_version)
         return
     if preferred in PDB_VERSIONS and preferred != ctx.render_options.pdb_api_version:
-        ctx.render_options = RenderOptions(pdb_api_version=preferred)
+        ctx.render_options = dataclasses.replace(ctx.render_options, pdb_api_version=preferred)
         ctx.desired_cache.clear()
     logger.info("PodDisruptionBudgets are rendered as %s", ctx.render_options.pdb_api_version)
+    await detect_keda(ctx)
+
+
+async def detect_keda(ctx: OperatorContext) -> None:
+    """Startup: whether KEDA's ScaledObjects are served (autoscaling.backend keda needs them)."""
+    try:
+        served = await asyncio.to_thread(ctx.kube.serves, *KEDA)
+    except (RetryableApiError, InvalidRequestError) as e:
+        logger.warning("API discovery of %s failed (%s); assuming KEDA is installed", KEDA[0], e)
+        served = True
+    ctx.render_options = dataclasses.replace(ctx.render_options, keda_served=served,
+                                             prometheus_url=ctx.config.prometheus_url)
+    ctx.desired_cache.clear()
+    logger.info("KEDA ScaledObjects are %s", "served" if served else "not served (backend keda is refused)")
 
 
 def probe_info(memo: Any, **kwargs: Any) -> dict[str, Any]:
@@ -400,6 +487,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
 
     kopf.on.probe(id="gemma4", registry=registry)(probe_info)
     kopf.on.startup(id="detect_capabilities", registry=registry)(detect_capabilities)
+    kopf.on.cleanup(id="stop_autoscalers", registry=registry)(stop_autoscalers)
 
     kopf.index(*g4d, id=PARENTS, registry=registry)(index_parent)
     kopf.on.event(*g4d, id="g4d_parent_event", registry=registry)(on_parent_event)

@@ -6,7 +6,9 @@ share counters. Names use the ``gemma4_operator_`` prefix.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 # Reconcile results: applied (children written), unchanged, plan_failed, invalid (malformed
 # object), retry (temporary API failure, retried with backoff), error (anything else).
@@ -40,6 +42,25 @@ class Metrics:
         self.events = Counter(
             "gemma4_operator_events", "Kubernetes Events posted by type and reason.", ["type", "reason"],
             registry=self.registry)
+        self.autoscaler_decisions = Counter(
+            "gemma4_operator_autoscaler_decisions", "Built-in autoscaler decisions by direction (up, down, none) "
+            "and whether they could be made (inactive: a metric source was unavailable).", ["direction"],
+            registry=self.registry)
+        self.autoscaler_desired = Gauge(
+            "gemma4_operator_autoscaler_desired_replicas", "Replicas the built-in autoscaler last decided on.",
+            ["namespace", "name"], registry=self.registry)
+        self.autoscaler_current = Gauge(
+            "gemma4_operator_autoscaler_current_replicas", "The Deployment's replicas when the autoscaler last looked.",
+            ["namespace", "name"], registry=self.registry)
+        self.autoscaler_scrapes = Counter(
+            "gemma4_operator_autoscaler_scrapes", "Engine /metrics scrapes by result (ok, failed).", ["result"],
+            registry=self.registry)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop the per-object series of a deleted Gemma4Deployment."""
+        for gauge in (self.autoscaler_desired, self.autoscaler_current):
+            with contextlib.suppress(KeyError):
+                gauge.remove(namespace, name)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """Start the /metrics HTTP endpoint in a daemon thread."""

@@ -376,3 +376,39 @@ def event_object(*, owner: Owner, api_version: str, kind: str, event: EventSpec,
         "lastTimestamp": now,
         "count": 1,
     }
+
+
+# ---------------------------------------------------------------------------------------
+# the built-in autoscaler's part of status: status.autoscaling and ScalingActive
+# ---------------------------------------------------------------------------------------
+
+SCALING_ACTIVE = "ScalingActive"
+
+
+def autoscaling_status(desired: int, last_scale_time: str,
+                       metrics: Sequence[tuple[str, float | None, float]]) -> dict[str, Any]:
+    """``current`` is left out when unknown: the API server prunes a null of a non-nullable field,
+    and a status read back without it must compare equal (no write per tick)."""
+    return {"desiredReplicas": desired, "lastScaleTime": last_scale_time,
+            "metrics": [{"metricName": n, **({"current": c} if c is not None else {}), "target": t}
+                        for n, c, t in metrics]}
+
+
+def autoscaler_patch(previous: Obj, autoscaling: Mapping[str, Any], active: bool, reason: str, message: str,
+                     generation: int, now: str) -> dict[str, Any] | None:
+    """A merge patch for ``/status`` setting ``autoscaling`` and the ScalingActive condition (the
+    other conditions kept as they are, lastTransitionTime kept unless the status flips); None when
+    nothing changes."""
+    conditions = [dict(c) for c in previous.get("conditions") or [] if isinstance(c, Mapping)]
+    old = next((c for c in conditions if c.get("type") == SCALING_ACTIVE), None)
+    status = "True" if active else "False"
+    since = str(old.get("lastTransitionTime") or now) if old and old.get("status") == status else now
+    new = Condition(type=SCALING_ACTIVE, status=status, reason=reason, message=_clip(message),
+                    last_transition_time=since, observed_generation=generation).model_dump(by_alias=True,
+                                                                                            mode="json")
+    patch: dict[str, Any] = {}
+    if old != new:
+        patch["conditions"] = [new if c is old else c for c in conditions] if old is not None else [*conditions, new]
+    if previous.get("autoscaling") != dict(autoscaling):
+        patch["autoscaling"] = dict(autoscaling)
+    return patch or None

@@ -164,10 +164,12 @@ def make_context(config: OperatorConfig, *, api_client: Any = None, metrics: Met
     from gemma4_operator.context import OperatorContext
     from gemma4_operator.kube import Kube, build_api_client
     from gemma4_operator.metrics import Metrics
+    from gemma4_operator.render import RenderOptions
 
     api = api_client if api_client is not None else build_api_client(config.server)
     return OperatorContext(config=config, kube=Kube(api, request_timeout=config.request_timeout),
-                           metrics=metrics or Metrics())
+                           metrics=metrics or Metrics(),
+                           render_options=RenderOptions(prometheus_url=config.prometheus_url))
 
 
 async def run_operator(ctx: OperatorContext, *, stop_flag: Any = None, ready_flag: Any = None) -> None:
@@ -185,9 +187,10 @@ async def run_operator(ctx: OperatorContext, *, stop_flag: Any = None, ready_fla
             stop_flag=stop_flag, ready_flag=ready_flag,
         )
     finally:
-        for task in list(ctx.retries.values()):
+        for task in [*ctx.retries.values(), *ctx.autoscalers.values()]:
             task.cancel()
         ctx.retries.clear()
+        ctx.autoscalers.clear()
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:  # noqa: ARG001 - the CLI's command signature

@@ -9,8 +9,11 @@ planned slots.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
 from gemma4_operator.api import Gemma4DeploymentSpec
-from gemma4_operator.autoscaling import DEFAULT_TARGETS, MetricTarget, Policy, Signal
+from gemma4_operator.autoscaling import DEFAULT_TARGETS, MetricTarget, Policy, Recommendation, Sample, Signal, decide
 from gemma4_operator.catalog import EngineInfo
 from gemma4_operator.scraper import metric_names
 from gemma4_operator.sizing import Plan
@@ -51,3 +54,49 @@ def unavailable(targets: tuple[MetricTarget, ...], engine: EngineInfo, prometheu
         elif t.signal in ENGINE_SIGNALS and t.signal not in engine_signals:
             reasons[t.signal] = f"{t.signal.value}: the engine exposes no such metric"
     return reasons
+
+
+# ---------------------------------------------------------------------------------------
+# one tick of the built-in autoscaler, pure: what to set and what to report
+# ---------------------------------------------------------------------------------------
+
+CPU_NOT_IMPLEMENTED = "cpu/utilization: reading metrics.k8s.io is not implemented yet"
+
+
+@dataclass(frozen=True)
+class Tick:
+    """The outcome of one autoscaler tick: the replicas to set, ScalingActive and status.metrics."""
+
+    desired: int
+    active: bool
+    reason: str  # ScalingActive reason: ValidMetrics | MetricUnavailable | MissingMetrics | InvalidMetrics
+    message: str
+    metrics: tuple[tuple[str, float | None, float], ...]  # (metricName, current, target)
+    summary: str
+    history: tuple[Recommendation, ...]
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def tick(pol: Policy, current: int, samples: Sequence[Sample], history: Sequence[Recommendation], now: float,
+         unreadable: Mapping[Signal, str], failures: Sequence[str] = ()) -> Tick:
+    """Decide, unless a metric source is unavailable: then replicas stay put and ScalingActive=False
+    names the metric and why. ``failures`` are per-pod scrape problems, reported when a metric has
+    no fresh sample at all."""
+    if unreadable:
+        # Like the HPA: without metrics only the bounds act (a count outside them is brought back).
+        bounded = min(max(current, pol.min_replicas), pol.max_replicas)
+        held = f"replicas stay at {current}" if bounded == current else f"replicas set to {bounded} (bounds only)"
+        message = f"{held}: {'; '.join(unreadable.values())}"
+        return Tick(bounded, False, "MetricUnavailable", message,
+                    tuple((t.signal.value, None, t.target) for t in pol.targets), message, tuple(history))
+    decision = decide(pol, current, samples, history, now)
+    metrics = tuple((m.signal.value, _rounded(m.current), m.target) for m in decision.reasons)
+    blind = [m.reason for m in decision.reasons if m.current is None]
+    if blind:
+        detail = "; ".join([*blind, *(f"scrape failed: {f}" for f in failures[:5])])
+        return Tick(decision.desired, False, "MissingMetrics", detail, metrics, decision.summary, decision.history)
+    return Tick(decision.desired, True, "ValidMetrics", decision.summary, metrics, decision.summary,
+                decision.history)

@@ -19,7 +19,7 @@ from typing import Any
 import harness
 import pytest
 import pytest_asyncio
-from kmock_plus import Emulator
+from kmock_plus import APPLY_PATCH, Emulator
 
 HERE = Path(__file__).parent
 RECORD = HERE.parent / "data" / "recorded-api-requests.json"
@@ -42,7 +42,11 @@ async def k(request: pytest.FixtureRequest) -> AsyncIterator[Emulator]:
         marker = request.node.get_closest_marker("rbac_mode")
         into = _records if marker is None else _other_modes.setdefault(tuple(marker.args[:2]), set())
         for r in harness.operator_requests(emulator):
-            into.add(tuple(sorted(harness.rbac_record(r).items())))
+            record = harness.rbac_record(r)
+            into.add(tuple(sorted(record.items())))
+            if str(r.headers.get("Content-Type", "")).startswith(APPLY_PATCH):
+                # the API server authorizes a server-side apply that creates the object as `create`
+                into.add(tuple(sorted({**record, "verb": "create"}.items())))
         _modules.add(Path(str(request.node.module.__file__)).name)
 
 

@@ -46,7 +46,8 @@ MODE_ONLY: dict[Permission, tuple[str, str]] = {
                                                    "subset of them (kopf _core/reactor/observation.py)")
        for verb in ("list", "watch")},
     **{(group, resource, "get"): ("ha-clusterwide", _POLL)
-       for group, resource in (("apps", "deployments"), ("", "services"), ("policy", "poddisruptionbudgets"))},
+       for group, resource in (("apps", "deployments"), ("", "services"), ("policy", "poddisruptionbudgets"),
+                               ("keda.sh", "scaledobjects"))},
 }
 
 # Granted although the integration tests never make the request: each entry says why.

@@ -79,15 +79,21 @@ the serving pods through a secretKeyRef that the kubelet resolves, never through
   resources: [gemma4deployments/status]
   verbs: [patch]
 # Children: {{ if $poll }}re-read one by one on a timer (--children=poll){{ else }}watched through kopf (--children=watch){{ end }} and applied.
+# Server-side apply is a PATCH, authorized as `create` when the object does not exist yet.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, patch]
+  verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, create, patch]
 - apiGroups: [""]
   resources: [services, persistentvolumeclaims]
-  verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, patch]
+  verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, create, patch]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, patch, delete]
+  verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, create, patch, delete]
+# KEDA ScaledObjects (autoscaling.backend keda; only used where KEDA is installed). Deleted when
+# an object switches back to the built-in autoscaler.
+- apiGroups: [keda.sh]
+  resources: [scaledobjects]
+  verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, create, patch, delete]
 # Serving pods, read-only: crash loops, image pulls and readiness for the status.
 - apiGroups: [""]
   resources: [pods]

@@ -1,0 +1,184 @@
+"""The built-in autoscaler (``autoscaling.backend: operator``), the shell half.
+
+One tick per autoscaled object every ``autoscale_interval`` seconds (a kopf timer registered by
+``handlers``): gather the inputs, let the pure core decide (``scaling.tick`` ->
+``autoscaling.decide``), execute.
+
+- Pods: the ready serving pods with an IP, from the same source as the reconcile (the pod index in
+  watch mode, a list in poll mode).
+- Engine metrics: each pod's ``/metrics`` through the context's one shared ``httpx.AsyncClient``
+  (timeouts, bounded concurrency; ``scraper.scrape``); counters become rates against the previous
+  scrape kept in memory.
+- ``accelerator/duty_cycle``: DCGM's ``DCGM_FI_DEV_GPU_UTIL`` per pod from the Prometheus HTTP
+  API (``--prometheus-url``). ``cpu/utilization`` (metrics.k8s.io) is not implemented yet.
+- A source that cannot be read: ScalingActive=False names the metric and why; replicas stay put.
+- Writes: only the child Deployment's ``spec.replicas``, by server-side apply under its own field
+  manager (:data:`AUTOSCALER_MANAGER`), so the operator's main apply (which leaves replicas out
+  when autoscaling is set) never owns or resets them; ``status.autoscaling`` and ScalingActive by a
+  merge patch of ``/status``, only when they change; a Normal ``Scaled`` Event on every scale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from gemma4_operator import observe, scaling
+from gemma4_operator import reconcile as rc
+from gemma4_operator.api import AutoscalingBackend
+from gemma4_operator.autoscaling import Sample, Signal
+from gemma4_operator.catalog import load_catalog
+from gemma4_operator.context import ChildSource, Obj, OperatorContext, Parent, now_rfc3339
+from gemma4_operator.keda import DCGM_GPU_UTIL, pod_selector
+from gemma4_operator.kube import InvalidRequestError
+from gemma4_operator.render import SERVICE_PORT
+from gemma4_operator.scraper import PodMetrics, ScrapeTarget, metric_names, scrape, to_samples
+
+logger = logging.getLogger(__name__)
+
+AUTOSCALER_MANAGER = "gemma4-operator-autoscaler"
+
+
+def autoscaled(spec: Mapping[str, Any]) -> bool:
+    """Whether the built-in autoscaler runs for an object (kopf ``when`` filter on its spec)."""
+    a = spec.get("autoscaling")
+    return isinstance(a, Mapping) and a.get("backend", AutoscalingBackend.OPERATOR.value) == \
+        AutoscalingBackend.OPERATOR.value
+
+
+def _ready(pod: Obj) -> bool:
+    status = pod.get("status") or {}
+    return bool(status.get("podIP")) and not (pod.get("metadata") or {}).get("deletionTimestamp") and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+async def duty_cycle(client: httpx.AsyncClient, prometheus_url: str, name: str, namespace: str,
+                     ready: Sequence[str], now: float) -> list[Sample]:
+    """Per-pod GPU utilization (average over the pod's GPUs) from the Prometheus HTTP API.
+    Raises ValueError (with the reason) when Prometheus cannot answer."""
+    query = f"avg by (pod) ({DCGM_GPU_UTIL}{{{pod_selector(name, namespace)}}})"
+    try:
+        response = await client.get(f"{prometheus_url}/api/v1/query", params={"query": query})
+        response.raise_for_status()
+        data = response.json()
+        results = data["data"]["result"]
+        values = {str(r["metric"]["pod"]): float(r["value"][1]) for r in results if "pod" in r.get("metric", {})}
+    except httpx.HTTPStatusError as e:
+        raise ValueError(f"Prometheus answered HTTP {e.response.status_code}") from e
+    except httpx.HTTPError as e:
+        raise ValueError(f"Prometheus unreachable: {type(e).__name__}: {e}") from e
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise ValueError(f"unexpected Prometheus answer: {e}") from e
+    return [Sample(pod, Signal.DUTY_CYCLE, value, now, pod in ready) for pod, value in values.items()]
+
+
+async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource,
+                    desired: rc.Desired) -> list[observe.EventSpec] | None:
+    """One tick for one object; returns the Events to post, or None when the Deployment does not
+    exist yet (the caller ticks again soon rather than a whole interval later). Raises
+    RetryableApiError."""
+    try:
+        model = rc.parse_parent(parent.body)
+    except rc.InvalidObjectError:
+        return []
+    spec, plan = model.spec, desired.plan
+    if spec.autoscaling is None or spec.autoscaling.backend is not AutoscalingBackend.OPERATOR or plan is None:
+        return []
+    deployment_key = next((rc.ChildKey.of(c) for c in desired.children if c["kind"] == "Deployment"), None)
+    if deployment_key is None:
+        return []
+    live = await source.children(parent, [deployment_key])
+    deployment = next((c for c in live if c.get("kind") == "Deployment" and rc.owned_by(c, parent.uid)), None)
+    if deployment is None:
+        return None  # the reconcile is creating it; nothing to scale yet
+    replicas = (deployment.get("spec") or {}).get("replicas")
+    current = int(replicas) if replicas is not None else 1
+    pods = [p for p in await source.pods(parent) if _ready(p)]
+    namespace, name = parent.key
+    now = ctx.clock()
+    memory = ctx.autoscaler_memory(parent.key, parent.uid)
+    engine = load_catalog().engines[plan.engine]
+
+    failures: list[str] = []
+    samples: list[Sample] = []
+    try:
+        pol = scaling.policy(spec, plan)
+    except ValueError as e:
+        await _report(ctx, parent, current, current, (), False, "InvalidMetrics", str(e), "")
+        return []
+    unreadable = scaling.unavailable(pol.targets, engine, ctx.config.prometheus_url)
+    signals = {t.signal for t in pol.targets}
+    if Signal.CPU_UTILIZATION in signals:
+        unreadable[Signal.CPU_UTILIZATION] = scaling.CPU_NOT_IMPLEMENTED
+    if not unreadable:
+        names = {s: n for s, n in metric_names(engine).items() if s in signals}
+        if names:
+            targets = [ScrapeTarget(str(p["metadata"]["name"]), ctx.config.metrics_url_template.format(
+                ip=p["status"]["podIP"], port=SERVICE_PORT)) for p in pods]
+            results = await scrape(ctx.http(), targets, names, now=now, concurrency=ctx.config.scrape_concurrency)
+            ok = [r for r in results if isinstance(r, PodMetrics)]
+            failures = [f"pod {r.pod}: {r.reason}" for r in results if not isinstance(r, PodMetrics)]
+            ctx.metrics.autoscaler_scrapes.labels(result="ok").inc(len(ok))
+            ctx.metrics.autoscaler_scrapes.labels(result="failed").inc(len(failures))
+            samples += to_samples(ok, memory.scrapes)
+            memory.scrapes = {r.pod: r for r in ok}
+        if Signal.DUTY_CYCLE in signals:
+            try:
+                samples += await duty_cycle(ctx.http(), ctx.config.prometheus_url, name, namespace,
+                                            [str(p["metadata"]["name"]) for p in pods], now)
+            except ValueError as e:
+                unreadable[Signal.DUTY_CYCLE] = f"accelerator/duty_cycle: {e}"
+
+    result = scaling.tick(pol, current, samples, memory.history, now, unreadable, failures)
+    memory.history = result.history
+    events: list[observe.EventSpec] = []
+    last_scale = str((ctx.previous_status(parent).get("autoscaling") or {}).get("lastScaleTime") or "")
+    direction = "inactive" if result.reason == "MetricUnavailable" else "none"
+    if result.desired != current:
+        direction = "up" if result.desired > current else "down"
+        scale = {"apiVersion": "apps/v1", "kind": "Deployment",
+                 "metadata": {"name": deployment_key.name, "namespace": deployment_key.namespace},
+                 "spec": {"replicas": result.desired}}
+        try:
+            await asyncio.to_thread(ctx.kube.apply, scale, field_manager=AUTOSCALER_MANAGER)
+        except InvalidRequestError as e:
+            logger.warning("Gemma4Deployment %s/%s: scaling refused: %s", namespace, name, e)
+            return []
+        last_scale = now_rfc3339()
+        logger.info("Gemma4Deployment %s/%s: scaled from %d to %d: %s", namespace, name, current, result.desired,
+                    result.summary)
+        events.append(observe.EventSpec("Normal", "Scaled",
+                                        f"Scaled from {current} to {result.desired}: {result.summary}"))
+    ctx.metrics.autoscaler_decisions.labels(direction=direction).inc()
+    await _report(ctx, parent, current, result.desired, result.metrics, result.active, result.reason,
+                  result.message, last_scale)
+    return events
+
+
+async def _report(ctx: OperatorContext, parent: Parent, current: int, desired: int,
+                  metrics: Sequence[tuple[str, float | None, float]], active: bool, reason: str, message: str,
+                  last_scale: str) -> None:
+    """Gauges, then ``status.autoscaling`` and ScalingActive when they changed."""
+    namespace, name = parent.key
+    ctx.metrics.autoscaler_current.labels(namespace=namespace, name=name).set(current)
+    ctx.metrics.autoscaler_desired.labels(namespace=namespace, name=name).set(desired)
+    async with ctx.lock(parent.key):
+        previous = ctx.previous_status(parent)
+        if not last_scale:
+            last_scale = str((previous.get("autoscaling") or {}).get("lastScaleTime") or "")
+        status = observe.autoscaling_status(desired, last_scale, metrics)
+        patch = observe.autoscaler_patch(previous, status, active, reason, message, parent.generation,
+                                         now_rfc3339())
+        if patch is None:
+            return
+        try:
+            await asyncio.to_thread(ctx.kube.patch_status, namespace, name, patch)
+        except InvalidRequestError as e:
+            logger.warning("Gemma4Deployment %s/%s: autoscaling status refused: %s", namespace, name, e)
+            return
+        ctx.metrics.status_patches.inc()
+        ctx.status_cache[parent.key] = (parent.uid, {**previous, **patch})

@@ -1,0 +1,322 @@
+"""Autoscaling end to end against kmock: the built-in autoscaler scrapes fake engines (real aiohttp
+servers on loopback serving vLLM 0.32's real exposition with the values changed) and sets the
+Deployment's replicas; the KEDA backend renders a ScaledObject valid against KEDA's CRD schema.
+
+kmock runs no controllers: the test plays the Deployment controller and kubelet by creating the
+pods (status.podIP on its own loopback address, Ready) the replicas call for. Time is the
+operator's injectable clock (``OperatorContext.clock``), so the 300 s scale-down delay passes at once.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp.web
+import harness as h
+import jsonschema
+import kmock
+import pytest
+import pytest_asyncio
+import yaml
+from harness import DEPLOYMENTS, G4D, PODS
+from kmock_plus import Emulator
+
+from gemma4_operator.autoscaler import AUTOSCALER_MANAGER
+from gemma4_operator.config import ChildrenMode
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+VLLM_TEXT = (DATA / "metrics" / "vllm-0.32.0.txt").read_text(encoding="utf-8")
+KEDA_SCHEMA = yaml.safe_load((DATA / "keda" / "scaledobject-spec-schema.yaml").read_text(encoding="utf-8"))
+SCALEDOBJECTS = "keda.sh/v1alpha1/scaledobjects"
+LABELS = {"app.kubernetes.io/name": "gemma4", "app.kubernetes.io/instance": "chat",
+          "app.kubernetes.io/managed-by": "gemma4-operator", "app.kubernetes.io/component": "server"}
+QUEUE = {"metricName": "vllm/num_requests_waiting", "target": 5}
+
+
+def exposition(waiting: float, running: float = 3.0, kv: float = 0.42) -> str:
+    """vLLM 0.32's real /metrics text with the autoscaling gauges replaced."""
+    text = re.sub(r"^(vllm:num_requests_waiting\{[^}]*\}) \S+$", rf"\g<1> {waiting}", VLLM_TEXT, flags=re.M)
+    text = re.sub(r"^(vllm:num_requests_running\{[^}]*\}) \S+$", rf"\g<1> {running}", text, flags=re.M)
+    return re.sub(r"^(vllm:kv_cache_usage_perc\{[^}]*\}) \S+$", rf"\g<1> {kv}", text, flags=re.M)
+
+
+class FakeEngines:
+    """One aiohttp server per fake pod, all on one port, each on its own loopback address
+    (127.0.0.2, 127.0.0.3, ...) as pods share a port on distinct IPs; plus a fake Prometheus."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[str, float] = {}
+        self.gpu_util: dict[str, float] = {}
+        self.ips: dict[str, str] = {}
+        self.scrapes: dict[str, int] = {}
+        self.runners: list[aiohttp.web.AppRunner] = []
+        self.port = 0
+        self.prometheus_url = ""
+
+    async def _serve(self, app: aiohttp.web.Application, host: str, port: int) -> int:
+        runner = aiohttp.web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = aiohttp.web.TCPSite(runner, host, port)
+        await site.start()
+        self.runners.append(runner)
+        sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
+        return int(sockets[0].getsockname()[1])
+
+    async def add_pod(self, name: str, waiting: float) -> str:
+        ip = f"127.0.0.{len(self.ips) + 2}"
+        self.ips[name], self.waiting[name], self.scrapes[name] = ip, waiting, 0
+
+        async def metrics(_: aiohttp.web.Request) -> aiohttp.web.Response:
+            self.scrapes[name] += 1
+            return aiohttp.web.Response(text=exposition(self.waiting[name]),
+                                        content_type="text/plain", charset="utf-8")
+
+        app = aiohttp.web.Application()
+        app.router.add_get("/metrics", metrics)
+        self.port = await self._serve(app, ip, self.port)
+        return ip
+
+    async def start_prometheus(self) -> None:
+        async def query(request: aiohttp.web.Request) -> aiohttp.web.Response:
+            assert "DCGM_FI_DEV_GPU_UTIL" in request.query["query"]
+            result = [{"metric": {"pod": pod}, "value": [0, str(v)]} for pod, v in self.gpu_util.items()]
+            return aiohttp.web.json_response({"status": "success",
+                                              "data": {"resultType": "vector", "result": result}})
+
+        app = aiohttp.web.Application()
+        app.router.add_get("/api/v1/query", query)
+        self.prometheus_url = f"http://127.0.0.1:{await self._serve(app, '127.0.0.1', 0)}"
+
+    @property
+    def url_template(self) -> str:
+        return f"http://{{ip}}:{self.port}/metrics"
+
+    async def close(self) -> None:
+        for runner in self.runners:
+            await runner.cleanup()
+
+
+@pytest_asyncio.fixture()
+async def engines() -> AsyncIterator[FakeEngines]:
+    fake = FakeEngines()
+    # Reserve a port that is free on 127.0.0.1 for every fake pod's loopback address.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        fake.port = s.getsockname()[1]
+    yield fake
+    await fake.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def cr(**autoscaling: Any) -> dict[str, Any]:
+    return h.g4d("chat", accelerator={"type": "nvidia-l4"},
+                 autoscaling={"minReplicaCount": 1, "maxReplicaCount": 4, **autoscaling})
+
+
+def status(k: Emulator) -> dict[str, Any]:
+    obj = h.obj(k, G4D, "default", "chat")
+    assert obj is not None
+    s: dict[str, Any] = obj.get("status", {})
+    return s
+
+
+def cond(k: Emulator, type_: str) -> dict[str, Any] | None:
+    return next((c for c in status(k).get("conditions", []) if c["type"] == type_), None)
+
+
+def replicas(k: Emulator) -> int | None:
+    d = h.obj(k, DEPLOYMENTS, "default", "chat")
+    return None if d is None else d["spec"].get("replicas")
+
+
+def scaled_events(k: Emulator) -> list[str]:
+    return [e["message"] for e in h.objects(k, h.EVENTS) if e["reason"] == "Scaled"]
+
+
+def autoscaler_writes(k: Emulator) -> list[kmock.Request]:
+    return [r for r in h.writes(k) if r.params.get("fieldManager") == AUTOSCALER_MANAGER]
+
+
+async def add_pod(k: Emulator, engines: FakeEngines, name: str, waiting: float) -> None:
+    ip = await engines.add_pod(name, waiting)
+    await h.create(k, PODS, {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default", "labels": LABELS},
+        "spec": {"containers": [{"name": "server", "image": "vllm/vllm-openai:v0.32.0"}]},
+        "status": {"phase": "Running", "podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]}})
+
+
+async def test_replicas_follow_engine_metrics_up_and_down(k: Emulator, engines: FakeEngines) -> None:
+    clock = Clock()
+    async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
+                             metrics_url_template=engines.url_template) as op:
+        assert op.ctx is not None
+        op.ctx.clock = clock
+        await h.create(k, G4D, cr(autoscalingMetricSpecs=[QUEUE]))
+        await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
+        assert replicas(k) is None  # the main apply leaves replicas to the autoscaler
+
+        # no ready pod yet: no sample, nothing scales, ScalingActive says why
+        await h.wait_for(lambda: (cond(k, "ScalingActive") or {}).get("reason") == "MissingMetrics",
+                         what="ScalingActive=False (no samples)")
+        assert cond(k, "ScalingActive")["status"] == "False"  # type: ignore[index]
+        assert "no fresh sample" in cond(k, "ScalingActive")["message"]  # type: ignore[index]
+        assert autoscaler_writes(k) == []
+
+        # one pod, 12 requests waiting against a target of 5 per pod: ceil(1 x 12/5) = 3
+        await add_pod(k, engines, "chat-a", waiting=12)
+        await h.wait_for(lambda: replicas(k) == 3, what="scale up to 3")
+        await h.wait_for(lambda: status(k).get("autoscaling", {}).get("desiredReplicas") == 3, what="status")
+        auto = status(k)["autoscaling"]
+        assert auto["lastScaleTime"] and auto["metrics"] == [
+            {"metricName": "vllm/num_requests_waiting", "current": 12.0, "target": 5.0}]
+        assert cond(k, "ScalingActive")["status"] == "True"  # type: ignore[index]
+        await h.wait_for(lambda: scaled_events(k), what="the Scaled event")  # posted after the status
+        assert scaled_events(k)[0].startswith("Scaled from 1 to 3: scale up 1 -> 3")
+        writes = autoscaler_writes(k)
+        assert len(writes) == 1 and writes[0].headers["Content-Type"].startswith("application/apply-patch")
+        assert writes[0].data["spec"] == {"replicas": 3}  # the autoscaler owns nothing but replicas
+
+        # the "Deployment controller" starts two more pods; load spreads: 4 per pod, 20 % under
+        # target but ceil(3 x 0.8) = 3: stays
+        engines.waiting["chat-a"] = 4
+        await add_pod(k, engines, "chat-b", waiting=4)
+        await add_pod(k, engines, "chat-c", waiting=4)
+        await h.wait_for(lambda: all(engines.scrapes[p] >= 3 for p in ("chat-b", "chat-c")), what="scrapes")
+        assert replicas(k) == 3 and len(autoscaler_writes(k)) == 1
+        # the main reconcile (pod and Deployment events) never touched replicas
+        assert op.metrics.registry.get_sample_value("gemma4_operator_autoscaler_desired_replicas",
+                                                    {"namespace": "default", "name": "chat"}) == 3
+
+        # idle: proposes 0, held by the 300 s scale-down delay, then down to minReplicaCount 1
+        for pod in ("chat-a", "chat-b", "chat-c"):
+            engines.waiting[pod] = 0
+        await h.wait_for(lambda: all(engines.scrapes[p] >= 6 for p in ("chat-b", "chat-c")), what="scrapes")
+        assert replicas(k) == 3
+        clock.now += 301
+        await h.wait_for(lambda: replicas(k) == 1, what="scale down to 1")
+        await h.wait_for(lambda: any(m.startswith("Scaled from 3 to 1: scale down 3 -> 1") for m in scaled_events(k)),
+                         what="the second Scaled event")
+        assert op.metrics.value("gemma4_operator_autoscaler_decisions_total", direction="up") == 1
+        assert op.metrics.value("gemma4_operator_autoscaler_decisions_total", direction="down") == 1
+
+        # steady: ticks keep scraping, but nothing is written (decision = replicas, status unchanged)
+        await h.wait_for(lambda: status(k).get("autoscaling", {}).get("desiredReplicas") == 1, what="status")
+        await h.settle(k)  # the tick after a scale reports "keep 1"; the reconcile reports the new count
+        assert cond(k, "ScalingActive")["message"].startswith("keep 1")  # type: ignore[index]
+        mark = len(h.writes(k))
+        seen = engines.scrapes["chat-a"]
+        await h.wait_for(lambda: engines.scrapes["chat-a"] >= seen + 5, what="more ticks")
+        assert [h.describe(r) for r in h.writes(k)[mark:]] == []
+
+
+async def test_duty_cycle_from_prometheus(k: Emulator, engines: FakeEngines) -> None:
+    await engines.start_prometheus()
+    async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
+                             metrics_url_template=engines.url_template, prometheus_url=engines.prometheus_url):
+        await h.create(k, G4D, cr(autoscalingMetricSpecs=[{"metricName": "accelerator/duty_cycle"}]))
+        await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
+        # DCGM exporter series carry the pod name; 90 % against the default target 60: ceil(1.5) = 2
+        await add_pod(k, engines, "chat-7d4f9c-x2x9z", waiting=0)
+        engines.gpu_util["chat-7d4f9c-x2x9z"] = 90
+        await h.wait_for(lambda: replicas(k) == 2, what="scale up to 2")
+        await h.wait_for(lambda: status(k).get("autoscaling", {}).get("metrics"), what="status")
+        assert status(k)["autoscaling"]["metrics"] == [
+            {"metricName": "accelerator/duty_cycle", "current": 90.0, "target": 60.0}]
+
+
+@pytest.mark.parametrize(("metric", "why"), [
+    ("accelerator/duty_cycle", "start the operator with --prometheus-url"),
+    ("cpu/utilization", "metrics.k8s.io is not implemented yet"),
+])
+async def test_unavailable_metric_keeps_replicas(k: Emulator, engines: FakeEngines, metric: str, why: str) -> None:
+    async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
+                             metrics_url_template=engines.url_template) as op:
+        await h.create(k, G4D, cr(autoscalingMetricSpecs=[{"metricName": metric}, QUEUE]))
+        await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
+        await add_pod(k, engines, "chat-a", waiting=50)  # the queue alone would scale up
+        await h.wait_for(lambda: cond(k, "ScalingActive"), what="ScalingActive")
+        active = cond(k, "ScalingActive")
+        assert active is not None and active["status"] == "False" and active["reason"] == "MetricUnavailable"
+        assert metric in active["message"] and why in active["message"]
+        assert status(k)["autoscaling"]["metrics"][0] == {"metricName": metric, "target": 60.0}  # no current
+        await h.wait_for(lambda: op.metrics.value("gemma4_operator_autoscaler_decisions_total",
+                                                  direction="inactive") >= 5, what="ticks")
+        assert autoscaler_writes(k) == [] and replicas(k) is None and engines.scrapes["chat-a"] == 0
+        assert scaled_events(k) == []
+
+
+def declare_keda(k: Emulator) -> None:
+    k.resources[SCALEDOBJECTS] = kmock.ResourceInfo(kind="ScaledObject", namespaced=True,
+                                                    verbs={"list", "watch", "get", "create", "patch", "delete"},
+                                                    subresources={"status"})
+
+
+async def test_keda_backend_renders_a_valid_scaled_object(k: Emulator) -> None:
+    declare_keda(k)
+    prometheus = "http://prometheus.monitoring:9090"
+    async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1, prometheus_url=prometheus):
+        await h.create(k, G4D, cr(backend="keda", autoscalingMetricSpecs=[
+            QUEUE, {"metricName": "vllm/kv_cache_usage_perc", "target": 80}]))
+        so = await h.wait_for(lambda: h.obj(k, SCALEDOBJECTS, "default", "chat"), what="the ScaledObject")
+        await h.settle(k)
+        jsonschema.validate(so["spec"], KEDA_SCHEMA)
+        assert so["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "chat"}
+        assert [t["metadata"]["serverAddress"] for t in so["spec"]["triggers"]] == [prometheus] * 2
+        assert so["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "gemma4-operator"
+        cr_uid = h.obj(k, G4D, "default", "chat")["metadata"]["uid"]  # type: ignore[index]
+        assert so["metadata"]["ownerReferences"][0]["uid"] == cr_uid
+        assert replicas(k) is None and autoscaler_writes(k) == []  # KEDA owns replicas
+        assert cond(k, "Planned")["status"] == "True"  # type: ignore[index]
+        assert cond(k, "ScalingActive") is None  # the built-in autoscaler does not run
+
+        # a deleted ScaledObject comes back (watched like every other child)
+        await h.delete(k, SCALEDOBJECTS, "default", "chat")
+        await h.wait_for(lambda: h.obj(k, SCALEDOBJECTS, "default", "chat"), what="the ScaledObject back")
+
+        # switching to the built-in backend deletes the ScaledObject
+        await h.patch(k, G4D, "default", "chat", {"spec": {"autoscaling": {"backend": "operator"}}})
+        await h.wait_for(lambda: h.obj(k, SCALEDOBJECTS, "default", "chat") is None, what="ScaledObject gone")
+
+
+async def test_keda_backend_without_keda_is_not_planned(k: Emulator) -> None:
+    async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), prometheus_url="http://prometheus:9090"):
+        await h.create(k, G4D, cr(backend="keda", autoscalingMetricSpecs=[QUEUE]))
+        await h.wait_for(lambda: cond(k, "Planned"), what="Planned")
+        planned = cond(k, "Planned")
+        assert planned is not None and planned["status"] == "False"
+        assert "KEDA is not installed" in planned["message"]
+        assert h.obj(k, DEPLOYMENTS, "default", "chat") is None
+
+
+async def test_keda_backend_unsupported_metric_is_not_planned(k: Emulator) -> None:
+    declare_keda(k)
+    async with h.OperatorRun(k, accelerator_types=("nvidia-l4",)):  # no --prometheus-url
+        await h.create(k, G4D, cr(backend="keda", autoscalingMetricSpecs=[QUEUE]))
+        await h.wait_for(lambda: cond(k, "Planned"), what="Planned")
+        planned = cond(k, "Planned")
+        assert planned is not None and planned["status"] == "False"
+        assert "--prometheus-url" in planned["message"]
+        assert h.objects(k, SCALEDOBJECTS) == []
+
+
+async def test_keda_backend_in_poll_mode(k: Emulator) -> None:
+    declare_keda(k)
+    async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), prometheus_url="http://prometheus:9090",
+                             children=ChildrenMode.POLL, resync_interval=0.2):
+        await h.create(k, G4D, cr(backend="keda", autoscalingMetricSpecs=[QUEUE]))
+        await h.wait_for(lambda: h.obj(k, SCALEDOBJECTS, "default", "chat"), what="the ScaledObject")
+        # the resync re-reads it (GET) and finds nothing to repair
+        await h.wait_for(lambda: any(r.method.value == "GET" and r.name == "chat" and r.resource is not None
+                                     and r.resource.plural == "scaledobjects" for r in h.operator_requests(k)),
+                         what="a poll of the ScaledObject")
