@@ -5,6 +5,10 @@
   ``GEMMA4_SKIP_E2E=1`` to skip instead.
 * ``k8s_api`` (session): ``kubernetes.client.ApiClient`` with the admin (system:masters) token.
 * ``e2e_namespace`` (function): a fresh namespace, deleted afterwards.
+
+At the end of a run that included e2e tests, a timing summary is printed: each e2e test (setup + call +
+teardown, so the first test carries the control plane start), the values tests recorded with
+``record_property`` (phase timings such as ``garbage_collected_s``), and the tier's wall-clock time.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -56,3 +61,35 @@ def e2e_namespace(k8s_api: client.ApiClient) -> Iterator[str]:
         yield name
     finally:
         core.delete_namespace(name)
+
+
+def _e2e_reports(terminalreporter: Any) -> dict[str, list[Any]]:
+    """Test reports (setup, call, teardown) of the tests under tests/e2e, by node id (relative to the rootdir)."""
+    by_test: dict[str, list[Any]] = {}
+    for reports in terminalreporter.stats.values():
+        for rep in reports:
+            nodeid = str(getattr(rep, "nodeid", ""))
+            if getattr(rep, "when", None) in ("setup", "call", "teardown") and nodeid.startswith("tests/e2e/"):
+                by_test.setdefault(nodeid, []).append(rep)
+    return by_test
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    by_test = _e2e_reports(terminalreporter)
+    if not by_test:
+        return
+    tr = terminalreporter
+    tr.section("e2e timings (setup + call + teardown)")
+    starts, stops = [], []
+    for nodeid, reports in by_test.items():
+        total = sum(r.duration for r in reports)
+        starts += [r.start for r in reports if hasattr(r, "start")]
+        stops += [r.stop for r in reports if hasattr(r, "stop")]
+        outcome = next((r.outcome for r in reports if r.when == "call"), reports[0].outcome)
+        if any(hasattr(r, "wasxfail") for r in reports):
+            outcome = "xfail" if outcome == "skipped" else "xpass"
+        props = {k: v for r in reports if r.when == "call" for k, v in r.user_properties}
+        extra = "  " + ", ".join(f"{k}={v}" for k, v in props.items()) if props else ""
+        tr.write_line(f"{total:7.2f}s {outcome:7s} {nodeid.split('::', 1)[-1]}{extra}")
+    if starts and stops:
+        tr.write_line(f"e2e tier: {len(by_test)} tests, wall clock {max(stops) - min(starts):.1f}s")

@@ -18,6 +18,12 @@
 #   2. kube-controller-manager: garbage collector discovery resync 30s -> 2s, so the GC starts watching a new
 #      CRD's resource within ~2s instead of up to 30s (+ retry back-off: owned objects of a CR deleted right
 #      after its CRD was created were collected only after ~40s). Test-speed only; no behaviour change otherwise.
+#   3. vendored OpenAPI type validator (go-openapi/validate and kube-openapi/pkg/validation/validate, type.go):
+#      `data == nil || reflect.DeepEqual(reflect.Zero(T), reflect.ValueOf(data))` -> `data == nil` (REQUIRED:
+#      built with Go >= 1.19 the DeepEqual of the two reflect.Values becomes true for a decoded "" because both
+#      point at the runtime's shared zero value, so every empty string in a custom resource or in a CRD default
+#      was rejected as `Invalid value: "null": ... must be of type string: "null"`; built with Go 1.15, as the
+#      1.20.2 release was, that comparison is never true for a decoded value, so only nil counts as null).
 set -euo pipefail
 
 K8S_VERSION=1.20.2
@@ -25,7 +31,7 @@ CACHE_ROOT="${GEMMA4_TOOLS_CACHE:-$HOME/.cache/gemma4-operator}"
 K8S_ROOT="$CACHE_ROOT/k8s-$K8S_VERSION"
 BIN_DIR="$K8S_ROOT/bin"
 WORK_DIR="$K8S_ROOT/work"
-BUILD_ID="$K8S_VERSION+reflect2-1.0.2+gcsync-2s"
+BUILD_ID="$K8S_VERSION+reflect2-1.0.2+gcsync-2s+openapi-nil"
 BINARIES=(kube-apiserver kube-controller-manager)
 APT_PACKAGES=(etcd-server golang-1.19-go golang-github-modern-go-reflect2-dev dpkg-dev make rsync openssl
               ca-certificates)
@@ -180,6 +186,17 @@ if ! grep -q 'garbageCollector.Sync(gcClientset.Discovery(), 2\*time.Second' "$G
     grep -q 'garbageCollector.Sync(gcClientset.Discovery(), 2\*time.Second' "$GC_FILE" \
         || { echo "build.sh: GC resync patch did not apply" >&2; exit 1; }
 fi
+
+# --- 3b. OpenAPI type validator: only nil is null (see patch 3 in the header) -----------------------------------
+ZERO_CHECK='if data == nil || reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {'
+for f in "$SRC_DIR/vendor/github.com/go-openapi/validate/type.go" \
+         "$SRC_DIR/vendor/k8s.io/kube-openapi/pkg/validation/validate/type.go"; do
+    if grep -qF "$ZERO_CHECK" "$f"; then
+        log "patching the zero-value-is-null check in ${f#"$SRC_DIR"/}"
+        sed -i 's/if data == nil || reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {/if data == nil {/' "$f"
+        ! grep -qF "$ZERO_CHECK" "$f" || { echo "build.sh: OpenAPI zero-value patch did not apply to $f" >&2; exit 1; }
+    fi
+done
 
 # --- 4. Build (like debian/rules: make with a GOPATH symlink) ------------------------------------------------
 cd "$SRC_DIR"
