@@ -228,25 +228,24 @@ class Kube:
             if e.reason != "NotFound":
                 raise
 
-    def preferred_group_version(self, group: str) -> str | None:
-        """Discovery: the API server's preferred ``group/version`` of a group, None if not served."""
+    def _discover(self, path: str) -> K8sObject | None:
+        """A discovery document, None when the server does not serve that group (version)."""
         try:
-            data = self._request("GET", f"/apis/{group}", what=f"discover API group {group}")
+            return self._request("GET", path, what=f"discover {path}")
         except RetryableApiError as e:
             if e.reason == "NotFound":
                 return None
             raise
+
+    def preferred_group_version(self, group: str) -> str | None:
+        """Discovery: the API server's preferred ``group/version`` of a group, None if not served."""
+        data = self._discover(f"/apis/{group}") or {}
         preferred = (data.get("preferredVersion") or {}).get("groupVersion")
         return str(preferred) if preferred else None
 
     def serves(self, group_version: str, plural: str) -> bool:
         """Discovery: whether the API server serves ``plural`` in ``group/version`` (e.g. a CRD's)."""
-        try:
-            data = self._request("GET", f"/apis/{group_version}", what=f"discover {group_version}")
-        except RetryableApiError as e:
-            if e.reason == "NotFound":
-                return False
-            raise
+        data = self._discover(f"/apis/{group_version}") or {}
         return any(r.get("name") == plural for r in data.get("resources") or [] if isinstance(r, Mapping))
 
     def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> K8sObject:
