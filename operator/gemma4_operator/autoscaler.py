@@ -10,7 +10,8 @@ One tick per autoscaled object every ``autoscale_interval`` seconds (a kopf time
   (timeouts, bounded concurrency; ``scraper.scrape``); counters become rates against the previous
   scrape kept in memory.
 - ``accelerator/duty_cycle``: DCGM's ``DCGM_FI_DEV_GPU_UTIL`` per pod from the Prometheus HTTP
-  API (``--prometheus-url``). ``cpu/utilization`` (metrics.k8s.io) is not implemented yet.
+  API (``--prometheus-url``); ``cpu/utilization`` from metrics.k8s.io (metrics-server) as a
+  percent of the CPU request the operator renders.
 - A source that cannot be read: ScalingActive=False names the metric and why; replicas stay put.
 - Writes: only the child Deployment's ``spec.replicas``, by server-side apply under its own field
   manager (:data:`AUTOSCALER_MANAGER`), so the operator's main apply (which leaves replicas out
@@ -34,9 +35,17 @@ from gemma4_operator.autoscaling import Sample, Signal
 from gemma4_operator.catalog import load_catalog
 from gemma4_operator.context import ChildSource, Obj, OperatorContext, Parent, now_rfc3339
 from gemma4_operator.keda import DCGM_GPU_UTIL, pod_selector
-from gemma4_operator.kube import InvalidRequestError
+from gemma4_operator.kube import InvalidRequestError, RetryableApiError
 from gemma4_operator.render import SERVICE_PORT
-from gemma4_operator.scraper import PodMetrics, ScrapeTarget, metric_names, scrape, to_samples
+from gemma4_operator.scraper import (
+    PodMetrics,
+    ScrapeTarget,
+    cpu_cores,
+    cpu_utilization_samples,
+    metric_names,
+    scrape,
+    to_samples,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +63,18 @@ def _ready(pod: Obj) -> bool:
     status = pod.get("status") or {}
     return bool(status.get("podIP")) and not (pod.get("metadata") or {}).get("deletionTimestamp") and any(
         c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+async def cpu_utilization(ctx: OperatorContext, namespace: str, name: str, deployment: Obj,
+                          ready_pods: Sequence[Obj], now: float) -> list[Sample]:
+    """cpu/utilization from metrics.k8s.io (metrics-server), against the CPU request we render.
+    Raises RetryableApiError (NotFound when the metrics API is not served)."""
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    requested = cpu_cores(str(((container.get("resources") or {}).get("requests") or {}).get("cpu", "0")))
+    items = await asyncio.to_thread(ctx.kube.list, "metrics.k8s.io/v1beta1", "PodMetrics", namespace,
+                                    f"app.kubernetes.io/instance={name}")
+    ready = {str(p["metadata"]["name"]) for p in ready_pods}
+    return cpu_utilization_samples(items, ready, requested, now)
 
 
 async def duty_cycle(client: httpx.AsyncClient, prometheus_url: str, name: str, namespace: str,
@@ -112,8 +133,15 @@ async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource,
         return []
     unreadable = scaling.unavailable(pol.targets, engine, ctx.config.prometheus_url)
     signals = {t.signal for t in pol.targets}
-    if Signal.CPU_UTILIZATION in signals:
-        unreadable[Signal.CPU_UTILIZATION] = scaling.CPU_NOT_IMPLEMENTED
+    if not unreadable and Signal.CPU_UTILIZATION in signals:  # first: a missing metrics API stops the tick
+        rendered = next(c for c in desired.children if c["kind"] == "Deployment")
+        try:
+            samples += await cpu_utilization(ctx, namespace, name, rendered, pods, now)
+        except RetryableApiError as e:
+            if e.reason != "NotFound":
+                raise
+            unreadable[Signal.CPU_UTILIZATION] = (
+                "cpu/utilization reads metrics.k8s.io, which this cluster does not serve: install metrics-server")
     if not unreadable:
         names = {s: n for s, n in metric_names(engine).items() if s in signals}
         if names:

@@ -60,9 +60,6 @@ def unavailable(targets: tuple[MetricTarget, ...], engine: EngineInfo, prometheu
 # one tick of the built-in autoscaler, pure: what to set and what to report
 # ---------------------------------------------------------------------------------------
 
-CPU_NOT_IMPLEMENTED = "cpu/utilization: reading metrics.k8s.io is not implemented yet"
-
-
 @dataclass(frozen=True)
 class Tick:
     """The outcome of one autoscaler tick: the replicas to set, ScalingActive and status.metrics."""

@@ -10,8 +10,9 @@ per-minute rates.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -101,6 +102,28 @@ async def scrape(client: httpx.AsyncClient, targets: Sequence[ScrapeTarget], nam
     """Scrape every target; a failing pod yields a ScrapeFailure, never an exception."""
     limit = asyncio.Semaphore(concurrency)
     return list(await asyncio.gather(*(_scrape_one(client, t, names, limit, now) for t in targets)))
+
+
+_CPU_SUFFIXES = {"n": 1e-9, "u": 1e-6, "m": 1e-3}
+
+
+def cpu_cores(quantity: str) -> float:
+    """A CPU quantity as metrics.k8s.io and pod specs spell it ("250m", "2", "1534021n") in cores."""
+    unit = _CPU_SUFFIXES.get(quantity[-1:], 1.0)
+    return float(quantity[:-1] if unit != 1.0 else quantity) * unit
+
+
+def cpu_utilization_samples(pod_metrics: Sequence[Mapping[str, Any]], ready: Collection[str],
+                            requested_cores: float, now: float) -> list[Sample]:
+    """metrics.k8s.io PodMetrics -> cpu/utilization samples: usage of all containers as a percent of
+    the pod's CPU request (the HPA's definition), for ready pods only."""
+    samples = []
+    for item in pod_metrics:
+        pod = str((item.get("metadata") or {}).get("name", ""))
+        if pod in ready and requested_cores > 0:
+            used = sum(cpu_cores(str((c.get("usage") or {}).get("cpu", "0"))) for c in item.get("containers") or [])
+            samples.append(Sample(pod, Signal.CPU_UTILIZATION, 100 * used / requested_cores, now, True))
+    return samples
 
 
 def to_samples(current: Sequence[PodMetrics], previous: Mapping[str, PodMetrics]) -> list[Sample]:

@@ -237,7 +237,7 @@ async def test_duty_cycle_from_prometheus(k: Emulator, engines: FakeEngines) -> 
 
 @pytest.mark.parametrize(("metric", "why"), [
     ("accelerator/duty_cycle", "start the operator with --prometheus-url"),
-    ("cpu/utilization", "metrics.k8s.io is not implemented yet"),
+    ("cpu/utilization", "metrics.k8s.io, which this cluster does not serve: install metrics-server"),
 ])
 async def test_unavailable_metric_keeps_replicas(k: Emulator, engines: FakeEngines, metric: str, why: str) -> None:
     async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
@@ -254,6 +254,28 @@ async def test_unavailable_metric_keeps_replicas(k: Emulator, engines: FakeEngin
                                                   direction="inactive") >= 5, what="ticks")
         assert autoscaler_writes(k) == [] and replicas(k) is None and engines.scrapes["chat-a"] == 0
         assert scaled_events(k) == []
+
+
+POD_METRICS = "metrics.k8s.io/v1beta1/pods"
+
+
+async def test_cpu_utilization_from_metrics_server(k: Emulator, engines: FakeEngines) -> None:
+    k.resources[POD_METRICS] = kmock.ResourceInfo(kind="PodMetrics", namespaced=True, verbs={"list", "get"})
+    async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
+                             metrics_url_template=engines.url_template):
+        await h.create(k, G4D, cr(autoscalingMetricSpecs=[{"metricName": "cpu/utilization"}]))
+        await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
+        await add_pod(k, engines, "chat-a", waiting=0)
+        # 3.6 cores used of the 4 requested for a 1-GPU pod: 90 % against the default target 60: ceil(1.5) = 2
+        await h.create(k, POD_METRICS, {
+            "apiVersion": "metrics.k8s.io/v1beta1", "kind": "PodMetrics",
+            "metadata": {"name": "chat-a", "namespace": "default", "labels": LABELS},
+            "containers": [{"name": "server", "usage": {"cpu": "3600m", "memory": "2Gi"}}]})
+        await h.wait_for(lambda: replicas(k) == 2, what="scale up to 2")
+        await h.wait_for(lambda: status(k).get("autoscaling", {}).get("metrics"), what="status")
+        assert status(k)["autoscaling"]["metrics"] == [
+            {"metricName": "cpu/utilization", "current": 90.0, "target": 60.0}]
+        assert engines.scrapes["chat-a"] == 0  # no engine metric asked for: no scrape
 
 
 def declare_keda(k: Emulator) -> None:

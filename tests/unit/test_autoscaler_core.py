@@ -15,9 +15,10 @@ from gemma4_operator.config import ConfigError, OperatorConfig
 from gemma4_operator.operator_main import config_from_args
 from gemma4_operator.reconcile import desired_state
 from gemma4_operator.render import Owner, RenderOptions, UnrenderableError, render_children
-from gemma4_operator.scaling import CPU_NOT_IMPLEMENTED, tick
+from gemma4_operator.scaling import tick
 from gemma4_operator.sizing import ClusterFacts, plan
 
+CPU_UNAVAILABLE = "cpu/utilization reads metrics.k8s.io, which this cluster does not serve: install metrics-server"
 QUEUE = MetricTarget(Signal.QUEUE_LENGTH, 5)
 POLICY = Policy(1, 4, (QUEUE,), 300)
 NOW = 1000.0
@@ -43,9 +44,9 @@ def test_tick_without_samples_keeps_replicas_and_says_why() -> None:
 
 def test_tick_with_an_unavailable_source_does_not_decide() -> None:
     pol = Policy(1, 4, (QUEUE, MetricTarget(Signal.CPU_UTILIZATION, 60)), 300)
-    t = tick(pol, 2, [queue("a", 50)], (), NOW, {Signal.CPU_UTILIZATION: CPU_NOT_IMPLEMENTED})
+    t = tick(pol, 2, [queue("a", 50)], (), NOW, {Signal.CPU_UTILIZATION: CPU_UNAVAILABLE})
     assert (t.desired, t.active, t.reason) == (2, False, "MetricUnavailable")
-    assert t.message == f"replicas stay at 2: {CPU_NOT_IMPLEMENTED}" and t.history == ()
+    assert t.message == f"replicas stay at 2: {CPU_UNAVAILABLE}" and t.history == ()
     below = tick(Policy(3, 4, (QUEUE,), 300), 1, [], (), NOW, {Signal.QUEUE_LENGTH: "no such metric"})
     assert below.desired == 3 and below.message.startswith("replicas set to 3 (bounds only)")
 

@@ -18,6 +18,8 @@ from gemma4_operator.scraper import (
     PodMetrics,
     ScrapeFailure,
     ScrapeTarget,
+    cpu_cores,
+    cpu_utilization_samples,
     metric_names,
     parse_exposition,
     scrape,
@@ -73,6 +75,22 @@ def test_counters_become_per_minute_rates_and_resets_are_skipped() -> None:
     samples = to_samples(now, before)
     assert [(s.pod, s.signal, s.value) for s in samples] == [
         ("a", Signal.REQUEST_COUNT, 20.0), ("a", Signal.QUEUE_LENGTH, 1.0)]
+
+
+@pytest.mark.parametrize(("quantity", "cores"), [("250m", 0.25), ("2", 2.0), ("1534021n", 0.001534021),
+                                                ("1500u", 0.0015), ("0.5", 0.5)])
+def test_cpu_quantities(quantity: str, cores: float) -> None:
+    assert cpu_cores(quantity) == pytest.approx(cores)
+
+
+def test_cpu_utilization_is_usage_over_request_for_ready_pods() -> None:
+    items = [{"metadata": {"name": "a"}, "containers": [{"usage": {"cpu": "1500m"}}, {"usage": {"cpu": "500m"}}]},
+             {"metadata": {"name": "b"}, "containers": [{"usage": {"cpu": "4"}}]},       # not ready: left out
+             {"metadata": {"name": "c"}, "containers": [{"usage": {"cpu": "100000000n"}}]}]
+    samples = cpu_utilization_samples(items, {"a", "c"}, requested_cores=4.0, now=9.0)
+    assert [(s.pod, s.signal, round(s.value, 6), s.at) for s in samples] == [
+        ("a", Signal.CPU_UTILIZATION, 50.0, 9.0), ("c", Signal.CPU_UTILIZATION, 2.5, 9.0)]
+    assert cpu_utilization_samples(items, {"a"}, requested_cores=0, now=9.0) == []
 
 
 @pytest.fixture

@@ -98,6 +98,10 @@ the serving pods through a secretKeyRef that the kubelet resolves, never through
 - apiGroups: [""]
   resources: [pods]
   verbs: [list{{ if not $poll }}, watch{{ end }}]
+# CPU use of the serving pods from metrics-server, for autoscaling on cpu/utilization.
+- apiGroups: [metrics.k8s.io]
+  resources: [pods]
+  verbs: [list]
 # Events about plans, faults and readiness (kopf's and the operator's own, both core/v1).
 - apiGroups: [""]
   resources: [events]
