@@ -4,32 +4,21 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client import ApiException
 
 from tests.e2e.controlplane import ControlPlane
+from tests.e2e.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
 GROUP = "smoke.gemma4-e2e.example.com"
 PLURAL = "widgets"
 VERSION = "v1"
-T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def as_dict(obj: object) -> dict[str, Any]:

@@ -50,6 +50,7 @@ from gemma4_operator.config import OperatorConfig
 from gemma4_operator.crd import crd_manifest, without_cel
 from gemma4_operator.render import MANAGER, RenderOptions
 from gemma4_operator.sizing import ClusterFacts
+from tests.e2e import waiting
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.controlplane.cluster import free_port
 from tests.packaging.chart import Manifest, load_objects, one, template, workload
@@ -81,16 +82,12 @@ Obj = dict[str, Any]
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = WAIT_S, interval: float = 0.1,
              operator: OperatorProcess | None = None) -> T:
-    """Poll ``probe`` until it returns something truthy; on timeout fail with the operator's log tail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            tail = f"\n--- operator log tail ({operator.log_path}):\n{operator.tail()}" if operator else ""
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{tail}")
-        time.sleep(interval)
+    """``waiting.wait_for`` that adds the operator's log tail to a timeout."""
+    def tail() -> str:
+        assert operator is not None
+        return f"\n--- operator log tail ({operator.log_path}):\n{operator.tail()}"
+
+    return waiting.wait_for(what, probe, timeout, interval, tail if operator else None)
 
 
 def server_version(api: client.ApiClient) -> tuple[int, int]:
