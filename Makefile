@@ -25,6 +25,7 @@ test: lint typecheck pytest
 
 lint: setup
 	$(BIN)/ruff check operator tests
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy

@@ -1,5 +1,5 @@
 import sys
 
-from gemma4_operator.cli import main
+from gemma4_operator.cli.main import main
 
 sys.exit(main())

@@ -44,12 +44,12 @@ from kubernetes import client
 from kubernetes.client import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
-from gemma4_operator import reconcile as rc
 from gemma4_operator.api import API_VERSION, GROUP, KIND, PLURAL
-from gemma4_operator.config import OperatorConfig
-from gemma4_operator.crd import crd_manifest, without_cel
-from gemma4_operator.render import MANAGER, RenderOptions
-from gemma4_operator.sizing import ClusterFacts
+from gemma4_operator.api.crd import crd_manifest, without_cel
+from gemma4_operator.controller import reconcile as rc
+from gemma4_operator.controller.config import OperatorConfig
+from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.render.children import MANAGER, RenderOptions
 from tests.e2e import waiting
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.controlplane.cluster import free_port

@@ -17,11 +17,13 @@ import pytest
 import yaml
 
 from gemma4_operator.api import Gemma4Deployment
-from gemma4_operator.autoscaling import Signal
-from gemma4_operator.catalog import load_catalog
-from gemma4_operator.render import Owner, render_children
-from gemma4_operator.scraper import PodMetrics, ScrapeTarget, metric_names, scrape
-from gemma4_operator.sizing import ClusterFacts, plan
+from gemma4_operator.api.metric_names import Signal
+from gemma4_operator.autoscaling.exposition import PodMetrics
+from gemma4_operator.controller.scraper import ScrapeTarget, scrape
+from gemma4_operator.engines import engine
+from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.planner.select import plan
+from gemma4_operator.render.children import Owner, render_children
 from tests.engine.llama_server import LlamaServer, chat_payload, settings_from_argv
 
 pytestmark = pytest.mark.engine
@@ -103,7 +105,7 @@ def test_models_lists_the_served_name_and_chat_works(server: LlamaServer) -> Non
 
 
 def test_scraper_reads_queue_and_running_while_requests_are_in_flight(server: LlamaServer) -> None:
-    names = metric_names(load_catalog().engines["llamacpp"])
+    names = engine("llamacpp").metric_names()
     target = ScrapeTarget("pod-0", f"{server.base_url}/metrics")
 
     async def watch(deadline: float) -> dict[Signal, float]:

@@ -17,11 +17,11 @@ import kmock
 from kmock_plus import Emulator
 
 from gemma4_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from gemma4_operator.config import OperatorConfig
-from gemma4_operator.context import OperatorContext
-from gemma4_operator.kube import build_api_client
-from gemma4_operator.metrics import Metrics
-from gemma4_operator.operator_main import make_context, run_operator
+from gemma4_operator.controller.config import OperatorConfig
+from gemma4_operator.controller.context import OperatorContext
+from gemma4_operator.controller.kube import build_api_client
+from gemma4_operator.controller.metrics import Metrics
+from gemma4_operator.controller.runner import make_context, run_operator
 
 G4D = f"{GROUP}/{VERSION}/{PLURAL}"
 DEPLOYMENTS, SERVICES, PVCS, PDBS = "apps/v1/deployments", "v1/services", "v1/persistentvolumeclaims", \

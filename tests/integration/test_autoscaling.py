@@ -25,8 +25,8 @@ import yaml
 from harness import DEPLOYMENTS, G4D, PODS
 from kmock_plus import Emulator
 
-from gemma4_operator.autoscaler import AUTOSCALER_MANAGER
-from gemma4_operator.config import ChildrenMode
+from gemma4_operator.controller.autoscaler_loop import AUTOSCALER_MANAGER
+from gemma4_operator.controller.config import ChildrenMode
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 VLLM_TEXT = (DATA / "metrics" / "vllm-0.32.0.txt").read_text(encoding="utf-8")
@@ -55,6 +55,7 @@ class FakeEngines:
         self.scrapes: dict[str, int] = {}
         self.runners: list[aiohttp.web.AppRunner] = []
         self.port = 0
+        self.container_port = 0  # the serving container's port, set by a test that checks the scrape port
         self.prometheus_url = ""
 
     async def _serve(self, app: aiohttp.web.Application, host: str, port: int) -> int:
@@ -77,6 +78,9 @@ class FakeEngines:
 
         app = aiohttp.web.Application()
         app.router.add_get("/metrics", metrics)
+        # the same exposition under /port/N/metrics: a template that puts the scraped port in the path
+        # shows which port the operator scrapes
+        app.router.add_get(f"/port/{self.container_port}/metrics", metrics)
         self.port = await self._serve(app, ip, self.port)
         return ip
 
@@ -218,6 +222,21 @@ async def test_replicas_follow_engine_metrics_up_and_down(k: Emulator, engines: 
         seen = engines.scrapes["chat-a"]
         await h.wait_for(lambda: engines.scrapes["chat-a"] >= seen + 5, what="more ticks")
         assert [h.describe(r) for r in h.writes(k)[mark:]] == []
+
+
+async def test_scrapes_the_port_the_engine_container_listens_on(k: Emulator, engines: FakeEngines) -> None:
+    """The autoscaler scrapes each pod on the rendered container's port: were the scrape port to drift
+    from containerPort (e.g. to the Service's port), no sample would arrive and nothing would scale."""
+    template = f"http://{{ip}}:{engines.port}/port/{{port}}/metrics"
+    async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
+                             metrics_url_template=template):
+        await h.create(k, G4D, cr(autoscalingMetricSpecs=[QUEUE]))
+        deployment = await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
+        container, = deployment["spec"]["template"]["spec"]["containers"]
+        engines.container_port = container["ports"][0]["containerPort"]
+        await add_pod(k, engines, "chat-a", waiting=12)
+        await h.wait_for(lambda: replicas(k) == 3, what="scale up to 3 from metrics read on the container port")
+        assert engines.scrapes["chat-a"] >= 1
 
 
 async def test_duty_cycle_from_prometheus(k: Emulator, engines: FakeEngines) -> None:

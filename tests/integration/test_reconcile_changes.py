@@ -13,7 +13,8 @@ from harness import DEPLOYMENTS, G4D, NODES, PDBS, SERVICES
 from kmock_plus import APPLY_PATCH, Emulator
 
 from gemma4_operator.api import Gemma4Deployment
-from gemma4_operator.sizing import ClusterFacts, PlanError, plan
+from gemma4_operator.planner.plan import ClusterFacts, PlanError
+from gemma4_operator.planner.select import plan
 
 L4 = {"nvidia.com/gpu.product": "NVIDIA-L4"}
 H100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}

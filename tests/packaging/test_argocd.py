@@ -11,7 +11,8 @@ import yaml
 from lupa import lua51
 
 from gemma4_operator.api import Gemma4Deployment
-from gemma4_operator.sizing import ClusterFacts, plan
+from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.planner.select import plan
 from tests.packaging.chart import ARGOCD, ARGOCD_CM, HEALTH_KEY, HEALTH_LUA, ROOT, argocd_cm_yaml
 from tests.packaging.conftest import Renderer
 from tests.support.crd_schema import cel_errors, schema_errors

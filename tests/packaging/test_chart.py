@@ -12,9 +12,10 @@ import pytest
 import yaml
 
 from gemma4_operator.api import Gemma4Deployment
-from gemma4_operator.cli import build_parser
-from gemma4_operator.operator_main import config_from_args
-from gemma4_operator.sizing import ClusterFacts, plan
+from gemma4_operator.cli.main import build_parser
+from gemma4_operator.cli.run import config_from_args
+from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.planner.select import plan
 from tests.packaging.chart import CHART, CI_VALUES, RELEASE, HelmError, Manifest, helm, of_kind, one, workload
 from tests.packaging.conftest import VALUE_SETS, Renderer
 from tests.support.crd_schema import cel_errors, schema_errors

@@ -10,7 +10,7 @@ from typing import Any
 import celpy
 import jsonschema
 
-from gemma4_operator.crd import crd_manifest
+from gemma4_operator.api.crd import crd_manifest
 
 Json = dict[str, Any]
 

@@ -15,8 +15,9 @@ from pydantic import ValidationError
 
 from gemma4_operator.api import Gemma4Deployment, Gemma4DeploymentSpec
 from gemma4_operator.catalog import load_catalog
-from gemma4_operator.runtimes import vllm
-from gemma4_operator.sizing import ClusterFacts, Plan, PlanError, plan
+from gemma4_operator.engines.base import vllm
+from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
+from gemma4_operator.planner.select import plan
 from tests.tools.vllm_parser import check_vllm_command_lines
 
 pytestmark = pytest.mark.slow

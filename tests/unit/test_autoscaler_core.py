@@ -7,16 +7,18 @@ from typing import Any
 
 import pytest
 
-from gemma4_operator import observe
 from gemma4_operator.api import Gemma4Deployment, Gemma4DeploymentSpec
-from gemma4_operator.autoscaling import MetricTarget, Policy, Sample, Signal
-from gemma4_operator.cli import build_parser
-from gemma4_operator.config import ConfigError, OperatorConfig
-from gemma4_operator.operator_main import config_from_args
-from gemma4_operator.reconcile import desired_state
-from gemma4_operator.render import Owner, RenderOptions, UnrenderableError, render_children
-from gemma4_operator.scaling import tick
-from gemma4_operator.sizing import ClusterFacts, plan
+from gemma4_operator.api.metric_names import Signal
+from gemma4_operator.autoscaling.decision import MetricTarget, Policy, Sample
+from gemma4_operator.autoscaling.policy import tick
+from gemma4_operator.cli.main import build_parser
+from gemma4_operator.cli.run import config_from_args
+from gemma4_operator.controller import status as observe
+from gemma4_operator.controller.config import ConfigError, OperatorConfig
+from gemma4_operator.controller.reconcile import desired_state
+from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.planner.select import plan
+from gemma4_operator.render.children import Owner, RenderOptions, UnrenderableError, render_children
 
 CPU_UNAVAILABLE = "cpu/utilization reads metrics.k8s.io, which this cluster does not serve: install metrics-server"
 QUEUE = MetricTarget(Signal.QUEUE_LENGTH, 5)

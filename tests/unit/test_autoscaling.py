@@ -8,17 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gemma4_operator.autoscaling import (
-    ACCEPTED_METRIC_NAMES,
-    DEFAULT_TARGETS,
+from gemma4_operator.api.metric_names import ACCEPTED_METRIC_NAMES, DEFAULT_TARGETS, Signal, signal_for_metric_name
+from gemma4_operator.autoscaling.decision import (
     Decision,
     MetricTarget,
     Policy,
     Recommendation,
     Sample,
-    Signal,
     decide,
-    signal_for_metric_name,
     to_target_units,
 )
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gemma4_operator.cli import main
+from gemma4_operator.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"

@@ -6,7 +6,7 @@ import pytest
 
 from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.catalog import load_catalog
-from gemma4_operator.cluster_facts import (
+from gemma4_operator.planner.cluster_facts import (
     GFD_PRODUCT,
     GKE_ACCELERATOR,
     accelerator_types,
@@ -15,7 +15,8 @@ from gemma4_operator.cluster_facts import (
     normalize_gfd_product,
     sticky_facts,
 )
-from gemma4_operator.sizing import ClusterFacts, plan
+from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.planner.select import plan
 
 
 @pytest.mark.parametrize(("product", "expected"), [

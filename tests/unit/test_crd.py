@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from gemma4_operator.api import Gemma4Deployment
-from gemma4_operator.crd import crd_manifest, crd_yaml, without_cel
+from gemma4_operator.api.crd import crd_manifest, crd_yaml, without_cel
 from tests.support.crd_schema import cel_errors, schema_errors
 
 ROOT = Path(__file__).resolve().parents[2]

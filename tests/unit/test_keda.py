@@ -10,14 +10,15 @@ import pytest
 import yaml
 
 from gemma4_operator.api import Gemma4DeploymentSpec
-from gemma4_operator.catalog import load_catalog
-from gemma4_operator.keda import scaled_object_spec
-from gemma4_operator.sizing import ClusterFacts, plan
+from gemma4_operator.autoscaling.scaled_object import scaled_object_spec
+from gemma4_operator.engines import registry
+from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.planner.select import plan
 
 KEDA_SCHEMA = yaml.safe_load(
     (Path(__file__).resolve().parents[1] / "data" / "keda" / "scaledobject-spec-schema.yaml").read_text())
 PROMETHEUS = "http://prometheus.monitoring:9090"
-ENGINES = load_catalog().engines
+ENGINES = registry()
 
 
 def build(autoscaling: dict[str, Any], accelerator: str = "nvidia-h100-80gb",

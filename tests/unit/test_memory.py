@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gemma4_operator import memory
 from gemma4_operator.catalog import GIB, load_catalog
+from gemma4_operator.engines import llamacpp, vllm
+from gemma4_operator.planner import memory
 
 CATALOG = load_catalog()
 
@@ -47,13 +48,13 @@ def test_kv_owning_layers_follow_layer_pattern_and_sharing(variant: str, sliding
     ("e4b", 8192, 32768, 0.83), ("e2b", 8192, 131072, 0.85),
 ])
 def test_vllm_reservation_matches_reference_startup_table(variant: str, mnbt: int, tokens: int, gib: float) -> None:
-    got = memory.vllm_kv_reservation_per_gpu(CATALOG.variants[variant], tokens, 2, 1, mnbt, 16) / GIB
+    got = vllm.kv_reservation_per_gpu(CATALOG.variants[variant], tokens, 2, 1, mnbt, 16) / GIB
     assert got == pytest.approx(gib, abs=0.02)
 
 
 def test_tensor_parallel_divides_kv_until_heads_run_out() -> None:
     v = CATALOG.variants["31b"]  # 16 sliding KV heads, 4 global KV heads
-    per_tp = {tp: memory.vllm_kv_reservation_per_gpu(v, 32768, 2, tp, 8192, 16) for tp in (1, 2, 4, 8)}
+    per_tp = {tp: vllm.kv_reservation_per_gpu(v, 32768, 2, tp, 8192, 16) for tp in (1, 2, 4, 8)}
     assert per_tp[2] == pytest.approx(per_tp[1] / 2)
     assert per_tp[4] == pytest.approx(per_tp[1] / 4)
     # TP 8: sliding heads still split (16/8), but the 4 global heads are replicated: less than halving
@@ -93,7 +94,7 @@ def test_q4_k_m_has_no_formula_and_every_gguf_checkpoint_has_a_published_size() 
 
 def test_llamacpp_swa_cells_are_bounded_by_window_and_padded() -> None:
     v = CATALOG.variants["26b-a4b"]  # W = 1024, 25 sliding / 5 full KV layers
-    got = memory.llamacpp_kv_bytes(v, 32768, 4, 2, 512)
+    got = llamacpp.kv_bytes(v, 32768, 4, 2, 512)
     swa_cells = 4608  # PAD256(min(131072, 1024 * 4 + 512)) = PAD256(4608)
     expected = 25 * 2 * 8 * 256 * 2 * swa_cells + 5 * 2 * 2 * 512 * 2 * 32768 * 4
     assert got == expected

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from gemma4_operator import observe
 from gemma4_operator.api import Gemma4DeploymentSpec
-from gemma4_operator.render import Owner
-from gemma4_operator.sizing import ClusterFacts, Plan, PlanError, plan
+from gemma4_operator.controller import status as observe
+from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
+from gemma4_operator.planner.select import plan
+from gemma4_operator.render.children import Owner
 
 OWNER = Owner("chat", "ml", "uid-1")
 T0, T1, T2 = "2026-11-23T10:00:00Z", "2026-11-23T10:05:00Z", "2026-11-23T10:10:00Z"

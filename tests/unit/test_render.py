@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from gemma4_operator.api import Gemma4Deployment, Gemma4DeploymentSpec
-from gemma4_operator.render import Owner, RenderOptions, render_children
-from gemma4_operator.sizing import ClusterFacts, plan
+from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.planner.select import plan
+from gemma4_operator.render.children import Owner, RenderOptions, render_children
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))

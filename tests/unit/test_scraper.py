@@ -12,25 +12,23 @@ import httpx
 import pytest
 from aiohttp import web
 
-from gemma4_operator.autoscaling import Signal
-from gemma4_operator.catalog import load_catalog
-from gemma4_operator.scraper import (
+from gemma4_operator.api.metric_names import Signal
+from gemma4_operator.autoscaling.exposition import (
     PodMetrics,
     ScrapeFailure,
-    ScrapeTarget,
     cpu_cores,
     cpu_utilization_samples,
-    metric_names,
     parse_exposition,
-    scrape,
     to_samples,
 )
+from gemma4_operator.controller.scraper import ScrapeTarget, scrape
+from gemma4_operator.engines import engine
 
 METRICS = Path(__file__).resolve().parents[1] / "data" / "metrics"
 VLLM_TEXT = (METRICS / "vllm-0.32.0.txt").read_text(encoding="utf-8")
 LLAMA_TEXT = (METRICS / "llamacpp-real.txt").read_text(encoding="utf-8")
-VLLM_NAMES = metric_names(load_catalog().engines["vllm"])
-LLAMA_NAMES = metric_names(load_catalog().engines["llamacpp"])
+VLLM_NAMES = engine("vllm").metric_names()
+LLAMA_NAMES = engine("llamacpp").metric_names()
 
 
 def test_vllm_exposition_maps_to_signals() -> None:

@@ -10,10 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from gemma4_operator import memory
 from gemma4_operator.api import METRIC_NAMES, Gemma4DeploymentSpec
 from gemma4_operator.catalog import GIB, load_catalog
-from gemma4_operator.sizing import ClusterFacts, Plan, PlanError, plan
+from gemma4_operator.engines import llamacpp, vllm
+from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
+from gemma4_operator.planner.select import plan
 
 CATALOG = load_catalog()
 ALL_TYPES = ClusterFacts.every_catalog_type()
@@ -29,15 +30,14 @@ def assert_fits(p: Plan) -> None:
     usable = m.capacity * (p.gpu_memory_utilization if p.accelerator.is_gpu else 1.0)
     assert m.weights + m.overhead + m.kv_cache <= usable + 0.15  # rounded to 0.1 GiB each
     v = CATALOG.variants[p.variant]
+    bpe = CATALOG.engines[p.engine].kv_bytes_per_element[p.kv_cache_dtype]
     if p.engine == "vllm":
-        bpe = memory.KV_BYTES_PER_ELEMENT[p.kv_cache_dtype]
-        per_seq = memory.vllm_kv_reservation_per_gpu(v, p.max_model_len, bpe, p.tensor_parallel_size,
-                                                     p.max_num_batched_tokens, 16) / GIB
+        per_seq = vllm.kv_reservation_per_gpu(v, p.max_model_len, bpe, p.tensor_parallel_size,
+                                              p.max_num_batched_tokens, 16) / GIB
         assert p.max_concurrency * per_seq <= m.kv_cache + 0.05
         assert p.concurrency * per_seq <= m.kv_cache + 0.05
     else:
-        bpe = memory.LLAMACPP_KV_BYTES_PER_ELEMENT[p.kv_cache_dtype]
-        assert memory.llamacpp_kv_bytes(v, p.max_model_len, p.concurrency, bpe, 512) / GIB <= m.kv_cache + 0.05
+        assert llamacpp.kv_bytes(v, p.max_model_len, p.concurrency, bpe, 512) / GIB <= m.kv_cache + 0.05
     assert p.max_concurrency >= p.concurrency
 
 
@@ -56,13 +56,13 @@ def test_31b_bf16_on_h100_needs_two_gpus_with_tensor_parallel() -> None:
 def test_31b_auto_on_b200_is_nvfp4_on_one_gpu() -> None:
     p = plan(spec(model={"variant": "31b"}, accelerator={"type": "nvidia-b200"}), ALL_TYPES)
     assert (p.quantization, p.gpus_per_replica, p.model_ref) == ("nvfp4", 1, "nvidia/Gemma-4-31B-IT-NVFP4")
-    assert p.vllm_quantization == "modelopt"
+    assert p.quantization_flag == "modelopt"
     assert_fits(p)
 
 
 def test_26b_auto_on_h100_is_fp8_on_one_gpu() -> None:
     p = plan(spec(model={"variant": "26b-a4b"}, accelerator={"type": "nvidia-h100-80gb"}), ALL_TYPES)
-    assert (p.engine, p.quantization, p.gpus_per_replica, p.vllm_quantization) == ("vllm", "fp8", 1, "fp8")
+    assert (p.engine, p.quantization, p.gpus_per_replica, p.quantization_flag) == ("vllm", "fp8", 1, "fp8")
     assert not p.expert_parallel
     assert_fits(p)
 

@@ -88,6 +88,14 @@ class VariantInfo(CatalogModel):
         return sizes
 
 
+class OffNative(CatalogModel):
+    """What an explicit choice of a format gets on a GPU it is not native on."""
+
+    action: Literal["refuse", "warn"]
+    message: str
+    source: str
+
+
 class FormatInfo(CatalogModel):
     name: str
     engines: tuple[str, ...]
@@ -96,6 +104,15 @@ class FormatInfo(CatalogModel):
     source: str
     min_compute_capability: float | None = None
     native_compute_majors: tuple[int, ...] = ()
+    off_native: OffNative | None = None
+
+    def native_on(self, accel: Accelerator) -> bool:
+        """Whether the hardware computes in this format (a format without limits is native anywhere)."""
+        if self.min_compute_capability is None and not self.native_compute_majors:
+            return True
+        return accel.is_gpu and (
+            (self.min_compute_capability is None or accel.compute_capability >= self.min_compute_capability)
+            and (not self.native_compute_majors or accel.compute_major in self.native_compute_majors))
 
 
 class Checkpoint(CatalogModel):
@@ -163,8 +180,22 @@ class MaxNumBatchedTokens(CatalogModel):
     large_gpu_min_gib: float
 
 
+class EngineDevices(CatalogModel):
+    """Where an engine runs, and what a user is told where it does not."""
+
+    cpu: bool
+    cpu_refusal: str = ""
+    gpu_min_compute_capability: float
+    gpu_refusal: str = ""
+    source: str
+
+
 class EngineInfo(CatalogModel):
     version: str
+    weights: Literal["safetensors", "gguf"]
+    devices: EngineDevices
+    auto_formats: tuple[str, ...]
+    kv_bytes_per_element: dict[str, float]
     images: EngineImages
     port: int
     health_path: str
@@ -191,8 +222,6 @@ class KnownBadMatch(CatalogModel):
     variant: str | None = None
     format: str | None = None
     family: str | None = None
-    compute_below: float | None = None
-    not_compute_majors: tuple[int, ...] = ()
     tensor_parallel: tuple[int, ...] = ()
 
 
@@ -205,15 +234,11 @@ class KnownBadRule(CatalogModel):
 
     def matches(self, *, engine: str, variant: str, fmt: str, accelerator: Accelerator, tp: int) -> bool:
         m = self.match
-        if not accelerator.is_gpu and (m.compute_below is not None or m.not_compute_majors or m.family):
-            return False
         return all((
             m.engine in (None, engine),
             m.variant in (None, variant),
             m.format in (None, fmt),
             m.family in (None, accelerator.family),
-            m.compute_below is None or accelerator.compute_capability < m.compute_below,
-            not m.not_compute_majors or accelerator.compute_major not in m.not_compute_majors,
             not m.tensor_parallel or tp in m.tensor_parallel,
         ))
 

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sim import Controller, KedaThreshold, Operator, Oracle, Result, SimConfig, Static, simulate
 from traces import TRACE_NAMES, Trace, make_trace
 
-from gemma4_operator.autoscaling import MetricTarget, Policy, Signal
+from gemma4_operator.api.metric_names import Signal
+from gemma4_operator.autoscaling.decision import MetricTarget, Policy
 
 CONFIG = SimConfig()  # 16 slots, 240 s cold start, 15 s scrape/control period, 1 GPU per replica
 SLO_QUEUE_S = CONFIG.slo_queue_s

@@ -29,7 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gemma4_operator.autoscaling import Policy, Recommendation, Sample, Signal, decide
+from gemma4_operator.api.metric_names import Signal
+from gemma4_operator.autoscaling.decision import Policy, Recommendation, Sample, decide
 
 
 @dataclass(frozen=True)

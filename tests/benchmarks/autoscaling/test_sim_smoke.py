@@ -12,7 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sim import Operator, Result, SimConfig, Static, simulate
 from traces import make_trace
 
-from gemma4_operator.autoscaling import MetricTarget, Policy, Signal
+from gemma4_operator.api.metric_names import Signal
+from gemma4_operator.autoscaling.decision import MetricTarget, Policy
 
 CONFIG = SimConfig()
 

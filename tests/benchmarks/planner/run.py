@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.catalog import load_catalog
-from gemma4_operator.sizing import ClusterFacts, PlanError, plan
+from gemma4_operator.planner.plan import ClusterFacts, PlanError
+from gemma4_operator.planner.select import plan
 
 SHAPES = ({"maxModelLen": 8192, "concurrency": 4}, {"maxModelLen": 32768, "concurrency": 8},
           {"maxModelLen": 131072, "concurrency": 2})

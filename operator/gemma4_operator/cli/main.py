@@ -16,12 +16,13 @@ from typing import Any, TextIO
 import yaml
 from pydantic import ValidationError
 
-from gemma4_operator import operator_main
 from gemma4_operator.api import API_VERSION, KIND, Gemma4Deployment
+from gemma4_operator.api.crd import crd_yaml
 from gemma4_operator.catalog import load_catalog
-from gemma4_operator.crd import crd_yaml
-from gemma4_operator.render import Owner, render_children
-from gemma4_operator.sizing import ClusterFacts, Plan, PlanError, plan
+from gemma4_operator.cli import run as operator_main
+from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
+from gemma4_operator.planner.select import plan
+from gemma4_operator.render.children import Owner, render_children
 
 EXIT_INVALID = 1
 EXIT_PLAN_ERROR = 2

@@ -1,4 +1,4 @@
-"""Cluster facts from node labels (DESIGN §6): which catalog accelerator types the cluster has.
+"""Cluster facts from node labels: which catalog accelerator types the cluster has.
 
 The mapping is pure: NVIDIA GPU Feature Discovery's ``nvidia.com/gpu.product`` (after stripping
 the ``-SHARED`` time-slicing and ``-MIG-...`` suffixes) is matched against each catalog type's
@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gemma4_operator.catalog import Catalog, load_catalog
-from gemma4_operator.sizing import ClusterFacts
+from gemma4_operator.planner.plan import ClusterFacts
 
 GFD_PRODUCT = "nvidia.com/gpu.product"
 GKE_ACCELERATOR = "cloud.google.com/gke-accelerator"

@@ -1,9 +1,10 @@
 """Vertex-style autoscaling decision: metric samples in, desired replica count out.
 
 Pure and deterministic: no I/O, no clock (the caller passes ``now``), no Kubernetes.
-The algorithm is the Kubernetes HPA's (platform.md §2.1, §2.7) with Vertex AI metric names
+The algorithm is the Kubernetes HPA's (https://kubernetes.io/docs/tasks/run-application/horizontal-pod-autoscale/:
+the replica formula, the 10 % tolerance, missing-pod handling, stabilization) with Vertex AI metric names
 and Vertex's rule "scale up when any metric is over target, down only when all are under"
-(DESIGN §5). One call of :func:`decide`:
+(Vertex AI DedicatedResources autoscaling). One call of :func:`decide`:
 
 1. Per metric: each ready pod's newest sample no older than ``stale_after_s`` is converted
    to target units (:func:`to_target_units`) and averaged; ``ratio = average / target``.
@@ -43,68 +44,12 @@ caller from metrics.k8s.io) are already percentages; queue length and batch size
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
-from types import MappingProxyType
 
-
-class Signal(StrEnum):
-    """What a metric measures. The value is the canonical (short) ``metricName``."""
-
-    DUTY_CYCLE = "accelerator/duty_cycle"
-    CPU_UTILIZATION = "cpu/utilization"
-    REQUEST_COUNT = "request_count"
-    QUEUE_LENGTH = "vllm/num_requests_waiting"
-    KV_CACHE_USAGE = "vllm/kv_cache_usage_perc"
-    BATCH_SIZE = "vllm/num_requests_running"
-
-
-_VERTEX_PREFIX = "aiplatform.googleapis.com/prediction/online/"
-_PROMETHEUS_PREFIX = "prometheus.googleapis.com/"
-# Vertex AutoMetrics names (scraped `vllm:*` series renamed `vertex_*`), plus DCGM GPU utilization.
-_AUTOMETRICS: dict[str, Signal] = {
-    "vertex_vllm_num_requests_waiting": Signal.QUEUE_LENGTH,
-    "vertex_vllm_num_requests_running": Signal.BATCH_SIZE,
-    "vertex_vllm_kv_cache_usage_perc": Signal.KV_CACHE_USAGE,
-    "vertex_vllm_gpu_cache_usage_perc": Signal.KV_CACHE_USAGE,  # old vLLM name, still used by Vertex
-    "vertex_dcgm_fi_dev_gpu_util": Signal.DUTY_CYCLE,
-}
-_METRIC_NAMES: dict[str, Signal] = {
-    **{signal.value: signal for signal in Signal},
-    **{
-        _VERTEX_PREFIX + signal.value: signal
-        for signal in (Signal.DUTY_CYCLE, Signal.CPU_UTILIZATION, Signal.REQUEST_COUNT)
-    },
-    **{_PROMETHEUS_PREFIX + name: signal for name, signal in _AUTOMETRICS.items()},
-    **_AUTOMETRICS,
-}
-
-ACCEPTED_METRIC_NAMES: tuple[str, ...] = tuple(_METRIC_NAMES)
-"""Every accepted ``metricName`` spelling (short ones first), e.g. for the CRD enum."""
-
-DEFAULT_TARGETS: Mapping[Signal, float | None] = MappingProxyType(
-    {
-        Signal.DUTY_CYCLE: 60.0,
-        Signal.CPU_UTILIZATION: 60.0,
-        Signal.REQUEST_COUNT: None,
-        Signal.QUEUE_LENGTH: 5.0,
-        Signal.KV_CACHE_USAGE: 80.0,
-        Signal.BATCH_SIZE: None,
-    }
-)
-"""Target used when a metric spec omits one; ``None`` means the user must set it."""
+from gemma4_operator.api.metric_names import DEFAULT_TARGETS, Signal, signal_for_metric_name
 
 _EPSILON = 1e-9  # keeps float noise (3 × 1.1 = 3.3000000000000003) from adding a replica
-
-
-def signal_for_metric_name(name: str) -> Signal:
-    """Map any accepted ``metricName`` spelling to its signal; ``ValueError`` otherwise."""
-    try:
-        return _METRIC_NAMES[name]
-    except KeyError:
-        accepted = ", ".join(ACCEPTED_METRIC_NAMES)
-        raise ValueError(f"unknown metricName {name!r}; accepted: {accepted}") from None
 
 
 def to_target_units(signal: Signal, value: float) -> float:
@@ -242,6 +187,41 @@ def _evaluate(
     return MetricStatus(signal, average, target, proposal, f"{head}: propose {proposal}")
 
 
+def _stabilized(policy: Policy, current: int, recommendation: int, history: Sequence[Recommendation], now: float,
+                notes: list[str]) -> int:
+    """Steps 5 and 6: hold a scale-down at the highest recent recommendation, limit a scale-up's rate."""
+    if recommendation < current:
+        window = [h.replicas for h in history if h.at > now - policy.scale_down_delay_s]
+        desired = min(current, max([recommendation, *window]))
+        if desired > recommendation:
+            notes.append(
+                f"scale-down held at {desired}: highest recommendation in the last {_num(policy.scale_down_delay_s)}s"
+            )
+        return desired
+    if recommendation > current:
+        added = sum(h.scaled_up_by for h in history if h.at > now - policy.scale_up_period_s)
+        start = max(0, current - added)
+        limit = max(current, start + policy.scale_up_pods, _ceil(start * (1 + policy.scale_up_percent / 100)))
+        if recommendation > limit:
+            notes.append(
+                f"scale-up limited to {limit}: at most +{_num(policy.scale_up_percent)}% "
+                f"or +{policy.scale_up_pods} pods per {_num(policy.scale_up_period_s)}s"
+            )
+            return limit
+    return recommendation
+
+
+def _headline(current: int, final: int, statuses: Sequence[MetricStatus]) -> str:
+    if final == current:
+        return f"keep {current}"
+    head = f"{'scale up' if final > current else 'scale down'} {current} -> {final}"
+    proposals = [s.proposal for s in statuses if s.proposal is not None]
+    if proposals:
+        top = next(s for s in statuses if s.proposal == max(proposals))
+        head += f" ({top.signal.value} proposes {top.proposal})"
+    return head
+
+
 def decide(
     policy: Policy,
     current_replicas: int,
@@ -267,35 +247,12 @@ def decide(
         recommendation = current
         notes.append(f"scale-down blocked: no fresh samples for {', '.join(blind)}")
 
-    desired = recommendation
-    if desired < current:
-        window = [h.replicas for h in history if h.at > now - policy.scale_down_delay_s]
-        desired = min(current, max([recommendation, *window]))
-        if desired > recommendation:
-            notes.append(
-                f"scale-down held at {desired}: highest recommendation in the last {_num(policy.scale_down_delay_s)}s"
-            )
-    elif desired > current:
-        added = sum(h.scaled_up_by for h in history if h.at > now - policy.scale_up_period_s)
-        start = max(0, current - added)
-        limit = max(current, start + policy.scale_up_pods, _ceil(start * (1 + policy.scale_up_percent / 100)))
-        if desired > limit:
-            desired = limit
-            notes.append(
-                f"scale-up limited to {limit}: at most +{_num(policy.scale_up_percent)}% "
-                f"or +{policy.scale_up_pods} pods per {_num(policy.scale_up_period_s)}s"
-            )
-
+    desired = _stabilized(policy, current, recommendation, history, now, notes)
     final = min(max(desired, policy.min_replicas), policy.max_replicas)
     if final != desired:
         notes.append(f"clamped to {'min' if desired < final else 'max'}Replicas {final}")
 
-    head = f"keep {current}"
-    if final != current:
-        head = f"{'scale up' if final > current else 'scale down'} {current} -> {final}"
-        if proposals:
-            top = next(s for s in statuses if s.proposal == max(proposals))
-            head += f" ({top.signal.value} proposes {top.proposal})"
+    head = _headline(current, final, statuses)
     keep_s = max(policy.scale_down_delay_s, policy.scale_up_period_s)
     kept = tuple(h for h in history if h.at > now - keep_s)
     return Decision(

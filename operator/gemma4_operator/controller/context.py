@@ -20,15 +20,15 @@ from typing import Any, Protocol
 
 import httpx
 
-from gemma4_operator import cluster_facts
-from gemma4_operator import reconcile as rc
-from gemma4_operator.autoscaling import Recommendation
-from gemma4_operator.config import ChildrenMode, OperatorConfig
-from gemma4_operator.kube import Kube
-from gemma4_operator.metrics import Metrics
-from gemma4_operator.render import MANAGER, Owner, RenderOptions
-from gemma4_operator.scraper import PodMetrics
-from gemma4_operator.sizing import ClusterFacts
+from gemma4_operator.autoscaling.decision import Recommendation
+from gemma4_operator.autoscaling.exposition import PodMetrics
+from gemma4_operator.controller import reconcile as rc
+from gemma4_operator.controller.config import ChildrenMode, OperatorConfig
+from gemma4_operator.controller.kube import Kube
+from gemma4_operator.controller.metrics import Metrics
+from gemma4_operator.planner import cluster_facts
+from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.render.children import MANAGER, Owner, RenderOptions
 
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"

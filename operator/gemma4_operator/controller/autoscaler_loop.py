@@ -1,17 +1,17 @@
 """The built-in autoscaler (``autoscaling.backend: operator``), the shell half.
 
-One tick per autoscaled object every ``autoscale_interval`` seconds (a kopf timer registered by
-``handlers``): gather the inputs, let the pure core decide (``scaling.tick`` ->
-``autoscaling.decide``), execute.
+One tick per autoscaled object every ``autoscale_interval`` seconds (an asyncio task per object that
+``handlers`` starts and that ends with the object): gather the inputs, let the pure core decide
+(``autoscaling.policy.tick`` -> ``autoscaling.decision.decide``), execute.
 
 - Pods: the ready serving pods with an IP, from the same source as the reconcile (the pod index in
   watch mode, a list in poll mode).
-- Engine metrics: each pod's ``/metrics`` through the context's one shared ``httpx.AsyncClient``
-  (timeouts, bounded concurrency; ``scraper.scrape``); counters become rates against the previous
-  scrape kept in memory.
+- Engine metrics: each pod's ``/metrics`` on the plan's container port through the context's one
+  shared ``httpx.AsyncClient`` (timeouts, bounded concurrency; ``controller.scraper.scrape``);
+  counters become rates against the previous scrape kept in memory.
 - ``accelerator/duty_cycle``: DCGM's ``DCGM_FI_DEV_GPU_UTIL`` per pod from the Prometheus HTTP
   API (``--prometheus-url``); ``cpu/utilization`` from metrics.k8s.io (metrics-server) as a
-  percent of the CPU request the operator renders.
+  percent of the plan's CPU request.
 - A source that cannot be read: ScalingActive=False names the metric and why; replicas stay put.
 - Writes: only the child Deployment's ``spec.replicas``, by server-side apply under its own field
   manager (:data:`AUTOSCALER_MANAGER`), so the operator's main apply (which leaves replicas out
@@ -24,28 +24,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from gemma4_operator import observe, scaling
-from gemma4_operator import reconcile as rc
-from gemma4_operator.api import AutoscalingBackend
-from gemma4_operator.autoscaling import Sample, Signal
-from gemma4_operator.catalog import load_catalog
-from gemma4_operator.context import ChildSource, Obj, OperatorContext, Parent, now_rfc3339
-from gemma4_operator.keda import DCGM_GPU_UTIL, pod_selector
-from gemma4_operator.kube import InvalidRequestError, RetryableApiError
-from gemma4_operator.render import SERVICE_PORT
-from gemma4_operator.scraper import (
+from gemma4_operator.api import AutoscalingBackend, Gemma4Deployment, Gemma4DeploymentSpec
+from gemma4_operator.api.metric_names import Signal
+from gemma4_operator.autoscaling import policy as scaling
+from gemma4_operator.autoscaling.decision import Policy, Sample
+from gemma4_operator.autoscaling.exposition import (
     PodMetrics,
-    ScrapeTarget,
-    cpu_cores,
     cpu_utilization_samples,
-    metric_names,
-    scrape,
     to_samples,
 )
+from gemma4_operator.autoscaling.scaled_object import DCGM_GPU_UTIL, pod_selector
+from gemma4_operator.controller import reconcile as rc
+from gemma4_operator.controller import status as observe
+from gemma4_operator.controller.context import ChildSource, Obj, OperatorContext, Parent, now_rfc3339
+from gemma4_operator.controller.kube import InvalidRequestError, RetryableApiError
+from gemma4_operator.controller.scraper import ScrapeTarget, scrape
+from gemma4_operator.engines import engine as engine_named
+from gemma4_operator.engines.base import Engine
+from gemma4_operator.planner.plan import Plan
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +66,10 @@ def _ready(pod: Obj) -> bool:
         c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
-async def cpu_utilization(ctx: OperatorContext, namespace: str, name: str, deployment: Obj,
+async def cpu_utilization(ctx: OperatorContext, namespace: str, name: str, requested: float,
                           ready_pods: Sequence[Obj], now: float) -> list[Sample]:
-    """cpu/utilization from metrics.k8s.io (metrics-server), against the CPU request we render.
+    """cpu/utilization from metrics.k8s.io (metrics-server), against the plan's CPU request.
     Raises RetryableApiError (NotFound when the metrics API is not served)."""
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    requested = cpu_cores(str(((container.get("resources") or {}).get("requests") or {}).get("cpu", "0")))
     items = await asyncio.to_thread(ctx.kube.list, "metrics.k8s.io/v1beta1", "PodMetrics", namespace,
                                     f"app.kubernetes.io/instance={name}")
     ready = {str(p["metadata"]["name"]) for p in ready_pods}
@@ -97,15 +96,95 @@ async def duty_cycle(client: httpx.AsyncClient, prometheus_url: str, name: str, 
     return [Sample(pod, Signal.DUTY_CYCLE, value, now, pod in ready) for pod, value in values.items()]
 
 
-async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource,
+@dataclass
+class _Tick:
+    """What one tick works on: the object's policy, its engine, the ready pods and what was read."""
+
+    ctx: OperatorContext
+    parent: Parent
+    spec: Gemma4DeploymentSpec
+    plan: Plan
+    engine: Engine
+    pods: list[Obj]
+    now: float
+    samples: list[Sample] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.parent.key[1]
+
+    @property
+    def namespace(self) -> str:
+        return self.parent.key[0]
+
+
+async def _read_cpu(t: _Tick, unreadable: dict[Signal, str]) -> None:
+    """cpu/utilization first: a cluster without the metrics API stops the tick."""
+    try:
+        t.samples += await cpu_utilization(t.ctx, t.namespace, t.name, t.plan.cpu_request_cores, t.pods, t.now)
+    except RetryableApiError as e:
+        if e.reason != "NotFound":
+            raise
+        unreadable[Signal.CPU_UTILIZATION] = (
+            "cpu/utilization reads metrics.k8s.io, which this cluster does not serve: install metrics-server")
+
+
+async def _read_engines(t: _Tick, signals: set[Signal]) -> None:
+    """Each ready pod's /metrics on the plan's container port; counters become rates."""
+    names = {s: n for s, n in t.engine.metric_names().items() if s in signals}
+    if not names:
+        return
+    memory = t.ctx.autoscaler_memory(t.parent.key, t.parent.uid)
+    targets = [ScrapeTarget(str(p["metadata"]["name"]), t.ctx.config.metrics_url_template.format(
+        ip=p["status"]["podIP"], port=t.plan.port)) for p in t.pods]
+    results = await scrape(t.ctx.http(), targets, names, now=t.now, concurrency=t.ctx.config.scrape_concurrency)
+    ok = [r for r in results if isinstance(r, PodMetrics)]
+    t.failures += [f"pod {r.pod}: {r.reason}" for r in results if not isinstance(r, PodMetrics)]
+    t.ctx.metrics.autoscaler_scrapes.labels(result="ok").inc(len(ok))
+    t.ctx.metrics.autoscaler_scrapes.labels(result="failed").inc(len(results) - len(ok))
+    t.samples += to_samples(ok, memory.scrapes)
+    memory.scrapes = {r.pod: r for r in ok}
+
+
+async def _read(t: _Tick, pol: Policy) -> dict[Signal, str]:
+    """Gather the samples of every signal the policy uses; returns the unreadable ones with why."""
+    unreadable = scaling.unavailable(pol.targets, t.engine, t.ctx.config.prometheus_url)
+    signals = {target.signal for target in pol.targets}
+    if not unreadable and Signal.CPU_UTILIZATION in signals:
+        await _read_cpu(t, unreadable)
+    if unreadable:
+        return unreadable
+    await _read_engines(t, signals)
+    if Signal.DUTY_CYCLE in signals:
+        try:
+            t.samples += await duty_cycle(t.ctx.http(), t.ctx.config.prometheus_url, t.name, t.namespace,
+                                          [str(p["metadata"]["name"]) for p in t.pods], t.now)
+        except ValueError as e:
+            unreadable[Signal.DUTY_CYCLE] = f"accelerator/duty_cycle: {e}"
+    return unreadable
+
+
+async def _scale(t: _Tick, deployment: rc.ChildKey, current: int, desired: int,
+                 summary: str) -> list[observe.EventSpec] | None:
+    """Set the Deployment's replicas under the autoscaler's own field manager; None if refused."""
+    scale = {"apiVersion": "apps/v1", "kind": "Deployment",
+             "metadata": {"name": deployment.name, "namespace": deployment.namespace},
+             "spec": {"replicas": desired}}
+    try:
+        await asyncio.to_thread(t.ctx.kube.apply, scale, field_manager=AUTOSCALER_MANAGER)
+    except InvalidRequestError as e:
+        logger.warning("Gemma4Deployment %s/%s: scaling refused: %s", t.namespace, t.name, e)
+        return None
+    logger.info("Gemma4Deployment %s/%s: scaled from %d to %d: %s", t.namespace, t.name, current, desired, summary)
+    return [observe.EventSpec("Normal", "Scaled", f"Scaled from {current} to {desired}: {summary}")]
+
+
+async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource, model: Gemma4Deployment,
                     desired: rc.Desired) -> list[observe.EventSpec] | None:
     """One tick for one object; returns the Events to post, or None when the Deployment does not
     exist yet (the caller ticks again soon rather than a whole interval later). Raises
     RetryableApiError."""
-    try:
-        model = rc.parse_parent(parent.body)
-    except rc.InvalidObjectError:
-        return []
     spec, plan = model.spec, desired.plan
     if spec.autoscaling is None or spec.autoscaling.backend is not AutoscalingBackend.OPERATOR or plan is None:
         return []
@@ -118,69 +197,26 @@ async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource,
         return None  # the reconcile is creating it; nothing to scale yet
     replicas = (deployment.get("spec") or {}).get("replicas")
     current = int(replicas) if replicas is not None else 1
-    pods = [p for p in await source.pods(parent) if _ready(p)]
-    namespace, name = parent.key
-    now = ctx.clock()
-    memory = ctx.autoscaler_memory(parent.key, parent.uid)
-    engine = load_catalog().engines[plan.engine]
-
-    failures: list[str] = []
-    samples: list[Sample] = []
+    t = _Tick(ctx, parent, spec, plan, engine_named(plan.engine), [p for p in await source.pods(parent) if _ready(p)],
+              ctx.clock())
     try:
-        pol = scaling.policy(spec, plan)
+        pol = scaling.policy(spec, plan, t.engine)
     except ValueError as e:
         await _report(ctx, parent, current, current, (), False, "InvalidMetrics", str(e), "")
         return []
-    unreadable = scaling.unavailable(pol.targets, engine, ctx.config.prometheus_url)
-    signals = {t.signal for t in pol.targets}
-    if not unreadable and Signal.CPU_UTILIZATION in signals:  # first: a missing metrics API stops the tick
-        rendered = next(c for c in desired.children if c["kind"] == "Deployment")
-        try:
-            samples += await cpu_utilization(ctx, namespace, name, rendered, pods, now)
-        except RetryableApiError as e:
-            if e.reason != "NotFound":
-                raise
-            unreadable[Signal.CPU_UTILIZATION] = (
-                "cpu/utilization reads metrics.k8s.io, which this cluster does not serve: install metrics-server")
-    if not unreadable:
-        names = {s: n for s, n in metric_names(engine).items() if s in signals}
-        if names:
-            targets = [ScrapeTarget(str(p["metadata"]["name"]), ctx.config.metrics_url_template.format(
-                ip=p["status"]["podIP"], port=SERVICE_PORT)) for p in pods]
-            results = await scrape(ctx.http(), targets, names, now=now, concurrency=ctx.config.scrape_concurrency)
-            ok = [r for r in results if isinstance(r, PodMetrics)]
-            failures = [f"pod {r.pod}: {r.reason}" for r in results if not isinstance(r, PodMetrics)]
-            ctx.metrics.autoscaler_scrapes.labels(result="ok").inc(len(ok))
-            ctx.metrics.autoscaler_scrapes.labels(result="failed").inc(len(failures))
-            samples += to_samples(ok, memory.scrapes)
-            memory.scrapes = {r.pod: r for r in ok}
-        if Signal.DUTY_CYCLE in signals:
-            try:
-                samples += await duty_cycle(ctx.http(), ctx.config.prometheus_url, name, namespace,
-                                            [str(p["metadata"]["name"]) for p in pods], now)
-            except ValueError as e:
-                unreadable[Signal.DUTY_CYCLE] = f"accelerator/duty_cycle: {e}"
-
-    result = scaling.tick(pol, current, samples, memory.history, now, unreadable, failures)
+    unreadable = await _read(t, pol)
+    memory = ctx.autoscaler_memory(parent.key, parent.uid)
+    result = scaling.tick(pol, current, t.samples, memory.history, t.now, unreadable, t.failures)
     memory.history = result.history
     events: list[observe.EventSpec] = []
-    last_scale = str((ctx.previous_status(parent).get("autoscaling") or {}).get("lastScaleTime") or "")
+    last_scale = ""
     direction = "inactive" if result.reason == "MetricUnavailable" else "none"
     if result.desired != current:
-        direction = "up" if result.desired > current else "down"
-        scale = {"apiVersion": "apps/v1", "kind": "Deployment",
-                 "metadata": {"name": deployment_key.name, "namespace": deployment_key.namespace},
-                 "spec": {"replicas": result.desired}}
-        try:
-            await asyncio.to_thread(ctx.kube.apply, scale, field_manager=AUTOSCALER_MANAGER)
-        except InvalidRequestError as e:
-            logger.warning("Gemma4Deployment %s/%s: scaling refused: %s", namespace, name, e)
+        scaled = await _scale(t, deployment_key, current, result.desired, result.summary)
+        if scaled is None:
             return []
-        last_scale = now_rfc3339()
-        logger.info("Gemma4Deployment %s/%s: scaled from %d to %d: %s", namespace, name, current, result.desired,
-                    result.summary)
-        events.append(observe.EventSpec("Normal", "Scaled",
-                                        f"Scaled from {current} to {result.desired}: {result.summary}"))
+        events, last_scale = scaled, now_rfc3339()
+        direction = "up" if result.desired > current else "down"
     ctx.metrics.autoscaler_decisions.labels(direction=direction).inc()
     await _report(ctx, parent, current, result.desired, result.metrics, result.active, result.reason,
                   result.message, last_scale)

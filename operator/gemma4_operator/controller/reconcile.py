@@ -25,10 +25,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from gemma4_operator.api import Gemma4Deployment
-from gemma4_operator.cluster_facts import sticky_facts
-from gemma4_operator.config import OperatorConfig
-from gemma4_operator.render import Owner, RenderOptions, UnrenderableError, render_children
-from gemma4_operator.sizing import ClusterFacts, Plan, PlanError, plan
+from gemma4_operator.controller.config import OperatorConfig
+from gemma4_operator.planner.cluster_facts import sticky_facts
+from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
+from gemma4_operator.planner.select import plan
+from gemma4_operator.render.children import Owner, RenderOptions, UnrenderableError, render_children
 
 HASH_ANNOTATION = "serving.gemma4.dev/applied-hash"
 # Children that may stop being wanted while the object lives on. A PVC is never deleted by the
@@ -110,14 +111,6 @@ def with_hash(obj: K8sObject) -> K8sObject:
     return {**obj, "metadata": {**meta, "annotations": {**annotations, HASH_ANNOTATION: content_hash(base)}}}
 
 
-def with_image_override(p: Plan, spec_image: str, config: OperatorConfig) -> Plan:
-    """An operator-wide default image replaces the catalog's unless the object names its own."""
-    if spec_image:
-        return p
-    override = config.image_override(p.engine, gpu=p.accelerator.is_gpu)
-    return dataclasses.replace(p, image=override) if override else p
-
-
 def keep_accelerator(spec_accelerator: str, previous_status: Mapping[str, Any], generation: int) -> str | None:
     """The accelerator an ``auto`` object should stay on: the one of the plan in force, while the
     spec (generation) is the one that plan was made for."""
@@ -132,7 +125,7 @@ def desired_state(parent: Gemma4Deployment, uid: str, facts: ClusterFacts, confi
     """Plan and render. ``keep`` (see :func:`keep_accelerator`) pins an unchanged auto object to
     the accelerator it runs on when the full cluster facts would move it elsewhere."""
     try:
-        p = plan(parent.spec, facts)
+        p = plan(parent.spec, facts, images=config.images)
     except PlanError as e:
         return Desired(None, e, ())
     if keep is not None and p.accelerator.name != keep:
@@ -140,8 +133,7 @@ def desired_state(parent: Gemma4Deployment, uid: str, facts: ClusterFacts, confi
         if pinned is not None:
             # When the pinned type no longer fits this spec, the full-facts plan stands.
             with contextlib.suppress(PlanError):
-                p = plan(parent.spec, pinned)
-    p = with_image_override(p, parent.spec.serving.image, config)
+                p = plan(parent.spec, pinned, images=config.images)
     owner = Owner(parent.name, parent.namespace, uid)
     try:
         rendered = render_children(owner, parent.spec, p, options)

@@ -1,5 +1,6 @@
 """The KEDA backend: spec.autoscaling -> a keda.sh/v1alpha1 ScaledObject with Prometheus
-triggers equivalent to the built-in autoscaler (platform.md §2.3). Pure.
+triggers equivalent to the built-in autoscaler (KEDA's prometheus and cpu scalers,
+https://keda.sh/docs/latest/scalers/prometheus/). Pure.
 
 Each metric becomes one trigger whose HPA arithmetic matches ours:
 counts (queue, batch, request rate) use metricType AverageValue on a sum, so the HPA divides
@@ -12,11 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from gemma4_operator.api import Gemma4DeploymentSpec
-from gemma4_operator.autoscaling import MetricTarget, Signal
-from gemma4_operator.catalog import EngineInfo
-from gemma4_operator.scaling import metric_targets, unavailable
-from gemma4_operator.scraper import metric_names
-from gemma4_operator.sizing import Plan
+from gemma4_operator.api.metric_names import Signal
+from gemma4_operator.autoscaling.decision import MetricTarget
+from gemma4_operator.autoscaling.policy import metric_targets, unavailable
+from gemma4_operator.engines.base import Engine
+from gemma4_operator.planner.plan import Plan
 
 DCGM_GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"
 SCALE_UP_POLICIES = [{"type": "Percent", "value": 100, "periodSeconds": 15},
@@ -32,11 +33,11 @@ def pod_selector(name: str, namespace: str) -> str:
     return f'namespace="{namespace}",pod=~"{name}-[a-z0-9]+-[a-z0-9]+"'
 
 
-def _query(signal: Signal, engine: EngineInfo, selector: str) -> tuple[str, str]:
+def _query(signal: Signal, engine: Engine, selector: str) -> tuple[str, str]:
     """(PromQL, metricType) for one signal the engine exposes (checked by the caller)."""
     if signal is Signal.DUTY_CYCLE:
         return f"avg({DCGM_GPU_UTIL}{{{selector}}})", "Value"
-    metric = metric_names(engine)[signal][0]
+    metric = engine.metric_names()[signal][0]
     if signal is Signal.KV_CACHE_USAGE:
         return f"avg({metric}{{{selector}}}) * 100", "Value"
     if signal is Signal.REQUEST_COUNT:
@@ -44,7 +45,7 @@ def _query(signal: Signal, engine: EngineInfo, selector: str) -> tuple[str, str]
     return f"sum({metric}{{{selector}}})", "AverageValue"
 
 
-def triggers(targets: tuple[MetricTarget, ...], engine: EngineInfo, name: str, namespace: str,
+def triggers(targets: tuple[MetricTarget, ...], engine: Engine, name: str, namespace: str,
              prometheus_url: str) -> list[dict[str, Any]]:
     problems = unavailable(targets, engine, prometheus_url)
     needs_prometheus = [t for t in targets if t.signal is not Signal.CPU_UTILIZATION]
@@ -67,7 +68,7 @@ def triggers(targets: tuple[MetricTarget, ...], engine: EngineInfo, name: str, n
     return out
 
 
-def scaled_object_spec(spec: Gemma4DeploymentSpec, plan: Plan, engine: EngineInfo, name: str, namespace: str,
+def scaled_object_spec(spec: Gemma4DeploymentSpec, plan: Plan, engine: Engine, name: str, namespace: str,
                        prometheus_url: str) -> dict[str, Any]:
     """ScaledObject .spec targeting the child Deployment, with Vertex/HPA behaviour."""
     autoscaling = spec.autoscaling
@@ -82,5 +83,5 @@ def scaled_object_spec(spec: Gemma4DeploymentSpec, plan: Plan, engine: EngineInf
                           "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]},
             "scaleUp": {"stabilizationWindowSeconds": 0, "policies": SCALE_UP_POLICIES, "selectPolicy": "Max"},
         }}},
-        "triggers": triggers(metric_targets(spec, plan), engine, name, namespace, prometheus_url),
+        "triggers": triggers(metric_targets(spec, plan, engine), engine, name, namespace, prometheus_url),
     }

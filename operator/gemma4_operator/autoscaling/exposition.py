@@ -1,49 +1,27 @@
-"""Engine /metrics scraping for the built-in autoscaler.
+"""Metric samples from what the engines and metrics.k8s.io expose. Pure.
 
-The shell part is one function, :func:`scrape`, which fetches every ready pod's /metrics with
-a shared httpx.AsyncClient under bounded concurrency. Everything else is pure: parsing the
-Prometheus text format with prometheus-client's parser, mapping engine metric names to
-autoscaling signals (names from catalog/engines.yaml), and turning counter totals into
-per-minute rates.
+Parses the Prometheus text format with prometheus-client's parser, maps engine metric names to
+autoscaling signals (the names come from each engine's catalog row), and turns counter totals
+into per-minute rates. The HTTP client that fetches the text is ``controller.scraper``.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from gemma4_operator.autoscaling import Sample, Signal
-from gemma4_operator.catalog import EngineInfo
+from gemma4_operator.api.metric_names import Signal
+from gemma4_operator.autoscaling.decision import Sample
 
-# catalog/engines.yaml keys -> signals
-_CATALOG_KEYS = {
-    "queue_length": Signal.QUEUE_LENGTH,
-    "batch_size": Signal.BATCH_SIZE,
-    "kv_cache_usage": Signal.KV_CACHE_USAGE,
-    "request_count": Signal.REQUEST_COUNT,
-}
 # Signals read as counters (turned into rates); the others are gauges.
 _COUNTERS = frozenset({Signal.REQUEST_COUNT})
 # A fraction is averaged across series (e.g. data-parallel engines); counts are summed.
 _AVERAGED = frozenset({Signal.KV_CACHE_USAGE})
 
 MetricNames = Mapping[Signal, Sequence[str]]
-
-
-def metric_names(engine: EngineInfo) -> dict[Signal, tuple[str, ...]]:
-    """Engine metric names per signal, in order of preference (newest name first)."""
-    return {_CATALOG_KEYS[key]: tuple(names) for key, names in engine.metrics.items() if names}
-
-
-@dataclass(frozen=True)
-class ScrapeTarget:
-    pod: str
-    url: str
 
 
 @dataclass(frozen=True)
@@ -78,30 +56,6 @@ def parse_exposition(text: str, names: MetricNames) -> dict[Signal, float]:
         if found:
             values[signal] = sum(found) / len(found) if signal in _AVERAGED else sum(found)
     return values
-
-
-async def _scrape_one(client: httpx.AsyncClient, target: ScrapeTarget, names: MetricNames,
-                      limit: asyncio.Semaphore, clock: float) -> PodMetrics | ScrapeFailure:
-    async with limit:
-        try:
-            response = await client.get(target.url)
-            response.raise_for_status()
-            return PodMetrics(target.pod, clock, parse_exposition(response.text, names))
-        except httpx.TimeoutException:
-            return ScrapeFailure(target.pod, clock, "timed out")
-        except httpx.HTTPStatusError as e:
-            return ScrapeFailure(target.pod, clock, f"HTTP {e.response.status_code}")
-        except httpx.HTTPError as e:
-            return ScrapeFailure(target.pod, clock, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
-        except ValueError as e:
-            return ScrapeFailure(target.pod, clock, str(e))
-
-
-async def scrape(client: httpx.AsyncClient, targets: Sequence[ScrapeTarget], names: MetricNames, *,
-                 now: float, concurrency: int = 16) -> list[PodMetrics | ScrapeFailure]:
-    """Scrape every target; a failing pod yields a ScrapeFailure, never an exception."""
-    limit = asyncio.Semaphore(concurrency)
-    return list(await asyncio.gather(*(_scrape_one(client, t, names, limit, now) for t in targets)))
 
 
 _CPU_SUFFIXES = {"n": 1e-9, "u": 1e-6, "m": 1e-3}

@@ -10,8 +10,7 @@ import dataclasses
 import enum
 from collections.abc import Mapping, Sequence
 
-# Keys accepted by --image KEY=IMAGE: an engine, optionally with the hardware it runs on.
-IMAGE_KEYS = ("vllm", "llamacpp", "llamacpp-cpu")
+from gemma4_operator.engines import image_keys
 
 
 class ChildrenMode(enum.StrEnum):
@@ -54,9 +53,9 @@ class OperatorConfig:
     metrics_url_template: str = "http://{ip}:{port}/metrics"
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.images) - set(IMAGE_KEYS))
+        unknown = sorted(set(self.images) - set(image_keys()))
         if unknown:
-            raise ConfigError(f"--image {', '.join(unknown)}: unknown key (use {', '.join(IMAGE_KEYS)})")
+            raise ConfigError(f"--image {', '.join(unknown)}: unknown key (use {', '.join(image_keys())})")
         if self.children is ChildrenMode.POLL and self.resync_interval <= 0:
             raise ConfigError("--children poll needs --resync-interval > 0")
         for flag, port in (("--metrics-port", self.metrics_port), ("--health-port", self.health_port)):
@@ -77,12 +76,6 @@ class OperatorConfig:
     def liveness_endpoint(self) -> str | None:
         return f"http://0.0.0.0:{self.health_port}/healthz" if self.health_port else None
 
-    def image_override(self, engine: str, *, gpu: bool) -> str | None:
-        """The operator-wide default image for an engine, if one was given."""
-        if engine == "llamacpp" and not gpu and "llamacpp-cpu" in self.images:
-            return self.images["llamacpp-cpu"]
-        return self.images.get(engine)
-
 
 def parse_images(items: Sequence[str]) -> dict[str, str]:
     """``["vllm=repo/img:tag", ...]`` -> mapping; later items win."""
@@ -90,7 +83,7 @@ def parse_images(items: Sequence[str]) -> dict[str, str]:
     for item in items:
         key, sep, image = item.partition("=")
         if not sep or not key.strip() or not image.strip():
-            raise ConfigError(f"--image {item!r}: expected KEY=IMAGE with KEY one of {', '.join(IMAGE_KEYS)}")
+            raise ConfigError(f"--image {item!r}: expected KEY=IMAGE with KEY one of {', '.join(image_keys())}")
         images[key.strip()] = image.strip()
     return images
 

@@ -1,6 +1,6 @@
 """kopf glue: gather inputs, call the pure core, execute its decisions. No sizing, rendering or
-status logic lives here (that is ``reconcile``, ``observe``, ``cluster_facts``); the in-memory
-state (snapshots, child sources, caches) is ``context``.
+status logic lives here (that is ``controller.reconcile``, ``controller.status``,
+``planner.cluster_facts``); the in-memory state (snapshots, child sources, caches) is ``context``.
 
 Registered on a fresh ``kopf.OperatorRegistry`` by :func:`build_registry`:
 
@@ -17,7 +17,7 @@ Registered on a fresh ``kopf.OperatorRegistry`` by :func:`build_registry`:
   are re-planned when the facts change.
 - Built-in autoscaler (``autoscaling.backend: operator``): an asyncio loop per object, started
   from the object's watch events and ended when the object goes or stops asking for it; each
-  tick is :func:`autoscaler.autoscale`. Not a kopf timer or daemon: those add a finalizer.
+  tick is ``controller.autoscaler_loop.autoscale``. Not a kopf timer or daemon: those add a finalizer.
 - Startup discovery: the PodDisruptionBudget version, and whether KEDA's ScaledObjects are served
   (``backend: keda`` is Planned=False without them).
 
@@ -37,11 +37,12 @@ from typing import Any
 
 import kopf
 
-from gemma4_operator import autoscaler, cluster_facts, observe
-from gemma4_operator import reconcile as rc
 from gemma4_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION, Gemma4Deployment
-from gemma4_operator.config import ChildrenMode, OperatorConfig
-from gemma4_operator.context import (
+from gemma4_operator.controller import autoscaler_loop as autoscaler
+from gemma4_operator.controller import reconcile as rc
+from gemma4_operator.controller import status as observe
+from gemma4_operator.controller.config import ChildrenMode, OperatorConfig
+from gemma4_operator.controller.context import (
     ACCELERATORS,
     CHILDREN,
     INSTANCE_LABEL,
@@ -61,9 +62,10 @@ from gemma4_operator.context import (
     pod_snapshot,
     store,
 )
-from gemma4_operator.kube import InvalidRequestError, RetryableApiError
-from gemma4_operator.render import MANAGER
-from gemma4_operator.sizing import ClusterFacts
+from gemma4_operator.controller.kube import InvalidRequestError, RetryableApiError
+from gemma4_operator.planner import cluster_facts
+from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.render.children import MANAGER
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +179,55 @@ async def reconcile(ctx: OperatorContext, parent: Parent, source: ChildSource, f
             ctx.metrics.reconcile_duration.labels(trigger=trigger).observe(time.monotonic() - started)
 
 
+@dataclasses.dataclass
+class _Sync:
+    """What writing one object's children did: applied (child, reason), a refusal, conflicts."""
+
+    by_name: dict[tuple[Any, Any], Obj]
+    applied: list[tuple[Obj, str]] = dataclasses.field(default_factory=list)
+    problem: observe.Fault | None = None
+    conflicts: list[str] = dataclasses.field(default_factory=list)
+
+
+async def _apply_children(ctx: OperatorContext, parent: Parent, desired: rc.Desired, sync: _Sync,
+                          only: Sequence[tuple[str, str]] | None) -> None:
+    """Server-side apply each child that differs from what was last applied (or is missing)."""
+    seen = ctx.applied.setdefault(parent.key, {})
+    for child in desired.children:
+        ident = (child["kind"], child["metadata"]["name"])
+        if only is not None and ident not in only:
+            continue
+        reason = rc.apply_reason(child, sync.by_name.get(ident), parent.uid, seen.get(ident))
+        if reason is None:
+            continue
+        if reason == rc.CONFLICT:
+            sync.conflicts.append(f"{child['kind']} {child['metadata']['name']}")
+            continue
+        try:
+            result = await asyncio.to_thread(ctx.kube.apply, child)
+        except InvalidRequestError as e:
+            sync.problem = observe.Fault("ApplyRejected", e.args[0] if e.args else str(e))
+            return
+        sync.by_name[ident] = child_snapshot(result)
+        result_meta = result.get("metadata") or {}
+        if isinstance(result_meta.get("generation"), int):
+            seen[ident] = (str(result_meta.get("uid")), int(result_meta["generation"]))
+        sync.applied.append((child, reason))
+        ctx.metrics.children_applied.labels(kind=child["kind"], reason=reason.split(" ")[0]).inc()
+        logger.info("%s %s/%s: %s applied (%s)", KIND, *parent.key, rc.ChildKey.of(child), reason)
+
+
+async def _delete_stale(ctx: OperatorContext, parent: Parent, desired: rc.Desired, sync: _Sync,
+                        only: Sequence[tuple[str, str]] | None) -> None:
+    """Delete children of ours that the plan no longer renders (e.g. the PDB after scaling to one)."""
+    for stale in rc.stale_children(desired.children, sync.by_name.values(), parent.uid):
+        if only is not None and (stale.kind, stale.name) not in only:
+            continue
+        await asyncio.to_thread(ctx.kube.delete, stale.api_version, stale.kind, stale.namespace, stale.name)
+        sync.by_name.pop((stale.kind, stale.name), None)
+        ctx.metrics.children_deleted.labels(kind=stale.kind).inc()
+
+
 async def _reconcile_locked(ctx: OperatorContext, parent: Parent, source: ChildSource,
                             facts: ClusterFacts, only: Sequence[tuple[str, str]] | None) -> str:
     previous = ctx.previous_status(parent)
@@ -191,56 +242,24 @@ async def _reconcile_locked(ctx: OperatorContext, parent: Parent, source: ChildS
         desired = _desired(ctx, parent, model, facts, previous)
     outcome = _outcome(desired, invalid)
 
-    wanted = [rc.ChildKey.of(c) for c in desired.children] if desired else []
-    live = await source.children(parent, wanted)
-    by_name = {(c.get("kind"), (c.get("metadata") or {}).get("name")): c for c in live}
-    applied: list[tuple[Obj, str]] = []
-    problem: observe.Fault | None = None
-    conflicts: list[str] = []
+    live = await source.children(parent, [rc.ChildKey.of(c) for c in desired.children] if desired else [])
+    sync = _Sync({(c.get("kind"), (c.get("metadata") or {}).get("name")): c for c in live})
     if desired is not None and desired.plan is not None:
-        for child in desired.children:
-            ident = (child["kind"], child["metadata"]["name"])
-            if only is not None and ident not in only:
-                continue
-            seen = ctx.applied.setdefault(parent.key, {})
-            reason = rc.apply_reason(child, by_name.get(ident), parent.uid, seen.get(ident))
-            if reason is None:
-                continue
-            if reason == rc.CONFLICT:
-                conflicts.append(f"{child['kind']} {child['metadata']['name']}")
-                continue
-            try:
-                result = await asyncio.to_thread(ctx.kube.apply, child)
-            except InvalidRequestError as e:
-                problem = observe.Fault("ApplyRejected", e.args[0] if e.args else str(e))
-                break
-            by_name[ident] = child_snapshot(result)
-            result_meta = result.get("metadata") or {}
-            if isinstance(result_meta.get("generation"), int):
-                seen[ident] = (str(result_meta.get("uid")), int(result_meta["generation"]))
-            applied.append((child, reason))
-            ctx.metrics.children_applied.labels(kind=child["kind"], reason=reason.split(" ")[0]).inc()
-            logger.info("%s %s/%s: %s applied (%s)", KIND, *parent.key, rc.ChildKey.of(child), reason)
-        for stale in rc.stale_children(desired.children, by_name.values(), parent.uid):
-            if only is not None and (stale.kind, stale.name) not in only:
-                continue
-            await asyncio.to_thread(ctx.kube.delete, stale.api_version, stale.kind, stale.namespace, stale.name)
-            by_name.pop((stale.kind, stale.name), None)
-            ctx.metrics.children_deleted.labels(kind=stale.kind).inc()
-    if conflicts and problem is None:
-        problem = observe.Fault("ChildConflict", f"{', '.join(conflicts)} exist and are controlled by another "
-                                                 "object; delete them or rename this Gemma4Deployment")
-
-    pods = await source.pods(parent)
-    await _publish(ctx, parent, model.spec if model else None, outcome, list(by_name.values()), pods, previous,
-                   problem, _applied_event(applied))
+        await _apply_children(ctx, parent, desired, sync, only)
+        await _delete_stale(ctx, parent, desired, sync, only)
+    if sync.conflicts and sync.problem is None:
+        sync.problem = observe.Fault("ChildConflict", f"{', '.join(sync.conflicts)} exist and are controlled by "
+                                                      "another object; delete them or rename this Gemma4Deployment")
+    await _publish(ctx, parent, model.spec if model else None, outcome, list(sync.by_name.values()),
+                   await source.pods(parent), previous, sync.problem, _applied_event(sync.applied))
     if invalid is not None:
         raise kopf.PermanentError(invalid.message)
-    if problem is not None and problem.reason == "ApplyRejected":
-        raise InvalidRequestError(problem.message, "ApplyRejected")
-    if conflicts:
-        raise RetryableApiError(problem.message if problem else "child conflict", "ChildConflict", CONFLICT_RETRY_S)
-    if applied:
+    if sync.problem is not None and sync.problem.reason == "ApplyRejected":
+        raise InvalidRequestError(sync.problem.message, "ApplyRejected")
+    if sync.conflicts:
+        raise RetryableApiError(sync.problem.message if sync.problem else "child conflict", "ChildConflict",
+                                CONFLICT_RETRY_S)
+    if sync.applied:
         return "applied"
     return "unchanged" if outcome.ok else "plan_failed"
 
@@ -365,7 +384,7 @@ async def autoscale_tick(ctx: OperatorContext, parent: Parent, indices: Mapping[
         return True
     desired = _desired(ctx, parent, model, ctx.facts(indices), ctx.previous_status(parent))
     try:
-        events = await autoscaler.autoscale(ctx, parent, ctx.source(indices), desired)
+        events = await autoscaler.autoscale(ctx, parent, ctx.source(indices), model, desired)
     except RetryableApiError as e:
         logger.warning("%s %s/%s: autoscaler: %s; next tick in %.0fs", KIND, *parent.key, e,
                        ctx.config.autoscale_interval)

@@ -1,10 +1,10 @@
-"""What a Gemma4Deployment scales on, for both autoscaler backends. Pure.
+"""What a Gemma4Deployment scales on, for both autoscaler backends, and one tick of the built-in
+autoscaler. Pure.
 
-With no autoscalingMetricSpecs the default pairs the queue with a utilization signal: a queue
-target alone reads 0 whenever the replicas keep up, so HPA math walks the count down to the
-minimum and then overflows (measured in tests/benchmarks/autoscaling). vLLM pairs it with
-KV-cache usage at 80 %; llama.cpp, which exposes no KV metric, with busy slots at 80 % of the
-planned slots.
+With no autoscalingMetricSpecs the engine's default signals apply (``Engine.default_signals``): the
+queue paired with a utilization signal, because a queue target alone reads 0 whenever the replicas
+keep up, so HPA math walks the count down to the minimum and then overflows (measured in
+tests/benchmarks/autoscaling).
 """
 
 from __future__ import annotations
@@ -13,39 +13,35 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from gemma4_operator.api import Gemma4DeploymentSpec
-from gemma4_operator.autoscaling import DEFAULT_TARGETS, MetricTarget, Policy, Recommendation, Sample, Signal, decide
-from gemma4_operator.catalog import EngineInfo
-from gemma4_operator.scraper import metric_names
-from gemma4_operator.sizing import Plan
+from gemma4_operator.api.metric_names import Signal
+from gemma4_operator.autoscaling.decision import MetricTarget, Policy, Recommendation, Sample, decide
+from gemma4_operator.engines.base import Engine
+from gemma4_operator.planner.plan import Plan
 
-UTILIZATION_TARGET = 0.8
 ENGINE_SIGNALS = frozenset({Signal.QUEUE_LENGTH, Signal.BATCH_SIZE, Signal.KV_CACHE_USAGE, Signal.REQUEST_COUNT})
 
 
-def metric_targets(spec: Gemma4DeploymentSpec, plan: Plan) -> tuple[MetricTarget, ...]:
-    """The spec's metrics with default targets filled in, or the plan-aware default pair.
+def metric_targets(spec: Gemma4DeploymentSpec, plan: Plan, engine: Engine) -> tuple[MetricTarget, ...]:
+    """The spec's metrics with default targets filled in, or the engine's default signals.
     Raises ValueError for a metric without a default target and without a target."""
     assert spec.autoscaling is not None
     given = spec.autoscaling.autoscaling_metric_specs
     if given:
         return tuple(MetricTarget.from_spec(m.metric_name, m.target) for m in given)
-    queue = MetricTarget(Signal.QUEUE_LENGTH, float(DEFAULT_TARGETS[Signal.QUEUE_LENGTH] or 5))
-    if plan.engine == "vllm":
-        return queue, MetricTarget(Signal.KV_CACHE_USAGE, UTILIZATION_TARGET * 100)
-    return queue, MetricTarget(Signal.BATCH_SIZE, max(1.0, round(UTILIZATION_TARGET * plan.concurrency)))
+    return tuple(MetricTarget(signal, target) for signal, target in engine.default_signals(plan))
 
 
-def policy(spec: Gemma4DeploymentSpec, plan: Plan) -> Policy:
+def policy(spec: Gemma4DeploymentSpec, plan: Plan, engine: Engine) -> Policy:
     assert spec.autoscaling is not None
     a = spec.autoscaling
-    return Policy(a.min_replica_count, a.max_replica_count, metric_targets(spec, plan),
+    return Policy(a.min_replica_count, a.max_replica_count, metric_targets(spec, plan, engine),
                   float(a.scale_down_delay_seconds))
 
 
-def unavailable(targets: tuple[MetricTarget, ...], engine: EngineInfo, prometheus_url: str) -> dict[Signal, str]:
+def unavailable(targets: tuple[MetricTarget, ...], engine: Engine, prometheus_url: str) -> dict[Signal, str]:
     """Signals that cannot be read here, with the reason (for ScalingActive=False and Planned=False).
     CPU utilization needs metrics.k8s.io, which only the operator can probe."""
-    engine_signals = metric_names(engine)
+    engine_signals = engine.metric_names()
     reasons: dict[Signal, str] = {}
     for t in targets:
         if t.signal is Signal.DUTY_CYCLE and not prometheus_url:

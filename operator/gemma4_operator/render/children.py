@@ -1,4 +1,4 @@
-"""Rendering: a Plan and its Gemma4Deployment -> the child objects as dicts (DESIGN §4).
+"""Rendering: a Plan and its Gemma4Deployment -> the child objects as dicts.
 
 Templates hold the shape of each object; this module computes the values that go in them.
 Values enter the templates through ``tojson`` (JSON is YAML), so no user string can break
@@ -17,8 +17,9 @@ import yaml
 
 from gemma4_operator.api import API_VERSION, KIND, Gemma4DeploymentSpec
 from gemma4_operator.catalog import GIB, Accelerator
-from gemma4_operator.runtimes import EngineContainer, K8sObject, container_for
-from gemma4_operator.sizing import Plan
+from gemma4_operator.engines import engine as engine_named
+from gemma4_operator.engines.base import EngineContainer, K8sObject
+from gemma4_operator.planner.plan import Plan
 
 SERVICE_PORT = 8000
 APP_NAME = "gemma4"
@@ -26,7 +27,6 @@ MANAGER = "gemma4-operator"
 VARIANT_LABEL = "serving.gemma4.dev/variant"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
-CPU_PER_GPU = 4
 MEMORY_GIB_PER_GPU = 16
 
 
@@ -82,7 +82,7 @@ def child_labels(name: str, variant: str) -> dict[str, str]:
 @functools.cache
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("gemma4_operator", "templates"),
+        loader=jinja2.PackageLoader("gemma4_operator.render", "templates"),
         undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
     )
 
@@ -129,11 +129,11 @@ def _affinity(plan: Plan, spec: Gemma4DeploymentSpec) -> K8sObject:
 def _resources(plan: Plan) -> K8sObject:
     if plan.accelerator.is_gpu:
         gpus = plan.gpus_per_replica
-        return {"requests": {"cpu": str(CPU_PER_GPU * gpus), "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
+        return {"requests": {"cpu": str(plan.cpu_request_cores), "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
                 "limits": {GPU_RESOURCE: str(gpus)}}
     # On CPU the plan's memory need is the pod's memory: request it and cap it.
     memory = f"{math.ceil(plan.memory_needed_gib)}Gi"
-    return {"requests": {"cpu": "4", "memory": memory}, "limits": {"memory": memory}}
+    return {"requests": {"cpu": str(plan.cpu_request_cores), "memory": memory}, "limits": {"memory": memory}}
 
 
 def _pod_settings(spec: Gemma4DeploymentSpec, plan: Plan) -> K8sObject:
@@ -188,7 +188,7 @@ def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
                     options: RenderOptions | None = None) -> list[K8sObject]:
     """Deployment, Service, and when asked for a PVC; a PDB when more than one replica runs."""
     options = options or RenderOptions()
-    engine = container_for(plan, spec)
+    engine = engine_named(plan.engine).container(plan, spec)
     labels = child_labels(owner.name, plan.variant)
     common = {"name": owner.name, "namespace": owner.namespace, "labels": labels,
               "owner_references": owner.references, "selector": selector_labels(owner.name)}
@@ -219,14 +219,12 @@ def _scaled_object(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan, labels:
                    options: RenderOptions) -> K8sObject:
     """The KEDA ScaledObject of ``backend: keda``; UnrenderableError when KEDA is absent or a metric
     cannot become a trigger."""
-    from gemma4_operator.catalog import load_catalog
-    from gemma4_operator.keda import UnsupportedMetricError, scaled_object_spec
-
+    from gemma4_operator.autoscaling.scaled_object import UnsupportedMetricError, scaled_object_spec
     if not options.keda_served:
         raise UnrenderableError("autoscaling.backend keda: KEDA is not installed in this cluster (the API server "
                                 "does not serve scaledobjects.keda.sh); install KEDA or use backend operator")
     try:
-        body = scaled_object_spec(spec, plan, load_catalog().engines[plan.engine], owner.name, owner.namespace,
+        body = scaled_object_spec(spec, plan, engine_named(plan.engine), owner.name, owner.namespace,
                                   options.prometheus_url)
     except UnsupportedMetricError as e:
         raise UnrenderableError(f"autoscaling.backend keda: {e}") from e

@@ -30,7 +30,7 @@ import urllib3
 from kubernetes import client, config
 
 from gemma4_operator.api import GROUP, PLURAL, VERSION
-from gemma4_operator.render import MANAGER
+from gemma4_operator.render.children import MANAGER
 
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"

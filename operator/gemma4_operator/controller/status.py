@@ -14,11 +14,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gemma4_operator.api import Condition, Gemma4DeploymentSpec
-from gemma4_operator.render import GPU_RESOURCE, Owner, endpoint, selector_string
-from gemma4_operator.sizing import Plan
+from gemma4_operator.planner.plan import Plan
+from gemma4_operator.render.children import GPU_RESOURCE, Owner, endpoint, selector_string
 
 PLANNED, AVAILABLE, PROGRESSING, DEGRADED, READY = "Planned", "Available", "Progressing", "Degraded", "Ready"
 CONDITION_TYPES = (PLANNED, AVAILABLE, PROGRESSING, DEGRADED, READY)
+SCALING_ACTIVE = "ScalingActive"  # the built-in autoscaler's
+_ORDER = {t: i for i, t in enumerate((*CONDITION_TYPES, SCALING_ACTIVE))}
 # Status fields this module owns; anything else in status (autoscaling, other conditions) is left alone.
 OWNED_FIELDS = ("observedGeneration", "phase", "conditions", "plan", "replicas", "readyReplicas",
                 "selector", "endpoint", "gpus", "ready")
@@ -171,9 +173,26 @@ def _loading(pods: Sequence[Obj]) -> int:
 # ---------------------------------------------------------------------------------------
 
 
-def _cond(type_: str, ok: bool | None, reason: str, message: str) -> tuple[str, str, str, str]:
-    status = "Unknown" if ok is None else ("True" if ok else "False")
-    return type_, status, reason, _clip(message)
+@dataclasses.dataclass(frozen=True)
+class ConditionValue:
+    """One condition as computed, before merge_conditions stamps times and the generation."""
+
+    type: str
+    ok: bool | None  # None: Unknown
+    reason: str
+    message: str
+
+    @property
+    def status(self) -> str:
+        return "Unknown" if self.ok is None else ("True" if self.ok else "False")
+
+    @property
+    def true(self) -> bool:
+        return self.ok is True
+
+
+def _cond(type_: str, ok: bool | None, reason: str, message: str) -> ConditionValue:
+    return ConditionValue(type_, ok, reason, _clip(message))
 
 
 def _desired_replicas(spec: Gemma4DeploymentSpec | None, deployment: Obj | None) -> int:
@@ -203,6 +222,52 @@ def _rollout(deployment: Obj, desired: int) -> tuple[bool, str, str]:
     return False, "RolloutComplete", f"{desired} replicas run the newest pod template"
 
 
+def _planned(p: Plan | None, outcome: PlanOutcome) -> ConditionValue:
+    return _cond(PLANNED, True, "Fits", plan_summary(p)) if p is not None else \
+        _cond(PLANNED, False, outcome.reason, outcome.message)
+
+
+def _without_deployment(owner: Owner, p: Plan | None) -> tuple[ConditionValue, ConditionValue]:
+    available = _cond(AVAILABLE, False, "NoDeployment", "no serving Deployment: the plan failed" if p is None
+                      else f"Deployment {owner.name} is not observed yet")
+    progressing = _cond(PROGRESSING, p is not None, "Creating" if p is not None else "NotPlanned",
+                        f"creating Deployment {owner.name}" if p is not None else "nothing to roll out")
+    return available, progressing
+
+
+def _rollout_conditions(deployment: Obj, pods: Sequence[Obj], desired: int, ready: int) -> tuple[
+        ConditionValue, ConditionValue]:
+    """Available and Progressing from the Deployment's status and the pods still loading."""
+    if desired == 0:
+        available = _cond(AVAILABLE, False, "ScaledToZero", "0 replicas requested")
+    elif ready >= 1:
+        available = _cond(AVAILABLE, True, "ReplicasReady", f"{ready}/{desired} replicas ready")
+    else:
+        available = _cond(AVAILABLE, False, "NoReplicasReady", f"0/{desired} replicas ready")
+    in_progress, reason, message = _rollout(deployment, desired)
+    if not in_progress and reason == "RolloutComplete" and ready < desired:
+        loading = _loading(pods)
+        in_progress, reason = True, "ModelLoading" if loading else "WaitingForPods"
+        message = (f"{ready}/{desired} replicas ready; {loading} loading the model" if loading
+                   else f"{ready}/{desired} replicas ready; waiting for pods to start")
+    return available, _cond(PROGRESSING, in_progress, reason, message)
+
+
+def _aggregate(owner: Owner, planned: ConditionValue, available: ConditionValue, progressing: ConditionValue,
+               degraded_c: ConditionValue, ready: str) -> tuple[ConditionValue, str]:
+    """Ready (what `kubectl wait --for=condition=Ready` waits on) and the phase, from the others."""
+    if not planned.true:
+        return _cond(READY, False, planned.reason, planned.message), "Failed"
+    if degraded_c.true:
+        return _cond(READY, False, degraded_c.reason, degraded_c.message), "Degraded"
+    if not available.true:
+        return _cond(READY, False, available.reason, available.message), (
+            "Progressing" if progressing.true else "Pending")
+    if progressing.true:
+        return _cond(READY, False, progressing.reason, progressing.message), "Progressing"
+    return _cond(READY, True, "Serving", f"{ready} replicas serving at {endpoint(owner)}"), "Ready"
+
+
 def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec | None, outcome: PlanOutcome,
                    deployment: Obj | None, pods: Sequence[Obj], previous: Obj, now: str,
                    problem: Fault | None = None) -> dict[str, Any]:
@@ -214,64 +279,17 @@ def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec 
     p = outcome.plan
     desired = _desired_replicas(spec, deployment)
     ready = int(_get(deployment, "status", "readyReplicas", default=0) or 0)
-    current = int(_get(deployment, "status", "replicas", default=0) or 0)
-    gpus_per_replica = p.gpus_per_replica if p is not None and p.accelerator.is_gpu else 0
-    fault = problem or degraded(pods, gpus_per_replica)
-
-    planned = _cond(PLANNED, True, "Fits", plan_summary(p)) if p is not None else \
-        _cond(PLANNED, False, outcome.reason, outcome.message)
-
+    fault = problem or degraded(pods, p.gpus_per_replica if p is not None and p.accelerator.is_gpu else 0)
+    planned = _planned(p, outcome)
     if deployment is None:
-        available = _cond(AVAILABLE, False, "NoDeployment",
-                          "no serving Deployment: the plan failed" if p is None else f"Deployment {owner.name} "
-                          "is not observed yet")
-        progressing = _cond(PROGRESSING, p is not None, "Creating" if p is not None else "NotPlanned",
-                            f"creating Deployment {owner.name}" if p is not None else "nothing to roll out")
+        available, progressing = _without_deployment(owner, p)
     else:
-        if desired == 0:
-            available = _cond(AVAILABLE, False, "ScaledToZero", "0 replicas requested")
-        elif ready >= 1:
-            available = _cond(AVAILABLE, True, "ReplicasReady", f"{ready}/{desired} replicas ready")
-        else:
-            available = _cond(AVAILABLE, False, "NoReplicasReady", f"0/{desired} replicas ready")
-        in_progress, reason, message = _rollout(deployment, desired)
-        if not in_progress and reason == "RolloutComplete" and ready < desired:
-            loading = _loading(pods)
-            in_progress, reason = True, "ModelLoading" if loading else "WaitingForPods"
-            message = (f"{ready}/{desired} replicas ready; {loading} loading the model" if loading
-                       else f"{ready}/{desired} replicas ready; waiting for pods to start")
-        progressing = _cond(PROGRESSING, in_progress, reason, message)
-        if fault is None and reason == "ProgressDeadlineExceeded":
-            fault = Fault(reason, message)
-
+        available, progressing = _rollout_conditions(deployment, pods, desired, ready)
+        if fault is None and progressing.reason == "ProgressDeadlineExceeded":
+            fault = Fault(progressing.reason, progressing.message)
     degraded_c = _cond(DEGRADED, True, fault.reason, fault.message) if fault is not None else \
         _cond(DEGRADED, False, "AsExpected", "no pod problems detected")
-
-    if planned[1] != "True":
-        ready_c = _cond(READY, False, planned[2], planned[3])
-    elif degraded_c[1] == "True":
-        ready_c = _cond(READY, False, degraded_c[2], degraded_c[3])
-    elif available[1] != "True":
-        ready_c = _cond(READY, False, available[2], available[3])
-    elif progressing[1] == "True":
-        ready_c = _cond(READY, False, progressing[2], progressing[3])
-    else:
-        ready_c = _cond(READY, True, "Serving", f"{ready}/{desired} replicas serving at {endpoint(owner)}")
-
-    conditions = merge_conditions(previous.get("conditions") or [],
-                                  [planned, available, progressing, degraded_c, ready_c], generation, now)
-
-    if planned[1] != "True":
-        phase = "Failed"
-    elif degraded_c[1] == "True":
-        phase = "Degraded"
-    elif ready_c[1] == "True":
-        phase = "Ready"
-    elif progressing[1] == "True":
-        phase = "Progressing"
-    else:
-        phase = "Pending"
-
+    ready_c, phase = _aggregate(owner, planned, available, progressing, degraded_c, f"{ready}/{desired}")
     # A refused update keeps showing the plan still in force while its Deployment runs.
     plan_status: Any = p.to_status().model_dump(by_alias=True, mode="json") if p is not None else (
         previous.get("plan") if deployment is not None else None)
@@ -279,9 +297,10 @@ def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec 
     return {
         "observedGeneration": generation,
         "phase": phase,
-        "conditions": conditions,
+        "conditions": merge_conditions(previous.get("conditions") or [],
+                                       [planned, available, progressing, degraded_c, ready_c], generation, now),
         "plan": plan_status,
-        "replicas": current,
+        "replicas": int(_get(deployment, "status", "replicas", default=0) or 0),
         "readyReplicas": ready,
         "selector": selector_string(owner.name),
         "endpoint": endpoint(owner) if p is not None or deployment is not None else "",
@@ -290,20 +309,21 @@ def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec 
     }
 
 
-def merge_conditions(previous: Sequence[Obj], new: Sequence[tuple[str, str, str, str]], generation: int,
+def merge_conditions(previous: Sequence[Obj], new: Sequence[ConditionValue], generation: int,
                      now: str) -> list[dict[str, Any]]:
-    """Our conditions in a fixed order, lastTransitionTime kept unless the status flipped;
-    conditions of other types (e.g. an autoscaler's) are kept as they are, after ours."""
-    before = {str(c.get("type")): c for c in previous if isinstance(c, Mapping)}
-    out: list[dict[str, Any]] = []
-    for type_, status, reason, message in new:
-        old = before.get(type_)
-        since = str(old.get("lastTransitionTime") or now) if old and old.get("status") == status else now
-        out.append(Condition(type=type_, status=status,
-                             reason=reason, message=message, last_transition_time=since,
-                             observed_generation=generation).model_dump(by_alias=True, mode="json"))
-    out += [dict(c) for t, c in before.items() if t not in CONDITION_TYPES]
-    return out
+    """The one writer of ``status.conditions``: the ``new`` conditions replace those of their type,
+    lastTransitionTime kept unless the status flipped; the others stay as they are. Known types come
+    in a fixed order (unknown ones after, in their previous order), so the reconcile and the
+    autoscaler, each merging its own, never reorder the list and never write for nothing."""
+    before = {str(c.get("type")): dict(c) for c in previous if isinstance(c, Mapping)}
+    merged = dict(before)
+    for c in new:
+        old = before.get(c.type)
+        since = str(old.get("lastTransitionTime") or now) if old and old.get("status") == c.status else now
+        merged[c.type] = Condition(type=c.type, status=c.status, reason=c.reason, message=c.message,
+                                   last_transition_time=since,
+                                   observed_generation=generation).model_dump(by_alias=True, mode="json")
+    return sorted(merged.values(), key=lambda c: _ORDER.get(str(c.get("type")), len(_ORDER)))
 
 
 def status_patch(previous: Obj, new: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -382,8 +402,6 @@ def event_object(*, owner: Owner, api_version: str, kind: str, event: EventSpec,
 # the built-in autoscaler's part of status: status.autoscaling and ScalingActive
 # ---------------------------------------------------------------------------------------
 
-SCALING_ACTIVE = "ScalingActive"
-
 
 def autoscaling_status(desired: int, last_scale_time: str,
                        metrics: Sequence[tuple[str, float | None, float]]) -> dict[str, Any]:
@@ -397,18 +415,13 @@ def autoscaling_status(desired: int, last_scale_time: str,
 def autoscaler_patch(previous: Obj, autoscaling: Mapping[str, Any], active: bool, reason: str, message: str,
                      generation: int, now: str) -> dict[str, Any] | None:
     """A merge patch for ``/status`` setting ``autoscaling`` and the ScalingActive condition (the
-    other conditions kept as they are, lastTransitionTime kept unless the status flips); None when
-    nothing changes."""
-    conditions = [dict(c) for c in previous.get("conditions") or [] if isinstance(c, Mapping)]
-    old = next((c for c in conditions if c.get("type") == SCALING_ACTIVE), None)
-    status = "True" if active else "False"
-    since = str(old.get("lastTransitionTime") or now) if old and old.get("status") == status else now
-    new = Condition(type=SCALING_ACTIVE, status=status, reason=reason, message=_clip(message),
-                    last_transition_time=since, observed_generation=generation).model_dump(by_alias=True,
-                                                                                            mode="json")
+    other conditions kept as they are); None when nothing changes."""
+    previous_conditions = [c for c in previous.get("conditions") or [] if isinstance(c, Mapping)]
+    conditions = merge_conditions(previous_conditions, [_cond(SCALING_ACTIVE, active, reason, message)],
+                                  generation, now)
     patch: dict[str, Any] = {}
-    if old != new:
-        patch["conditions"] = [new if c is old else c for c in conditions] if old is not None else [*conditions, new]
+    if conditions != [dict(c) for c in previous_conditions]:
+        patch["conditions"] = conditions
     if previous.get("autoscaling") != dict(autoscaling):
         patch["autoscaling"] = dict(autoscaling)
     return patch or None

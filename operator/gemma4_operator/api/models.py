@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from gemma4_operator.autoscaling import ACCEPTED_METRIC_NAMES
+from gemma4_operator.api.metric_names import ACCEPTED_METRIC_NAMES
 
 GROUP = "serving.gemma4.dev"
 VERSION = "v1alpha1"
@@ -77,11 +77,22 @@ class AutoscalingBackend(enum.StrEnum):
 # Spellings accepted for autoscalingMetricSpecs[].metricName: what the CRD enum admits.
 METRIC_NAMES = ACCEPTED_METRIC_NAMES
 
-# Variants without an audio encoder, and the context limit of the E-series. Both are
-# catalog facts too; they are repeated here only because CEL rules must be literal.
-_NO_AUDIO_VARIANTS = ("26b-a4b", "31b")
-_E_SERIES_MAX_LEN = 131072
-_MAX_LEN = 262144
+# Catalog facts repeated as literals because CEL rules cannot read the catalog; each is checked
+# equal to catalog/*.yaml by tests/unit/test_api_catalog.py.
+_NO_AUDIO_VARIANTS = ("26b-a4b", "31b")  # variants without an audio encoder
+_E_SERIES = ("e2b", "e4b")
+_E_SERIES_MAX_LEN = 131072  # their context length
+_MAX_LEN = 262144  # the longest context of any variant
+_UNSERVED_FORMATS = {  # engine -> formats it does not serve (formats.yaml `engines`)
+    "vllm": ("q8_0", "q4_k_m"),
+    "llamacpp": ("fp8", "nvfp4", "int4"),
+}
+_UNSERVED_MESSAGES = {
+    "vllm": "quantization: q8_0 and q4_k_m are GGUF formats served by llama.cpp; use engine llamacpp or auto",
+    "llamacpp": "quantization: fp8, nvfp4 and int4 are vLLM formats; llama.cpp serves bf16, q8_0 or q4_k_m",
+}
+_GPU_ONLY_ENGINES = ("vllm",)  # engines.yaml devices.cpu false
+_GPU_ONLY_FORMATS = ("fp8", "nvfp4", "int4")  # formats no CPU-capable engine serves
 K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 SOURCE_URI_PATTERN = r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+(@[A-Za-z0-9._/-]+|:[A-Za-z0-9_.-]+)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]*)$"
 
@@ -403,7 +414,7 @@ _SPEC_RULES = cel_rules(
         field_path=".serving.modalities",
     ),
     CelRule(
-        rule=f"!(self.model.variant in ['e2b', 'e4b']) || self.serving.maxModelLen <= {_E_SERIES_MAX_LEN}",
+        rule=f"!(self.model.variant in {list(_E_SERIES)!r}) || self.serving.maxModelLen <= {_E_SERIES_MAX_LEN}",
         message=f"serving.maxModelLen: e2b and e4b have a {_E_SERIES_MAX_LEN}-token context",
         field_path=".serving.maxModelLen",
     ),
@@ -417,23 +428,18 @@ _SPEC_RULES = cel_rules(
         message="serving.toolCalling needs an instruction-tuned model (model.instructionTuned: true)",
         field_path=".serving.toolCalling",
     ),
-    CelRule(
-        rule="self.accelerator.type != 'cpu' || self.engine != 'vllm'",
-        message="engine: vllm needs an NVIDIA GPU; use engine llamacpp (or auto) with accelerator.type cpu",
+    *(CelRule(
+        rule=f"self.accelerator.type != 'cpu' || self.engine != '{engine}'",
+        message=f"engine: {engine} needs an NVIDIA GPU; use engine llamacpp (or auto) with accelerator.type cpu",
         field_path=".engine",
-    ),
-    CelRule(
-        rule="self.engine != 'vllm' || !(self.quantization in ['q8_0', 'q4_k_m'])",
-        message="quantization: q8_0 and q4_k_m are GGUF formats served by llama.cpp; use engine llamacpp or auto",
+    ) for engine in _GPU_ONLY_ENGINES),
+    *(CelRule(
+        rule=f"self.engine != '{engine}' || !(self.quantization in {list(formats)!r})",
+        message=_UNSERVED_MESSAGES[engine],
         field_path=".quantization",
-    ),
+    ) for engine, formats in _UNSERVED_FORMATS.items()),
     CelRule(
-        rule="self.engine != 'llamacpp' || !(self.quantization in ['fp8', 'nvfp4', 'int4'])",
-        message="quantization: fp8, nvfp4 and int4 are vLLM formats; llama.cpp serves bf16, q8_0 or q4_k_m",
-        field_path=".quantization",
-    ),
-    CelRule(
-        rule="self.accelerator.type != 'cpu' || !(self.quantization in ['fp8', 'nvfp4', 'int4'])",
+        rule=f"self.accelerator.type != 'cpu' || !(self.quantization in {list(_GPU_ONLY_FORMATS)!r})",
         message="quantization: fp8, nvfp4 and int4 need an NVIDIA GPU; on cpu use q4_k_m, q8_0, bf16 or auto",
         field_path=".quantization",
     ),
@@ -477,24 +483,21 @@ class Gemma4DeploymentSpec(ApiModel):
         problems: list[str] = []
         if variant.value in _NO_AUDIO_VARIANTS and Modality.AUDIO in modalities:
             problems.append(_SPEC_RULES_BY_PATH[".serving.modalities"])
-        if variant in (Variant.E2B, Variant.E4B) and self.serving.max_model_len > _E_SERIES_MAX_LEN:
+        if variant.value in _E_SERIES and self.serving.max_model_len > _E_SERIES_MAX_LEN:
             problems.append(_SPEC_RULES_BY_PATH[".serving.maxModelLen"])
         if not self.model.instruction_tuned and self.serving.reasoning:
             problems.append(_SPEC_RULES_BY_PATH[".serving.reasoning"])
         if not self.model.instruction_tuned and self.serving.tool_calling:
             problems.append(_SPEC_RULES_BY_PATH[".serving.toolCalling"])
-        if self.accelerator.type == "cpu" and self.engine is EngineChoice.VLLM:
+        cpu = self.accelerator.type == "cpu"
+        if cpu and self.engine.value in _GPU_ONLY_ENGINES:
             problems.append(_SPEC_RULES_BY_PATH[".engine"])
-        if self.accelerator.type == "cpu" and self.accelerator.count:
+        if cpu and self.accelerator.count:
             problems.append("accelerator.count must be 0 when accelerator.type is cpu (a CPU pod uses no GPUs)")
-        gguf = (QuantizationChoice.Q8_0, QuantizationChoice.Q4_K_M)
-        gpu_only = (QuantizationChoice.FP8, QuantizationChoice.NVFP4, QuantizationChoice.INT4)
-        if self.engine is EngineChoice.VLLM and quant in gguf:
-            problems.append(_QUANT_MESSAGES[0])
-        if self.engine is EngineChoice.LLAMACPP and quant in gpu_only:
-            problems.append(_QUANT_MESSAGES[1])
-        if self.accelerator.type == "cpu" and quant in gpu_only:
-            problems.append(_QUANT_MESSAGES[2])
+        if quant.value in _UNSERVED_FORMATS.get(self.engine.value, ()):
+            problems.append(_UNSERVED_MESSAGES[self.engine.value])
+        if cpu and quant.value in _GPU_ONLY_FORMATS:
+            problems.append(_CPU_FORMAT_MESSAGE)
         if problems:
             raise cross_field_error(problems)
         return self
@@ -510,7 +513,7 @@ class Gemma4DeploymentSpec(ApiModel):
 
 _SPEC_RULE_LIST: list[dict[str, str]] = _SPEC_RULES["x-kubernetes-validations"]
 _SPEC_RULES_BY_PATH = {r["fieldPath"]: r["message"] for r in _SPEC_RULE_LIST}
-_QUANT_MESSAGES = [r["message"] for r in _SPEC_RULE_LIST if "quantization" in r["message"]]
+_CPU_FORMAT_MESSAGE = next(r["message"] for r in _SPEC_RULE_LIST if "need an NVIDIA GPU; on cpu" in r["message"])
 
 
 class Gemma4Deployment(ApiModel):
@@ -601,3 +604,48 @@ class Gemma4DeploymentStatus(ApiModel):
     gpus: Annotated[str, Field(description="GPUs per replica for display, e.g. 2x h100-80gb.")] = ""
     ready: Annotated[str, Field(description="Ready and desired replicas for display, e.g. 2/3.")] = ""
     autoscaling: Annotated[AutoscalingStatus | None, Field(description="Autoscaler state.")] = None
+
+__all__ = [
+    "API_VERSION",
+    "GROUP",
+    "K8S_NAME_PATTERN",
+    "KIND",
+    "METRIC_NAMES",
+    "PLURAL",
+    "SINGULAR",
+    "SOURCE_URI_PATTERN",
+    "VERSION",
+    "AcceleratorSpec",
+    "AccessMode",
+    "ApiModel",
+    "AutoscalingBackend",
+    "AutoscalingMetricSpec",
+    "AutoscalingSpec",
+    "AutoscalingStatus",
+    "CelRule",
+    "Condition",
+    "EngineChoice",
+    "EnvVar",
+    "Gemma4Deployment",
+    "Gemma4DeploymentSpec",
+    "Gemma4DeploymentStatus",
+    "KvCacheDtypeChoice",
+    "LocalObjectReference",
+    "MetricStatusEntry",
+    "Modality",
+    "ModelCacheSpec",
+    "ModelSource",
+    "ModelSpec",
+    "PlanMemory",
+    "PlanStatus",
+    "PodTemplateMetadata",
+    "PodTemplateOverrides",
+    "PodTemplateSpecOverrides",
+    "QuantizationChoice",
+    "SecretKeyRef",
+    "ServingSpec",
+    "StorageSpec",
+    "Variant",
+    "cel_rules",
+    "cross_field_error",
+]

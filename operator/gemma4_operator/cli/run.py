@@ -1,4 +1,4 @@
-"""`gemma4-operator run`: flags (with GEMMA4_* environment twins), logging, metrics, kopf.
+"""`gemma4-operator run`: flags (with GEMMA4_* environment twins) -> OperatorConfig -> the operator.
 
 Namespaces: ``--namespace`` (repeatable; kopf globs such as ``ml-*`` work) or cluster-wide
 (the default, or ``--all-namespaces``).
@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
-import re
 import sys
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
-from gemma4_operator.config import (
-    IMAGE_KEYS,
+from gemma4_operator.controller.config import (
     ChildrenMode,
     ConfigError,
     LogFormat,
@@ -37,10 +34,8 @@ from gemma4_operator.config import (
     parse_images,
     split_list,
 )
-
-if TYPE_CHECKING:
-    from gemma4_operator.context import OperatorContext
-    from gemma4_operator.metrics import Metrics
+from gemma4_operator.controller.runner import configure_logging, make_context, run_operator
+from gemma4_operator.engines import image_keys
 
 EXIT_OPERATOR_ERROR = 3
 ENV_PREFIX = "GEMMA4_"
@@ -57,7 +52,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                             "(comma-separated). Default: all namespaces")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (the default)")
     p.add_argument("--image", action="append", default=None, metavar="KEY=IMAGE",
-                   help=f"default engine image, KEY one of {', '.join(IMAGE_KEYS)} (repeatable; a spec's "
+                   help=f"default engine image, KEY one of {', '.join(image_keys())} (repeatable; a spec's "
                         "serving.image still wins). Env GEMMA4_IMAGES (comma-separated)")
     p.add_argument("--accelerators", metavar="TYPES",
                    help="fixed accelerator types for accelerator.type auto (comma-separated; 'none' for a CPU-only "
@@ -134,63 +129,6 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         )
     except ValueError as e:
         raise ConfigError(str(e)) from e
-
-
-# kopf logs every successful handler at INFO, including the watch-event handlers that run on
-# each pod and child update and the probe activity on each liveness check: noise, unless -v.
-_CHATTER = re.compile(r"^(Handler '(child_event|pod_event|node_event|g4d_parent_event)'|Activity 'gemma4') "
-                      r"succeeded\.$")
-
-
-class _QuietHandlers(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno <= logging.INFO and _CHATTER.match(record.getMessage()))
-
-
-def configure_logging(config: OperatorConfig) -> None:
-    import kopf
-
-    kopf.configure(verbose=config.verbose,
-                   log_format=kopf.LogFormat.JSON if config.log_format is LogFormat.JSON else kopf.LogFormat.FULL,
-                   log_prefix=config.log_format is LogFormat.TEXT)
-    if not config.verbose:
-        for name in ("kopf.objects", "kopf.activities.probe"):
-            logging.getLogger(name).addFilter(_QuietHandlers())
-        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # one line per liveness probe
-
-
-def make_context(config: OperatorConfig, *, api_client: Any = None, metrics: Metrics | None = None) -> OperatorContext:
-    """The shared state of one operator; ``api_client`` defaults to the process's single client."""
-    from gemma4_operator.context import OperatorContext
-    from gemma4_operator.kube import Kube, build_api_client
-    from gemma4_operator.metrics import Metrics
-    from gemma4_operator.render import RenderOptions
-
-    api = api_client if api_client is not None else build_api_client(config.server)
-    return OperatorContext(config=config, kube=Kube(api, request_timeout=config.request_timeout),
-                           metrics=metrics or Metrics(),
-                           render_options=RenderOptions(prometheus_url=config.prometheus_url))
-
-
-async def run_operator(ctx: OperatorContext, *, stop_flag: Any = None, ready_flag: Any = None) -> None:
-    """Run kopf with the operator's registry and settings until stopped (signal or ``stop_flag``)."""
-    import kopf
-
-    from gemma4_operator.handlers import build_registry, build_settings
-
-    config = ctx.config
-    try:
-        await kopf.operator(
-            registry=build_registry(config), settings=build_settings(config),
-            clusterwide=config.clusterwide, namespaces=list(config.namespaces),
-            liveness_endpoint=config.liveness_endpoint, memo=kopf.Memo(ctx=ctx),
-            stop_flag=stop_flag, ready_flag=ready_flag,
-        )
-    finally:
-        for task in [*ctx.retries.values(), *ctx.autoscalers.values()]:
-            task.cancel()
-        ctx.retries.clear()
-        ctx.autoscalers.clear()
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:  # noqa: ARG001 - the CLI's command signature

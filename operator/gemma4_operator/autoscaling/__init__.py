@@ -1,0 +1,1 @@
+"""Autoscaling decisions: metric samples in, desired replicas out; exposition parsing; the KEDA object. Pure."""

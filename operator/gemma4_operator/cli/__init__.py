@@ -1,0 +1,1 @@
+"""The command line: offline plan / render / crd / accelerators, and run (the operator)."""

@@ -1,0 +1,216 @@
+"""The Engine protocol and what every engine shares.
+
+An engine owns everything that differs between serving engines: where it runs and which
+formats it serves (from its catalog row and formats.yaml), its memory fit, its command line,
+env, ports and probes, the metrics it exposes and its default autoscaling signals. The
+planner, renderer and autoscaler only ask an :class:`Engine`; none of them compares names.
+:class:`CatalogEngine` implements the parts that are plain catalog lookups.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gemma4_operator.api import Gemma4DeploymentSpec
+from gemma4_operator.api.metric_names import Signal
+from gemma4_operator.catalog import Accelerator, Catalog, Checkpoint, EngineInfo, FormatInfo, VariantInfo
+from gemma4_operator.planner.plan import Candidate, Plan
+from gemma4_operator.planner.sources import SourceRef
+
+CACHE_MOUNT = "/cache"
+K8sObject = dict[str, Any]
+
+# catalog engines.yaml `metrics` keys -> autoscaling signals
+_METRIC_KEYS = {
+    "queue_length": Signal.QUEUE_LENGTH,
+    "batch_size": Signal.BATCH_SIZE,
+    "kv_cache_usage": Signal.KV_CACHE_USAGE,
+    "request_count": Signal.REQUEST_COUNT,
+}
+
+
+@dataclass(frozen=True)
+class EngineContainer:
+    """The engine-specific parts of the serving pod."""
+
+    command: list[str]
+    args: list[str]
+    env: list[K8sObject]
+    startup_probe: K8sObject
+    readiness_probe: K8sObject
+    liveness_probe: K8sObject
+    volume_mounts: list[K8sObject] = field(default_factory=list)
+    shm_size: str = ""  # memory-backed /dev/shm, only for multi-GPU tensor parallel
+
+
+@dataclass(frozen=True)
+class MemoryFit:
+    """An engine's memory numbers for one candidate (GiB per GPU, or per pod on CPU)."""
+
+    weights_gib: float
+    kv_pool_gib: float
+    overhead_gib: float
+    usable_gib: float
+    per_sequence_gib: float
+    max_concurrency: int
+    batch_tokens: int
+    needed_gib: float
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """Why a candidate does not fit in memory, and by how much."""
+
+    reason: str
+    shortfall_gib: float
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Plan values only some engines have: parallelism, a quantization flag, and the plan notes that
+    explain them (parallelism notes follow the format note, modality notes the KV-cache note)."""
+
+    tensor_parallel_size: int = 1
+    expert_parallel: bool = False
+    quantization_flag: str | None = None
+    parallelism_notes: tuple[str, ...] = ()
+    modality_notes: tuple[str, ...] = ()
+
+
+class Engine(Protocol):
+    """What the planner, renderer and autoscaler may ask of an engine."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def info(self) -> EngineInfo: ...
+
+    def refusal(self, accel: Accelerator) -> str | None:
+        """Why the engine cannot run on this accelerator at all, or None."""
+
+    def accepts_source(self, source: SourceRef | None) -> bool:
+        """Whether the engine can load weights from this custom source (None: the catalog's)."""
+
+    def auto_formats(self, accel: Accelerator, catalog: Catalog) -> list[str]:
+        """Formats `quantization: auto` tries on this accelerator, best first."""
+
+    def gpu_counts(self, variant: VariantInfo, accel: Accelerator) -> list[int]:
+        """GPU counts per replica to try, fewest first."""
+
+    def candidate_refusal(self, variant: VariantInfo, accel: Accelerator, gpus: int) -> str | None:
+        """Why this GPU count cannot work for the engine, or None."""
+
+    def auto_kv_dtype(self, accel: Accelerator, catalog: Catalog) -> str:
+        """KV-cache precision for `kvCacheDtype: auto`."""
+
+    def weight_bytes(self, variant: VariantInfo, fmt: FormatInfo, checkpoint: Checkpoint | None) -> tuple[int, bool]:
+        """(bytes of weights the engine loads, whether that is an estimate)."""
+
+    def fit(self, candidate: Candidate) -> MemoryFit | Shortfall:
+        """The candidate's memory fit at the requested concurrency."""
+
+    def settings(self, candidate: Candidate, source: SourceRef | None) -> EngineSettings:
+        """Engine-only plan values for a candidate that fits."""
+
+    def image(self, accel: Accelerator, overrides: Mapping[str, str]) -> str:
+        """The container image: an operator-wide override by image key, else the catalog's."""
+
+    def image_keys(self, *, gpu: bool) -> tuple[str, ...]:
+        """`--image KEY=IMAGE` keys that set this engine's image, most specific first."""
+
+    def container(self, plan: Plan, spec: Gemma4DeploymentSpec) -> EngineContainer:
+        """Command, args, env, probes and mounts of the serving container."""
+
+    def metric_names(self) -> dict[Signal, tuple[str, ...]]:
+        """Metric names per autoscaling signal, newest name first; absent signals are not exposed."""
+
+    def default_signals(self, plan: Plan) -> tuple[tuple[Signal, float], ...]:
+        """(signal, target) pairs the autoscaler uses when the spec names no metrics."""
+
+
+class CatalogEngine(Engine):
+    """The parts of an engine that are catalog lookups; engine modules subclass it."""
+
+    def __init__(self, name: str, info: EngineInfo) -> None:
+        self._name = name
+        self._info = info
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def info(self) -> EngineInfo:
+        return self._info
+
+    def refusal(self, accel: Accelerator) -> str | None:
+        devices = self._info.devices
+        if not accel.is_gpu:
+            return None if devices.cpu else devices.cpu_refusal
+        if accel.compute_capability < devices.gpu_min_compute_capability:
+            return f"{devices.gpu_refusal} ({devices.source})"
+        return None
+
+    def accepts_source(self, source: SourceRef | None) -> bool:
+        return source is None or not source.is_gguf or self._info.weights == "gguf"
+
+    def auto_formats(self, accel: Accelerator, catalog: Catalog) -> list[str]:
+        return [f for f in self._info.auto_formats if catalog.formats[f].native_on(accel)]
+
+    def image(self, accel: Accelerator, overrides: Mapping[str, str]) -> str:
+        for key in self.image_keys(gpu=accel.is_gpu):
+            if key in overrides:
+                return overrides[key]
+        return self._info.image(gpu=accel.is_gpu, arch=accel.arch)
+
+    def image_keys(self, *, gpu: bool) -> tuple[str, ...]:
+        return (self._name,) if gpu or not self._info.images.cpu else (f"{self._name}-cpu", self._name)
+
+    def metric_names(self) -> dict[Signal, tuple[str, ...]]:
+        return {_METRIC_KEYS[key]: tuple(names) for key, names in self._info.metrics.items() if names}
+
+
+def http_probe(path: str, *, period: int, timeout: int, failures: int) -> K8sObject:
+    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period,
+            "timeoutSeconds": timeout, "failureThreshold": failures}
+
+
+def probes(plan: Plan, info: EngineInfo) -> tuple[K8sObject, K8sObject, K8sObject]:
+    """Startup covers download + load (budget from the checkpoint size); readiness proves the model
+    is served; liveness tolerates long prefills (90 s of failures before a restart)."""
+    startup = http_probe(info.health_path, period=10, timeout=5, failures=math.ceil(plan.startup_budget_s / 10))
+    readiness = http_probe(info.readiness_path, period=5, timeout=5, failures=3)
+    liveness = http_probe(info.health_path, period=15, timeout=10, failures=6)
+    return startup, readiness, liveness
+
+
+def common_env(spec: Gemma4DeploymentSpec) -> list[K8sObject]:
+    """Token only through secretKeyRef."""
+    env: list[K8sObject] = [{"name": "HF_HOME", "value": f"{CACHE_MOUNT}/huggingface"}]
+    source = spec.model.source
+    if source is not None and source.token_secret_ref is not None:
+        ref = source.token_secret_ref
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    return env
+
+
+def with_user_env(env: list[K8sObject], spec: Gemma4DeploymentSpec) -> list[K8sObject]:
+    """The user's env last, one entry per name, the last one winning in the first one's place: a
+    user's env overrides ours (e.g. HF_HOME) without a duplicate, which server-side apply refuses
+    ("duplicate entries for key [name=...]": env is a list map keyed by name)."""
+    merged = [*env, *(e.model_dump(by_alias=True, exclude_none=True) for e in spec.serving.env)]
+    last = {e["name"]: e for e in merged}
+    out: list[K8sObject] = []
+    for e in merged:
+        if e["name"] in last:
+            out.append(last.pop(e["name"]))
+    return out
+
+
+def cache_mounts() -> list[K8sObject]:
+    """The model cache volume (PVC or emptyDir) where both engines keep downloaded weights."""
+    return [{"name": "cache", "mountPath": CACHE_MOUNT}]

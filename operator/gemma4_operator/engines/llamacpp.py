@@ -1,0 +1,155 @@
+"""llama.cpp: one GPU or a CPU pod, a unified KV buffer over all slots, and the `llama-server` command line.
+
+KV cells follow llama.cpp's own sizing (ggml-org/llama.cpp src/llama-kv-cache-iswa.cpp): with a
+unified KV buffer (-kvu) full-attention layers hold n_ctx = slots x max_model_len cells, sliding
+layers PAD256(min(n_ctx, W x slots + n_ubatch)).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from typing_extensions import override
+
+from gemma4_operator.api import Gemma4DeploymentSpec
+from gemma4_operator.api.metric_names import DEFAULT_TARGETS, DEFAULT_UTILIZATION, Signal
+from gemma4_operator.catalog import GIB, Accelerator, Catalog, Checkpoint, FormatInfo, VariantInfo
+from gemma4_operator.engines.base import (
+    CACHE_MOUNT,
+    CatalogEngine,
+    EngineContainer,
+    EngineSettings,
+    MemoryFit,
+    Shortfall,
+    cache_mounts,
+    common_env,
+    probes,
+    with_user_env,
+)
+from gemma4_operator.planner import memory
+from gemma4_operator.planner.plan import Candidate, Plan
+from gemma4_operator.planner.sources import SourceRef
+
+SERVER_BINARY = "/app/llama-server"  # entry point of the ghcr.io/ggml-org/llama.cpp server images
+MAX_SLOTS = 1024  # upper bound when searching how many slots the KV budget holds
+
+
+def kv_bytes(variant: VariantInfo, max_model_len: int, slots: int, bytes_per_element: float, ubatch: int) -> float:
+    """KV bytes of a unified buffer for `slots` sequences of max_model_len."""
+    sliding, full = variant.kv_layer_counts
+    n_ctx = max_model_len * slots
+    swa_cells = min(n_ctx, variant.sliding_window * slots + ubatch)
+    swa_cells = math.ceil(swa_cells / 256) * 256
+    return (sliding * 2 * variant.kv_heads * variant.head_dim * bytes_per_element * swa_cells
+            + full * 2 * variant.global_kv_heads * variant.global_head_dim * bytes_per_element * n_ctx)
+
+
+class Engine(CatalogEngine):
+    @override
+    def gpu_counts(self, variant: VariantInfo, accel: Accelerator) -> list[int]:
+        return [1] if accel.is_gpu else [0]
+
+    @override
+    def candidate_refusal(self, variant: VariantInfo, accel: Accelerator, gpus: int) -> str | None:
+        if gpus > 1:
+            return "llama.cpp plans use one GPU per replica; leave accelerator.count at 0 or 1"
+        return None
+
+    @override
+    def auto_kv_dtype(self, accel: Accelerator, catalog: Catalog) -> str:
+        return "bf16"  # f16 cells; q8_0 only when asked (kvCacheDtype: fp8)
+
+    @override
+    def weight_bytes(self, variant: VariantInfo, fmt: FormatInfo, checkpoint: Checkpoint | None) -> tuple[int, bool]:
+        return memory.resident_weight_bytes(variant, fmt, checkpoint, memory.gguf_text_only_bytes)
+
+    @override
+    def fit(self, c: Candidate) -> MemoryFit | Shortfall:
+        """One pod (GPU or CPU): GGUF + mmproj when images/audio are served + buffers + KV for all slots."""
+        info, concurrency = self.info, c.spec.serving.concurrency
+        mmproj = 0 if c.text_only or c.checkpoint is None else (c.checkpoint.mmproj_bytes or 0)
+        weights_gib = (c.weights_bytes + mmproj) / GIB
+        overhead = info.overhead_gib + (0.0 if c.accelerator.is_gpu else info.cpu_runtime_gib)
+        usable = c.accelerator.memory_gib * (info.gpu_memory_utilization if c.accelerator.is_gpu else 1.0)
+        bytes_per_element = info.kv_bytes_per_element[c.kv_dtype]
+
+        def kv_gib(slots: int) -> float:
+            return kv_bytes(c.variant, c.spec.serving.max_model_len, slots, bytes_per_element, info.ubatch) / GIB
+
+        pool = usable - weights_gib - overhead
+        need = weights_gib + overhead + kv_gib(concurrency)
+        if need > usable:
+            return Shortfall(
+                f"needs {need:.1f} GiB ({weights_gib:.1f} weights + {overhead:.1f} overhead + "
+                f"{kv_gib(concurrency):.1f} KV for {concurrency} slots) but has {usable:.1f} GiB: "
+                f"short by {need - usable:.1f} GiB", need - usable)
+        max_conc = _largest(lambda n: kv_gib(n) <= pool, concurrency, MAX_SLOTS)
+        return MemoryFit(weights_gib, pool, overhead, usable, kv_gib(1), max_conc, info.ubatch, need)
+
+    @override
+    def settings(self, c: Candidate, source: SourceRef | None) -> EngineSettings:
+        return EngineSettings()
+
+    @override
+    def container(self, plan: Plan, spec: Gemma4DeploymentSpec) -> EngineContainer:
+        startup, readiness, liveness = probes(plan, self.info)
+        env = with_user_env([*common_env(spec), {"name": "LLAMA_CACHE", "value": f"{CACHE_MOUNT}/llama.cpp"}], spec)
+        return EngineContainer(
+            command=[SERVER_BINARY], args=command_line(plan, spec), env=env,
+            startup_probe=startup, readiness_probe=readiness, liveness_probe=liveness,
+            volume_mounts=cache_mounts(),
+        )
+
+    @override
+    def default_signals(self, plan: Plan) -> tuple[tuple[Signal, float], ...]:
+        """The queue paired with busy slots (llama-server exposes no KV-cache metric): 80 % of the
+        planned slots."""
+        queue = DEFAULT_TARGETS[Signal.QUEUE_LENGTH]
+        assert queue is not None
+        return ((Signal.QUEUE_LENGTH, queue),
+                (Signal.BATCH_SIZE, max(1.0, round(DEFAULT_UTILIZATION * plan.concurrency))))
+
+
+def _largest(ok: Callable[[int], bool], low: int, high: int) -> int:
+    """Largest n in [low, high] with ok(n), given ok(low) holds and ok is monotone."""
+    while low < high:
+        mid = (low + high + 1) // 2
+        if ok(mid):
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def _model_args(plan: Plan) -> list[str]:
+    source = plan.source
+    if source is not None and source.scheme == "pvc":
+        return ["-m", source.local_path]
+    # -hf fetches the GGUF and, unless told otherwise, the matching mmproj
+    args = ["-hf", plan.model_ref]
+    return args + (["--no-mmproj"] if plan.text_only else [])
+
+
+def command_line(plan: Plan, spec: Gemma4DeploymentSpec) -> list[str]:
+    """Arguments after llama-server. -c is the total context over all slots."""
+    slots = plan.concurrency
+    args = [
+        *_model_args(plan),
+        "--host", "0.0.0.0",
+        "--port", str(plan.port),  # always explicit: the default moved 8080 -> 9931
+        "-ngl", "all" if plan.accelerator.is_gpu else "0",
+        "-c", str(plan.max_model_len * slots),
+        "-np", str(slots),
+        "-kvu",
+        "--metrics",
+        "-a", plan.served_model_name,
+    ]
+    if plan.kv_cache_dtype == "fp8":
+        # q8_0 is llama.cpp's 8-bit KV; a quantized V cache needs flash attention
+        args += ["-ctk", "q8_0", "-ctv", "q8_0", "-fa", "on"]
+    if plan.instruction_tuned:
+        args.append("--jinja")  # chat template engine: tool calls and the thinking channel
+    if plan.instruction_tuned and not plan.reasoning:
+        args += ["--reasoning-budget", "0"]
+    return args + list(spec.serving.extra_args)

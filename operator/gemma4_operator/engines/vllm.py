@@ -1,0 +1,190 @@
+"""vLLM: where it runs, its start-up memory check, and the `vllm serve` command line.
+
+Memory follows vLLM's own start-up check (vllm-project/vllm vllm/v1/core/kv_cache_utils.py): the KV
+pool left after weights and activation profiling must hold `concurrency` worst-case requests of
+max_model_len, where a sliding-window layer reserves min(W - 1 + max_num_batched_tokens, L) tokens
+plus one block (vllm/v1/kv_cache_interface.py SlidingWindowSpec.max_memory_usage_bytes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from typing_extensions import override
+
+from gemma4_operator.api import Gemma4DeploymentSpec
+from gemma4_operator.api.metric_names import DEFAULT_TARGETS, Signal
+from gemma4_operator.catalog import GIB, Accelerator, Catalog, Checkpoint, FormatInfo, VariantInfo
+from gemma4_operator.engines.base import (
+    CatalogEngine,
+    EngineContainer,
+    EngineSettings,
+    MemoryFit,
+    Shortfall,
+    cache_mounts,
+    common_env,
+    probes,
+    with_user_env,
+)
+from gemma4_operator.planner import memory
+from gemma4_operator.planner.plan import Candidate, Plan
+from gemma4_operator.planner.sources import SourceRef
+
+# Per-prompt limits for the encoders a variant has; keys only for requested modalities.
+MM_LIMITS = {"image": 4, "audio": 1}
+SHM_SIZE = "16Gi"  # NCCL/torch shared memory between tensor-parallel workers
+_ANY_NODE = 64  # a bound on GPUs per node, to tell "does not divide the heads" from "too many GPUs"
+
+
+def _heads_per_gpu(heads: int, tp: int) -> int:
+    # Heads are split when there are enough of them, otherwise each GPU keeps one replica.
+    return heads // tp if heads >= tp else 1
+
+
+def kv_reservation_per_gpu(variant: VariantInfo, max_model_len: int, bytes_per_element: float,
+                           tp: int, max_num_batched_tokens: int, block_size: int) -> float:
+    """Bytes one request of max_model_len reserves on one GPU in vLLM's start-up check:
+    full layers hold every token; sliding layers hold min(W - 1 + mnbt, L) tokens plus a block."""
+    sliding, full = variant.kv_layer_counts
+    sliding_tokens = min(variant.sliding_window - 1 + max_num_batched_tokens, max_model_len) + block_size
+    full_tokens = math.ceil(max_model_len / block_size) * block_size
+    return (sliding * 2 * _heads_per_gpu(variant.kv_heads, tp) * variant.head_dim * bytes_per_element
+            * sliding_tokens
+            + full * 2 * _heads_per_gpu(variant.global_kv_heads, tp) * variant.global_head_dim
+            * bytes_per_element * full_tokens)
+
+
+class Engine(CatalogEngine):
+    @override
+    def gpu_counts(self, variant: VariantInfo, accel: Accelerator) -> list[int]:
+        return variant.valid_tensor_parallel_sizes(accel.max_per_node)
+
+    @override
+    def candidate_refusal(self, variant: VariantInfo, accel: Accelerator, gpus: int) -> str | None:
+        if gpus not in variant.valid_tensor_parallel_sizes(_ANY_NODE):
+            valid = variant.valid_tensor_parallel_sizes(accel.max_per_node)
+            return f"tensor parallel {gpus} does not divide {variant.name}'s attention heads; valid: {valid}"
+        return None
+
+    @override
+    def auto_kv_dtype(self, accel: Accelerator, catalog: Catalog) -> str:
+        # FP8 KV where the GPU computes in FP8 natively (the fp8 format's compute capability)
+        return "fp8" if catalog.formats["fp8"].native_on(accel) else "bf16"
+
+    @override
+    def weight_bytes(self, variant: VariantInfo, fmt: FormatInfo, checkpoint: Checkpoint | None) -> tuple[int, bool]:
+        return memory.resident_weight_bytes(variant, fmt, checkpoint, memory.estimate_weight_bytes)
+
+    def batch_tokens(self, accel: Accelerator) -> int:
+        batch = self.info.max_num_batched_tokens
+        assert batch is not None, "vLLM's catalog row sets max_num_batched_tokens"
+        return batch.large_gpu if accel.memory_gib >= batch.large_gpu_min_gib else batch.small_gpu
+
+    @override
+    def fit(self, c: Candidate) -> MemoryFit | Shortfall:
+        """Per GPU: sharded weights + replicated encoders + overhead + a KV pool holding
+        `concurrency` start-up reservations of max_model_len tokens."""
+        info, concurrency, gpus = self.info, c.spec.serving.concurrency, c.gpus
+        encoders = memory.encoder_bytes(c.variant)
+        weights_gib = ((c.weights_bytes - encoders) / gpus + (0 if c.text_only else encoders)) / GIB
+        overhead = info.overhead_gib + (0.0 if c.text_only else info.multimodal_overhead_gib)
+        usable = c.accelerator.memory_gib * info.gpu_memory_utilization
+        batch_tokens = self.batch_tokens(c.accelerator)
+        per_seq = kv_reservation_per_gpu(c.variant, c.spec.serving.max_model_len, info.kv_bytes_per_element[c.kv_dtype],
+                                         gpus, batch_tokens, info.block_size) / GIB
+        pool = usable - weights_gib - overhead
+        max_conc = max(0, math.floor(pool / per_seq))
+        need = weights_gib + overhead + concurrency * per_seq
+        if max_conc < concurrency:
+            return Shortfall(
+                f"needs {need:.1f} GiB per GPU ({weights_gib:.1f} weights + {overhead:.1f} overhead + "
+                f"{concurrency} x {per_seq:.2f} KV) but has {usable:.1f} GiB usable: short by {need - usable:.1f} GiB",
+                need - usable)
+        return MemoryFit(weights_gib, pool, overhead, usable, per_seq, max_conc, batch_tokens, need)
+
+    @override
+    def settings(self, c: Candidate, source: SourceRef | None) -> EngineSettings:
+        expert_parallel = c.variant.is_moe and c.gpus > 1
+        flag = None
+        if source is not None:
+            flag = "fp8" if c.fmt == "fp8" else None  # a custom BF16 repo quantized online at load
+        elif c.checkpoint is not None:
+            flag = c.checkpoint.online_quantization or c.checkpoint.vllm_quantization
+        parallelism: list[str] = []
+        if c.gpus > 1:
+            parallelism.append(f"{c.gpus} GPUs with tensor parallel {c.gpus}: fewer GPUs do not hold the weights "
+                               f"plus {c.spec.serving.concurrency} sequences of KV cache")
+            if c.variant.global_kv_heads < c.gpus:
+                parallelism.append(f"TP {c.gpus} exceeds the {c.variant.global_kv_heads} global KV heads: "
+                                   "their KV cache is replicated across GPUs")
+        if expert_parallel:
+            parallelism.append(f"mixture of experts on {c.gpus} GPUs: --enable-expert-parallel shards the "
+                               f"{c.variant.experts} experts")
+        modality = ("text only: --language-model-only skips the vision/audio encoders",) if c.text_only else ()
+        return EngineSettings(c.gpus, expert_parallel, flag, tuple(parallelism), modality)
+
+    @override
+    def container(self, plan: Plan, spec: Gemma4DeploymentSpec) -> EngineContainer:
+        startup, readiness, liveness = probes(plan, self.info)
+        env = with_user_env([*common_env(spec), {"name": "VLLM_NO_USAGE_STATS", "value": "1"}], spec)
+        return EngineContainer(
+            command=["vllm", "serve"], args=command_line(plan, spec), env=env,
+            startup_probe=startup, readiness_probe=readiness, liveness_probe=liveness,
+            volume_mounts=cache_mounts(), shm_size=SHM_SIZE if plan.tensor_parallel_size > 1 else "",
+        )
+
+    @override
+    def default_signals(self, plan: Plan) -> tuple[tuple[Signal, float], ...]:
+        """The queue for fast reaction, paired with KV-cache use: a queue target alone reads 0 while
+        the replicas keep up, so HPA math would walk the count down to the minimum."""
+        return ((Signal.QUEUE_LENGTH, _target(Signal.QUEUE_LENGTH)),
+                (Signal.KV_CACHE_USAGE, _target(Signal.KV_CACHE_USAGE)))
+
+
+def _target(signal: Signal) -> float:
+    target = DEFAULT_TARGETS[signal]
+    assert target is not None
+    return target
+
+
+def _model_args(plan: Plan) -> list[str]:
+    source = plan.source
+    if source is None:
+        return [plan.model_ref]
+    if source.scheme == "pvc":
+        return [source.local_path]
+    return [source.repo, *(["--revision", source.revision] if source.revision else [])]
+
+
+def _modality_args(plan: Plan) -> list[str]:
+    if plan.text_only:
+        return ["--language-model-only"]
+    limits = {m: MM_LIMITS[m] for m in plan.modalities if m in MM_LIMITS}
+    return ["--limit-mm-per-prompt", json.dumps(limits, separators=(",", ":"))]
+
+
+def command_line(plan: Plan, spec: Gemma4DeploymentSpec) -> list[str]:
+    """Arguments after `vllm serve`."""
+    args = [
+        *_model_args(plan),
+        "--served-model-name", plan.served_model_name,
+        "--host", "0.0.0.0",
+        "--port", str(plan.port),
+        "--tensor-parallel-size", str(plan.tensor_parallel_size),
+        "--max-model-len", str(plan.max_model_len),
+        "--max-num-batched-tokens", str(plan.max_num_batched_tokens),
+        "--gpu-memory-utilization", f"{plan.gpu_memory_utilization:.2f}",
+        # bf16 KV is the model dtype, which vLLM calls "auto"
+        "--kv-cache-dtype", "fp8" if plan.kv_cache_dtype == "fp8" else "auto",
+    ]
+    if plan.quantization_flag:
+        args += ["--quantization", plan.quantization_flag]
+    if plan.expert_parallel:
+        args.append("--enable-expert-parallel")
+    args += _modality_args(plan)
+    if plan.reasoning:
+        args += ["--reasoning-parser", "gemma4"]
+    if plan.tool_calling:
+        args += ["--enable-auto-tool-choice", "--tool-call-parser", "gemma4"]
+    return args + list(spec.serving.extra_args)

@@ -1,0 +1,1 @@
+"""Plan -> the child objects of a Gemma4Deployment (Kubernetes objects as dicts). Pure."""
