@@ -33,9 +33,10 @@ typecheck: setup
 pytest: setup
 	$(BIN)/pytest -q tests
 
-## bench: planner throughput, reconcile load and the autoscaling trace benchmark
+## bench: planner throughput (BENCH_AGAINST=REF: side by side with commit REF), reconcile load and the
+## autoscaling trace benchmark
 bench: setup
-	$(BIN)/python -m tests.benchmarks.planner.run
+	$(BIN)/python -m tests.benchmarks.planner.run $(if $(BENCH_AGAINST),--against $(BENCH_AGAINST))
 	$(BIN)/python -m tests.benchmarks.reconcile.run
 	$(BIN)/python -m tests.benchmarks.autoscaling.run
 

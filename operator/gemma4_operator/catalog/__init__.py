@@ -77,15 +77,7 @@ class VariantInfo(CatalogModel):
     def valid_tensor_parallel_sizes(self, limit: int) -> list[int]:
         """Powers of two vLLM's gemma4.py accepts: they divide the attention heads, and divide or are
         divided by both KV head counts."""
-        sizes = []
-        tp = 1
-        while tp <= limit:
-            kv_ok = all((kv % tp == 0) if kv >= tp else (tp % kv == 0)
-                        for kv in (self.kv_heads, self.global_kv_heads))
-            if self.attention_heads % tp == 0 and kv_ok:
-                sizes.append(tp)
-            tp *= 2
-        return sizes
+        return list(_tensor_parallel_sizes(self.attention_heads, self.kv_heads, self.global_kv_heads, limit))
 
 
 class OffNative(CatalogModel):
@@ -94,6 +86,18 @@ class OffNative(CatalogModel):
     action: Literal["refuse", "warn"]
     message: str
     source: str
+
+
+@functools.cache
+def _tensor_parallel_sizes(attention_heads: int, kv_heads: int, global_kv_heads: int, limit: int) -> tuple[int, ...]:
+    sizes = []
+    tp = 1
+    while tp <= limit:
+        kv_ok = all((kv % tp == 0) if kv >= tp else (tp % kv == 0) for kv in (kv_heads, global_kv_heads))
+        if attention_heads % tp == 0 and kv_ok:
+            sizes.append(tp)
+        tp *= 2
+    return tuple(sizes)
 
 
 class FormatInfo(CatalogModel):
@@ -252,11 +256,15 @@ class Catalog(CatalogModel):
     engines: dict[str, EngineInfo]
     known_bad: tuple[KnownBadRule, ...]
 
-    def checkpoint(self, variant: str, instruction_tuned: bool, fmt: str, engine: str) -> Checkpoint | None:
+    @functools.cached_property
+    def _checkpoints_by_key(self) -> dict[tuple[str, bool, str, str], Checkpoint]:
+        index: dict[tuple[str, bool, str, str], Checkpoint] = {}
         for c in self.checkpoints:
-            if (c.variant, c.instruction_tuned, c.format, c.engine) == (variant, instruction_tuned, fmt, engine):
-                return c
-        return None
+            index.setdefault((c.variant, c.instruction_tuned, c.format, c.engine), c)
+        return index
+
+    def checkpoint(self, variant: str, instruction_tuned: bool, fmt: str, engine: str) -> Checkpoint | None:
+        return self._checkpoints_by_key.get((variant, instruction_tuned, fmt, engine))
 
     def accelerator(self, name: str) -> Accelerator | None:
         return self.cpu if name == "cpu" else self.accelerators.get(name)

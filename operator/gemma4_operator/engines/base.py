@@ -138,6 +138,9 @@ class CatalogEngine(Engine):
     def __init__(self, name: str, info: EngineInfo) -> None:
         self._name = name
         self._info = info
+        # per accelerator type: asked for every candidate of every plan, constant per engine
+        self._refusals: dict[str, str | None] = {}
+        self._auto_formats: dict[tuple[int, str], list[str]] = {}
 
     @property
     def name(self) -> str:
@@ -148,18 +151,24 @@ class CatalogEngine(Engine):
         return self._info
 
     def refusal(self, accel: Accelerator) -> str | None:
-        devices = self._info.devices
-        if not accel.is_gpu:
-            return None if devices.cpu else devices.cpu_refusal
-        if accel.compute_capability < devices.gpu_min_compute_capability:
-            return f"{devices.gpu_refusal} ({devices.source})"
-        return None
+        if accel.name not in self._refusals:
+            devices = self._info.devices
+            if not accel.is_gpu:
+                self._refusals[accel.name] = None if devices.cpu else devices.cpu_refusal
+            elif accel.compute_capability < devices.gpu_min_compute_capability:
+                self._refusals[accel.name] = f"{devices.gpu_refusal} ({devices.source})"
+            else:
+                self._refusals[accel.name] = None
+        return self._refusals[accel.name]
 
     def accepts_source(self, source: SourceRef | None) -> bool:
         return source is None or not source.is_gguf or self._info.weights == "gguf"
 
     def auto_formats(self, accel: Accelerator, catalog: Catalog) -> list[str]:
-        return [f for f in self._info.auto_formats if catalog.formats[f].native_on(accel)]
+        key = (id(catalog), accel.name)
+        if key not in self._auto_formats:
+            self._auto_formats[key] = [f for f in self._info.auto_formats if catalog.formats[f].native_on(accel)]
+        return self._auto_formats[key]
 
     def image(self, accel: Accelerator, overrides: Mapping[str, str]) -> str:
         for key in self.image_keys(gpu=accel.is_gpu):

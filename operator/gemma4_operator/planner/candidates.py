@@ -49,8 +49,12 @@ def engine_formats(spec: Gemma4DeploymentSpec, accel: Accelerator, source: Sourc
     if source is not None:
         runnable = runnable[:1]  # a custom repository holds one kind of weights: its first engine's
     pairs: list[tuple[Engine, str]] = []
+    seen: set[str] = set()
     for engine in runnable:
-        pairs += [(engine, f) for f in engine.auto_formats(accel, catalog) if f not in {p[1] for p in pairs}]
+        for fmt in engine.auto_formats(accel, catalog):
+            if fmt not in seen:
+                pairs.append((engine, fmt))
+                seen.add(fmt)
     return pairs
 
 
@@ -97,8 +101,10 @@ def match(spec: Gemma4DeploymentSpec, accel: Accelerator, engine: Engine, fmt: s
     if fmt_info is None or engine.name not in fmt_info.engines:
         return rejection(f"{engine.name} does not serve {fmt} weights")
     refusal = engine.refusal(accel)
-    warnings, rule_refusal = _warnings_or_refusal(spec, accel, engine, fmt, gpus, catalog)
-    refusal = refusal or rule_refusal or engine.candidate_refusal(variant, accel, gpus)
+    if refusal is not None:
+        return rejection(refusal)
+    warnings, refusal = _warnings_or_refusal(spec, accel, engine, fmt, gpus, catalog)
+    refusal = refusal or engine.candidate_refusal(variant, accel, gpus)
     if refusal is not None:
         return rejection(refusal)
     if accel.is_gpu and gpus > accel.max_per_node:
