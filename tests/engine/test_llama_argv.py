@@ -36,7 +36,7 @@ def test_example_argv() -> None:
 
 
 def test_gpu_hf_argv_with_kv_quant() -> None:
-    # the shape runtimes/llamacpp.py renders for a GPU plan with an fp8 KV cache
+    # the shape engines/llamacpp.py renders for a GPU plan with an fp8 KV cache
     argv = [
         "/app/llama-server", "-hf", "ggml-org/gemma-4-26B-A4B-it-GGUF:Q4_K_M", "--no-mmproj",
         "--host", "0.0.0.0", "--port", "8080", "-ngl", "all", "-c", "65536", "-np", "4", "-kvu",

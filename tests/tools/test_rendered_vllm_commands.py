@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from gemma4_operator.api import Gemma4Deployment, Gemma4DeploymentSpec
 from gemma4_operator.catalog import load_catalog
-from gemma4_operator.engines.base import vllm
+from gemma4_operator.engines import vllm
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.planner.select import plan
 from tests.tools.vllm_parser import check_vllm_command_lines
