@@ -189,6 +189,16 @@ def test_ha_clusterwide(renderer: Renderer) -> None:
         {"kind": "ServiceAccount", "name": "platform-operators", "namespace": "gemma4-system"}]
 
 
+def test_accelerator_prices_reach_the_operator(renderer: Renderer) -> None:
+    """`operator.acceleratorPrices` becomes --accelerator-price flags the operator reads as USD per GPU-hour."""
+    # --set-json: helm's --set reads 2.49 as a string (a values file has numbers anyway)
+    objects = renderer.objects("--set-json", 'operator.acceleratorPrices={"nvidia-h100-80gb":2.49,"nvidia-l4":0.6}')
+    args = _container(objects)["args"]
+    assert "--accelerator-price=nvidia-h100-80gb=2.49" in args and "--accelerator-price=nvidia-l4=0.6" in args
+    config = config_from_args(build_parser().parse_args(["run", *args]), env={})
+    assert config.prices == {"nvidia-h100-80gb": 2.49, "nvidia-l4": 0.6}
+
+
 def test_servicemonitor_follows_the_cluster_capabilities(renderer: Renderer) -> None:
     assert one(renderer.value_set("servicemonitor-capability"), "ServiceMonitor")
     with pytest.raises(HelmError) as e:
@@ -213,6 +223,8 @@ SCHEMA_VIOLATIONS = {
                  ["at '/podSecurityContext/runAsNonRoot': value must be true"]),
     "wrong type": (["--set-string", "ha.enabled=yes"], ["at '/ha/enabled': got string, want boolean"]),
     "short digest": (["--set", "image.digest=sha256:abc"], ["at '/image/digest': 'sha256:abc' does not match pattern"]),
+    "negative price": (["--set", "operator.acceleratorPrices.nvidia-l4=-1"],
+                       ["at '/operator/acceleratorPrices/nvidia-l4': minimum: got -1, want 0"]),
 }
 
 

@@ -78,9 +78,10 @@ def test_31b_nvfp4_on_h100_is_refused_with_the_reason_and_alternatives() -> None
 
 
 def test_e2b_auto_on_cpu_is_llamacpp_gguf() -> None:
+    # q8_0 is near-lossless (the quality floor) and costs the same CPU pod as q4_k_m (lossy)
     p = plan(spec(model={"variant": "e2b"}, accelerator={"type": "cpu"}), ALL_TYPES)
-    assert (p.engine, p.quantization, p.gpus_per_replica) == ("llamacpp", "q4_k_m", 0)
-    assert p.model_ref == "unsloth/gemma-4-E2B-it-GGUF:Q4_K_M"
+    assert (p.engine, p.quantization, p.gpus_per_replica) == ("llamacpp", "q8_0", 0)
+    assert p.model_ref == "ggml-org/gemma-4-E2B-it-GGUF:Q8_0"
     assert_fits(p)
 
 
@@ -112,12 +113,13 @@ def test_accelerator_auto_picks_the_cheapest_present_type_that_fits() -> None:
     facts = ClusterFacts(frozenset({"nvidia-l4", "nvidia-h100-80gb", "nvidia-b200"}))
     small = plan(spec(model={"variant": "e4b"}), facts)
     assert small.accelerator.name == "nvidia-l4"
+    # by hourly cost per replica: 4x L4 fp8 ($3.22 at catalog prices) beats 1x H100 fp8 ($6.88)
     big = plan(spec(model={"variant": "31b"}, serving={"concurrency": 4}), facts)
-    assert (big.accelerator.name, big.gpus_per_replica) == ("nvidia-h100-80gb", 1)
+    assert (big.accelerator.name, big.gpus_per_replica) == ("nvidia-l4", 4)
     assert any("cheapest type present" in n for n in big.notes)
-    # 8 sequences need TP 2 on H100 but fit one B200: fewer GPUs beat less memory
-    bigger = plan(spec(model={"variant": "31b"}, serving={"concurrency": 8}), facts)
-    assert (bigger.accelerator.name, bigger.gpus_per_replica) == ("nvidia-b200", 1)
+    # with the user's prices, the H100 is cheaper: the ranking follows them
+    own = plan(spec(model={"variant": "31b"}, serving={"concurrency": 4}), facts, prices={"nvidia-h100-80gb": 2.0})
+    assert (own.accelerator.name, own.gpus_per_replica, own.cost_per_replica_hour) == ("nvidia-h100-80gb", 1, 2.0)
 
 
 def test_auto_with_no_gpu_types_falls_back_to_cpu_only_when_the_variant_fits() -> None:

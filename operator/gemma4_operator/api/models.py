@@ -178,7 +178,8 @@ class AcceleratorSpec(ApiModel):
 
     type: Annotated[str, Field(
         description=(
-            "Accelerator type: `auto` (the cheapest type present in the cluster that fits), `cpu`, or a catalog "
+            "Accelerator type: `auto` (the type present in the cluster with the lowest cost per replica-hour "
+            "that fits, at the catalog's indicative prices or the operator's --accelerator-price), `cpu`, or a catalog "
             "type such as nvidia-l4, nvidia-h100-80gb, nvidia-b200, nvidia-gb200 (run `gemma4-operator "
             "accelerators` for the list)."
         ),
@@ -217,7 +218,8 @@ class ServingSpec(ApiModel):
     )] = 4
     kv_cache_dtype: Annotated[KvCacheDtypeChoice, Field(
         alias="kvCacheDtype",
-        description="KV-cache precision. auto: fp8 on GPUs with FP8 support under vLLM, bf16 otherwise.",
+        description=("KV-cache precision. auto: vLLM uses fp8 on GPUs with FP8 support (compute capability 8.9+) "
+                     "and bf16 elsewhere; llama.cpp uses f16 cells, and 8-bit q8_0 cells when f16 does not fit."),
     )] = KvCacheDtypeChoice.AUTO
     modalities: Annotated[list[Modality], Field(
         description=(
@@ -455,9 +457,11 @@ class Gemma4DeploymentSpec(ApiModel):
         "formats, CPU, and older GPUs such as the T4."
     ))] = EngineChoice.AUTO
     quantization: Annotated[QuantizationChoice, Field(description=(
-        "Weight format. auto picks the fastest format the hardware runs natively with a first-party or "
-        "well-known checkpoint: nvfp4 on Blackwell, fp8 on Hopper/Ada, bf16 (or int4 when bf16 cannot fit) on "
-        "Ampere, GGUF on CPU and small GPUs. An explicit format is honoured or refused with a reason."
+        "Weight format. auto picks the cheapest plan (GPUs per replica x price) among formats at the quality "
+        "floor (lossless bf16; near-lossless fp8, nvfp4, QAT int4, q8_0), then the format the GPU computes "
+        "natively (nvfp4 on Blackwell, fp8 on Hopper/Ada); a lossy format (q4_k_m) only when nothing at the "
+        "floor fits, said in status.plan.notes. status.plan.alternatives lists the runners-up and why they lost. "
+        "An explicit format is honoured or refused with a reason."
     ))] = QuantizationChoice.AUTO
     accelerator: Annotated[AcceleratorSpec, Field(description="Hardware for each replica.")] = Field(
         default_factory=AcceleratorSpec)
@@ -571,6 +575,13 @@ class PlanStatus(ApiModel):
     memory_gib: Annotated[PlanMemory, Field(alias="memoryGiB", description="Memory breakdown per GPU.")]
     max_concurrency: Annotated[int, Field(
         alias="maxConcurrency", description="Sequences of maxModelLen tokens the KV budget holds at once.")]
+    cost_per_replica_hour: Annotated[float, Field(
+        alias="costPerReplicaHour",
+        description="Estimated USD per replica-hour: GPUs x the accelerator's price (the catalog's indicative "
+                    "on-demand price, or the operator's --accelerator-price). A ranking input, not a bill.")] = 0.0
+    alternatives: Annotated[list[str], Field(
+        description="Runner-up plans the planner considered and why each lost (cost, quality, native speed).")] = \
+        Field(default_factory=list)
     notes: Annotated[list[str], Field(description="Why the planner chose this.")] = Field(default_factory=list)
 
 

@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 GIB = 1024**3
+QUALITY_TIERS = ("lossless", "near-lossless", "lossy")  # best first
+Quality = Literal["lossless", "near-lossless", "lossy"]
 
 
 class CatalogModel(BaseModel):
@@ -106,6 +108,8 @@ class FormatInfo(CatalogModel):
     bytes_per_param: float | None
     quantizes: Literal["all", "all_text", "linear", "mlp"]
     source: str
+    quality: Quality
+    quality_source: str
     min_compute_capability: float | None = None
     native_compute_majors: tuple[int, ...] = ()
     off_native: OffNative | None = None
@@ -173,6 +177,14 @@ class Accelerator(CatalogModel):
         return self.name.removeprefix("nvidia-")
 
 
+class Price(CatalogModel):
+    """Indicative on-demand USD per GPU-hour (per pod-hour for cpu), with where and when it was read."""
+
+    usd_per_hour: float
+    date: str
+    source: str
+
+
 class EngineImages(CatalogModel):
     gpu: dict[str, str]
     cpu: dict[str, str] = {}
@@ -214,6 +226,7 @@ class EngineInfo(CatalogModel):
     multimodal_overhead_gib: float = 0.0
     max_num_batched_tokens: MaxNumBatchedTokens | None = None
     cpu_runtime_gib: float = 0.0
+    startup_margin_gib: float = 0.0
     ubatch: int = 512
 
     def image(self, *, gpu: bool, arch: str) -> str:
@@ -255,6 +268,16 @@ class Catalog(CatalogModel):
     cpu: Accelerator
     engines: dict[str, EngineInfo]
     known_bad: tuple[KnownBadRule, ...]
+    prices: dict[str, Price]
+    quality_floor: Quality
+
+    def price(self, accelerator: str) -> float:
+        """USD per GPU-hour of an accelerator type (per pod-hour for cpu)."""
+        return self.prices[accelerator].usd_per_hour
+
+    def below_floor(self, fmt: str) -> bool:
+        """Whether a format's quality is below the floor `quantization: auto` keeps."""
+        return QUALITY_TIERS.index(self.formats[fmt].quality) > QUALITY_TIERS.index(self.quality_floor)
 
     @functools.cached_property
     def _checkpoints_by_key(self) -> dict[tuple[str, bool, str, str], Checkpoint]:
@@ -282,9 +305,12 @@ def _read(name: str) -> Any:
 def load_catalog() -> Catalog:
     """Parse and validate the catalog once per process."""
     accel = _read("accelerators.yaml")
+    formats = _read("formats.yaml")
     return Catalog(
         variants={v["name"]: VariantInfo(**v) for v in _read("variants.yaml")["variants"]},
-        formats={f["name"]: FormatInfo(**f) for f in _read("formats.yaml")["formats"]},
+        formats={f["name"]: FormatInfo(**f) for f in formats["formats"]},
+        quality_floor=formats["quality_floor"],
+        prices={name: Price(**p) for name, p in _read("prices.yaml")["prices"].items()},
         checkpoints=tuple(Checkpoint(**c) for c in _read("checkpoints.yaml")["checkpoints"]),
         accelerators={a["name"]: Accelerator(**a) for a in accel["accelerators"]},
         cpu=Accelerator(**accel["cpu"]),

@@ -20,6 +20,7 @@ from gemma4_operator.api import API_VERSION, KIND, Gemma4Deployment
 from gemma4_operator.api.crd import crd_yaml
 from gemma4_operator.catalog import load_catalog
 from gemma4_operator.cli import run as operator_main
+from gemma4_operator.controller.config import ConfigError, parse_prices
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.planner.select import plan
 from gemma4_operator.render.children import Owner, render_children
@@ -108,6 +109,7 @@ def plan_table(d: Gemma4Deployment, p: Plan, assumed: str) -> str:
         ("concurrency", f"{p.concurrency} requested, {p.max_concurrency} fit at max model len"),
         ("modalities", ", ".join(p.modalities)),
         ("startup budget", f"{p.startup_budget_s // 60} min"),
+        ("cost", f"${p.cost_per_replica_hour:.2f} per replica-hour (indicative)"),
     ]
     width = max(len(k) for k, _ in rows)
     out = [f"{KIND} {d.namespace}/{d.name or '(unnamed)'}   (cluster facts: {assumed})", ""]
@@ -120,6 +122,8 @@ def plan_table(d: Gemma4Deployment, p: Plan, assumed: str) -> str:
     out += [f"    {k:<16}{v:>8.1f}" for k, v in memory_rows]
     if p.notes:
         out += ["", "  notes"] + [f"    - {n}" for n in p.notes]
+    if p.alternatives:
+        out += ["", "  runners-up"] + [f"    - {a}" for a in p.alternatives]
     return "\n".join(out)
 
 
@@ -128,13 +132,21 @@ def _plan_document(d: Gemma4Deployment, p: Plan) -> dict[str, Any]:
             "plan": p.to_status().model_dump(by_alias=True, mode="json")}
 
 
+def _prices(items: Sequence[str]) -> dict[str, float]:
+    try:
+        return parse_prices(items)
+    except ConfigError as e:
+        raise InputError(str(e)) from e
+
+
 def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
     facts, assumed = _facts(args.accelerator)
+    prices = _prices(args.accelerator_price)
     documents: list[dict[str, Any]] = []
     status = 0
     for d in load_deployments(args.file):
         try:
-            p = plan(d.spec, facts)
+            p = plan(d.spec, facts, prices=prices)
         except PlanError as e:
             print(f"{KIND} {d.namespace}/{d.name}: {e.message}", file=sys.stderr)
             status = EXIT_PLAN_ERROR
@@ -152,10 +164,11 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
     facts, _ = _facts(args.accelerator)
+    prices = _prices(args.accelerator_price)
     objects: list[dict[str, Any]] = []
     for d in load_deployments(args.file):
         try:
-            p = plan(d.spec, facts)
+            p = plan(d.spec, facts, prices=prices)
         except PlanError as e:
             print(f"{KIND} {d.namespace}/{d.name}: {e.message}", file=sys.stderr)
             return EXIT_PLAN_ERROR
@@ -185,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_file(p: argparse.ArgumentParser) -> None:
         p.add_argument("file", help="YAML file with one or more Gemma4Deployments ('-' for stdin)")
+        p.add_argument("--accelerator-price", action="append", default=[], metavar="TYPE=USD",
+                       help="your price per GPU-hour of an accelerator type instead of the catalog's indicative "
+                            "one; plans are ranked by cost per replica-hour (repeatable)")
         p.add_argument("--accelerator", action="append", metavar="TYPE",
                        help="accelerator type present in the cluster, for accelerator.type auto (repeatable; "
                             "default: every catalog type)")

@@ -32,6 +32,7 @@ from gemma4_operator.controller.config import (
     LogFormat,
     OperatorConfig,
     parse_images,
+    parse_prices,
     split_list,
 )
 from gemma4_operator.controller.runner import configure_logging, make_context, run_operator
@@ -54,6 +55,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", action="append", default=None, metavar="KEY=IMAGE",
                    help=f"default engine image, KEY one of {', '.join(image_keys())} (repeatable; a spec's "
                         "serving.image still wins). Env GEMMA4_IMAGES (comma-separated)")
+    p.add_argument("--accelerator-price", action="append", default=None, metavar="TYPE=USD",
+                   help="your price per GPU-hour of an accelerator type, instead of the catalog's indicative "
+                        "on-demand price, for ranking plans by cost (repeatable). Env GEMMA4_ACCELERATOR_PRICES "
+                        "(comma-separated)")
     p.add_argument("--accelerators", metavar="TYPES",
                    help="fixed accelerator types for accelerator.type auto (comma-separated; 'none' for a CPU-only "
                         "cluster) instead of reading node labels (then no RBAC on nodes is needed). "
@@ -98,6 +103,8 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
     elif not args.all_namespaces:
         namespaces = split_list(_env("NAMESPACES", None, env))
     images = parse_images(args.image if args.image is not None else split_list(_env("IMAGES", None, env)))
+    prices = parse_prices(args.accelerator_price if args.accelerator_price is not None
+                          else split_list(_env("ACCELERATOR_PRICES", None, env)))
     accelerators_raw = args.accelerators if args.accelerators is not None else _env("ACCELERATORS", None, env)
     accelerators: tuple[str, ...] | None = None
     if accelerators_raw is not None:
@@ -113,6 +120,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         return OperatorConfig(
             namespaces=namespaces,
             images=images,
+            prices=prices,
             accelerator_types=accelerators,
             metrics_port=int(pick(args.metrics_port, "METRICS_PORT", "8080")),
             health_port=int(pick(args.health_port, "HEALTH_PORT", "8081")),

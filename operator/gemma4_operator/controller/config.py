@@ -33,6 +33,7 @@ class ConfigError(ValueError):
 class OperatorConfig:
     namespaces: tuple[str, ...] = ()  # empty: cluster-wide
     images: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    prices: Mapping[str, float] = dataclasses.field(default_factory=dict)  # USD per GPU-hour by accelerator type
     accelerator_types: tuple[str, ...] | None = None  # static cluster facts; None: read node labels
     metrics_port: int = 8080  # 0 disables the prometheus endpoint
     health_port: int = 8081  # 0 disables kopf's liveness endpoint
@@ -86,6 +87,25 @@ def parse_images(items: Sequence[str]) -> dict[str, str]:
             raise ConfigError(f"--image {item!r}: expected KEY=IMAGE with KEY one of {', '.join(image_keys())}")
         images[key.strip()] = image.strip()
     return images
+
+
+def parse_prices(items: Sequence[str], flag: str = "--accelerator-price") -> dict[str, float]:
+    """``["nvidia-h100-80gb=2.49", ...]`` -> USD per GPU-hour by catalog accelerator type (cpu: per pod)."""
+    from gemma4_operator.catalog import load_catalog
+
+    known = ["cpu", *load_catalog().gpu_types]
+    prices: dict[str, float] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            price = float(value) if sep else -1.0
+        except ValueError:
+            price = -1.0
+        if key.strip() not in known or not price >= 0 or price == float("inf"):
+            raise ConfigError(f"{flag} {item!r}: expected TYPE=USD with TYPE a catalog accelerator type "
+                              f"({', '.join(known)}) and USD a price per GPU-hour >= 0")
+        prices[key.strip()] = price
+    return prices
 
 
 def split_list(value: str | None) -> tuple[str, ...]:

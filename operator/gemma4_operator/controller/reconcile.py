@@ -125,7 +125,7 @@ def desired_state(parent: Gemma4Deployment, uid: str, facts: ClusterFacts, confi
     """Plan and render. ``keep`` (see :func:`keep_accelerator`) pins an unchanged auto object to
     the accelerator it runs on when the full cluster facts would move it elsewhere."""
     try:
-        p = plan(parent.spec, facts, images=config.images)
+        p = plan(parent.spec, facts, images=config.images, prices=config.prices)
     except PlanError as e:
         return Desired(None, e, ())
     if keep is not None and p.accelerator.name != keep:
@@ -133,7 +133,7 @@ def desired_state(parent: Gemma4Deployment, uid: str, facts: ClusterFacts, confi
         if pinned is not None:
             # When the pinned type no longer fits this spec, the full-facts plan stands.
             with contextlib.suppress(PlanError):
-                p = plan(parent.spec, pinned, images=config.images)
+                p = plan(parent.spec, pinned, images=config.images, prices=config.prices)
     owner = Owner(parent.name, parent.namespace, uid)
     try:
         rendered = render_children(owner, parent.spec, p, options)

@@ -53,6 +53,7 @@ class MemoryFit:
     weights_gib: float
     kv_pool_gib: float
     overhead_gib: float
+    capacity_gib: float  # the GPU's memory, or the CPU pod's memory limit
     usable_gib: float
     per_sequence_gib: float
     max_concurrency: int
@@ -104,8 +105,8 @@ class Engine(Protocol):
     def candidate_refusal(self, variant: VariantInfo, accel: Accelerator, gpus: int) -> str | None:
         """Why this GPU count cannot work for the engine, or None."""
 
-    def auto_kv_dtype(self, accel: Accelerator, catalog: Catalog) -> str:
-        """KV-cache precision for `kvCacheDtype: auto`."""
+    def kv_dtypes(self, accel: Accelerator, catalog: Catalog) -> list[str]:
+        """KV-cache precisions `kvCacheDtype: auto` tries, in order (the first that fits wins)."""
 
     def weight_bytes(self, variant: VariantInfo, fmt: FormatInfo, checkpoint: Checkpoint | None) -> tuple[int, bool]:
         """(bytes of weights the engine loads, whether that is an estimate)."""

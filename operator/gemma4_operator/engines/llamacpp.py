@@ -57,8 +57,8 @@ class Engine(CatalogEngine):
         return None
 
     @override
-    def auto_kv_dtype(self, accel: Accelerator, catalog: Catalog) -> str:
-        return "bf16"  # f16 cells; q8_0 only when asked (kvCacheDtype: fp8)
+    def kv_dtypes(self, accel: Accelerator, catalog: Catalog) -> list[str]:
+        return ["bf16", "fp8"]  # f16 cells; q8_0 cells (half the memory) when f16 does not fit
 
     @override
     def weight_bytes(self, variant: VariantInfo, fmt: FormatInfo, checkpoint: Checkpoint | None) -> tuple[int, bool]:
@@ -71,21 +71,25 @@ class Engine(CatalogEngine):
         mmproj = 0 if c.text_only or c.checkpoint is None else (c.checkpoint.mmproj_bytes or 0)
         weights_gib = (c.weights_bytes + mmproj) / GIB
         overhead = info.overhead_gib + (0.0 if c.accelerator.is_gpu else info.cpu_runtime_gib)
-        usable = c.accelerator.memory_gib * (info.gpu_memory_utilization if c.accelerator.is_gpu else 1.0)
+        budget = c.accelerator.memory_gib * (info.gpu_memory_utilization if c.accelerator.is_gpu else 1.0)
         bytes_per_element = info.kv_bytes_per_element[c.kv_dtype]
 
         def kv_gib(slots: int) -> float:
             return kv_bytes(c.variant, c.spec.serving.max_model_len, slots, bytes_per_element, info.ubatch) / GIB
 
-        pool = usable - weights_gib - overhead
         need = weights_gib + overhead + kv_gib(concurrency)
-        if need > usable:
+        if need > budget:
             return Shortfall(
                 f"needs {need:.1f} GiB ({weights_gib:.1f} weights + {overhead:.1f} overhead + "
-                f"{kv_gib(concurrency):.1f} KV for {concurrency} slots) but has {usable:.1f} GiB: "
-                f"short by {need - usable:.1f} GiB", need - usable)
+                f"{kv_gib(concurrency):.1f} KV for {concurrency} slots) but has {budget:.1f} GiB: "
+                f"short by {need - budget:.1f} GiB", need - budget)
+        # A GPU's memory is all the pod's; a CPU pod gets the memory it needs (whole GiB) as its limit,
+        # so the plan describes that pod, not the CPU budget.
+        capacity = c.accelerator.memory_gib if c.accelerator.is_gpu else float(math.ceil(need))
+        usable = budget if c.accelerator.is_gpu else capacity
+        pool = usable - weights_gib - overhead
         max_conc = _largest(lambda n: kv_gib(n) <= pool, concurrency, MAX_SLOTS)
-        return MemoryFit(weights_gib, pool, overhead, usable, kv_gib(1), max_conc, info.ubatch, need)
+        return MemoryFit(weights_gib, pool, overhead, capacity, usable, kv_gib(1), max_conc, info.ubatch, need)
 
     @override
     def settings(self, c: Candidate, source: SourceRef | None) -> EngineSettings:

@@ -68,9 +68,10 @@ class Engine(CatalogEngine):
         return None
 
     @override
-    def auto_kv_dtype(self, accel: Accelerator, catalog: Catalog) -> str:
-        # FP8 KV where the GPU computes in FP8 natively (the fp8 format's compute capability)
-        return "fp8" if catalog.formats["fp8"].native_on(accel) else "bf16"
+    def kv_dtypes(self, accel: Accelerator, catalog: Catalog) -> list[str]:
+        # FP8 KV where the GPU computes in FP8 natively (the fp8 format's compute capability): it
+        # halves KV memory at no cost there; elsewhere the model's dtype
+        return ["fp8"] if catalog.formats["fp8"].native_on(accel) else ["bf16"]
 
     @override
     def weight_bytes(self, variant: VariantInfo, fmt: FormatInfo, checkpoint: Checkpoint | None) -> tuple[int, bool]:
@@ -101,7 +102,14 @@ class Engine(CatalogEngine):
                 f"needs {need:.1f} GiB per GPU ({weights_gib:.1f} weights + {overhead:.1f} overhead + "
                 f"{concurrency} x {per_seq:.2f} KV) but has {usable:.1f} GiB usable: short by {need - usable:.1f} GiB",
                 need - usable)
-        return MemoryFit(weights_gib, pool, overhead, usable, per_seq, max_conc, batch_tokens, need)
+        if need + info.startup_margin_gib > usable:
+            # vLLM measures weights and the activation peak at start-up; a plan this tight may be refused
+            return Shortfall(
+                f"fits by only {usable - need:.1f} GiB per GPU, less than vLLM's start-up variance of "
+                f"{info.startup_margin_gib:.1f} GiB (weights and activation peak as measured at start-up)",
+                need + info.startup_margin_gib - usable)
+        return MemoryFit(weights_gib, pool, overhead, c.accelerator.memory_gib, usable, per_seq, max_conc,
+                         batch_tokens, need)
 
     @override
     def settings(self, c: Candidate, source: SourceRef | None) -> EngineSettings:

@@ -1,19 +1,40 @@
-"""A chosen candidate -> the Plan: engine settings, image, probes budget, resources and the notes that
-say why."""
+"""The chosen candidate -> the Plan: engine settings, image, probe budget, resources, cost, the runner-up
+plans and why they lost, and the notes that say why this one won."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from gemma4_operator.api import Gemma4DeploymentSpec, KvCacheDtypeChoice, PlanMemory, QuantizationChoice
-from gemma4_operator.catalog import EngineInfo
+from gemma4_operator.catalog import Catalog, EngineInfo
 from gemma4_operator.engines.base import Engine, EngineSettings, MemoryFit
 from gemma4_operator.planner.plan import Candidate, Plan
 from gemma4_operator.planner.sources import SourceRef
 
 CPU_CORES_PER_GPU = 4  # host cores per GPU for tokenization, scheduling and the HTTP server
 CPU_POD_CORES = 4  # a CPU-only replica
+MAX_RUNNERS_UP = 3
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A candidate that fits, with what ranks it: cost per replica-hour, quality, native speed."""
+
+    candidate: Candidate
+    memory: MemoryFit
+    engine: Engine
+    cost: float  # USD per replica-hour
+    below_floor: bool  # a format below the catalog's quality floor
+    accelerated: bool  # the hardware computes in this format natively (e.g. NVFP4 on Blackwell)
+    preference: tuple[int, int]  # (engine order, the format's place in the engine's auto order)
+
+    @property
+    def label(self) -> str:
+        c = self.candidate
+        where = f"{c.gpus}x {c.accelerator.short_name}" if c.accelerator.is_gpu else "cpu"
+        return f"{c.fmt} on {where} ({self.engine.name})"
 
 
 def _served_model_name(spec: Gemma4DeploymentSpec) -> str:
@@ -25,25 +46,60 @@ def _startup_budget_s(download_bytes: int, engine: EngineInfo) -> int:
     return int(math.ceil(seconds / 60) * 60)
 
 
-def _choice_notes(spec: Gemma4DeploymentSpec, c: Candidate, chose_accelerator: bool) -> list[str]:
-    accel = c.accelerator
+def why_lost(runner_up: Choice, best: Choice, catalog: Catalog) -> str:
+    """One runner-up and the first rank criterion it lost on, in words."""
+    fmt = catalog.formats[runner_up.candidate.fmt]
+    if runner_up.below_floor and not best.below_floor:
+        reason = f"{fmt.quality}, below the {catalog.quality_floor} quality floor"
+    elif runner_up.cost > best.cost * 1.0001:
+        reason = f"{runner_up.cost / best.cost:.1f}x the cost (${runner_up.cost:.2f}/h)"
+    elif best.accelerated and not runner_up.accelerated:
+        reason = f"same cost, but {best.candidate.accelerator.short_name} computes {best.candidate.fmt} natively"
+    elif runner_up.preference != best.preference:
+        reason = f"same cost, {best.engine.name} prefers {best.candidate.fmt}"
+    else:
+        reason = (f"same cost, less KV headroom (maxConcurrency {runner_up.memory.max_concurrency} "
+                  f"vs {best.memory.max_concurrency})")
+    return f"{runner_up.label}: {reason}"
+
+
+def _runners_up(best: Choice, rest: Sequence[Choice], catalog: Catalog) -> tuple[str, ...]:
+    return tuple(why_lost(r, best, catalog) for r in rest[:MAX_RUNNERS_UP])
+
+
+def _choice_notes(spec: Gemma4DeploymentSpec, best: Choice, catalog: Catalog, chose_accelerator: bool) -> list[str]:
+    c, accel = best.candidate, best.candidate.accelerator
     notes: list[str] = []
     if chose_accelerator:
         notes.append(f"accelerator auto: {accel.name} is the cheapest type present that fits "
-                     "(fewest GPUs, then least memory)")
+                     f"(${best.cost:.2f} per replica-hour)")
     if spec.quantization is QuantizationChoice.AUTO:
-        notes.append(f"quantization auto: {c.fmt} is the fastest format {accel.name} "
-                     f"({accel.family} {accel.compute}) runs natively that fits" if accel.is_gpu else
-                     f"quantization auto: {c.fmt} GGUF on llama.cpp, the smallest catalog format on CPU")
+        quality = catalog.formats[c.fmt].quality
+        if best.below_floor:
+            notes.append(f"quantization auto: {c.fmt} is {quality}: no {catalog.quality_floor} or better format "
+                         "fits, so the plan trades quality for fitting at all")
+        else:
+            native = f", which {accel.name} computes natively" if best.accelerated else ""
+            notes.append(f"quantization auto: {c.fmt} ({quality}{native}) is the cheapest format at the "
+                         f"{catalog.quality_floor} quality floor that fits")
     return notes
 
 
-def _notes(spec: Gemma4DeploymentSpec, c: Candidate, settings: EngineSettings, chose_accelerator: bool) -> tuple[
-        str, ...]:
-    notes = [*_choice_notes(spec, c, chose_accelerator), *settings.parallelism_notes]
+def _kv_note(c: Candidate, engine: Engine, catalog: Catalog) -> str:
+    tried = engine.kv_dtypes(c.accelerator, catalog)
+    if c.kv_dtype != tried[0]:
+        return f"kv cache {c.kv_dtype}: {tried[0]} does not fit; 8-bit cells halve KV memory"
+    if c.kv_dtype == "fp8":
+        return "kv cache fp8: the GPU has FP8 support, halving KV memory"
+    return "kv cache bf16: " + ("full-precision cells fit" if len(tried) > 1 else "no FP8 KV on this engine/GPU")
+
+
+def _notes(spec: Gemma4DeploymentSpec, best: Choice, settings: EngineSettings, catalog: Catalog,
+           chose_accelerator: bool) -> tuple[str, ...]:
+    c = best.candidate
+    notes = [*_choice_notes(spec, best, catalog, chose_accelerator), *settings.parallelism_notes]
     if spec.serving.kv_cache_dtype is KvCacheDtypeChoice.AUTO:
-        notes.append(f"kv cache {c.kv_dtype}: " + (
-            "the GPU has FP8 support, halving KV memory" if c.kv_dtype == "fp8" else "no FP8 KV on this engine/GPU"))
+        notes.append(_kv_note(c, best.engine, catalog))
     notes += settings.modality_notes
     if c.weights_estimated:
         notes.append("weights estimated from bytes per parameter (no published size for this checkpoint)")
@@ -52,8 +108,9 @@ def _notes(spec: Gemma4DeploymentSpec, c: Candidate, settings: EngineSettings, c
     return (*notes, *c.warnings)
 
 
-def assemble(spec: Gemma4DeploymentSpec, c: Candidate, fit: MemoryFit, engine: Engine, source: SourceRef | None,
-             *, chose_accelerator: bool, images: Mapping[str, str]) -> Plan:
+def assemble(spec: Gemma4DeploymentSpec, best: Choice, rest: Sequence[Choice], source: SourceRef | None,
+             catalog: Catalog, *, chose_accelerator: bool, images: Mapping[str, str]) -> Plan:
+    c, fit, engine = best.candidate, best.memory, best.engine
     info, accel = engine.info, c.accelerator
     settings = engine.settings(c, source)
     model_ref = source.display if source is not None else (c.checkpoint.reference if c.checkpoint else "")
@@ -66,12 +123,13 @@ def assemble(spec: Gemma4DeploymentSpec, c: Candidate, fit: MemoryFit, engine: E
         concurrency=spec.serving.concurrency, kv_cache_dtype=c.kv_dtype, max_num_batched_tokens=fit.batch_tokens,
         gpu_memory_utilization=info.gpu_memory_utilization,
         memory=PlanMemory(weights=round(fit.weights_gib, 1), kv_cache=round(fit.kv_pool_gib, 1),
-                          overhead=round(fit.overhead_gib, 1), capacity=round(accel.memory_gib, 1)),
+                          overhead=round(fit.overhead_gib, 1), capacity=round(fit.capacity_gib, 1)),
         memory_needed_gib=fit.needed_gib, max_concurrency=fit.max_concurrency,
         modalities=tuple(m.value for m in spec.serving.modalities),
         reasoning=spec.reasoning_enabled, tool_calling=spec.tool_calling_enabled,
         served_model_name=_served_model_name(spec), download_bytes=c.download_bytes,
         startup_budget_s=_startup_budget_s(c.download_bytes, info), port=info.port,
         cpu_request_cores=CPU_CORES_PER_GPU * c.gpus if accel.is_gpu else CPU_POD_CORES,
-        notes=_notes(spec, c, settings, chose_accelerator),
+        cost_per_replica_hour=round(best.cost, 2), alternatives=_runners_up(best, rest, catalog),
+        notes=_notes(spec, best, settings, catalog, chose_accelerator),
     )

@@ -3,8 +3,10 @@ candidate must pass before its engine is asked whether it fits in memory."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from gemma4_operator.api import EngineChoice, Gemma4DeploymentSpec, QuantizationChoice
-from gemma4_operator.catalog import Accelerator, Catalog
+from gemma4_operator.catalog import Accelerator, Catalog, Checkpoint, FormatInfo, VariantInfo
 from gemma4_operator.engines.base import Engine
 from gemma4_operator.planner.plan import Candidate, ClusterFacts, PlanError, Rejection
 from gemma4_operator.planner.sources import SourceRef
@@ -72,54 +74,84 @@ def gpu_counts(spec: Gemma4DeploymentSpec, accel: Accelerator, engine: Engine, c
     return engine.gpu_counts(catalog.variants[spec.model.variant.value], accel)
 
 
-def _warnings_or_refusal(spec: Gemma4DeploymentSpec, accel: Accelerator, engine: Engine, fmt: str, gpus: int,
-                         catalog: Catalog) -> tuple[list[str], str | None]:
-    """Catalog rules for this combination: the format off its native hardware, known-bad rules."""
-    warnings: list[str] = []
-    off_native = catalog.formats[fmt].off_native
-    if accel.is_gpu and off_native is not None and not catalog.formats[fmt].native_on(accel):
-        if off_native.action == "refuse":
-            return warnings, f"refused: {off_native.message} ({off_native.source})"
-        warnings.append(f"{off_native.message} ({off_native.source})")
-    for rule in catalog.known_bad:
-        if rule.matches(engine=engine.name, variant=spec.model.variant.value, fmt=fmt, accelerator=accel, tp=gpus):
-            if rule.action == "refuse":
-                return warnings, f"refused: {rule.message} ({rule.source})"
-            warnings.append(f"{rule.message} ({rule.source})")
-    return warnings, None
+@dataclass(frozen=True)
+class Prepared:
+    """What holds for an (accelerator, engine, format) at any GPU count: the first problem found (if
+    any), warnings, and the checkpoint and weights, or why there are none (reported after the
+    per-GPU-count checks, as a user would fix those first)."""
+
+    spec: Gemma4DeploymentSpec
+    variant: VariantInfo
+    accel: Accelerator
+    engine: Engine
+    fmt: str
+    refusal: str | None
+    warnings: tuple[str, ...] = ()
+    checkpoint: Checkpoint | None = None
+    weights: tuple[int, bool] = (0, False)
+    missing: str | None = None
 
 
-def match(spec: Gemma4DeploymentSpec, accel: Accelerator, engine: Engine, fmt: str, gpus: int,
-          source: SourceRef | None, catalog: Catalog) -> Candidate | Rejection:
-    """Engine/format/GPU-count checks, catalog rules, checkpoint lookup and weight size."""
+def _off_native(accel: Accelerator, fmt: FormatInfo) -> tuple[str | None, tuple[str, ...]]:
+    """(refusal, warnings) for a format on a GPU it is not native on."""
+    rule = fmt.off_native
+    if not accel.is_gpu or rule is None or fmt.native_on(accel):
+        return None, ()
+    if rule.action == "refuse":
+        return f"refused: {rule.message} ({rule.source})", ()
+    return None, (f"{rule.message} ({rule.source})",)
+
+
+def prepare(spec: Gemma4DeploymentSpec, accel: Accelerator, engine: Engine, fmt: str, source: SourceRef | None,
+            catalog: Catalog) -> Prepared:
+    """Format, engine and checkpoint checks, and the weights: once per (accelerator, engine, format)."""
     variant = catalog.variants[spec.model.variant.value]
-
-    def rejection(reason: str) -> Rejection:
-        return Rejection(accel.name, fmt, gpus, reason)
-
     fmt_info = catalog.formats.get(fmt)
     if fmt_info is None or engine.name not in fmt_info.engines:
-        return rejection(f"{engine.name} does not serve {fmt} weights")
-    refusal = engine.refusal(accel)
-    if refusal is not None:
-        return rejection(refusal)
-    warnings, refusal = _warnings_or_refusal(spec, accel, engine, fmt, gpus, catalog)
-    refusal = refusal or engine.candidate_refusal(variant, accel, gpus)
-    if refusal is not None:
-        return rejection(refusal)
-    if accel.is_gpu and gpus > accel.max_per_node:
-        return rejection(f"{gpus} GPUs exceed the {accel.max_per_node} per node of {accel.name}")
-
+        return Prepared(spec, variant, accel, engine, fmt, f"{engine.name} does not serve {fmt} weights")
+    refusal, warnings = _off_native(accel, fmt_info)
+    refusal = engine.refusal(accel) or refusal
     it = spec.model.instruction_tuned
     checkpoint = catalog.checkpoint(variant.name, it, fmt, engine.name) if source is None else None
     if source is None and checkpoint is None:
-        return rejection(f"the catalog has no {fmt} checkpoint of gemma-4-{variant.name}"
-                         f"{'-it' if it else ' (base)'} for {engine.name}")
+        return Prepared(spec, variant, accel, engine, fmt, refusal, warnings, missing=(
+            f"the catalog has no {fmt} checkpoint of gemma-4-{variant.name}{'-it' if it else ' (base)'} "
+            f"for {engine.name}"))
     if checkpoint is None and fmt_info.bytes_per_param is None:
-        return rejection(f"cannot size {fmt} weights of a custom source without a published size")
-    weights, estimated = engine.weight_bytes(variant, fmt_info, checkpoint)
-    download = checkpoint.download_bytes if checkpoint and checkpoint.download_bytes else weights
-    kv_dtype = (spec.serving.kv_cache_dtype.value if spec.serving.kv_cache_dtype.value != "auto"
-                else engine.auto_kv_dtype(accel, catalog))
-    return Candidate(spec, variant, accel, engine.name, fmt, gpus, checkpoint, weights, estimated, download,
-                     kv_dtype, tuple(warnings))
+        return Prepared(spec, variant, accel, engine, fmt, refusal, warnings,
+                        missing=f"cannot size {fmt} weights of a custom source without a published size")
+    weights = engine.weight_bytes(variant, fmt_info, checkpoint)
+    return Prepared(spec, variant, accel, engine, fmt, refusal, warnings, checkpoint, weights)
+
+
+def kv_dtypes(spec: Gemma4DeploymentSpec, accel: Accelerator, engine: Engine, catalog: Catalog) -> list[str]:
+    """The spec's KV-cache precision, or the ones the engine tries for `auto`, in order."""
+    choice = spec.serving.kv_cache_dtype.value
+    return [choice] if choice != "auto" else engine.kv_dtypes(accel, catalog)
+
+
+def match(p: Prepared, gpus: int, kv_dtype: str, catalog: Catalog) -> Candidate | Rejection:
+    """The GPU-count checks (known-bad rules, the engine's parallelism, GPUs per node) on a prepared
+    combination; then the candidate, or the first reason it cannot be."""
+    def rejection(reason: str) -> Rejection:
+        return Rejection(p.accel.name, p.fmt, gpus, reason)
+
+    if p.refusal is not None:
+        return rejection(p.refusal)
+    warnings = list(p.warnings)
+    for rule in catalog.known_bad:
+        if rule.matches(engine=p.engine.name, variant=p.variant.name, fmt=p.fmt, accelerator=p.accel, tp=gpus):
+            if rule.action == "refuse":
+                return rejection(f"refused: {rule.message} ({rule.source})")
+            warnings.append(f"{rule.message} ({rule.source})")
+    refusal = p.engine.candidate_refusal(p.variant, p.accel, gpus)
+    if refusal is not None:
+        return rejection(refusal)
+    if p.accel.is_gpu and gpus > p.accel.max_per_node:
+        return rejection(f"{gpus} GPUs exceed the {p.accel.max_per_node} per node of {p.accel.name}")
+    if p.missing is not None:
+        return rejection(p.missing)
+    weights, estimated = p.weights
+    download = p.checkpoint.download_bytes if p.checkpoint and p.checkpoint.download_bytes else weights
+    return Candidate(p.spec, p.variant, p.accel, p.engine.name, p.fmt, gpus, p.checkpoint, weights, estimated,
+                     download, kv_dtype, tuple(warnings))

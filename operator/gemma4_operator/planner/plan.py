@@ -98,6 +98,8 @@ class Plan:
     startup_budget_s: int
     port: int  # the engine container's port: probes, the Service's target and the scraper use it
     cpu_request_cores: int  # the serving container's CPU request (cpu/utilization is relative to it)
+    cost_per_replica_hour: float = 0.0  # USD, from the catalog's or the operator's prices
+    alternatives: tuple[str, ...] = ()  # runner-up plans and why they lost
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -116,6 +118,7 @@ class Plan:
             accelerator=self.accelerator.name, gpus_per_replica=self.gpus_per_replica,
             tensor_parallel_size=self.tensor_parallel_size, max_model_len=self.max_model_len,
             kv_cache_dtype=self.kv_cache_dtype, memory_gib=self.memory, max_concurrency=self.max_concurrency,
+            cost_per_replica_hour=self.cost_per_replica_hour, alternatives=list(self.alternatives),
             notes=list(self.notes),
         )
 

@@ -1,9 +1,9 @@
 """The planner's entry point: spec + cluster facts -> a serving Plan, or a PlanError that explains itself.
 
 Pure: no Kubernetes calls, no I/O beyond the (cached) catalog. Structured like a runtime selector:
-candidates are fetched (accelerators, engines and formats, GPU counts), each is matched (checkpoint,
-catalog rules) and fitted (its engine's memory model), and the fits are scored (fewest GPUs, then
-least memory).
+candidates are fetched (accelerators, engines and formats, GPU counts, KV precisions), each is matched
+(checkpoint, catalog rules) and fitted (its engine's memory model) on the fewest GPUs that hold it,
+and the fits are scored: the cheapest plan that keeps quality (see :func:`rank`).
 """
 
 from __future__ import annotations
@@ -17,79 +17,101 @@ from gemma4_operator.engines import registry
 from gemma4_operator.engines.base import Engine, MemoryFit, Shortfall
 from gemma4_operator.planner import candidates
 from gemma4_operator.planner.alternatives import nearest_alternatives
-from gemma4_operator.planner.assemble import assemble
-from gemma4_operator.planner.plan import Candidate, ClusterFacts, Plan, PlanError, Rejection
+from gemma4_operator.planner.assemble import Choice, assemble
+from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError, Rejection
 from gemma4_operator.planner.sources import SourceRef, parse_source
 
 
 @dataclass(frozen=True)
-class Fit:
-    """A candidate and its engine's memory numbers."""
+class _Search:
+    """What every candidate of one plan() call shares."""
 
-    candidate: Candidate
-    memory: MemoryFit
-    engine: Engine
+    spec: Gemma4DeploymentSpec
+    source: SourceRef | None
+    catalog: Catalog
+    allowed: list[Engine]
+    prices: Mapping[str, float]
+
+    def price(self, accel: Accelerator) -> float:
+        return self.prices.get(accel.name, self.catalog.price(accel.name))
 
 
-def _fit(spec: Gemma4DeploymentSpec, accel: Accelerator, engine: Engine, fmt: str, gpus: int,
-         source: SourceRef | None, catalog: Catalog) -> Fit | Rejection:
-    matched = candidates.match(spec, accel, engine, fmt, gpus, source, catalog)
+def _fit(s: _Search, prepared: candidates.Prepared, gpus: int, kv_dtype: str) -> Choice | Rejection:
+    matched = candidates.match(prepared, gpus, kv_dtype, s.catalog)
     if isinstance(matched, Rejection):
         return matched
-    result = engine.fit(matched)
+    engine, fmt, accel = prepared.engine, prepared.fmt, prepared.accel
+    result: MemoryFit | Shortfall = engine.fit(matched)
     if isinstance(result, Shortfall):
         return matched.reject(result.reason, result.shortfall_gib)
-    return Fit(matched, result, engine)
+    native = s.catalog.formats[fmt].native_on(accel) and s.catalog.formats[fmt].off_native is not None
+    return Choice(matched, result, engine, cost=s.price(accel) * max(gpus, 1),
+                  below_floor=s.catalog.below_floor(fmt), accelerated=native,
+                  preference=(list(s.allowed).index(engine), engine.info.auto_formats.index(fmt)
+                              if fmt in engine.info.auto_formats else len(engine.info.auto_formats)))
 
 
-def _fits_on(spec: Gemma4DeploymentSpec, accel: Accelerator, source: SourceRef | None, catalog: Catalog,
-             allowed: list[Engine], rejections: list[Rejection]) -> Fit | None:
-    """The first (engine, format) that fits, on the fewest GPUs."""
-    pairs = candidates.engine_formats(spec, accel, source, catalog, allowed)
-    if not pairs:
-        rejections += candidates.engine_refusals(spec, accel, allowed)
-    for engine, fmt in pairs:
-        last: Rejection | None = None
-        for gpus in candidates.gpu_counts(spec, accel, engine, catalog):
-            result = _fit(spec, accel, engine, fmt, gpus, source, catalog)
-            if isinstance(result, Fit):
+def _fewest_gpus(s: _Search, accel: Accelerator, engine: Engine, fmt: str) -> Choice | Rejection:
+    """The format on the fewest GPUs that hold it, trying the KV precisions in the engine's order."""
+    last: Rejection | None = None
+    prepared = candidates.prepare(s.spec, accel, engine, fmt, s.source, s.catalog)
+    for gpus in candidates.gpu_counts(s.spec, accel, engine, s.catalog):
+        for kv_dtype in candidates.kv_dtypes(s.spec, accel, engine, s.catalog):
+            result = _fit(s, prepared, gpus, kv_dtype)
+            if isinstance(result, Choice):
                 return result
             last = result
-            if result.shortfall_gib == 0.0:
-                break  # not a memory problem: more GPUs will not help
-        if last is not None:
-            rejections.append(last)
-    return None
+        assert last is not None
+        if last.shortfall_gib == 0.0:
+            break  # not a memory problem: more GPUs will not help
+    assert last is not None, "every engine offers at least one GPU count"
+    return last
 
 
-def _score(fit: Fit) -> tuple[int, float, str]:
-    accel = fit.candidate.accelerator
-    return fit.candidate.gpus, accel.memory_gib, accel.name
+def _choices_on(s: _Search, accel: Accelerator, rejections: list[Rejection]) -> list[Choice]:
+    pairs = candidates.engine_formats(s.spec, accel, s.source, s.catalog, s.allowed)
+    if not pairs:
+        rejections += candidates.engine_refusals(s.spec, accel, s.allowed)
+    found: list[Choice] = []
+    for engine, fmt in pairs:
+        result = _fewest_gpus(s, accel, engine, fmt)
+        if isinstance(result, Choice):
+            found.append(result)
+        else:
+            rejections.append(result)
+    return found
+
+
+def rank(c: Choice) -> tuple[bool, float, bool, tuple[int, int], int, float, str]:
+    """Best first: at the quality floor before below it; the lowest hourly cost per replica; a format
+    the hardware computes in natively (NVFP4 on Blackwell, FP8 on Hopper/Ada); the engine's own
+    preference (catalog order); then the most KV headroom; then the smallest GPU."""
+    accel = c.candidate.accelerator
+    return (c.below_floor, round(c.cost, 6), not c.accelerated, c.preference, -c.memory.max_concurrency,
+            accel.memory_gib, accel.name)
 
 
 def plan(spec: Gemma4DeploymentSpec, facts: ClusterFacts, catalog: Catalog | None = None, *,
-         images: Mapping[str, str] | None = None, suggest: bool = True) -> Plan:
+         images: Mapping[str, str] | None = None, prices: Mapping[str, float] | None = None,
+         suggest: bool = True) -> Plan:
     """Plan one replica. ``images`` are operator-wide image overrides by engine image key (a spec's
-    serving.image wins over them). Raises PlanError (never anything else for a schema-valid spec)."""
+    serving.image wins over them), ``prices`` USD per GPU-hour by accelerator type instead of the
+    catalog's. Raises PlanError (never anything else for a schema-valid spec)."""
     catalog = catalog or load_catalog()
     source = parse_source(spec.model.source.uri) if spec.model.source else None
-    allowed = candidates.allowed_engines(spec, registry(catalog))
+    s = _Search(spec, source, catalog, candidates.allowed_engines(spec, registry(catalog)), prices or {})
     rejections: list[Rejection] = []
     accelerators = candidates.accelerators(spec, facts, catalog)
-    fits = [f for accel in accelerators if (f := _fits_on(spec, accel, source, catalog, allowed, rejections))]
-    if not fits:
+    found = sorted((c for accel in accelerators for c in _choices_on(s, accel, rejections)), key=rank)
+    if not found:
         label = f"gemma-4-{spec.model.variant.value}"
         where = spec.accelerator.type if spec.accelerator.type != "auto" else (
             "any accelerator type present" if accelerators[0].is_gpu else "cpu (no GPU types present)")
-        alternatives = nearest_alternatives(spec, facts, catalog, _plan_quietly) if suggest else []
+        alternatives = nearest_alternatives(
+            spec, facts, catalog, lambda sp, f, c: plan(sp, f, c, prices=prices, suggest=False)) if suggest else []
         raise PlanError(f"{label} does not fit on {where}", _closest_first(rejections), alternatives)
-    best = min(fits, key=_score)
-    return assemble(spec, best.candidate, best.memory, best.engine, source,
-                    chose_accelerator=len(accelerators) > 1, images=images or {})
-
-
-def _plan_quietly(spec: Gemma4DeploymentSpec, facts: ClusterFacts, catalog: Catalog) -> Plan:
-    return plan(spec, facts, catalog, suggest=False)
+    return assemble(spec, found[0], found[1:], source, catalog, chose_accelerator=len(accelerators) > 1,
+                    images=images or {})
 
 
 def _closest_first(rejections: Iterable[Rejection]) -> list[Rejection]:
