@@ -178,10 +178,26 @@ class EngineImages(CatalogModel):
     cpu: dict[str, str] = {}
 
 
+class BatchTokensTier(CatalogModel):
+    """GPUs with at least min_gib total memory get `tokens`, unless the type's name contains an except_names entry."""
+
+    min_gib: float
+    tokens: int
+    except_names: tuple[str, ...] = ()
+
+    def applies_to(self, accel: Accelerator) -> bool:
+        return accel.memory_gib >= self.min_gib and not any(part in accel.name for part in self.except_names)
+
+
 class MaxNumBatchedTokens(CatalogModel):
-    large_gpu: int
-    small_gpu: int
-    large_gpu_min_gib: float
+    """vLLM's own default for the API server: the first tier that applies (largest first), else `default`."""
+
+    default: int
+    tiers: tuple[BatchTokensTier, ...]
+    source: str
+
+    def for_accelerator(self, accel: Accelerator) -> int:
+        return next((tier.tokens for tier in self.tiers if tier.applies_to(accel)), self.default)
 
 
 class EngineDevices(CatalogModel):

@@ -79,7 +79,7 @@ class Engine(CatalogEngine):
     def batch_tokens(self, accel: Accelerator) -> int:
         batch = self.info.max_num_batched_tokens
         assert batch is not None, "vLLM's catalog row sets max_num_batched_tokens"
-        return batch.large_gpu if accel.memory_gib >= batch.large_gpu_min_gib else batch.small_gpu
+        return batch.for_accelerator(accel)
 
     @override
     def fit(self, c: Candidate) -> MemoryFit | Shortfall:

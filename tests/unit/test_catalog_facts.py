@@ -1,0 +1,75 @@
+"""Catalog facts that change plans: vLLM's batch-token default per GPU, published resident sizes,
+checkpoint ids, and the accelerator rows (whole GPUs, MIG slices)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gemma4_operator.api import Gemma4DeploymentSpec
+from gemma4_operator.catalog import GIB, load_catalog
+from gemma4_operator.engines import engine as engine_named
+from gemma4_operator.engines import vllm
+from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.planner.select import plan
+
+CATALOG = load_catalog()
+ALL_TYPES = ClusterFacts.every_catalog_type()
+
+
+def spec(**fields: Any) -> Gemma4DeploymentSpec:
+    return Gemma4DeploymentSpec.model_validate(fields)
+
+
+def vllm_engine() -> vllm.Engine:
+    e = engine_named("vllm")
+    assert isinstance(e, vllm.Engine)
+    return e
+
+
+# vLLM v0.32.0 EngineArgs.get_batch_defaults, UsageContext.OPENAI_API_SERVER: >= 160 GiB -> 16384;
+# >= 70 GiB and "a100" not in the device name -> 8192; otherwise 2048.
+@pytest.mark.parametrize(("accelerator", "tokens"), [
+    ("nvidia-t4", 2048),
+    ("nvidia-l4", 2048),
+    ("nvidia-l40s", 2048),
+    ("nvidia-a100-40gb", 2048),
+    ("nvidia-a100-80gb", 2048),       # >= 70 GiB but an A100: vLLM keeps 2048 (vllm PR #17885)
+    ("nvidia-h100-80gb", 8192),
+    ("nvidia-h200", 8192),
+    ("nvidia-rtx-pro-6000", 8192),
+    ("nvidia-b200", 16384),
+    ("nvidia-gb200", 16384),
+    ("nvidia-gb300", 16384),
+])
+def test_vllm_batch_tokens_follow_vllms_api_server_default(accelerator: str, tokens: int) -> None:
+    accel = CATALOG.accelerator(accelerator)
+    assert accel is not None
+    assert vllm_engine().batch_tokens(accel) == tokens
+
+
+def test_every_a100_type_is_named_so_the_a100_exception_applies() -> None:
+    # vLLM tests the CUDA device name; the catalog rule tests the type name, so every type whose GFD
+    # product is an A100 must carry "a100" in its name.
+    for accel in CATALOG.accelerators.values():
+        if any("A100" in product for product in accel.gfd_products):
+            assert "a100" in accel.name, accel.name
+
+
+@pytest.mark.parametrize(("accelerator", "concurrency", "gpus", "tokens"), [
+    # 2048 batched tokens: a 32768-token request reserves 4.86 GiB of BF16 KV (A100 has no FP8), and the
+    # 9.2 GiB left after 58.3 GiB of weights and 4.5 GiB overhead holds one. At 8192 it reserved 9.54 GiB,
+    # which did not fit, and the planner asked for two GPUs.
+    ("nvidia-a100-80gb", 1, 1, 2048),
+    ("nvidia-a100-80gb", 2, 2, 2048),
+    ("nvidia-h100-80gb", 1, 1, 8192),  # FP8 KV on Hopper: 4.77 GiB per request
+])
+def test_31b_bf16_at_32k_on_80gb_gpus(accelerator: str, concurrency: int, gpus: int, tokens: int) -> None:
+    p = plan(spec(model={"variant": "31b"}, quantization="bf16", accelerator={"type": accelerator},
+                  serving={"maxModelLen": 32768, "concurrency": concurrency}), ALL_TYPES)
+    assert (p.engine, p.gpus_per_replica, p.max_num_batched_tokens) == ("vllm", gpus, tokens)
+    per_seq = vllm.kv_reservation_per_gpu(CATALOG.variants["31b"], 32768,
+                                          CATALOG.engines["vllm"].kv_bytes_per_element[p.kv_cache_dtype],
+                                          gpus, tokens, 16) / GIB
+    assert p.concurrency * per_seq <= p.memory.kv_cache + 0.05
