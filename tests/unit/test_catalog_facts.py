@@ -73,3 +73,25 @@ def test_31b_bf16_at_32k_on_80gb_gpus(accelerator: str, concurrency: int, gpus: 
                                           CATALOG.engines["vllm"].kv_bytes_per_element[p.kv_cache_dtype],
                                           gpus, tokens, 16) / GIB
     assert p.concurrency * per_seq <= p.memory.kv_cache + 0.05
+
+
+# ---------------------------------------------------------------------------------------
+# resident weights
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("instruction_tuned", [True, False])
+def test_31b_fp8_resident_weights_are_the_observed_31_49_gib(instruction_tuned: bool) -> None:
+    # vLLM's "model loading" memory for 31B FP8 (https://huggingface.co/LargitData/gemma-4-31b-it-fp8): the
+    # bytes-per-parameter estimate (31.0 GiB) left room for one more sequence than the GPU holds.
+    checkpoint = CATALOG.checkpoint("31b", instruction_tuned, "fp8", "vllm")
+    assert checkpoint is not None and checkpoint.resident_bytes is not None
+    weights, estimated = vllm_engine().weight_bytes(CATALOG.variants["31b"], CATALOG.formats["fp8"], checkpoint)
+    assert not estimated
+    assert weights / GIB == pytest.approx(31.49, abs=0.05)
+
+
+def test_31b_fp8_plan_uses_the_observed_weights() -> None:
+    p = plan(spec(model={"variant": "31b"}, quantization="fp8", accelerator={"type": "nvidia-h100-80gb"},
+                  serving={"maxModelLen": 32768}), ALL_TYPES)
+    assert p.memory.weights == pytest.approx(31.49, abs=0.05)
