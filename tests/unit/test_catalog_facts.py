@@ -11,7 +11,7 @@ from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.catalog import GIB, load_catalog
 from gemma4_operator.engines import engine as engine_named
 from gemma4_operator.engines import vllm
-from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.planner.plan import ClusterFacts, PlanError
 from gemma4_operator.planner.select import plan
 
 CATALOG = load_catalog()
@@ -95,3 +95,16 @@ def test_31b_fp8_plan_uses_the_observed_weights() -> None:
     p = plan(spec(model={"variant": "31b"}, quantization="fp8", accelerator={"type": "nvidia-h100-80gb"},
                   serving={"maxModelLen": 32768}), ALL_TYPES)
     assert p.memory.weights == pytest.approx(31.49, abs=0.05)
+
+
+# ---------------------------------------------------------------------------------------
+# checkpoint ids
+# ---------------------------------------------------------------------------------------
+
+
+def test_no_qat_w4a16_checkpoint_of_the_moe() -> None:
+    # Google's w4a16-ct QAT repos cover E2B, E4B and 31B; google/gemma-4-26B-A4B-it-qat-w4a16-ct does not exist.
+    assert CATALOG.checkpoint("26b-a4b", True, "int4", "vllm") is None
+    assert all("26B-A4B-it-qat-w4a16" not in c.repo for c in CATALOG.checkpoints)
+    with pytest.raises(PlanError, match="no int4 checkpoint of gemma-4-26b-a4b"):
+        plan(spec(model={"variant": "26b-a4b"}, quantization="int4", accelerator={"type": "nvidia-l4"}), ALL_TYPES)
