@@ -108,3 +108,65 @@ def test_no_qat_w4a16_checkpoint_of_the_moe() -> None:
     assert all("26B-A4B-it-qat-w4a16" not in c.repo for c in CATALOG.checkpoints)
     with pytest.raises(PlanError, match="no int4 checkpoint of gemma-4-26b-a4b"):
         plan(spec(model={"variant": "26b-a4b"}, quantization="int4", accelerator={"type": "nvidia-l4"}), ALL_TYPES)
+
+
+# ---------------------------------------------------------------------------------------
+# accelerators: new whole GPUs, MIG slices
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "memory_mib", "compute", "family"), [
+    ("nvidia-h100-nvl", 95830, "9.0", "hopper"),
+    ("nvidia-b300", 275040, "10.3", "blackwell"),
+    ("nvidia-rtx-5090", 32607, "12.0", "blackwell"),
+    ("nvidia-a100-80gb-mig-1g.10gb", 9728, "8.0", "ampere"),
+    ("nvidia-a100-80gb-mig-3g.40gb", 40192, "8.0", "ampere"),
+    ("nvidia-h100-80gb-mig-1g.10gb", 9984, "9.0", "hopper"),
+    ("nvidia-h100-80gb-mig-3g.40gb", 40448, "9.0", "hopper"),
+])
+def test_new_accelerator_rows(name: str, memory_mib: int, compute: str, family: str) -> None:
+    accel = CATALOG.accelerator(name)
+    assert accel is not None
+    assert (accel.memory_mib, accel.compute, accel.family) == (memory_mib, compute, family)
+
+
+def test_mig_types_request_their_own_resource_one_slice_per_replica() -> None:
+    for accel in CATALOG.accelerators.values():
+        if not accel.is_mig:
+            assert accel.resource == "nvidia.com/gpu" and accel.gfd_product_label == "nvidia.com/gpu.product"
+            continue
+        profile = accel.resource.removeprefix("nvidia.com/mig-")
+        assert accel.name.endswith(f"-mig-{profile}")
+        assert accel.gfd_product_label == f"nvidia.com/mig-{profile}.product"
+        assert all(p.endswith(f"-MIG-{profile}") for p in accel.gfd_products)
+        assert accel.max_per_replica == 1 and accel.max_gpus_per_replica == 1
+        assert vllm_engine().gpu_counts(CATALOG.variants["31b"], accel) == [1]
+
+
+def _render(**fields: Any) -> dict[str, Any]:
+    from gemma4_operator.render.children import Owner, render_children
+
+    s = spec(**fields)
+    objs = {o["kind"]: o for o in render_children(Owner("chat", "ml", ""), s, plan(s, ALL_TYPES))}
+    pod: dict[str, Any] = objs["Deployment"]["spec"]["template"]["spec"]
+    return pod
+
+
+def test_a_mig_slice_is_requested_by_its_resource_and_its_profile_product() -> None:
+    pod = _render(model={"variant": "e4b"}, accelerator={"type": "nvidia-a100-80gb-mig-3g.40gb"})
+    assert pod["containers"][0]["resources"]["limits"] == {"nvidia.com/mig-3g.40gb": "1"}
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchExpressions": [
+        {"key": "nvidia.com/mig-3g.40gb.product", "operator": "In",
+         "values": ["NVIDIA-A100-SXM4-80GB-MIG-3g.40gb", "NVIDIA-A100-80GB-PCIe-MIG-3g.40gb"]},
+        {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}]
+
+
+def test_what_needs_more_than_one_slice_is_refused_not_tensor_parallel() -> None:
+    # 31B BF16 (58 GiB) cannot span MIG slices: no tensor parallel across them.
+    with pytest.raises(PlanError):
+        plan(spec(model={"variant": "31b"}, quantization="bf16",
+                  accelerator={"type": "nvidia-h100-80gb-mig-3g.40gb"}), ALL_TYPES)
+    p = plan(spec(model={"variant": "31b"}, quantization="int4", accelerator={"type": "nvidia-h100-80gb-mig-3g.40gb"},
+                  serving={"maxModelLen": 8192}), ALL_TYPES)
+    assert p.gpus_per_replica == 1 and p.max_num_batched_tokens == 2048  # a 39.5 GiB slice: vLLM's small default

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 GIB = 1024**3
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 
 
 class CatalogModel(BaseModel):
@@ -151,10 +152,27 @@ class Accelerator(CatalogModel):
     max_per_node: int = 0
     gfd_products: tuple[str, ...] = ()
     gke: tuple[str, ...] = ()
+    # The extended resource a pod requests: nvidia.com/gpu, or nvidia.com/mig-<profile> for a MIG slice.
+    resource: str = "nvidia.com/gpu"
+    # GPUs one replica may span (tensor parallel); None: as many as a node has.
+    max_per_replica: int | None = None
 
     @property
     def is_gpu(self) -> bool:
         return self.max_per_node > 0
+
+    @property
+    def is_mig(self) -> bool:
+        return self.resource.startswith(MIG_RESOURCE_PREFIX)
+
+    @property
+    def gfd_product_label(self) -> str:
+        """The node label GFD puts the product in: per MIG profile under the mixed strategy."""
+        return f"{self.resource}.product" if self.is_mig else "nvidia.com/gpu.product"
+
+    @property
+    def max_gpus_per_replica(self) -> int:
+        return min(self.max_per_node, self.max_per_replica or self.max_per_node)
 
     @property
     def compute_capability(self) -> float:

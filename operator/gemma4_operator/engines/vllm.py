@@ -58,7 +58,7 @@ def kv_reservation_per_gpu(variant: VariantInfo, max_model_len: int, bytes_per_e
 class Engine(CatalogEngine):
     @override
     def gpu_counts(self, variant: VariantInfo, accel: Accelerator) -> list[int]:
-        return variant.valid_tensor_parallel_sizes(accel.max_per_node)
+        return variant.valid_tensor_parallel_sizes(accel.max_gpus_per_replica)  # 1 on a MIG slice
 
     @override
     def candidate_refusal(self, variant: VariantInfo, accel: Accelerator, gpus: int) -> str | None:
