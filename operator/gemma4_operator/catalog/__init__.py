@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 GIB = 1024**3
 QUALITY_TIERS = ("lossless", "near-lossless", "lossy")  # best first
 Quality = Literal["lossless", "near-lossless", "lossy"]
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 
 
 class CatalogModel(BaseModel):
@@ -155,10 +156,27 @@ class Accelerator(CatalogModel):
     max_per_node: int = 0
     gfd_products: tuple[str, ...] = ()
     gke: tuple[str, ...] = ()
+    # The extended resource a pod requests: nvidia.com/gpu, or nvidia.com/mig-<profile> for a MIG slice.
+    resource: str = "nvidia.com/gpu"
+    # GPUs one replica may span (tensor parallel); None: as many as a node has.
+    max_per_replica: int | None = None
 
     @property
     def is_gpu(self) -> bool:
         return self.max_per_node > 0
+
+    @property
+    def is_mig(self) -> bool:
+        return self.resource.startswith(MIG_RESOURCE_PREFIX)
+
+    @property
+    def gfd_product_label(self) -> str:
+        """The node label GFD puts the product in: per MIG profile under the mixed strategy."""
+        return f"{self.resource}.product" if self.is_mig else "nvidia.com/gpu.product"
+
+    @property
+    def max_gpus_per_replica(self) -> int:
+        return min(self.max_per_node, self.max_per_replica or self.max_per_node)
 
     @property
     def compute_capability(self) -> float:
@@ -190,10 +208,26 @@ class EngineImages(CatalogModel):
     cpu: dict[str, str] = {}
 
 
+class BatchTokensTier(CatalogModel):
+    """GPUs with at least min_gib total memory get `tokens`, unless the type's name contains an except_names entry."""
+
+    min_gib: float
+    tokens: int
+    except_names: tuple[str, ...] = ()
+
+    def applies_to(self, accel: Accelerator) -> bool:
+        return accel.memory_gib >= self.min_gib and not any(part in accel.name for part in self.except_names)
+
+
 class MaxNumBatchedTokens(CatalogModel):
-    large_gpu: int
-    small_gpu: int
-    large_gpu_min_gib: float
+    """vLLM's own default for the API server: the first tier that applies (largest first), else `default`."""
+
+    default: int
+    tiers: tuple[BatchTokensTier, ...]
+    source: str
+
+    def for_accelerator(self, accel: Accelerator) -> int:
+        return next((tier.tokens for tier in self.tiers if tier.applies_to(accel)), self.default)
 
 
 class EngineDevices(CatalogModel):

@@ -58,7 +58,7 @@ def kv_reservation_per_gpu(variant: VariantInfo, max_model_len: int, bytes_per_e
 class Engine(CatalogEngine):
     @override
     def gpu_counts(self, variant: VariantInfo, accel: Accelerator) -> list[int]:
-        return variant.valid_tensor_parallel_sizes(accel.max_per_node)
+        return variant.valid_tensor_parallel_sizes(accel.max_gpus_per_replica)  # 1 on a MIG slice
 
     @override
     def candidate_refusal(self, variant: VariantInfo, accel: Accelerator, gpus: int) -> str | None:
@@ -80,7 +80,7 @@ class Engine(CatalogEngine):
     def batch_tokens(self, accel: Accelerator) -> int:
         batch = self.info.max_num_batched_tokens
         assert batch is not None, "vLLM's catalog row sets max_num_batched_tokens"
-        return batch.large_gpu if accel.memory_gib >= batch.large_gpu_min_gib else batch.small_gpu
+        return batch.for_accelerator(accel)
 
     @override
     def fit(self, c: Candidate) -> MemoryFit | Shortfall:

@@ -102,7 +102,7 @@ def _accelerator_terms(accel: Accelerator) -> list[K8sObject]:
     arch = [{"key": "kubernetes.io/arch", "operator": "In", "values": [accel.arch]}]
     if not accel.is_gpu:
         return []
-    terms = [{"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In",
+    terms = [{"matchExpressions": [{"key": accel.gfd_product_label, "operator": "In",
                                     "values": list(accel.gfd_products)}, *arch]}]
     if accel.gke:
         terms.append({"matchExpressions": [{"key": "cloud.google.com/gke-accelerator", "operator": "In",
@@ -130,7 +130,7 @@ def _resources(plan: Plan) -> K8sObject:
     if plan.accelerator.is_gpu:
         gpus = plan.gpus_per_replica
         return {"requests": {"cpu": str(plan.cpu_request_cores), "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
-                "limits": {GPU_RESOURCE: str(gpus)}}
+                "limits": {plan.accelerator.resource: str(gpus)}}
     # On CPU the plan's memory need is the pod's memory: request it and cap it.
     memory = f"{math.ceil(plan.memory_needed_gib)}Gi"
     return {"requests": {"cpu": str(plan.cpu_request_cores), "memory": memory}, "limits": {"memory": memory}}
