@@ -85,3 +85,5 @@ def test_accelerators_command_lists_the_catalog(capsys: pytest.CaptureFixture[st
     code, out, _ = run(["accelerators"], capsys)
     assert code == 0
     assert "nvidia-gb200" in out and "arm64" in out and "NVIDIA-H100-80GB-HBM3" in out
+    h100 = next(line for line in out.splitlines() if line.startswith("nvidia-h100-80gb "))
+    assert " 6.88 2026-11 " in h100  # the catalog's indicative price and when it was read

@@ -184,10 +184,12 @@ def cmd_crd(_: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_accelerators(_: argparse.Namespace, out: TextIO) -> int:
     catalog = load_catalog()
-    print(f"{'TYPE':<22}{'MEMORY':>10}  {'SM':<5}{'FAMILY':<14}{'ARCH':<7}GFD PRODUCTS", file=out)
+    print(f"{'TYPE':<30}{'MEMORY':>10}  {'SM':<5}{'FAMILY':<14}{'ARCH':<7}{'USD/H':>7} {'AS OF':<9}GFD PRODUCTS",
+          file=out)
     for a in (*catalog.accelerators.values(), catalog.cpu):
-        print(f"{a.name:<22}{a.memory_gib:>7.0f}GiB  {a.compute or '-':<5}{a.family:<14}{a.arch:<7}"
-              f"{', '.join(a.gfd_products) or '-'}", file=out)
+        price = catalog.prices[a.name]
+        print(f"{a.name:<30}{a.memory_gib:>7.0f}GiB  {a.compute or '-':<5}{a.family:<14}{a.arch:<7}"
+              f"{price.usd_per_hour:>7.2f} {price.date:<9}{', '.join(a.gfd_products) or '-'}", file=out)
     return 0
 
 
