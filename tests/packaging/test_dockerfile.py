@@ -180,7 +180,8 @@ def build_context() -> list[str]:
 def test_build_context_is_the_wheel_sources_only() -> None:
     context = build_context()
     assert "pyproject.toml" in context and "README.md" in context
-    assert "operator/gemma4_operator/cli.py" in context
+    assert "operator/gemma4_operator/cli/main.py" in context
+    assert "operator/gemma4_operator/render/templates/deployment.yaml.j2" in context
     assert any(f.startswith("operator/gemma4_operator/catalog/") and f.endswith(".yaml") for f in context)
     assert all(f in ("pyproject.toml", "README.md") or f.startswith("operator/gemma4_operator/") for f in context), (
         [f for f in context if not f.startswith("operator/")])
