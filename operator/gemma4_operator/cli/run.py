@@ -131,6 +131,26 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         raise ConfigError(str(e)) from e
 
 
+DEFAULT_KUBECONFIG = "~/.kube/config"
+
+
+def no_credentials_message(error: Exception, env: Mapping[str, str] | None = None) -> str:
+    """One line for the kubernetes client's ConfigException: neither in-cluster nor kubeconfig worked."""
+    env = env if env is not None else os.environ
+    files = env.get("KUBECONFIG") or DEFAULT_KUBECONFIG
+    existing = [f for f in files.split(os.pathsep) if f and os.path.exists(os.path.expanduser(f))]
+    where = "not in a cluster (no KUBERNETES_SERVICE_HOST)" if not env.get("KUBERNETES_SERVICE_HOST") else (
+        "the in-cluster service account is unusable")
+    if not existing:
+        kubeconfig = f"no kubeconfig at {files}"
+    else:
+        detail = " ".join(str(error).split()) or type(error).__name__
+        if type(error).__name__ != "ConfigException":
+            detail = f"{type(error).__name__}: {detail}"
+        kubeconfig = f"kubeconfig {', '.join(existing)} is unusable: {detail}"
+    return f"no Kubernetes credentials: {where} and {kubeconfig} (set KUBECONFIG or --server)"
+
+
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:  # noqa: ARG001 - the CLI's command signature
     try:
         config = config_from_args(args)
@@ -138,9 +158,19 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:  # noqa: ARG001 - the
         print(f"gemma4-operator run: {e}", file=sys.stderr)
         return 1
     configure_logging(config)
-    ctx = make_context(config)
-    if config.metrics_port:
-        ctx.metrics.serve(config.metrics_port)
+    try:
+        ctx = make_context(config)
+    except Exception as e:  # kubernetes' ConfigException, or whatever an unreadable kubeconfig raises
+        print(f"gemma4-operator run: {no_credentials_message(e)}", file=sys.stderr)
+        return 1
+    try:
+        if config.metrics_port:
+            ctx.metrics.serve(config.metrics_port)
+    except OSError as e:
+        ctx.kube.close()
+        print(f"gemma4-operator run: cannot serve metrics on port {config.metrics_port}: {e.strerror or e} "
+              "(--metrics-port)", file=sys.stderr)
+        return 1
     try:
         asyncio.run(run_operator(ctx))
     except Exception as e:
