@@ -10,6 +10,7 @@ with an error; 4 an unexpected internal error (a bug), reported in one line, nev
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import os
 import sys
@@ -80,6 +81,10 @@ def _read_text(path: str) -> str:
                          f"expected YAML with {KIND} documents") from e
     if isinstance(data, str):
         return data
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "UTF-32" if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)) else "UTF-16"
+        raise InputError(f"{source}: not UTF-8 text ({encoding}, by its byte order mark): "
+                         "save it as UTF-8")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
