@@ -375,3 +375,12 @@ def test_process_output_closed_early_is_quiet(tmp_path: Path) -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, err
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+@pytest.mark.parametrize("value", ["cpu", "none", "cpu,nvidia-l4"])
+def test_run_accepts_cpu_like_plan(value: str) -> None:
+    from gemma4_operator.cli.main import build_parser
+    from gemma4_operator.cli.run import config_from_args
+
+    config = config_from_args(build_parser().parse_args(["run", "--accelerators", value]), env={})
+    assert config.accelerator_types == (("nvidia-l4",) if "l4" in value else ())

@@ -55,8 +55,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"default engine image, KEY one of {', '.join(image_keys())} (repeatable; a spec's "
                         "serving.image still wins). Env GEMMA4_IMAGES (comma-separated)")
     p.add_argument("--accelerators", metavar="TYPES",
-                   help="fixed accelerator types for accelerator.type auto (comma-separated; 'none' for a CPU-only "
-                        "cluster) instead of reading node labels (then no RBAC on nodes is needed). "
+                   help="fixed accelerator types for accelerator.type auto (comma-separated; 'cpu' or 'none' for a "
+                        "CPU-only cluster) instead of reading node labels (then no RBAC on nodes is needed). "
                         "Env GEMMA4_ACCELERATORS")
     p.add_argument("--metrics-port", type=int, help="prometheus /metrics port, 0 to disable (default 8080). "
                                                     "Env GEMMA4_METRICS_PORT")
@@ -101,7 +101,8 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
     accelerators_raw = args.accelerators if args.accelerators is not None else _env("ACCELERATORS", None, env)
     accelerators: tuple[str, ...] | None = None
     if accelerators_raw is not None:
-        accelerators = tuple(a for a in split_list(accelerators_raw) if a.lower() != "none")
+        # 'none' or 'cpu': CPU nodes only (as `plan --accelerator cpu`)
+        accelerators = tuple(a for a in split_list(accelerators_raw) if a.lower() not in ("none", "cpu"))
         from gemma4_operator.catalog import load_catalog
 
         unknown = [a for a in accelerators if a not in load_catalog().accelerators]
