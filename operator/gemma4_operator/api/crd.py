@@ -18,6 +18,7 @@ from pydantic_core import core_schema, to_jsonable_python
 from gemma4_operator.api import (
     GROUP,
     KIND,
+    NAME_RULES,
     PLURAL,
     SINGULAR,
     VERSION,
@@ -128,6 +129,8 @@ def crd_manifest() -> Schema:
                                     "derives engine, checkpoint, quantization, GPUs, KV-cache budget, probes and "
                                     "autoscaling from the spec and shows the plan in status.plan."),
                     "required": ["spec"],
+                    # CEL may read metadata.name (and generateName) at the top level only
+                    **copy.deepcopy(NAME_RULES),
                     "properties": {
                         "apiVersion": {"type": "string", "description": "serving.gemma4.dev/v1alpha1"},
                         "kind": {"type": "string", "description": "Gemma4Deployment"},

@@ -12,6 +12,7 @@ that both agree on the example set.
 from __future__ import annotations
 
 import enum
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -95,6 +96,22 @@ _GPU_ONLY_ENGINES = ("vllm",)  # engines.yaml devices.cpu false
 _GPU_ONLY_FORMATS = ("fp8", "nvfp4", "int4")  # formats no CPU-capable engine serves
 K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 SOURCE_URI_PATTERN = r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+(@[A-Za-z0-9._/-]+|:[A-Za-z0-9_.-]+)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]*)$"
+SOURCE_URI_MESSAGE = (
+    "source.uri must be hf://REPO[@REVISION] (a Hugging Face repo, e.g. hf://google/gemma-4-E4B-it), "
+    "hf://REPO:GGUF_QUANT (a GGUF repo for llama.cpp, e.g. hf://ggml-org/gemma-4-E4B-it-GGUF:Q4_K_M) or "
+    "pvc://CLAIM/PATH (weights on a PersistentVolumeClaim in this namespace)"
+)
+# metadata.name: a DNS-1035 label (it is the Service's name, which must be one) short enough that every
+# name derived from it stays a valid 63-character label: NAME is the app.kubernetes.io/instance label value,
+# and NAME-download (9 more characters) names a Job whose name is also its pods' job-name label value.
+NAME_MAX_LENGTH = 63 - len("-download")
+DNS1035_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+NAME_MESSAGE = (
+    f"metadata.name must be a DNS-1035 label of at most {NAME_MAX_LENGTH} characters: lowercase letters, "
+    "digits and '-', starting with a letter and ending with a letter or digit (it is the Service name and the "
+    "app.kubernetes.io/instance label value, and derived names such as NAME-download, a Job name that is also "
+    "a pod label value, must stay within 63 characters)"
+)
 
 
 def cross_field_error(problems: list[str]) -> PydanticCustomError:
@@ -135,6 +152,11 @@ class SecretKeyRef(ApiModel):
 
 
 class ModelSource(ApiModel):
+    # A CEL rule rather than a JSON-schema pattern, so the API server answers with words, not a regex.
+    model_config = ConfigDict(json_schema_extra=cel_rules(CelRule(
+        rule=f"self.uri.matches(r'{SOURCE_URI_PATTERN}')", message=SOURCE_URI_MESSAGE, field_path=".uri",
+    )))
+
     uri: Annotated[str, Field(
         description=(
             "Where the weights come from, overriding the catalog's checkpoint. "
@@ -142,8 +164,18 @@ class ModelSource(ApiModel):
             "(llama.cpp, e.g. hf://ggml-org/gemma-4-E4B-it-GGUF:Q4_K_M), or `pvc://CLAIM/PATH` for weights "
             "already on a PersistentVolumeClaim in this namespace."
         ),
-        pattern=SOURCE_URI_PATTERN, max_length=512,
+        max_length=512,
     )]
+
+    @field_validator("uri")
+    @classmethod
+    def _known_shape(cls, uri: str) -> str:
+        """The pydantic twin of the CEL rule (RE2 and Python agree on this pattern; fullmatch so that a
+        trailing newline is refused as RE2's $ refuses it)."""
+        if re.fullmatch(SOURCE_URI_PATTERN, uri, flags=re.ASCII) is None:
+            raise ValueError(f"{SOURCE_URI_MESSAGE}; got {uri!r}")
+        return uri
+
     token_secret_ref: Annotated[SecretKeyRef | None, Field(
         alias="tokenSecretRef",
         description=(
@@ -520,6 +552,13 @@ _SPEC_RULES_BY_PATH = {r["fieldPath"]: r["message"] for r in _SPEC_RULE_LIST}
 _CPU_FORMAT_MESSAGE = next(r["message"] for r in _SPEC_RULE_LIST if "need an NVIDIA GPU; on cpu" in r["message"])
 
 
+NAME_RULES = cel_rules(CelRule(
+    # size() first: CEL evaluates && left to right, so an over-long name never reaches the regex
+    rule=f"self.metadata.name.size() <= {NAME_MAX_LENGTH} && self.metadata.name.matches('{DNS1035_LABEL_PATTERN}')",
+    message=NAME_MESSAGE,  # no fieldPath: the schema declares no metadata properties for it to point at
+))
+
+
 class Gemma4Deployment(ApiModel):
     """A whole object as read from a file or the API server."""
 
@@ -529,6 +568,15 @@ class Gemma4Deployment(ApiModel):
     kind: Literal["Gemma4Deployment"]
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: Gemma4DeploymentSpec
+
+    @model_validator(mode="after")
+    def _check_name(self) -> Gemma4Deployment:
+        """The pydantic twin of NAME_RULES (the CRD's top-level CEL rule)."""
+        name = self.metadata.get("name")
+        if not isinstance(name, str) or len(name) > NAME_MAX_LENGTH or not re.fullmatch(DNS1035_LABEL_PATTERN, name):
+            got = "it is missing" if name is None or name == "" else f"got {name!r}"
+            raise cross_field_error([f"{NAME_MESSAGE}; {got}"])
+        return self
 
     @property
     def name(self) -> str:
@@ -618,12 +666,17 @@ class Gemma4DeploymentStatus(ApiModel):
 
 __all__ = [
     "API_VERSION",
+    "DNS1035_LABEL_PATTERN",
     "GROUP",
     "K8S_NAME_PATTERN",
     "KIND",
     "METRIC_NAMES",
+    "NAME_MAX_LENGTH",
+    "NAME_MESSAGE",
+    "NAME_RULES",
     "PLURAL",
     "SINGULAR",
+    "SOURCE_URI_MESSAGE",
     "SOURCE_URI_PATTERN",
     "VERSION",
     "AcceleratorSpec",

@@ -115,6 +115,11 @@ class FormatInfo(CatalogModel):
     native_compute_majors: tuple[int, ...] = ()
     off_native: OffNative | None = None
 
+    def usable_on(self, accel: Accelerator) -> bool:
+        """Native here, or off its hardware with only a warning (FP8 weight-only on Ampere still halves
+        the weights); a format refused off its hardware (NVFP4 off Blackwell) is not."""
+        return self.native_on(accel) or self.off_native is None or self.off_native.action != "refuse"
+
     def native_on(self, accel: Accelerator) -> bool:
         """Whether the hardware computes in this format (a format without limits is native anywhere)."""
         if self.min_compute_capability is None and not self.native_compute_majors:

@@ -1,32 +1,41 @@
 """Command line: offline `plan`, `render`, `crd`, `accelerators`, and `run` (the operator).
 
-Exit codes: 0 success, 1 the input file is unreadable or not a valid Gemma4Deployment,
-2 the planner refused (PlanError), 3 the operator stopped with an error.
+Exit codes: 0 success; 1 bad input: a usage error, an input file that is unreadable, not text,
+not YAML or not a valid Gemma4Deployment, or (`run`) a bad flag or no Kubernetes credentials;
+2 the spec cannot be served or rendered as asked: the planner refused (PlanError) or a child
+cannot be rendered (UnrenderableError, e.g. KEDA without --prometheus-url); 3 the operator stopped
+with an error; 4 an unexpected internal error (a bug), reported in one line, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import yaml
 from pydantic import ValidationError
 
-from gemma4_operator.api import API_VERSION, KIND, Gemma4Deployment
+from gemma4_operator.api import API_VERSION, KIND, AutoscalingBackend, Gemma4Deployment
 from gemma4_operator.api.crd import crd_yaml
 from gemma4_operator.catalog import load_catalog
 from gemma4_operator.cli import run as operator_main
 from gemma4_operator.controller.config import ConfigError, parse_prices
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.planner.select import plan
-from gemma4_operator.render.children import Owner, render_children
+from gemma4_operator.render.children import Owner, RenderOptions, UnrenderableError, render_children
 
 EXIT_INVALID = 1
 EXIT_PLAN_ERROR = 2
+EXIT_INTERNAL_ERROR = 4
+
+# libyaml's loader when PyYAML was built with it (several times faster on large files)
+YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class InputError(Exception):
@@ -47,20 +56,56 @@ def describe_validation_error(error: ValidationError, source: str) -> str:
         path = _field_path(e["loc"])
         if e["type"] == "cross_field":
             # each problem starts with the field it is about, relative to the object that has the rule
-            lines += [f"  {path}.{part}" for part in message.split("\n")]
+            prefix = f"{path}." if e["loc"] else ""
+            lines += [f"  {prefix}{part}" for part in message.split("\n")]
         else:
             lines.append(f"  {path}: {message}")
     return "\n".join(lines)
 
 
+_YAML_TYPES = {list: "list", str: "string", int: "integer", float: "number", bool: "boolean", bytes: "binary"}
+
+
+def _read_text(path: str) -> str:
+    """The file ('-': stdin) as UTF-8 text; InputError for what cannot be read or is not text."""
+    source = "stdin" if path == "-" else path
+    try:
+        if path == "-":
+            stream = getattr(sys.stdin, "buffer", None)
+            data: bytes | str = stream.read() if stream is not None else sys.stdin.read()
+        else:
+            data = Path(path).read_bytes()
+    except OSError as e:
+        raise InputError(f"{source}: cannot read: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:  # a text-mode stdin without a byte buffer
+        raise InputError(f"{source}: not a text file ({e.reason} at byte {e.start}); "
+                         f"expected YAML with {KIND} documents") from e
+    if isinstance(data, str):
+        return data
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "UTF-32" if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)) else "UTF-16"
+        raise InputError(f"{source}: not UTF-8 text ({encoding}, by its byte order mark): "
+                         "save it as UTF-8")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{source}: not a text file (byte 0x{data[e.start]:02x} at offset {e.start} is not "
+                         f"UTF-8); expected YAML with {KIND} documents") from e
+    if "\x00" in text:
+        raise InputError(f"{source}: not a text file (NUL byte at offset {text.index(chr(0))}); "
+                         f"expected YAML with {KIND} documents")
+    return text
+
+
 def load_deployments(path: str) -> list[Gemma4Deployment]:
     """Every Gemma4Deployment document in a YAML file ('-' for stdin)."""
+    text = _read_text(path)
+    if path == "-":
+        path = "stdin"
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror}") from e
-    try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        documents = [d for d in yaml.load_all(text, Loader=YAML_LOADER) if d is not None]  # a safe loader
+    except RecursionError as e:
+        raise InputError(f"{path}: invalid YAML: nested too deeply") from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -69,27 +114,37 @@ def load_deployments(path: str) -> list[Gemma4Deployment]:
     deployments = []
     for index, doc in enumerate(documents):
         source = path if len(documents) == 1 else f"{path} (document {index + 1})"
-        if not isinstance(doc, dict) or doc.get("kind") != KIND:
-            kind = doc.get("kind") if isinstance(doc, dict) else type(doc).__name__
-            raise InputError(f"{source}: expected kind {KIND} ({API_VERSION}), found {kind!r}")
+        if not isinstance(doc, dict):
+            found = _YAML_TYPES.get(type(doc), type(doc).__name__)
+            raise InputError(f"{source}: expected a {KIND} mapping (apiVersion: {API_VERSION}, kind: {KIND}, "
+                             f"metadata, spec), found a YAML {found}")
+        if doc.get("kind") != KIND:
+            raise InputError(f"{source}: expected kind {KIND} ({API_VERSION}), found {doc.get('kind')!r}")
         try:
             deployments.append(Gemma4Deployment.model_validate(doc))
         except ValidationError as e:
             raise InputError(describe_validation_error(e, source)) from e
     if not deployments:
-        raise InputError(f"{path}: no {KIND} found")
+        raise InputError(f"{path}: no {KIND} found: the file is empty or only has comments")
     return deployments
 
 
+CPU_ONLY = "cpu"
+
+
 def _facts(accelerators: Sequence[str] | None) -> tuple[ClusterFacts, str]:
+    """Cluster facts from --accelerator: catalog GPU types, or cpu for CPU nodes (always assumed present;
+    `--accelerator cpu` alone means a cluster without GPUs)."""
     catalog = load_catalog()
     if not accelerators:
         return ClusterFacts.every_catalog_type(catalog), "every catalog accelerator type"
-    unknown = [a for a in accelerators if a not in catalog.accelerators]
+    unknown = [a for a in accelerators if a != CPU_ONLY and a not in catalog.accelerators]
     if unknown:
-        raise InputError(f"--accelerator {', '.join(unknown)}: not a catalog GPU type "
-                         f"(known: {', '.join(catalog.gpu_types)})")
-    return ClusterFacts(frozenset(accelerators)), ", ".join(accelerators)
+        raise InputError(f"--accelerator {', '.join(unknown)}: not a catalog accelerator type "
+                         f"(known: {', '.join(catalog.gpu_types)}, {CPU_ONLY})")
+    gpus = frozenset(a for a in accelerators if a != CPU_ONLY)
+    assumed = ", ".join(dict.fromkeys(accelerators)) if gpus else "cpu only (no GPU nodes)"
+    return ClusterFacts(gpus), assumed
 
 
 def plan_table(d: Gemma4Deployment, p: Plan, assumed: str) -> str:
@@ -165,6 +220,11 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
     facts, _ = _facts(args.accelerator)
     prices = _prices(args.accelerator_price)
+    url = (args.prometheus_url or "").rstrip("/")
+    if url and not url.startswith(("http://", "https://")):
+        raise InputError(f"--prometheus-url {args.prometheus_url!r}: expected an http(s) URL")
+    # offline: assume KEDA is installed (keda_served); the operator discovers it
+    options = RenderOptions(prometheus_url=url)
     objects: list[dict[str, Any]] = []
     for d in load_deployments(args.file):
         try:
@@ -172,7 +232,15 @@ def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
         except PlanError as e:
             print(f"{KIND} {d.namespace}/{d.name}: {e.message}", file=sys.stderr)
             return EXIT_PLAN_ERROR
-        objects += render_children(Owner(d.name, d.namespace, args.owner_uid or ""), d.spec, p)
+        try:
+            objects += render_children(Owner(d.name, d.namespace, args.owner_uid or ""), d.spec, p, options)
+        except UnrenderableError as e:
+            print(f"{KIND} {d.namespace}/{d.name}: cannot render: {e}", file=sys.stderr)
+            keda = d.spec.autoscaling is not None and d.spec.autoscaling.backend is AutoscalingBackend.KEDA
+            if keda and not url:
+                print("  render: pass --prometheus-url URL, the Prometheus KEDA's triggers query "
+                      "(e.g. --prometheus-url http://prometheus.monitoring:9090)", file=sys.stderr)
+            return EXIT_PLAN_ERROR
     print(yaml.safe_dump_all(objects, sort_keys=False), end="", file=out)
     return 0
 
@@ -193,8 +261,16 @@ def cmd_accelerators(_: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are bad input: exit 1 (argparse's own 2 is this CLI's "cannot serve as asked")."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_INVALID, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gemma4-operator", description=(
+    parser = _Parser(prog="gemma4-operator", description=(
         "Plan, render and serve Gemma 4 on Kubernetes. `plan` and `render` work offline."))
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -215,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_render = sub.add_parser("render", help="print the child manifests as a YAML stream")
     with_file(p_render)
     p_render.add_argument("--owner-uid", help="uid of the live Gemma4Deployment, to add ownerReferences")
+    p_render.add_argument("--prometheus-url", metavar="URL",
+                          help="Prometheus HTTP API base URL for the triggers of autoscaling.backend keda "
+                               "(as the operator's --prometheus-url); offline render assumes KEDA is installed")
     p_render.set_defaults(func=cmd_render)
 
     sub.add_parser("crd", help="print the CustomResourceDefinition").set_defaults(func=cmd_crd)
@@ -227,13 +306,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_gone() -> int:
+    """The reader of stdout went away (`| head`): stop quietly, as other command line tools do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not complain
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (1)
+        return e.code if isinstance(e.code, int) else EXIT_INVALID
     try:
         code: int = args.func(args, out or sys.stdout)
     except InputError as e:
         print(str(e), file=sys.stderr)
         return EXIT_INVALID
+    except BrokenPipeError:
+        return _stdout_gone()
+    except KeyboardInterrupt:
+        print(f"gemma4-operator {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # the last resort: one line, never a traceback
+        print(f"gemma4-operator {args.command}: internal error (a bug, please report it with the input): "
+              f"{type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
     return code
 
 

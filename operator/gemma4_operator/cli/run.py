@@ -60,8 +60,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "on-demand price, for ranking plans by cost (repeatable). Env GEMMA4_ACCELERATOR_PRICES "
                         "(comma-separated)")
     p.add_argument("--accelerators", metavar="TYPES",
-                   help="fixed accelerator types for accelerator.type auto (comma-separated; 'none' for a CPU-only "
-                        "cluster) instead of reading node labels (then no RBAC on nodes is needed). "
+                   help="fixed accelerator types for accelerator.type auto (comma-separated; 'cpu' or 'none' for a "
+                        "CPU-only cluster) instead of reading node labels (then no RBAC on nodes is needed). "
                         "Env GEMMA4_ACCELERATORS")
     p.add_argument("--metrics-port", type=int, help="prometheus /metrics port, 0 to disable (default 8080). "
                                                     "Env GEMMA4_METRICS_PORT")
@@ -108,7 +108,8 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
     accelerators_raw = args.accelerators if args.accelerators is not None else _env("ACCELERATORS", None, env)
     accelerators: tuple[str, ...] | None = None
     if accelerators_raw is not None:
-        accelerators = tuple(a for a in split_list(accelerators_raw) if a.lower() != "none")
+        # 'none' or 'cpu': CPU nodes only (as `plan --accelerator cpu`)
+        accelerators = tuple(a for a in split_list(accelerators_raw) if a.lower() not in ("none", "cpu"))
         from gemma4_operator.catalog import load_catalog
 
         unknown = [a for a in accelerators if a not in load_catalog().accelerators]
@@ -139,6 +140,26 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         raise ConfigError(str(e)) from e
 
 
+DEFAULT_KUBECONFIG = "~/.kube/config"
+
+
+def no_credentials_message(error: Exception, env: Mapping[str, str] | None = None) -> str:
+    """One line for the kubernetes client's ConfigException: neither in-cluster nor kubeconfig worked."""
+    env = env if env is not None else os.environ
+    files = env.get("KUBECONFIG") or DEFAULT_KUBECONFIG
+    existing = [f for f in files.split(os.pathsep) if f and os.path.exists(os.path.expanduser(f))]
+    where = "not in a cluster (no KUBERNETES_SERVICE_HOST)" if not env.get("KUBERNETES_SERVICE_HOST") else (
+        "the in-cluster service account is unusable")
+    if not existing:
+        kubeconfig = f"no kubeconfig at {files}"
+    else:
+        detail = " ".join(str(error).split()) or type(error).__name__
+        if type(error).__name__ != "ConfigException":
+            detail = f"{type(error).__name__}: {detail}"
+        kubeconfig = f"kubeconfig {', '.join(existing)} is unusable: {detail}"
+    return f"no Kubernetes credentials: {where} and {kubeconfig} (set KUBECONFIG or --server)"
+
+
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:  # noqa: ARG001 - the CLI's command signature
     try:
         config = config_from_args(args)
@@ -146,9 +167,19 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:  # noqa: ARG001 - the
         print(f"gemma4-operator run: {e}", file=sys.stderr)
         return 1
     configure_logging(config)
-    ctx = make_context(config)
-    if config.metrics_port:
-        ctx.metrics.serve(config.metrics_port)
+    try:
+        ctx = make_context(config)
+    except Exception as e:  # kubernetes' ConfigException, or whatever an unreadable kubeconfig raises
+        print(f"gemma4-operator run: {no_credentials_message(e)}", file=sys.stderr)
+        return 1
+    try:
+        if config.metrics_port:
+            ctx.metrics.serve(config.metrics_port)
+    except OSError as e:
+        ctx.kube.close()
+        print(f"gemma4-operator run: cannot serve metrics on port {config.metrics_port}: {e.strerror or e} "
+              "(--metrics-port)", file=sys.stderr)
+        return 1
     try:
         asyncio.run(run_operator(ctx))
     except Exception as e:

@@ -168,7 +168,7 @@ class CatalogEngine(Engine):
     def auto_formats(self, accel: Accelerator, catalog: Catalog) -> list[str]:
         key = (id(catalog), accel.name)
         if key not in self._auto_formats:
-            self._auto_formats[key] = [f for f in self._info.auto_formats if catalog.formats[f].native_on(accel)]
+            self._auto_formats[key] = [f for f in self._info.auto_formats if catalog.formats[f].usable_on(accel)]
         return self._auto_formats[key]
 
     def image(self, accel: Accelerator, overrides: Mapping[str, str]) -> str:

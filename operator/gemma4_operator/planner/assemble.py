@@ -27,7 +27,7 @@ class Choice:
     engine: Engine
     cost: float  # USD per replica-hour
     below_floor: bool  # a format below the catalog's quality floor
-    accelerated: bool  # the hardware computes in this format natively (e.g. NVFP4 on Blackwell)
+    native: bool  # the hardware computes in this format natively (not e.g. FP8 through Marlin on Ampere)
     preference: tuple[int, int]  # (engine order, the format's place in the engine's auto order)
 
     @property
@@ -53,7 +53,7 @@ def why_lost(runner_up: Choice, best: Choice, catalog: Catalog) -> str:
         reason = f"{fmt.quality}, below the {catalog.quality_floor} quality floor"
     elif runner_up.cost > best.cost * 1.0001:
         reason = f"{runner_up.cost / best.cost:.1f}x the cost (${runner_up.cost:.2f}/h)"
-    elif best.accelerated and not runner_up.accelerated:
+    elif best.native and not runner_up.native:
         reason = f"same cost, but {best.candidate.accelerator.short_name} computes {best.candidate.fmt} natively"
     elif runner_up.preference != best.preference:
         reason = f"same cost, {best.engine.name} prefers {best.candidate.fmt}"
@@ -79,7 +79,8 @@ def _choice_notes(spec: Gemma4DeploymentSpec, best: Choice, catalog: Catalog, ch
             notes.append(f"quantization auto: {c.fmt} is {quality}: no {catalog.quality_floor} or better format "
                          "fits, so the plan trades quality for fitting at all")
         else:
-            native = f", which {accel.name} computes natively" if best.accelerated else ""
+            hardware_format = best.native and catalog.formats[c.fmt].off_native is not None
+            native = f", which {accel.name} computes natively" if hardware_format else ""
             notes.append(f"quantization auto: {c.fmt} ({quality}{native}) is the cheapest format at the "
                          f"{catalog.quality_floor} quality floor that fits")
     return notes

@@ -44,9 +44,9 @@ def _fit(s: _Search, prepared: candidates.Prepared, gpus: int, kv_dtype: str) ->
     result: MemoryFit | Shortfall = engine.fit(matched)
     if isinstance(result, Shortfall):
         return matched.reject(result.reason, result.shortfall_gib)
-    native = s.catalog.formats[fmt].native_on(accel) and s.catalog.formats[fmt].off_native is not None
+    native = s.catalog.formats[fmt].native_on(accel)
     return Choice(matched, result, engine, cost=s.price(accel) * max(gpus, 1),
-                  below_floor=s.catalog.below_floor(fmt), accelerated=native,
+                  below_floor=s.catalog.below_floor(fmt), native=native,
                   preference=(list(s.allowed).index(engine), engine.info.auto_formats.index(fmt)
                               if fmt in engine.info.auto_formats else len(engine.info.auto_formats)))
 
@@ -84,10 +84,11 @@ def _choices_on(s: _Search, accel: Accelerator, rejections: list[Rejection]) -> 
 
 def rank(c: Choice) -> tuple[bool, float, bool, tuple[int, int], int, float, str]:
     """Best first: at the quality floor before below it; the lowest hourly cost per replica; a format
-    the hardware computes in natively (NVFP4 on Blackwell, FP8 on Hopper/Ada); the engine's own
-    preference (catalog order); then the most KV headroom; then the smallest GPU."""
+    the hardware computes in natively (not FP8 through Marlin on Ampere); the engine's own preference
+    (its catalog order: NVFP4 before FP8 before BF16 where all are native); then the most KV headroom;
+    then the smallest GPU."""
     accel = c.candidate.accelerator
-    return (c.below_floor, round(c.cost, 6), not c.accelerated, c.preference, -c.memory.max_concurrency,
+    return (c.below_floor, round(c.cost, 6), not c.native, c.preference, -c.memory.max_concurrency,
             accel.memory_gib, accel.name)
 
 
