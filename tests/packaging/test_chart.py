@@ -189,7 +189,9 @@ def test_ha_clusterwide(renderer: Renderer) -> None:
 
 
 def test_servicemonitor_follows_the_cluster_capabilities(renderer: Renderer) -> None:
-    assert one(renderer.value_set("servicemonitor-capability"), "ServiceMonitor")
+    monitor = one(renderer.value_set("servicemonitor-capability"), "ServiceMonitor")
+    # The operator's per-object series carry the Gemma4Deployment's namespace: Prometheus keeps it.
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
     with pytest.raises(HelmError) as e:
         renderer.objects("--set", "metrics.serviceMonitor.enabled=true")
     assert "does not serve monitoring.coreos.com/v1 ServiceMonitor" in e.value.output
