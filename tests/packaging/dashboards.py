@@ -120,7 +120,7 @@ def operator_dashboard() -> dashboard.Dashboard:
         unit="percentunit", steps=[(None, "green"), (0.01, "orange"), (0.1, "red")]))
     board = board.with_panel(single(
         "Degraded Gemma4Deployments", "Gemma4Deployments whose Degraded condition is True.",
-        query('count(gemma4_operator_deployment_condition{type="Degraded",status="True"} == 1) or vector(0)'),
+        query(f'count(gemma4_operator_deployment_condition{{{job},type="Degraded",status="True"}} == 1) or vector(0)'),
         steps=[(None, "green"), (1, "red")]))
 
     board = board.with_row(dashboard.Row("Reconciles"))

@@ -135,6 +135,15 @@ def _unknown(exprs: list[tuple[str, str]]) -> list[str]:
     return problems
 
 
+def test_unknown_metrics_are_caught() -> None:
+    assert _unknown([("old name", "max(vllm:gpu_cache_usage_perc)"), ("suffix", "rate(vllm:generation_tokens[5m])"),
+                     ("histogram", "vllm:time_to_first_token_seconds > 1"), ("nothing", "vector(1)")]) == [
+        "old name: vllm:gpu_cache_usage_perc is exported by nothing we know",
+        "suffix: vllm:generation_tokens is exported by nothing we know",
+        "histogram: vllm:time_to_first_token_seconds is exported by nothing we know",
+        "nothing: no metric found in 'vector(1)'"]
+
+
 def test_dashboards_name_only_existing_metrics() -> None:
     assert _unknown(dashboard_queries()) == []
 
