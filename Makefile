@@ -48,7 +48,8 @@ clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
 ## manifests: regenerate the CRD, its copy in the Helm chart, manifests/install.yaml (the chart
-## rendered with default values) and manifests/argocd/argocd-cm.yaml (from health.lua)
+## rendered with default values), manifests/argocd/argocd-cm.yaml (from health.lua) and the chart's
+## Grafana dashboards (tests/packaging/dashboards.py)
 .PHONY: manifests
 manifests: crd
 	$(BIN)/python -m tests.packaging.chart

@@ -5,7 +5,8 @@
 - ``charts/gemma4-operator/crds/gemma4deployments.serving.gemma4.dev.yaml``: a copy of ``crds/``;
 - ``manifests/install.yaml``: a Namespace plus the chart rendered with default values and its CRDs
   (``helm template --include-crds``), for ``kubectl apply -f``;
-- ``manifests/argocd/argocd-cm.yaml``: the argocd-cm snippet that carries ``health.lua``.
+- ``manifests/argocd/argocd-cm.yaml``: the argocd-cm snippet that carries ``health.lua``;
+- ``charts/gemma4-operator/dashboards/*.json``: the Grafana dashboards (``tests/packaging/dashboards.py``).
 
 The packaging tests check that both are in sync with their sources.
 """
@@ -142,7 +143,9 @@ def main() -> int:
     ARGOCD_CM.write_text(argocd_cm_yaml(), encoding="utf-8")
     for path in (CHART_CRD, INSTALL_YAML, ARGOCD_CM):
         print(f"wrote {path.relative_to(ROOT)}", file=sys.stderr)
-    return 0
+    from tests.packaging import dashboards  # grafana-foundation-sdk: only needed here
+
+    return dashboards.main()
 
 
 if __name__ == "__main__":

@@ -10,12 +10,18 @@ import pytest
 from tests.packaging.chart import CI_VALUES, Manifest, load_objects, template
 
 # Value sets rendered by the tests, by id: the defaults, every chart-testing values file in
-# charts/gemma4-operator/ci/, and a ServiceMonitor enabled through the cluster's capabilities.
+# charts/gemma4-operator/ci/, a ServiceMonitor enabled through the cluster's capabilities, and the
+# observability set (ServiceMonitor, Grafana dashboards, PrometheusRule).
 VALUE_SETS: dict[str, tuple[str, ...]] = {
     "default": (),
     **{path.name.removesuffix("-values.yaml"): ("-f", str(path)) for path in CI_VALUES},
     "servicemonitor-capability": ("--set", "metrics.serviceMonitor.enabled=true",
                                   "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"),
+    # Dashboards, alerts and ServiceMonitor with their defaults, the Prometheus Operator's CRDs served.
+    "observability": ("--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.dashboards.enabled=true",
+                      "--set", "metrics.prometheusRule.enabled=true",
+                      "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
+                      "--api-versions", "monitoring.coreos.com/v1/PrometheusRule"),
 }
 
 

@@ -23,7 +23,8 @@ from tests.support.crd_schema import cel_errors, schema_errors
 K8S_VERSIONS = ("1.29.0", "1.37.0")
 # Kinds kubernetes-validate has no schema for (it bundles only built-in APIs). CRDs themselves
 # (apiextensions.k8s.io/v1) are built in and validated.
-NO_SCHEMA_KINDS = {"ServiceMonitor", "ClusterKopfPeering", "KopfPeering"}
+# PrometheusRule: its rules are checked by promtool in test_observability.py.
+NO_SCHEMA_KINDS = {"ServiceMonitor", "PrometheusRule", "ClusterKopfPeering", "KopfPeering"}
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
 
 
@@ -200,7 +201,9 @@ def test_accelerator_prices_reach_the_operator(renderer: Renderer) -> None:
 
 
 def test_servicemonitor_follows_the_cluster_capabilities(renderer: Renderer) -> None:
-    assert one(renderer.value_set("servicemonitor-capability"), "ServiceMonitor")
+    monitor = one(renderer.value_set("servicemonitor-capability"), "ServiceMonitor")
+    # The operator's per-object series carry the Gemma4Deployment's namespace: Prometheus keeps it.
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
     with pytest.raises(HelmError) as e:
         renderer.objects("--set", "metrics.serviceMonitor.enabled=true")
     assert "does not serve monitoring.coreos.com/v1 ServiceMonitor" in e.value.output
