@@ -4,7 +4,7 @@ The dashboards (``tests/packaging/dashboards.py``) and the alerting rules
 (``charts/gemma4-operator/templates/prometheusrule.yaml``) may only name series that exist:
 
 - the engines' own metrics, as served by vLLM 0.32.0 and llama.cpp (``tests/data/metrics/``);
-- the operator's registry (``gemma4_operator.metrics.Metrics``);
+- the operator's registry (``gemma4_operator.controller.metrics.Metrics``);
 - :data:`OPERATOR_OBJECT_METRICS`: per-Gemma4Deployment gauges the operator is to export (kube-state-metrics
   style), not all of which it exports yet; the list is the specification for the operator side;
 - :data:`PROMETHEUS_SERIES`: the series Prometheus itself writes for each target.
@@ -96,10 +96,7 @@ def fixture_names(path: Path) -> set[str]:
 
 def operator_registry_names() -> set[str]:
     """Every sample name the operator's registry can expose (labelled families have no samples until used)."""
-    try:
-        from gemma4_operator.metrics import Metrics
-    except ImportError:  # the module is moving into the controller package
-        from gemma4_operator.controller.metrics import Metrics  # type: ignore[no-redef]
+    from gemma4_operator.controller.metrics import Metrics
     registry = Metrics().registry
     return {n for family in registry.collect() for n in exposed_names(family.name, family.type)}
 

@@ -165,10 +165,7 @@ def test_metric_sources_are_the_real_captures() -> None:
 
 def _registry_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
     """name -> (type, label names) of the operator's registry, from prometheus_client's wrappers."""
-    try:
-        from gemma4_operator.metrics import Metrics
-    except ImportError:  # the module is moving into the controller package
-        from gemma4_operator.controller.metrics import Metrics  # type: ignore[no-redef]
+    from gemma4_operator.controller.metrics import Metrics
     from prometheus_client.metrics import MetricWrapperBase
 
     found = {}
