@@ -165,8 +165,9 @@ def test_metric_sources_are_the_real_captures() -> None:
 
 def _registry_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
     """name -> (type, label names) of the operator's registry, from prometheus_client's wrappers."""
-    from gemma4_operator.controller.metrics import Metrics
     from prometheus_client.metrics import MetricWrapperBase
+
+    from gemma4_operator.controller.metrics import Metrics
 
     found = {}
     for value in vars(Metrics()).values():
