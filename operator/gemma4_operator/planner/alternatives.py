@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from gemma4_operator.api import EngineChoice, Gemma4DeploymentSpec, KvCacheDtypeChoice, QuantizationChoice
+from gemma4_operator.api import Gemma4DeploymentSpec, KvCacheDtypeChoice, QuantizationChoice
 from gemma4_operator.catalog import Catalog
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 
@@ -23,7 +23,7 @@ def _variations(spec: Gemma4DeploymentSpec, catalog: Catalog) -> Iterator[tuple[
         yield "accelerator.count: 0 (let the planner choose)", with_accel(count=0)
     if spec.quantization is not QuantizationChoice.AUTO:
         yield "quantization: auto", spec.model_copy(update={"quantization": QuantizationChoice.AUTO})
-    if serving.kv_cache_dtype is not KvCacheDtypeChoice.FP8 and spec.engine is not EngineChoice.LLAMACPP:
+    if serving.kv_cache_dtype is not KvCacheDtypeChoice.FP8:
         yield "serving.kvCacheDtype: fp8", with_serving(kv_cache_dtype=KvCacheDtypeChoice.FP8)
     for conc in (serving.concurrency // 2, serving.concurrency // 4, 1):
         if 1 <= conc < serving.concurrency:

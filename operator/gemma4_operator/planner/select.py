@@ -51,21 +51,35 @@ def _fit(s: _Search, prepared: candidates.Prepared, gpus: int, kv_dtype: str) ->
                               if fmt in engine.info.auto_formats else len(engine.info.auto_formats)))
 
 
+def _on_gpus(s: _Search, prepared: candidates.Prepared, gpus: int) -> Choice | Rejection:
+    """The candidate on this many GPUs, trying the KV precisions in the engine's order."""
+    result: Choice | Rejection | None = None
+    for kv_dtype in candidates.kv_dtypes(s.spec, prepared.accel, prepared.engine, s.catalog):
+        result = _fit(s, prepared, gpus, kv_dtype)
+        if isinstance(result, Choice):
+            return result
+    assert result is not None, "every engine offers a KV precision"
+    return result
+
+
 def _fewest_gpus(s: _Search, accel: Accelerator, engine: Engine, fmt: str) -> Choice | Rejection:
-    """The format on the fewest GPUs that hold it, trying the KV precisions in the engine's order."""
-    last: Rejection | None = None
+    """The format on the fewest GPUs that hold it. Memory per GPU only falls as GPUs are added, so
+    after the fewest fail, the most are tried next: if they fail on memory, nothing in between fits
+    (the common case when a format is too big). A refusal that is not about memory ends the search:
+    more GPUs will not help."""
     prepared = candidates.prepare(s.spec, accel, engine, fmt, s.source, s.catalog)
-    for gpus in candidates.gpu_counts(s.spec, accel, engine, s.catalog):
-        for kv_dtype in candidates.kv_dtypes(s.spec, accel, engine, s.catalog):
-            result = _fit(s, prepared, gpus, kv_dtype)
-            if isinstance(result, Choice):
-                return result
-            last = result
-        assert last is not None
-        if last.shortfall_gib == 0.0:
-            break  # not a memory problem: more GPUs will not help
-    assert last is not None, "every engine offers at least one GPU count"
-    return last
+    counts = candidates.gpu_counts(s.spec, accel, engine, s.catalog)
+    first = _on_gpus(s, prepared, counts[0])
+    if isinstance(first, Choice) or first.shortfall_gib == 0.0 or len(counts) == 1:
+        return first
+    most = _on_gpus(s, prepared, counts[-1])
+    if isinstance(most, Rejection) and most.shortfall_gib > 0.0:
+        return most
+    for gpus in counts[1:-1]:
+        result = _on_gpus(s, prepared, gpus)
+        if isinstance(result, Choice) or result.shortfall_gib == 0.0:
+            return result
+    return most
 
 
 def _choices_on(s: _Search, accel: Accelerator, rejections: list[Rejection]) -> list[Choice]:
