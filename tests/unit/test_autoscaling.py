@@ -1,4 +1,4 @@
-"""Table tests for the Vertex-style autoscaling decision (DESIGN §5, platform.md §2.1/§2.7)."""
+"""Table tests for the Vertex-style autoscaling decision (the Kubernetes HPA algorithm with Vertex AI metric names)."""
 
 from __future__ import annotations
 

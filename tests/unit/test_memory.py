@@ -1,4 +1,5 @@
-"""KV-cache and weight arithmetic against the reference's worked numbers (gemma4-serving.md §2-§3)."""
+"""KV-cache and weight arithmetic against worked numbers derived from the variants' config.json
+(huggingface.co/google/gemma-4-*) and vLLM's start-up logs, and against published checkpoint sizes."""
 
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ CATALOG = load_catalog()
 
 
 @pytest.mark.parametrize(("variant", "tokens", "bytes_per_element", "expected"), [
-    ("31b", 32768, 2, 3_523_215_360),       # §3.1: exact, matches a third-party fixture byte for byte
-    ("31b", 262144, 2, 22_313_697_280),     # §3.1
+    ("31b", 32768, 2, 3_523_215_360),       # exact: matches a third-party fixture byte for byte
+    ("31b", 262144, 2, 22_313_697_280),     # the full 256K context
 ])
 def test_kv_formula_reproduces_exact_reference_numbers(variant: str, tokens: int, bytes_per_element: int,
                                                        expected: int) -> None:
     assert memory.kv_bytes_per_sequence(CATALOG.variants[variant], tokens, bytes_per_element) == expected
 
 
-# §3.2 worked table (GB = 1e9 bytes, printed to 3-4 significant digits).
+# Worked table, from each config.json (GB = 1e9 bytes, printed to 3-4 significant digits).
 @pytest.mark.parametrize(("variant", "tokens", "bf16_gb", "fp8_gb"), [
     ("e2b", 4096, 0.0315, 0.0157), ("e2b", 32768, 0.208, 0.104), ("e2b", 131072, 0.812, 0.406),
     ("e4b", 4096, 0.0881, 0.0440), ("e4b", 32768, 0.558, 0.279), ("e4b", 131072, 2.168, 1.084),
@@ -40,7 +41,7 @@ def test_kv_owning_layers_follow_layer_pattern_and_sharing(variant: str, sliding
     assert CATALOG.variants[variant].kv_layer_counts == (sliding, full)
 
 
-# §3.3: vLLM's start-up reservation for one max_model_len request at bf16, in GiB.
+# vLLM's start-up reservation for one max_model_len request at bf16, in GiB (vllm/v1/kv_cache_interface.py).
 @pytest.mark.parametrize(("variant", "mnbt", "tokens", "gib"), [
     ("31b", 2048, 8192, 2.97), ("31b", 2048, 32768, 4.84), ("31b", 2048, 131072, 12.34),
     ("31b", 8192, 32768, 9.53), ("31b", 8192, 262144, 27.03),
@@ -61,7 +62,7 @@ def test_tensor_parallel_divides_kv_until_heads_run_out() -> None:
     assert per_tp[4] / 2 < per_tp[8] < per_tp[4]
 
 
-# Published sizes from gemma4-serving.md §2.3 (bytes), and what they contain.
+# Published sizes (bytes, from each repository's file listing on huggingface.co), and what they contain.
 PUBLISHED = [
     ("e2b", "bf16", 10.25e9, "safetensors"), ("e4b", "bf16", 16.0e9, "safetensors"),
     ("26b-a4b", "bf16", 51.6e9, "safetensors"), ("31b", "bf16", 62.5e9, "safetensors"),

@@ -1,4 +1,4 @@
-"""Rendering: the child objects of DESIGN §4 for a plan."""
+"""Rendering: the child objects of a Gemma4Deployment (Deployment, Service, PVC, PDB, ScaledObject) for a plan."""
 
 from __future__ import annotations
 
