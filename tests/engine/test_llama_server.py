@@ -26,7 +26,8 @@ from tests.engine.llama_server import (
 
 pytestmark = pytest.mark.engine
 
-# The renderer's llama-server command line for a CPU E2B deployment (flags as in ggml-org/llama.cpp tools/server/README.md).
+# The renderer's llama-server command line for a CPU E2B deployment
+# (flags as in ggml-org/llama.cpp tools/server/README.md).
 RENDERED_ARGV = [
     "--host", "0.0.0.0", "--port", "8000", "-m", "/models/gemma-4-E2B-it-Q8_0.gguf",
     "-c", "8192", "-np", "4", "--metrics", "--jinja", "-a", "gemma-4-e2b-it", "-ngl", "0",
