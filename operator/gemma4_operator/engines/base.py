@@ -105,7 +105,7 @@ class Engine(Protocol):
     def candidate_refusal(self, variant: VariantInfo, accel: Accelerator, gpus: int) -> str | None:
         """Why this GPU count cannot work for the engine, or None."""
 
-    def kv_dtypes(self, accel: Accelerator, catalog: Catalog) -> list[str]:
+    def kv_dtypes(self, accel: Accelerator, catalog: Catalog) -> tuple[str, ...]:
         """KV-cache precisions `kvCacheDtype: auto` tries, in order (the first that fits wins)."""
 
     def weight_bytes(self, variant: VariantInfo, fmt: FormatInfo, checkpoint: Checkpoint | None) -> tuple[int, bool]:

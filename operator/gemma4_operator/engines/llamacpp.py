@@ -57,8 +57,8 @@ class Engine(CatalogEngine):
         return None
 
     @override
-    def kv_dtypes(self, accel: Accelerator, catalog: Catalog) -> list[str]:
-        return ["bf16", "fp8"]  # f16 cells; q8_0 cells (half the memory) when f16 does not fit
+    def kv_dtypes(self, accel: Accelerator, catalog: Catalog) -> tuple[str, ...]:
+        return ("bf16", "fp8")  # f16 cells; q8_0 cells (half the memory) when f16 does not fit
 
     @override
     def weight_bytes(self, variant: VariantInfo, fmt: FormatInfo, checkpoint: Checkpoint | None) -> tuple[int, bool]:

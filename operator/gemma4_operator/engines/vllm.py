@@ -34,6 +34,7 @@ from gemma4_operator.planner.sources import SourceRef
 # Per-prompt limits for the encoders a variant has; keys only for requested modalities.
 MM_LIMITS = {"image": 4, "audio": 1}
 SHM_SIZE = "16Gi"  # NCCL/torch shared memory between tensor-parallel workers
+_FP8_KV, _BF16_KV = ("fp8",), ("bf16",)
 _ANY_NODE = 64  # a bound on GPUs per node, to tell "does not divide the heads" from "too many GPUs"
 
 
@@ -68,10 +69,10 @@ class Engine(CatalogEngine):
         return None
 
     @override
-    def kv_dtypes(self, accel: Accelerator, catalog: Catalog) -> list[str]:
+    def kv_dtypes(self, accel: Accelerator, catalog: Catalog) -> tuple[str, ...]:
         # FP8 KV where the GPU computes in FP8 natively (the fp8 format's compute capability): it
         # halves KV memory at no cost there; elsewhere the model's dtype
-        return ["fp8"] if catalog.formats["fp8"].native_on(accel) else ["bf16"]
+        return _FP8_KV if catalog.formats["fp8"].native_on(accel) else _BF16_KV
 
     @override
     def weight_bytes(self, variant: VariantInfo, fmt: FormatInfo, checkpoint: Checkpoint | None) -> tuple[int, bool]:

@@ -9,8 +9,11 @@ from gemma4_operator.catalog import Catalog
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 
 
-def _variations(spec: Gemma4DeploymentSpec, catalog: Catalog) -> Iterator[tuple[str, Gemma4DeploymentSpec]]:
-    """Single-field relaxations of the spec, most conservative first."""
+def _variations(spec: Gemma4DeploymentSpec, catalog: Catalog,
+                memory_bound: bool) -> Iterator[tuple[str, Gemma4DeploymentSpec]]:
+    """Single-field relaxations of the spec, most conservative first. Asking for less memory (an 8-bit
+    KV cache, fewer sequences, a shorter context) only when something missed on memory: it cannot
+    undo a refusal (a format the GPU does not run, an engine that does not run there)."""
     serving, accel = spec.serving, spec.accelerator
 
     def with_serving(**kw: object) -> Gemma4DeploymentSpec:
@@ -23,13 +26,13 @@ def _variations(spec: Gemma4DeploymentSpec, catalog: Catalog) -> Iterator[tuple[
         yield "accelerator.count: 0 (let the planner choose)", with_accel(count=0)
     if spec.quantization is not QuantizationChoice.AUTO:
         yield "quantization: auto", spec.model_copy(update={"quantization": QuantizationChoice.AUTO})
-    if serving.kv_cache_dtype is not KvCacheDtypeChoice.FP8:
+    if memory_bound and serving.kv_cache_dtype is not KvCacheDtypeChoice.FP8:
         yield "serving.kvCacheDtype: fp8", with_serving(kv_cache_dtype=KvCacheDtypeChoice.FP8)
     for conc in (serving.concurrency // 2, serving.concurrency // 4, 1):
-        if 1 <= conc < serving.concurrency:
+        if memory_bound and 1 <= conc < serving.concurrency:
             yield f"serving.concurrency: {conc}", with_serving(concurrency=conc)
     length = serving.max_model_len // 2
-    while length >= 4096:
+    while memory_bound and length >= 4096:
         yield f"serving.maxModelLen: {length}", with_serving(max_model_len=length)
         length //= 2
     if accel.type != "auto":
@@ -40,11 +43,12 @@ def _variations(spec: Gemma4DeploymentSpec, catalog: Catalog) -> Iterator[tuple[
 
 def nearest_alternatives(spec: Gemma4DeploymentSpec, facts: ClusterFacts, catalog: Catalog,
                          planner: Callable[[Gemma4DeploymentSpec, ClusterFacts, Catalog], Plan],
-                         limit: int = 3) -> list[str]:
-    """Up to ``limit`` single-field changes of the spec that ``planner`` can plan, as advice."""
+                         *, memory_bound: bool, limit: int = 3) -> list[str]:
+    """Up to ``limit`` single-field changes of the spec that ``planner`` can plan, as advice;
+    ``memory_bound``: some candidate missed on memory (not only refusals)."""
     found: list[str] = []
     seen_accelerator_switch = False
-    for label, variant_spec in _variations(spec, catalog):
+    for label, variant_spec in _variations(spec, catalog, memory_bound):
         if label.startswith("accelerator.type") and seen_accelerator_switch:
             continue
         try:

@@ -124,10 +124,10 @@ def prepare(spec: Gemma4DeploymentSpec, accel: Accelerator, engine: Engine, fmt:
     return Prepared(spec, variant, accel, engine, fmt, refusal, warnings, checkpoint, weights)
 
 
-def kv_dtypes(spec: Gemma4DeploymentSpec, accel: Accelerator, engine: Engine, catalog: Catalog) -> list[str]:
+def kv_dtypes(spec: Gemma4DeploymentSpec, accel: Accelerator, engine: Engine, catalog: Catalog) -> tuple[str, ...]:
     """The spec's KV-cache precision, or the ones the engine tries for `auto`, in order."""
     choice = spec.serving.kv_cache_dtype.value
-    return [choice] if choice != "auto" else engine.kv_dtypes(accel, catalog)
+    return (choice,) if choice != "auto" else engine.kv_dtypes(accel, catalog)
 
 
 def match(p: Prepared, gpus: int, kv_dtype: str, catalog: Catalog) -> Candidate | Rejection:

@@ -123,7 +123,8 @@ def plan(spec: Gemma4DeploymentSpec, facts: ClusterFacts, catalog: Catalog | Non
         where = spec.accelerator.type if spec.accelerator.type != "auto" else (
             "any accelerator type present" if accelerators[0].is_gpu else "cpu (no GPU types present)")
         alternatives = nearest_alternatives(
-            spec, facts, catalog, lambda sp, f, c: plan(sp, f, c, prices=prices, suggest=False)) if suggest else []
+            spec, facts, catalog, lambda sp, f, c: plan(sp, f, c, prices=prices, suggest=False),
+            memory_bound=any(r.shortfall_gib > 0 for r in rejections)) if suggest else []
         raise PlanError(f"{label} does not fit on {where}", _closest_first(rejections), alternatives)
     return assemble(spec, found[0], found[1:], source, catalog, chose_accelerator=len(accelerators) > 1,
                     images=images or {})
