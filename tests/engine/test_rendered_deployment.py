@@ -71,7 +71,7 @@ def test_rendered_argv_becomes_the_planned_server_settings(rendered: dict[str, d
     assert (settings.n_ctx, settings.n_parallel, settings.kv_unified) == (16384, 2, True)
     assert settings.metrics and settings.jinja and settings.no_mmproj
     assert settings.alias == ("gemma-4-e2b-it",)
-    assert settings.hf_repo == "unsloth/gemma-4-E2B-it-GGUF:Q4_K_M"
+    assert settings.hf_repo == "ggml-org/gemma-4-E2B-it-GGUF:Q8_0"  # q8_0: the quality floor, same CPU pod cost
     assert (settings.host, settings.port, settings.n_gpu_layers) == ("0.0.0.0", 8000, 0)
 
 
