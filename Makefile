@@ -1,5 +1,7 @@
 # Everything installs from PyPI/Debian into .venv and $(GEMMA4_TOOLS_CACHE); nothing system-wide, nothing under
 # /etc, no root needed (see the README's "Tests" section for exactly what goes where).
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -16,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	@t0=$$(date +%s); \
 	$(PYTHON) -m venv $(VENV) && \
 	$(BIN)/pip install --quiet --upgrade pip && \
-	$(BIN)/pip install --quiet -e '.[test,dev]' && \
+	$(BIN)/pip install --progress-bar off -e '.[test,dev]' | grep -E '^(Collecting|Successfully)' && \
 	echo "setup took $$(( $$(date +%s) - t0 )) s"
 	touch $@
 

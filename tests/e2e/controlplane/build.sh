@@ -188,7 +188,8 @@ t_build=$(date +%s)
 ( while sleep 30 </dev/null >/dev/null 2>&1; do log "still building: make has run for $(( $(date +%s) - t_build ))s"; done ) &
 HEARTBEAT=$!
 trap 'kill "$HEARTBEAT" 2>/dev/null || true' EXIT
-make WHAT="cmd/kube-apiserver cmd/kube-controller-manager"
+# Run as a top-level make even when called from the project's Makefile (no inherited MAKEFLAGS/MAKELEVEL).
+env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u MAKEOVERRIDES make WHAT="cmd/kube-apiserver cmd/kube-controller-manager"
 kill "$HEARTBEAT" 2>/dev/null || true
 log "make took $(( $(date +%s) - t_build ))s"
 
