@@ -7,8 +7,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 EXAMPLE ?= manifests/examples/31b-h100-bf16-tp2.yaml
 export GEMMA4_TOOLS_CACHE ?= $(HOME)/.cache/gemma4-operator
-# Test tiers, one pytest run each (directories under tests/), in this order.
-TIERS ?= unit integration packaging engine tools e2e benchmarks
+# Test tiers, one pytest run each (directories under tests/). Empty: all of them, in run_tiers.py's order (unit
+# integration packaging engine tools e2e benchmarks, then any other tests/ directory with test files).
+TIERS ?=
 FAST_TIERS ?= unit integration
 
 .PHONY: setup demo test test-fast tools tiers lint typecheck pytest bench crd clean

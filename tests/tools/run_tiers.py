@@ -2,11 +2,11 @@
 
     python tests/tools/run_tiers.py [TIER ...] [-- PYTEST_ARGS ...]
 
-Tiers (in this order by default): unit, integration, packaging, engine, tools, e2e, benchmarks; each is a
-directory under ``tests/``. After each tier's own pytest summary line ("N passed in Ns") it prints
-``tier NAME took N s``; at the end a table of all tiers and one closing line,
-``total: N passed, N failed, N skipped`` (errors count as failed). Every tier runs even when an earlier one
-failed; the exit status is 1 when any tier failed or collected no test (pytest's exit 5), else 0.
+Tiers (in this order by default): unit, integration, packaging, engine, tools, e2e, benchmarks, then any
+other directory under ``tests/`` with test files; each tier is a directory under ``tests/``. After each tier's
+own pytest summary line ("N passed in Ns") it prints ``tier NAME took N s``; at the end a table of all tiers
+and one closing line, ``total: N passed, N failed, N skipped`` (errors count as failed). Every tier runs even
+when an earlier one failed; the exit status is 1 when any tier failed or collected no test (pytest's exit 5).
 
 The tools the tiers use must already be in the tools cache (``make tools`` fetches them before this runs); a
 tier that finds one missing still fetches it itself, with pytest's capture suspended where it takes minutes.
@@ -26,6 +26,14 @@ REPO = Path(__file__).resolve().parents[2]
 TIERS = ("unit", "integration", "packaging", "engine", "tools", "e2e", "benchmarks")
 _COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?)\b")
 _SUMMARY = re.compile(r"^=*\s*(no tests ran|\d+ (passed|failed|errors?|skipped|xfailed|xpassed|deselected))")
+
+
+def all_tiers() -> list[str]:
+    """TIERS, then any other directory under tests/ holding test files (so that a new tier is never left out)."""
+    found = sorted(
+        d.name for d in (REPO / "tests").iterdir() if d.is_dir() and d.name not in TIERS and any(d.rglob("test_*.py"))
+    )
+    return [*TIERS, *found]
 
 
 @dataclass
@@ -91,7 +99,7 @@ def main(argv: list[str]) -> int:
         names, pytest_args = argv[:split], argv[split + 1 :]
     else:
         names, pytest_args = argv, []
-    names = names or list(TIERS)
+    names = names or all_tiers()
     unknown = [n for n in names if not (REPO / "tests" / n).is_dir()]
     if unknown:
         print(f"run_tiers: unknown tier(s) {unknown}; known: {', '.join(TIERS)}", file=sys.stderr)
