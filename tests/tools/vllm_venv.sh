@@ -4,7 +4,6 @@
 #
 #   tests/tools/vllm_venv.sh              # idempotent; prints the venv's python path on the last stdout line
 #   tests/tools/vllm_venv.sh --refreeze   # rebuild without constraints and rewrite vllm-constraints.txt
-#   tests/tools/vllm_venv.sh --check      # exit 0 if the venv is complete, 1 if it would be (re)built
 #
 # Location: ${GEMMA4_TOOLS_CACHE:-$HOME/.cache/gemma4-operator}/vllm-0.32.0/
 # Base interpreter: ${GEMMA4_VLLM_PYTHON:-python3} (must be CPython 3.11: the local torch wheel is cp311).
@@ -24,19 +23,16 @@ VENV="$CACHE/vllm-$VLLM_VERSION"
 MARKER="$VENV/.gemma4-complete"
 BASE_PY="${GEMMA4_VLLM_PYTHON:-python3}"
 
-# The marker records a hash of the constraints file and of this script: editing either triggers a rebuild.
-stamp() { cat "$CONSTRAINTS" "${BASH_SOURCE[0]}" 2>/dev/null | sha256sum | cut -d' ' -f1; }
-
 REFREEZE=0
 if [[ "${1:-}" == "--refreeze" ]]; then
   REFREEZE=1
-elif [[ "${1:-}" == "--check" ]]; then
-  [[ -f "$MARKER" && "$(cat "$MARKER")" == "$(stamp)" ]]
-  exit $?
 elif [[ $# -gt 0 ]]; then
-  echo "usage: $0 [--refreeze | --check]" >&2
+  echo "usage: $0 [--refreeze]" >&2
   exit 2
 fi
+
+# The marker records a hash of the constraints file and of this script: editing either triggers a rebuild.
+stamp() { cat "$CONSTRAINTS" "${BASH_SOURCE[0]}" 2>/dev/null | sha256sum | cut -d' ' -f1; }
 
 if [[ $REFREEZE -eq 0 && -f "$MARKER" && "$(cat "$MARKER")" == "$(stamp)" ]]; then
   echo "vllm venv already complete: $VENV" >&2
