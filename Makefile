@@ -1,16 +1,26 @@
-# Everything installs from PyPI/Debian into .venv and $(GEMMA4_TOOLS_CACHE); nothing by hand.
+# Everything installs from PyPI/Debian into .venv and $(GEMMA4_TOOLS_CACHE); nothing system-wide, nothing under
+# /etc, no root needed (see the README's "Tests" section for exactly what goes where).
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 EXAMPLE ?= manifests/examples/31b-h100-bf16-tp2.yaml
 export GEMMA4_TOOLS_CACHE ?= $(HOME)/.cache/gemma4-operator
+# Test tiers, one pytest run each (directories under tests/). Empty: all of them, in run_tiers.py's order (unit
+# integration packaging engine tools e2e benchmarks, then any other tests/ directory with test files).
+TIERS ?=
+FAST_TIERS ?= unit integration
 
-.PHONY: setup demo test lint typecheck pytest bench crd clean
+.PHONY: setup demo test test-fast tools tiers lint typecheck pytest bench crd clean
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,dev]'
+	@echo "setup: creating $(VENV) and installing the project with its test and dev extras (PyPI)"
+	@t0=$$(date +%s); \
+	$(PYTHON) -m venv $(VENV) && \
+	$(BIN)/pip install --quiet --upgrade pip && \
+	$(BIN)/pip install --progress-bar off -e '.[test,dev]' | grep -E '^(Collecting|Successfully)' && \
+	echo "setup took $$(( $$(date +%s) - t0 )) s"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -20,18 +30,30 @@ demo: setup
 	$(BIN)/gemma4-operator plan $(EXAMPLE)
 	$(BIN)/gemma4-operator render $(EXAMPLE)
 
-## test: lint, type-check and run every test tier (unit, integration, tools, e2e, engine)
-test: lint typecheck pytest
+## test: lint, type-check, fetch/build the test tools (before pytest, with progress), then every tier
+## (unit, integration, packaging, engine, tools, e2e, benchmarks), one pytest run and one "tier X took N s" each
+test: lint typecheck tools tiers
+
+## test-fast: the inner loop, unit + integration only (no tools needed; well under 2 minutes warm)
+test-fast: setup
+	$(BIN)/python tests/tools/run_tiers.py $(FAST_TIERS)
 
 lint: setup
-	$(BIN)/ruff check operator tests
-	$(BIN)/lint-imports
+	@t0=$$(date +%s); $(BIN)/ruff check operator tests && $(BIN)/lint-imports && \
+		echo "lint took $$(( $$(date +%s) - t0 )) s"
 
 typecheck: setup
-	$(BIN)/mypy
+	@t0=$$(date +%s); $(BIN)/mypy && echo "typecheck took $$(( $$(date +%s) - t0 )) s"
 
-pytest: setup
-	$(BIN)/pytest -q tests
+## tools: fetch or build everything the tiers use into $(GEMMA4_TOOLS_CACHE) (instant when cached)
+tools: setup
+	GEMMA4_TOOLS_PYTHON=$(PYTHON) bash tests/tools/fetch_tools.sh
+
+## tiers: run the tiers in $(TIERS), e.g. `make tiers TIERS="packaging e2e"`
+tiers: setup tools
+	$(BIN)/python tests/tools/run_tiers.py $(TIERS)
+
+pytest: tiers
 
 ## bench: planner throughput (BENCH_AGAINST=REF: side by side with commit REF), reconcile load and the
 ## autoscaling trace benchmark

@@ -1,7 +1,8 @@
 """Fixtures for the e2e tier: a real kube-apiserver + kube-controller-manager (1.20.2) on loopback.
 
 * ``control_plane`` (session): a started :class:`controlplane.ControlPlane`. Builds the binaries with
-  ``controlplane/build.sh`` when they are not cached yet (~5-10 min cold, needs root + Debian 12). Set
+  ``controlplane/build.sh`` when they are not cached yet (``make test`` does that before pytest starts, in
+  ``make tools``; ~5-10 min cold, no root, nothing installed system-wide), showing its progress. Set
   ``GEMMA4_SKIP_E2E=1`` to skip instead.
 * ``k8s_api`` (session): ``kubernetes.client.ApiClient`` with the admin (system:masters) token.
 * ``e2e_namespace`` (function): a fresh namespace, deleted afterwards.
@@ -13,6 +14,7 @@ teardown, so the first test carries the control plane start), the values tests r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -27,13 +29,20 @@ from tests.e2e.controlplane import ControlPlane, binaries_available, build_binar
 
 
 @pytest.fixture(scope="session")
-def control_plane() -> Iterator[ControlPlane]:
+def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
     if os.environ.get("GEMMA4_SKIP_E2E") == "1":
         pytest.skip("GEMMA4_SKIP_E2E=1: real control plane tests skipped")
     if not binaries_available():
-        t0 = time.monotonic()
-        build_binaries()
-        print(f"\ncontrol plane binaries built in {time.monotonic() - t0:.0f}s", file=sys.stderr)
+        # `make test` builds the binaries before pytest starts (`make tools`); a bare `pytest tests/e2e` on a
+        # cold cache builds them here (~5-10 min). pytest's output capturing is suspended meanwhile so that
+        # build.sh's progress lines reach the terminal instead of sitting silently in a capture buffer.
+        capman = request.config.pluginmanager.getplugin("capturemanager")
+        suspended = capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext()
+        with suspended:
+            print("\ncontrol plane binaries missing: running build.sh (progress below)", file=sys.stderr, flush=True)
+            t0 = time.monotonic()
+            build_binaries()
+            print(f"control plane binaries built in {time.monotonic() - t0:.0f}s", file=sys.stderr, flush=True)
     cp = ControlPlane()
     cp.start()
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in cp.startup_phases.items())

@@ -9,8 +9,12 @@
 # Work dir (source tree, Go build cache, ~2.5 GB) lives next to it under .../k8s-1.20.2/work and is removed after
 # a successful build unless GEMMA4_K8S_KEEP_WORK=1.
 #
-# Needs Debian 12 (bookworm) and root (or sudo) to install: etcd-server golang-1.19-go
-# golang-github-modern-go-reflect2-dev dpkg-dev make rsync openssl. Cold build: ~5-10 min on 2 cores.
+# Installs nothing and needs no root: tests/tools/debian_tools.sh downloads the pinned Debian packages (etcd
+# 3.4.23, Go 1.19.8, reflect2 1.0.2) with `apt-get download`, unpacks them with `dpkg -x` under the cache
+# (debian-bookworm/root; GOROOT = .../usr/lib/go-1.19), and downloads the pinned `kubernetes` source package with a
+# private apt configuration (no deb-src entry under /etc is needed or added). Host tools used: bash, make, tar,
+# sha256sum, flock, cmp (Debian's base system and make), and openssl at run time for the control plane's PKI.
+# Cold build: ~5-10 min on 2 cores; a progress line with the elapsed seconds every 30 s while Go compiles.
 #
 # Patches applied to the orig tree (bump BUILD_ID when changing them, so cached binaries get rebuilt):
 #   1. vendored modern-go/reflect2 v1.0.1 -> Debian's 1.0.2 (REQUIRED: v1.0.1 segfaults with Go >= 1.18 on the
@@ -24,6 +28,8 @@
 #      point at the runtime's shared zero value, so every empty string in a custom resource or in a CRD default
 #      was rejected as `Invalid value: "null": ... must be of type string: "null"`; built with Go 1.15, as the
 #      1.20.2 release was, that comparison is never true for a decoded value, so only nil counts as null).
+# The toolchain, source package and patches are the same as when this script apt-get installed them system-wide,
+# so the BUILD_ID (and binaries cached by that version) stay valid.
 set -euo pipefail
 
 K8S_VERSION=1.20.2
@@ -33,16 +39,21 @@ BIN_DIR="$K8S_ROOT/bin"
 WORK_DIR="$K8S_ROOT/work"
 BUILD_ID="$K8S_VERSION+reflect2-1.0.2+gcsync-2s+openapi-nil"
 BINARIES=(kube-apiserver kube-controller-manager)
-APT_PACKAGES=(etcd-server golang-1.19-go golang-github-modern-go-reflect2-dev dpkg-dev make rsync openssl
-              ca-certificates)
-GO_BIN=/usr/lib/go-1.19/bin
-REFLECT2_SRC=/usr/share/gocode/src/github.com/modern-go/reflect2
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+DEBIAN_TOOLS="$HERE/../../tools/debian_tools.sh"
+DEBIAN_ROOT="$CACHE_ROOT/debian-bookworm/root"
+GOROOT_DIR="$DEBIAN_ROOT/usr/lib/go-1.19"
+REFLECT2_SRC="$DEBIAN_ROOT/usr/share/gocode/src/github.com/modern-go/reflect2"
 
-have_binaries() {
+have_kube_binaries() {
     local b
     for b in "${BINARIES[@]}"; do [[ -x "$BIN_DIR/$b" ]] || return 1; done
-    [[ -f "$BIN_DIR/BUILD_ID" && "$(<"$BIN_DIR/BUILD_ID")" == "$BUILD_ID" ]] || return 1
-    command -v etcd >/dev/null 2>&1 || [[ -x /usr/bin/etcd ]] || return 1
+    [[ -f "$BIN_DIR/BUILD_ID" && "$(<"$BIN_DIR/BUILD_ID")" == "$BUILD_ID" ]]
+}
+
+have_binaries() {
+    have_kube_binaries || return 1
+    bash "$DEBIAN_TOOLS" --check || return 1   # etcd, from the unpacked Debian package
     command -v openssl >/dev/null 2>&1 || return 1
 }
 
@@ -51,8 +62,12 @@ if [[ "${1:-}" == --check ]]; then
     have_binaries
     exit $?
 fi
+if ! command -v openssl >/dev/null 2>&1; then
+    echo "build.sh: openssl is not on PATH; the control plane's certificates are made with it (Debian: openssl)" >&2
+    exit 1
+fi
 if have_binaries; then
-    echo "build.sh: cached: $BIN_DIR (${BINARIES[*]}), etcd: $(command -v etcd || echo /usr/bin/etcd)"
+    echo "build.sh: cached: $BIN_DIR (${BINARIES[*]}), etcd: $DEBIAN_ROOT/usr/bin/etcd"
     exit 0
 fi
 
@@ -71,75 +86,19 @@ if have_binaries; then
     exit 0
 fi
 
-SUDO=()
-if [[ $EUID -ne 0 ]]; then
-    if command -v sudo >/dev/null 2>&1; then SUDO=(sudo); else
-        echo "build.sh: must run as root (or with sudo available) to install Debian packages" >&2; exit 1
-    fi
-fi
-export DEBIAN_FRONTEND=noninteractive
-
-# --- 1. Debian packages -------------------------------------------------------------------------------------
-missing_packages() {
-    local p
-    for p in "${APT_PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || echo "$p"
-    done
-}
-
-has_deb_src() {
-    # A Debian deb-src entry, one-line style or deb822 (a stanza with Types: ...deb-src... and a debian URI).
-    grep -qsE '^deb-src[[:space:]].*debian' /etc/apt/sources.list /etc/apt/sources.list.d/*.list && return 0
-    local f
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [[ -f "$f" ]] || continue
-        awk 'BEGIN { RS = "" } /(^|\n)Types:[^\n]*deb-src/ && /(^|\n)URIs:[^\n]*debian/ { found = 1 }
-             END { exit !found }' "$f" && return 0
-    done
-    return 1
-}
-
-add_deb_src() {
-    # Mirror the existing Debian "deb" sources as "deb-src" (only Debian archives, not third-party repos).
-    if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
-        sed -E 's/^Types:[[:space:]]*deb[[:space:]]*$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources \
-            | "${SUDO[@]}" tee /etc/apt/sources.list.d/gemma4-debian-src.sources >/dev/null
-    elif [[ -f /etc/apt/sources.list ]] && grep -qE '^deb[[:space:]].*debian' /etc/apt/sources.list; then
-        grep -E '^deb[[:space:]].*debian' /etc/apt/sources.list | sed -E 's/^deb[[:space:]]/deb-src /' \
-            | "${SUDO[@]}" tee /etc/apt/sources.list.d/gemma4-debian-src.list >/dev/null
-    else
-        echo "deb-src http://deb.debian.org/debian bookworm main" \
-            | "${SUDO[@]}" tee /etc/apt/sources.list.d/gemma4-debian-src.list >/dev/null
-    fi
-}
-
-need_update=0
-if ! has_deb_src; then
-    log "adding deb-src entries under /etc/apt/sources.list.d/"
-    add_deb_src
-    need_update=1
-fi
-mapfile -t MISSING < <(missing_packages)
-if (( ${#MISSING[@]} )); then need_update=1; fi
-if (( need_update )) || ! apt-cache showsrc kubernetes >/dev/null 2>&1; then
-    log "apt-get update"
-    "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq
-fi
-if (( ${#MISSING[@]} )); then
-    log "apt-get install ${MISSING[*]}"
-    "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${MISSING[@]}" >/dev/null
-fi
+# --- 1. Debian packages: downloaded and unpacked under the cache, nothing installed ----------------------------
+log "Debian packages (etcd, Go 1.19, reflect2) -> $DEBIAN_ROOT"
+bash "$DEBIAN_TOOLS" >/dev/null
 log "packages ready"
 
-# etcd-server may have been the only thing missing.
-if have_binaries; then
+# etcd may have been the only thing missing.
+if have_kube_binaries; then
     log "done: $BIN_DIR"
     exit 0
 fi
 
 # --- 2. Source package ----------------------------------------------------------------------------------------
 mkdir -p "$WORK_DIR/dl" "$BIN_DIR"
-cd "$WORK_DIR/dl"
 find_orig() {
     local f
     for f in "$WORK_DIR"/dl/kubernetes_*really"$K8S_VERSION".orig.tar.gz "$WORK_DIR/dl/kubernetes_$K8S_VERSION.orig.tar.gz"; do
@@ -148,9 +107,8 @@ find_orig() {
     return 1
 }
 if ! ORIG_TARBALL=$(find_orig); then
-    log "apt-get source --download-only kubernetes"
-    # As root apt warns that the download is unsandboxed; harmless.
-    apt-get source -qq --download-only kubernetes 2>&1 | grep -v 'unsandboxed as root' || true
+    log "downloading the kubernetes source package (apt-get source --download-only, private apt config)"
+    bash "$DEBIAN_TOOLS" --source "$WORK_DIR/dl" >/dev/null
     if ! ORIG_TARBALL=$(find_orig); then
         echo "build.sh: no kubernetes $K8S_VERSION orig tarball in $WORK_DIR/dl:" >&2
         ls -la "$WORK_DIR/dl" >&2
@@ -170,7 +128,7 @@ fi
 
 # --- 3. reflect2 patch (vendored v1.0.1 segfaults with Go >= 1.18 on the first CR create) ------------------
 if [[ ! -f "$SRC_DIR/.gemma4-reflect2-patched" ]]; then
-    log "replacing vendored modern-go/reflect2 with Debian's $(dpkg-query -W -f='${Version}' golang-github-modern-go-reflect2-dev)"
+    log "replacing vendored modern-go/reflect2 with Debian's ($(grep -o 'reflect2-dev=[^ ]*' "$DEBIAN_ROOT/.packages"))"
     V="$SRC_DIR/vendor/github.com/modern-go/reflect2"
     find "$V" -maxdepth 1 -type f \( -name '*.go' -o -name '*.s' \) -delete
     cp "$REFLECT2_SRC"/*.go "$V"/
@@ -200,13 +158,39 @@ done
 
 # --- 4. Build (like debian/rules: make with a GOPATH symlink) ------------------------------------------------
 cd "$SRC_DIR"
-export PATH="$GO_BIN:$PATH" GOPATH="$SRC_DIR/.go" GOCACHE="$WORK_DIR/gocache" CGO_ENABLED=0 GOPROXY=off \
-       GOFLAGS= GO111MODULE=
+# kube's build copies the binaries it built with `rsync -pc FILE DIR` (hack/lib/golang.sh, place_bins) and uses
+# rsync for nothing else on this path. rsync is not in Debian's base system; a copy with the same effect stands in.
+SHIM_DIR="$WORK_DIR/shims"
+mkdir -p "$SHIM_DIR"
+cat >"$SHIM_DIR/rsync" <<'SHIM'
+#!/usr/bin/env bash
+# Stand-in for `rsync -pc SRC... DEST`: copy, keep the permission bits, leave files with equal contents alone.
+set -euo pipefail
+[[ "${1:-}" == -pc && $# -ge 3 ]] || { echo "rsync shim: only 'rsync -pc SRC... DEST' is supported: $*" >&2; exit 2; }
+shift
+dest="${!#}"
+for src in "${@:1:$#-1}"; do
+    target="$dest"
+    if [[ -d "$dest" ]]; then target="$dest/$(basename "$src")"; fi
+    cmp -s "$src" "$target" 2>/dev/null || cp -p "$src" "$target"
+    chmod --reference="$src" "$target"
+done
+SHIM
+chmod +x "$SHIM_DIR/rsync"
+export GOROOT="$GOROOT_DIR"
+export PATH="$SHIM_DIR:$GOROOT_DIR/bin:$PATH" GOPATH="$SRC_DIR/.go" GOCACHE="$WORK_DIR/gocache" CGO_ENABLED=0 \
+       GOPROXY=off GOFLAGS= GO111MODULE=
 mkdir -p .go/src/k8s.io
 ln -sfn ../../.. .go/src/k8s.io/kubernetes
-log "building with $(go version)"
+log "building with $(go version) (GOROOT $GOROOT)"
 t_build=$(date +%s)
-make WHAT="cmd/kube-apiserver cmd/kube-controller-manager"
+# Go prints nothing for minutes while it compiles: a heartbeat line every 30 s shows that the build is alive.
+( while sleep 30 </dev/null >/dev/null 2>&1; do log "still building: make has run for $(( $(date +%s) - t_build ))s"; done ) &
+HEARTBEAT=$!
+trap 'kill "$HEARTBEAT" 2>/dev/null || true' EXIT
+# Run as a top-level make even when called from the project's Makefile (no inherited MAKEFLAGS/MAKELEVEL).
+env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u MAKEOVERRIDES make WHAT="cmd/kube-apiserver cmd/kube-controller-manager"
+kill "$HEARTBEAT" 2>/dev/null || true
 log "make took $(( $(date +%s) - t_build ))s"
 
 rm -f "$BIN_DIR/BUILD_ID"

@@ -1,7 +1,9 @@
 """A throwaway real Kubernetes control plane: etcd + kube-apiserver + kube-controller-manager (v1.20.2).
 
 The binaries come from ``build.sh`` next to this file (built from Debian's ``kubernetes`` source package, see
-test-tooling.md §6). Everything listens on 127.0.0.1 only, on free ports, and lives in a temporary directory.
+test-tooling.md §6); etcd is Debian's etcd-server package unpacked into the tools cache by
+``tests/tools/debian_tools.sh``. Nothing is installed system-wide. Everything listens on 127.0.0.1 only, on free
+ports, and lives in a temporary directory.
 
 Authentication and authorization:
 
@@ -60,22 +62,32 @@ def default_bin_dir() -> Path:
     return tools_cache_dir() / f"k8s-{K8S_VERSION}" / "bin"
 
 
+def debian_root() -> Path:
+    """Where ``tests/tools/debian_tools.sh`` unpacks the pinned Debian packages (etcd, Go) with ``dpkg -x``."""
+    return tools_cache_dir() / "debian-bookworm" / "root"
+
+
 def find_etcd() -> Path | None:
-    found = shutil.which("etcd")
-    if found:
-        return Path(found)
-    fallback = Path("/usr/bin/etcd")
-    return fallback if fallback.is_file() else None
+    """etcd 3.4.23 from the unpacked Debian package in the tools cache (nothing is installed system-wide);
+    ``$GEMMA4_ETCD`` overrides it."""
+    override = os.environ.get("GEMMA4_ETCD")
+    if override:
+        return Path(override)
+    cached = debian_root() / "usr" / "bin" / "etcd"
+    return cached if os.access(cached, os.X_OK) else None
 
 
 def binaries_available() -> bool:
-    """True when build.sh has nothing to do (binaries of the current BUILD_ID cached, etcd + openssl present)."""
+    """True when build.sh has nothing to do (binaries of the current BUILD_ID and etcd cached, openssl present)."""
     return subprocess.run(["bash", str(BUILD_SCRIPT), "--check"], check=False, timeout=60).returncode == 0
 
 
-def build_binaries(timeout: float = 3600.0) -> None:
-    """Run build.sh (idempotent; instant when the binaries are cached, ~5-10 min cold)."""
-    subprocess.run(["bash", str(BUILD_SCRIPT)], check=True, timeout=timeout)
+def build_binaries(timeout: float = 3600.0, *, output: IO[str] | None = None) -> None:
+    """Run build.sh (idempotent; instant when the binaries are cached, ~5-10 min cold).
+
+    Its progress lines go to ``output`` (default: this process's stdout/stderr, i.e. the terminal when pytest's
+    capturing is suspended, as the e2e ``control_plane`` fixture does)."""
+    subprocess.run(["bash", str(BUILD_SCRIPT)], check=True, timeout=timeout, stdout=output, stderr=output)
 
 
 def free_port() -> int:
@@ -148,7 +160,7 @@ class ControlPlane:
         self.bin_dir = bin_dir or default_bin_dir()
         etcd = etcd_bin or find_etcd()
         if etcd is None:
-            raise ControlPlaneError("etcd not found (install Debian etcd-server; build.sh does it)")
+            raise ControlPlaneError(f"etcd not found in {debian_root()}: run {BUILD_SCRIPT} (or make tools)")
         self.etcd_bin = etcd
         self.extra_apiserver_args = list(extra_apiserver_args or [])
         self.extra_controller_manager_args = list(extra_controller_manager_args or [])

