@@ -104,7 +104,7 @@ def objects(k: Emulator, resource: str) -> list[dict[str, Any]]:
     return [dict(o.raw) for (r, _, _), o in list(k.objects.items()) if r == res and not o.deleted]
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+async def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.02,
                    what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:
