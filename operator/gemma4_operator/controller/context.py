@@ -173,12 +173,12 @@ class PolledSource:
 
 @dataclasses.dataclass
 class AutoscalerMemory:
-    """What the built-in autoscaler remembers of one object between ticks (in memory only: after a
-    restart the decision function starts with an empty history, which blocks scale-downs for one
-    scaleDownDelaySeconds, like the HPA)."""
+    """What the built-in autoscaler remembers of one object between ticks. The history is also kept in
+    ``status.autoscaling`` and read back on the first tick after a restart (``restored``)."""
 
     uid: str
     history: tuple[Recommendation, ...] = ()
+    restored: bool = False
     scrapes: dict[str, PodMetrics] = dataclasses.field(default_factory=dict)  # counters need the last one
 
 
@@ -201,7 +201,9 @@ class OperatorContext:
     last_facts: frozenset[str] | None = None
     autoscaler: dict[Key, AutoscalerMemory] = dataclasses.field(default_factory=dict)
     autoscalers: dict[Key, asyncio.Task[None]] = dataclasses.field(default_factory=dict)  # per-object loops
-    clock: Callable[[], float] = time.monotonic  # the autoscaler's time (tests may replace it)
+    # The autoscaler's time, seconds since the epoch: a wall clock, because the recommendation history
+    # kept in status must mean the same after a restart (tests may replace it).
+    clock: Callable[[], float] = time.time
     _http: httpx.AsyncClient | None = None
 
     def http(self) -> httpx.AsyncClient:
