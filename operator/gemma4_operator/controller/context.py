@@ -13,6 +13,7 @@ import asyncio
 import copy
 import dataclasses
 import datetime
+import math
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -199,6 +200,8 @@ class OperatorContext:
     locks: dict[Key, asyncio.Lock] = dataclasses.field(default_factory=dict)
     retries: dict[Key, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
     last_facts: frozenset[str] | None = None
+    keda_checked_at: float = -math.inf  # time.monotonic() of the last KEDA discovery
+    keda_logged: bool = False
     autoscaler: dict[Key, AutoscalerMemory] = dataclasses.field(default_factory=dict)
     autoscalers: dict[Key, asyncio.Task[None]] = dataclasses.field(default_factory=dict)  # per-object loops
     # The autoscaler's time, seconds since the epoch: a wall clock, because the recommendation history
