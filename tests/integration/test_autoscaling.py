@@ -362,3 +362,39 @@ async def test_keda_backend_in_poll_mode(k: Emulator) -> None:
         await h.wait_for(lambda: any(r.method.value == "GET" and r.name == "chat" and r.resource is not None
                                      and r.resource.plural == "scaledobjects" for r in h.operator_requests(k)),
                          what="a poll of the ScaledObject")
+
+
+async def test_a_restarted_operator_holds_a_scale_down_only_as_long_as_the_window(k: Emulator,
+                                                                                 engines: FakeEngines) -> None:
+    """The recommendations that gate scale-down live in status.autoscaling: a new operator process
+    neither scales down at once nor waits a whole scaleDownDelaySeconds after its start."""
+    clock = Clock()
+    async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
+                             metrics_url_template=engines.url_template) as op:
+        assert op.ctx is not None
+        op.ctx.clock = clock
+        await h.create(k, G4D, cr(autoscalingMetricSpecs=[QUEUE]))
+        await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
+        await add_pod(k, engines, "chat-a", waiting=12)
+        await h.wait_for(lambda: replicas(k) == 3, what="scale up to 3")
+        await add_pod(k, engines, "chat-b", waiting=0)
+        await add_pod(k, engines, "chat-c", waiting=0)
+        engines.waiting["chat-a"] = 0  # idle: recommends 0, held at 3 by the window
+        await h.wait_for(lambda: status(k).get("autoscaling", {}).get("recommendedReplicas") == 0, what="idle")
+        auto = status(k)["autoscaling"]
+        assert [r["replicas"] for r in auto["recommendations"]] == [3] and replicas(k) == 3
+        mark = len(h.writes(k))
+        seen = engines.scrapes["chat-a"]
+        await h.wait_for(lambda: engines.scrapes["chat-a"] >= seen + 5, what="more ticks")
+        assert [h.describe(r) for r in h.writes(k)[mark:]] == []  # the held history writes nothing per tick
+
+    clock.now += 200  # the operator was down; the 3 is still inside the 300 s window
+    async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
+                             metrics_url_template=engines.url_template) as op:
+        assert op.ctx is not None
+        op.ctx.clock = clock
+        seen = engines.scrapes["chat-a"]
+        await h.wait_for(lambda: engines.scrapes["chat-a"] >= seen + 3, what="ticks after the restart")
+        assert replicas(k) == 3  # not early
+        clock.now += 110  # 310 s after the 3, 110 s after the restart: a fresh window would still hold
+        await h.wait_for(lambda: replicas(k) == 1, what="scale down when the window really ends")

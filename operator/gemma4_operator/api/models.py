@@ -639,11 +639,23 @@ class MetricStatusEntry(ApiModel):
     target: Annotated[float, Field(description="Target per replica.")]
 
 
+class RecommendationEntry(ApiModel):
+    replicas: Annotated[int, Field(description="Replicas recommended from the metrics (before stabilization).")]
+    time: Annotated[str, Field(description="When it was last recommended (RFC 3339).")]
+
+
 class AutoscalingStatus(ApiModel):
     desired_replicas: Annotated[int, Field(alias="desiredReplicas", description="Last decision.")]
     last_scale_time: Annotated[str, Field(alias="lastScaleTime", description="When replicas last changed.")] = ""
     metrics: Annotated[list[MetricStatusEntry], Field(description="Each metric's current value.")] = Field(
         default_factory=list)
+    recommendations: Annotated[list[RecommendationEntry], Field(description=(
+        "Built-in autoscaler: the earlier recommendations that still hold a scale-down (within "
+        "scaleDownDelaySeconds, each higher than every later one, oldest first; at most 16). Read back "
+        "after an operator restart so it neither scales down early nor waits a full window."))] = Field(
+        default_factory=list)
+    recommended_replicas: Annotated[int | None, Field(alias="recommendedReplicas", description=(
+        "Built-in autoscaler: the latest recommendation from the metrics (before stabilization)."))] = None
 
 
 class Gemma4DeploymentStatus(ApiModel):
@@ -706,6 +718,7 @@ __all__ = [
     "PodTemplateOverrides",
     "PodTemplateSpecOverrides",
     "QuantizationChoice",
+    "RecommendationEntry",
     "SecretKeyRef",
     "ServingSpec",
     "StorageSpec",

@@ -19,7 +19,8 @@ and Vertex's rule "scale up when any metric is over target, down only when all a
    all are under).
 5. Scale-down stabilization: never go below the highest recommendation made within the
    last ``scale_down_delay_s`` (recommendations come from ``history``; an empty history is
-   seeded with ``current`` at ``now``, like the HPA after a restart).
+   seeded with ``current`` at ``now``, like the HPA after a restart; the operator keeps the
+   history in status, ``autoscaling.history``, so a restart does not start empty).
 6. Scale-up rate limit: over any ``scale_up_period_s`` at most
    ``max(+scale_up_percent %, +scale_up_pods)`` replicas, counting scale-ups already made in
    that period (also from ``history``).

@@ -17,6 +17,9 @@ One tick per autoscaled object every ``autoscale_interval`` seconds (an asyncio 
   manager (:data:`AUTOSCALER_MANAGER`), so the operator's main apply (which leaves replicas out
   when autoscaling is set) never owns or resets them; ``status.autoscaling`` and ScalingActive by a
   merge patch of ``/status``, only when they change; a Normal ``Scaled`` Event on every scale.
+- Restart-safe: the recommendations that gate scale-down are kept in ``status.autoscaling``
+  (``autoscaling.history``: written only when the recommendation or the window's maximum changes)
+  and read back on the first tick of a new process.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import httpx
 
 from gemma4_operator.api import AutoscalingBackend, Gemma4Deployment, Gemma4DeploymentSpec
 from gemma4_operator.api.metric_names import Signal
+from gemma4_operator.autoscaling import history as recorded
 from gemma4_operator.autoscaling import policy as scaling
 from gemma4_operator.autoscaling.decision import Policy, Sample
 from gemma4_operator.autoscaling.exposition import (
@@ -206,8 +210,13 @@ async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource, m
         return []
     unreadable = await _read(t, pol)
     memory = ctx.autoscaler_memory(parent.key, parent.uid)
+    if not memory.restored:  # first tick of this process: the history a previous one left in status
+        memory.restored = True
+        memory.history = memory.history or recorded.from_status(
+            ctx.previous_status(parent).get("autoscaling"), t.now, pol.scale_down_delay_s)
     result = scaling.tick(pol, current, t.samples, memory.history, t.now, unreadable, t.failures)
     memory.history = result.history
+    steps = recorded.to_status(result.history, t.now, pol.scale_down_delay_s)
     events: list[observe.EventSpec] = []
     last_scale = ""
     direction = "inactive" if result.reason == "MetricUnavailable" else "none"
@@ -219,13 +228,13 @@ async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource, m
         direction = "up" if result.desired > current else "down"
     ctx.metrics.autoscaler_decisions.labels(direction=direction).inc()
     await _report(ctx, parent, current, result.desired, result.metrics, result.active, result.reason,
-                  result.message, last_scale)
+                  result.message, last_scale, steps)
     return events
 
 
 async def _report(ctx: OperatorContext, parent: Parent, current: int, desired: int,
                   metrics: Sequence[tuple[str, float | None, float]], active: bool, reason: str, message: str,
-                  last_scale: str) -> None:
+                  last_scale: str, steps: Mapping[str, Any] | None = None) -> None:
     """Gauges, then ``status.autoscaling`` and ScalingActive when they changed."""
     namespace, name = parent.key
     ctx.metrics.autoscaler_current.labels(namespace=namespace, name=name).set(current)
@@ -234,7 +243,10 @@ async def _report(ctx: OperatorContext, parent: Parent, current: int, desired: i
         previous = ctx.previous_status(parent)
         if not last_scale:
             last_scale = str((previous.get("autoscaling") or {}).get("lastScaleTime") or "")
-        status = observe.autoscaling_status(desired, last_scale, metrics)
+        if steps is None:  # no decision this tick (invalid metrics): keep what the last one left
+            old = previous.get("autoscaling") or {}
+            steps = {k: old[k] for k in ("recommendations", "recommendedReplicas") if k in old}
+        status = {**observe.autoscaling_status(desired, last_scale, metrics), **steps}
         patch = observe.autoscaler_patch(previous, status, active, reason, message, parent.generation,
                                          now_rfc3339())
         if patch is None:

@@ -13,6 +13,7 @@ import asyncio
 import copy
 import dataclasses
 import datetime
+import math
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -173,12 +174,12 @@ class PolledSource:
 
 @dataclasses.dataclass
 class AutoscalerMemory:
-    """What the built-in autoscaler remembers of one object between ticks (in memory only: after a
-    restart the decision function starts with an empty history, which blocks scale-downs for one
-    scaleDownDelaySeconds, like the HPA)."""
+    """What the built-in autoscaler remembers of one object between ticks. The history is also kept in
+    ``status.autoscaling`` and read back on the first tick after a restart (``restored``)."""
 
     uid: str
     history: tuple[Recommendation, ...] = ()
+    restored: bool = False
     scrapes: dict[str, PodMetrics] = dataclasses.field(default_factory=dict)  # counters need the last one
 
 
@@ -199,9 +200,13 @@ class OperatorContext:
     locks: dict[Key, asyncio.Lock] = dataclasses.field(default_factory=dict)
     retries: dict[Key, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
     last_facts: frozenset[str] | None = None
+    keda_checked_at: float = -math.inf  # time.monotonic() of the last KEDA discovery
+    keda_logged: bool = False
     autoscaler: dict[Key, AutoscalerMemory] = dataclasses.field(default_factory=dict)
     autoscalers: dict[Key, asyncio.Task[None]] = dataclasses.field(default_factory=dict)  # per-object loops
-    clock: Callable[[], float] = time.monotonic  # the autoscaler's time (tests may replace it)
+    # The autoscaler's time, seconds since the epoch: a wall clock, because the recommendation history
+    # kept in status must mean the same after a restart (tests may replace it).
+    clock: Callable[[], float] = time.time
     _http: httpx.AsyncClient | None = None
 
     def http(self) -> httpx.AsyncClient:

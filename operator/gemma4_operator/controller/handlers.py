@@ -37,7 +37,7 @@ from typing import Any
 
 import kopf
 
-from gemma4_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION, Gemma4Deployment
+from gemma4_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION, AutoscalingBackend, Gemma4Deployment
 from gemma4_operator.controller import autoscaler_loop as autoscaler
 from gemma4_operator.controller import reconcile as rc
 from gemma4_operator.controller import status as observe
@@ -78,6 +78,7 @@ CHILD_RESOURCES = (("apps/v1", "deployments"), ("v1", "services"), ("v1", "persi
                    ("policy", "poddisruptionbudgets"), ("keda.sh/v1alpha1", "scaledobjects"))
 KEDA = ("keda.sh/v1alpha1", "scaledobjects")
 PDB_VERSIONS = ("policy/v1", "policy/v1beta1")
+KEDA_RECHECK_S = 60.0  # at most this often, re-discover KEDA when an object with backend keda is reconciled
 POD_RESOURCE = ("v1", "pods")
 CONFLICT_RETRY_S = 10.0
 
@@ -288,6 +289,8 @@ def _schedule(ctx: OperatorContext, key: Key, delay: float, indices: Mapping[str
 
 async def _run_watch_triggered(ctx: OperatorContext, parent: Parent, indices: Mapping[str, Any], trigger: str,
                                only: Sequence[tuple[str, str]] | None, retry: int = 0) -> None:
+    if trigger == "keda":
+        await follow_keda(ctx, parent.body, indices)
     try:
         await reconcile(ctx, parent, ctx.source(indices), ctx.facts(indices), trigger=trigger, only=only)
     except RetryableApiError as e:
@@ -309,10 +312,30 @@ def _parent_from_index(indices: Mapping[str, Any], key: Key) -> Parent | None:
 # ---------------------------------------------------------------------------------------
 
 
+def _uses_keda(body: Mapping[str, Any]) -> bool:
+    autoscaling = (body.get("spec") or {}).get("autoscaling")
+    return isinstance(autoscaling, Mapping) and autoscaling.get("backend") == AutoscalingBackend.KEDA.value
+
+
+async def follow_keda(ctx: OperatorContext, body: Mapping[str, Any], indices: Mapping[str, Any] | None) -> None:
+    """KEDA installed or removed since the last look: re-discover (at most every KEDA_RECHECK_S) when an
+    object with backend keda is reconciled, and, while KEDA is absent, look again for it later (watch
+    mode; poll mode's resync timer comes back by itself)."""
+    if not _uses_keda(body):
+        return
+    now = time.monotonic()
+    if now - ctx.keda_checked_at >= KEDA_RECHECK_S:
+        await detect_keda(ctx)
+    if not ctx.render_options.keda_served and indices is not None and ctx.config.children is ChildrenMode.WATCH:
+        parent = parent_snapshot(body)
+        _schedule(ctx, parent.key, KEDA_RECHECK_S, indices, "keda", 0)
+
+
 async def on_parent(body: kopf.Body, reason: str, retry: int, memo: Any, **kwargs: Any) -> None:
     """create / update / resume: every child, then status."""
     ctx = context_of(memo)
     parent = parent_snapshot(body)
+    await follow_keda(ctx, body, kwargs)
     try:
         await reconcile(ctx, parent, ctx.source(kwargs), ctx.facts(kwargs), trigger=str(reason or "resume"))
     except RetryableApiError as e:
@@ -330,6 +353,7 @@ async def on_parent_event(type: str | None, namespace: str | None, name: str, me
 async def on_resync(body: kopf.Body, memo: Any, retry: int = 0, **kwargs: Any) -> None:
     """Poll mode timer: re-read children and pods, repair, refresh status."""
     ctx = context_of(memo)
+    await follow_keda(ctx, body, None)
     try:
         await reconcile(ctx, parent_snapshot(body), ctx.source(kwargs), ctx.facts(kwargs), trigger="resync")
     except RetryableApiError as e:
@@ -467,7 +491,10 @@ async def detect_capabilities(memo: Any, **_: Any) -> None:
 
 
 async def detect_keda(ctx: OperatorContext) -> None:
-    """Startup: whether KEDA's ScaledObjects are served (autoscaling.backend keda needs them)."""
+    """Whether KEDA's ScaledObjects are served (autoscaling.backend keda needs them): at startup, and
+    again from :func:`follow_keda` so a KEDA install or removal needs no operator restart."""
+    ctx.keda_checked_at = time.monotonic()
+    before = ctx.render_options.keda_served
     try:
         served = await asyncio.to_thread(ctx.kube.serves, *KEDA)
     except (RetryableApiError, InvalidRequestError) as e:
@@ -475,8 +502,10 @@ async def detect_keda(ctx: OperatorContext) -> None:
         served = True
     ctx.render_options = dataclasses.replace(ctx.render_options, keda_served=served,
                                              prometheus_url=ctx.config.prometheus_url)
-    ctx.desired_cache.clear()
-    logger.info("KEDA ScaledObjects are %s", "served" if served else "not served (backend keda is refused)")
+    if served != before or not ctx.keda_logged:
+        ctx.desired_cache.clear()
+        ctx.keda_logged = True
+        logger.info("KEDA ScaledObjects are %s", "served" if served else "not served (backend keda is refused)")
 
 
 def probe_info(memo: Any, **kwargs: Any) -> dict[str, Any]:

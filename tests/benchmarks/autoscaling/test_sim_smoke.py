@@ -57,3 +57,36 @@ def test_autoscaled_run_scales_and_is_deterministic() -> None:
     first, second = _run(_queue_and_kv(), 1), _run(_queue_and_kv(), 1)
     assert first == second
     assert first.max_replicas > 1 and first.scale_events > 0
+
+
+SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "traces" / "azure-llm-2023-conv.csv"
+
+
+@pytest.mark.skipif(not SHARED.is_file(), reason=f"the shared Azure trace is absent ({SHARED})")
+def test_azure_csv_replays_as_recorded_and_stretched() -> None:
+    from traces import load_csv
+
+    recorded, day = load_csv(str(SHARED)), load_csv(str(SHARED), 24.0)
+    assert len(recorded.arrivals) == len(day.arrivals) == 19366
+    assert recorded.duration_s <= 3600 < day.duration_s
+    assert day.arrivals[-1] == pytest.approx(24 * recorded.arrivals[-1])
+    assert recorded.arrivals == tuple(sorted(recorded.arrivals)) and recorded.arrivals[0] == 0.0
+
+
+def test_csv_trace_and_json_rows(tmp_path: Path) -> None:
+    import json
+
+    import run
+
+    csv_path = tmp_path / "t.csv"
+    rows = ["TIMESTAMP,ContextTokens,GeneratedTokens"] + [
+        f"2023-11-16 18:{m:02d}:{s:02d}.1234567,{300 + s},{40 + m}" for m in range(10) for s in range(0, 60, 2)]
+    csv_path.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out.json"
+    assert run.main(["--trace-csv", str(csv_path), "--stretch", "2", "--json", str(out), "--jobs", "1",
+                     "--policies", "default"]) == 0
+    got = json.loads(out.read_text())
+    assert {r["policy"] for r in got} == {"static peak", "oracle", "default"}
+    for r in got:
+        assert {"trace", "policy", "gpu_hours", "oracle_gpu_hours", "static_peak_gpu_hours", "slo_attainment"} <= set(r)
+        assert r["trace"] == "t x2"

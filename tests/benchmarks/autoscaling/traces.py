@@ -10,10 +10,13 @@ Rates are given as a fraction of ``PEAK_RATE``; with the default replica model (
 
 from __future__ import annotations
 
+import csv
 import math
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 
 PEAK_RATE = 13.0  # requests/s at the peak of every trace
@@ -125,4 +128,47 @@ def make_trace(name: str, seed: int = 1, duration_s: float | None = None, peak_r
         mean_rate=sum(grid) / len(grid),
         start_rate=grid[0],
         rate_per_min=tuple(grid),
+    )
+
+
+def _seconds(stamp: str) -> float:
+    """``2023-11-16 18:15:46.6805900`` -> seconds since the epoch (the Azure traces carry 7 digits)."""
+    whole, _, fraction = stamp.strip().partition(".")
+    base = datetime.strptime(whole, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+    return base + (float("0." + fraction) if fraction else 0.0)
+
+
+@lru_cache(maxsize=8)
+def load_csv(path: str, stretch: float = 1.0) -> Trace:
+    """An Azure-format trace (``TIMESTAMP,ContextTokens,GeneratedTokens``), time starting at its first
+    request, every inter-arrival time multiplied by ``stretch``. Its rate function (for the oracle and
+    the sizing) is the arrival count of each 60 s step of the stretched time."""
+    if stretch <= 0:
+        raise ValueError(f"--stretch must be > 0, got {stretch}")
+    with open(path, newline="") as handle:
+        rows = [(_seconds(r["TIMESTAMP"]), int(r["ContextTokens"]), int(r["GeneratedTokens"]))
+                for r in csv.DictReader(handle)]
+    if not rows:
+        raise ValueError(f"{path}: no requests")
+    rows.sort(key=lambda r: r[0])
+    t0 = rows[0][0]
+    arrivals = tuple((t - t0) * stretch for t, _, _ in rows)
+    duration = max(60.0, math.ceil((arrivals[-1] + 1e-9) / 60) * 60)
+    counts = [0] * int(duration // 60)
+    for t in arrivals:
+        counts[min(len(counts) - 1, int(t // 60))] += 1
+    grid = tuple(c / 60 for c in counts)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name = stem if stretch == 1 else f"{stem} x{stretch:g}"
+    return Trace(
+        name=name,
+        description=f"{path} as recorded" if stretch == 1 else f"{path}, inter-arrival times x{stretch:g}",
+        duration_s=duration,
+        arrivals=arrivals,
+        prompt_tokens=tuple(max(1, p) for _, p, _ in rows),
+        output_tokens=tuple(max(1, o) for _, _, o in rows),
+        peak_rate=max(grid),
+        mean_rate=len(arrivals) / duration,
+        start_rate=grid[0],
+        rate_per_min=grid,
     )
