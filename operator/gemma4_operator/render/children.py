@@ -28,6 +28,7 @@ VARIANT_LABEL = "serving.gemma4.dev/variant"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 MEMORY_GIB_PER_GPU = 16
+SERVING_CONTAINER = "server"  # the engine's container in the serving pod
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,7 @@ def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
                 if plan.accelerator.is_gpu else {"type": "RollingUpdate"})
     children = [
         _render("deployment.yaml.j2", **common, plan=plan, engine=engine, strategy=strategy,
+                container_name=SERVING_CONTAINER,
                 replicas=spec.replicas if replicas_owned_by_operator(spec) else None,
                 pod_labels=pod_labels, pod_annotations=dict(spec.pod_template.metadata.annotations),
                 pod_settings=_pod_settings(spec, plan), resources=_resources(plan),
