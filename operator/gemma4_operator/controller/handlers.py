@@ -37,7 +37,7 @@ from typing import Any
 
 import kopf
 
-from gemma4_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION, Gemma4Deployment
+from gemma4_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION, Gemma4Deployment, Gemma4DeploymentSpec
 from gemma4_operator.controller import autoscaler_loop as autoscaler
 from gemma4_operator.controller import reconcile as rc
 from gemma4_operator.controller import status as observe
@@ -63,6 +63,7 @@ from gemma4_operator.controller.context import (
     store,
 )
 from gemma4_operator.controller.kube import InvalidRequestError, RetryableApiError
+from gemma4_operator.controller.metrics import ObjectState
 from gemma4_operator.planner import cluster_facts
 from gemma4_operator.planner.plan import ClusterFacts
 from gemma4_operator.render.children import MANAGER
@@ -127,6 +128,27 @@ async def _post_events(ctx: OperatorContext, parent: Parent, events: Iterable[ob
             logger.warning("could not post event %s for %s/%s: %s", ev.reason, *parent.key, e)
 
 
+def object_state(spec: Gemma4DeploymentSpec | None, outcome: observe.PlanOutcome,
+                 status: Mapping[str, Any]) -> ObjectState:
+    """The per-object metrics of one Gemma4Deployment from its spec, plan and (merged) status."""
+    p = outcome.plan
+    variant = p.variant if p is not None else (spec.model.variant.value if spec is not None else "")
+    engine = p.engine if p is not None else (spec.engine.value if spec is not None else "")
+    if spec is None:
+        low = high = 0
+    elif spec.autoscaling is not None:
+        low, high = spec.autoscaling.min_replica_count, spec.autoscaling.max_replica_count
+    else:
+        low = high = spec.replicas
+    conditions = {str(c["type"]): str(c.get("status", "Unknown")) for c in status.get("conditions") or []
+                  if isinstance(c, Mapping) and c.get("type")}
+    model = status.get("model")
+    phase = model.get("phase") if isinstance(model, Mapping) else None
+    return ObjectState(variant=variant, engine=engine, conditions=conditions,
+                       replicas=int(status.get("replicas") or 0), ready_replicas=int(status.get("readyReplicas") or 0),
+                       min_replicas=low, max_replicas=high, model_phase=str(phase) if phase else None)
+
+
 async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: observe.PlanOutcome,
                    live: Sequence[Obj], pods: Sequence[Obj], previous: Mapping[str, Any],
                    problem: observe.Fault | None, extra_events: Sequence[observe.EventSpec]) -> None:
@@ -140,6 +162,7 @@ async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: obs
         ctx.metrics.status_patches.inc()
         merged = {k: v for k, v in {**previous, **new}.items() if v is not None}
         ctx.status_cache[parent.key] = (parent.uid, merged)
+    ctx.metrics.observe_object(*parent.key, object_state(spec, outcome, {**previous, **new}))
     await _post_events(ctx, parent, [*extra_events, *observe.transition_events(previous, new, outcome)])
 
 
