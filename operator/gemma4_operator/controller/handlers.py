@@ -20,6 +20,9 @@ Registered on a fresh ``kopf.OperatorRegistry`` by :func:`build_registry`:
   tick is ``controller.autoscaler_loop.autoscale``. Not a kopf timer or daemon: those add a finalizer.
 - Startup discovery: the PodDisruptionBudget version, and whether KEDA's ScaledObjects are served
   (``backend: keda`` is Planned=False without them).
+- Startup discovery of the Prometheus Operator's PodMonitors: each object gets one for its engine pods
+  where they are served (``--engine-monitors auto``), else the pods carry prometheus.io/* annotations.
+  PodMonitors are never deleted by the operator (they go with their object).
 
 kopf's progress and diff-base live in ``serving.gemma4.dev/*`` annotations (the CRD's status
 schema is strict), and no handler returns a value, so kopf never writes ``status``.
@@ -41,7 +44,7 @@ from gemma4_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION, Gemma
 from gemma4_operator.controller import autoscaler_loop as autoscaler
 from gemma4_operator.controller import reconcile as rc
 from gemma4_operator.controller import status as observe
-from gemma4_operator.controller.config import ChildrenMode, OperatorConfig
+from gemma4_operator.controller.config import ChildrenMode, EngineMonitors, OperatorConfig
 from gemma4_operator.controller.context import (
     ACCELERATORS,
     CHILDREN,
@@ -78,6 +81,8 @@ logger = logging.getLogger(__name__)
 CHILD_RESOURCES = (("apps/v1", "deployments"), ("v1", "services"), ("v1", "persistentvolumeclaims"),
                    ("policy", "poddisruptionbudgets"), ("keda.sh/v1alpha1", "scaledobjects"))
 KEDA = ("keda.sh/v1alpha1", "scaledobjects")
+# The Prometheus Operator's PodMonitors (one per object for its engine pods) unless --engine-monitors off.
+PODMONITORS = ("monitoring.coreos.com/v1", "podmonitors")
 PDB_VERSIONS = ("policy/v1", "policy/v1beta1")
 POD_RESOURCE = ("v1", "pods")
 CONFLICT_RETRY_S = 10.0
@@ -487,6 +492,28 @@ async def detect_capabilities(memo: Any, **_: Any) -> None:
         ctx.desired_cache.clear()
     logger.info("PodDisruptionBudgets are rendered as %s", ctx.render_options.pdb_api_version)
     await detect_keda(ctx)
+    await detect_pod_monitors(ctx)
+
+
+def child_resources(config: OperatorConfig) -> tuple[tuple[str, str], ...]:
+    """The owned kinds to watch: PodMonitors only when the operator may create them."""
+    return CHILD_RESOURCES + ((PODMONITORS,) if config.engine_monitors is EngineMonitors.AUTO else ())
+
+
+async def detect_pod_monitors(ctx: OperatorContext) -> None:
+    """Startup: a PodMonitor per object where the Prometheus Operator's PodMonitors are served (and
+    --engine-monitors is auto); otherwise the engine pods carry prometheus.io/* scrape annotations."""
+    served = False
+    if ctx.config.engine_monitors is EngineMonitors.AUTO:
+        try:
+            served = await asyncio.to_thread(ctx.kube.serves, *PODMONITORS)
+        except (RetryableApiError, InvalidRequestError) as e:
+            logger.warning("API discovery of %s failed (%s); no PodMonitors, scrape annotations instead",
+                           PODMONITORS[0], e)
+    ctx.render_options = dataclasses.replace(ctx.render_options, pod_monitors=served)
+    ctx.desired_cache.clear()
+    logger.info("engine pods are scraped through %s", "a PodMonitor per Gemma4Deployment" if served
+                else "prometheus.io/* annotations (no PodMonitors)")
 
 
 async def detect_keda(ctx: OperatorContext) -> None:
@@ -538,7 +565,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
 
     if config.children is ChildrenMode.WATCH:
         managed = {MANAGED_BY_LABEL: MANAGER}
-        for res in CHILD_RESOURCES:
+        for res in child_resources(config):
             kopf.index(*res, id=CHILDREN, labels=managed, registry=registry)(index_child)
             kopf.on.event(*res, id="child_event", labels=managed, registry=registry)(on_child_event)
         kopf.index(*POD_RESOURCE, id=PODS, labels=managed, registry=registry)(index_pod)
@@ -564,7 +591,7 @@ def build_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 4
     if config.children is ChildrenMode.WATCH:
-        for res in (*CHILD_RESOURCES, POD_RESOURCE):
+        for res in (*child_resources(config), POD_RESOURCE):
             settings.watching.label_selectors[res] = MANAGED_SELECTOR
     settings.peering.standalone = config.standalone
     settings.peering.priority = config.priority
