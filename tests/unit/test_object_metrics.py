@@ -40,6 +40,12 @@ def test_series_follow_the_object() -> None:
     assert m.value("gemma4_operator_model_phase", **OBJ, phase="Ready") == 1
     assert m.value("gemma4_operator_model_phase", **OBJ, phase="Downloading") == 0
 
+    m.observe_condition("ml", "chat", "ScalingActive", "False")
+    assert m.value("gemma4_operator_deployment_condition", **OBJ, type="ScalingActive", status="False") == 1
+    m.observe_condition("ml", "never-reconciled", "ScalingActive", "True")
+    assert not m.has("gemma4_operator_deployment_condition", namespace="ml", name="never-reconciled",
+                     type="ScalingActive", status="True")
+
     m.observe_object("ml", "other", state())
     m.forget("ml", "chat")
     names = {s.name for f in m.registry.collect() for s in f.samples if s.labels.get("name") == "chat"}

@@ -137,6 +137,16 @@ class Metrics:
                 _remove(self.model_phase, namespace, name, phase)
         self._exported[key] = _Exported(info, frozenset(state.conditions), state.model_phase is not None)
 
+    def observe_condition(self, namespace: str, name: str, type_: str, status: str) -> None:
+        """One condition changed outside a reconcile (the built-in autoscaler's ScalingActive); only for
+        objects a reconcile has exported, so that forget drops it too."""
+        before = self._exported.get((namespace, name))
+        if before is None:
+            return
+        for value in CONDITION_STATUSES:
+            self.deployment_condition.labels(namespace, name, type_, value).set(1 if value == status else 0)
+        before.condition_types = before.condition_types | {type_}
+
     def forget(self, namespace: str, name: str) -> None:
         """Drop the per-object series of a deleted Gemma4Deployment."""
         for gauge in self._replica_gauges():
