@@ -4,7 +4,9 @@ No I/O and no clock: the caller passes ``now`` (RFC 3339). Conditions follow the
 API conventions (type/status/reason/message/lastTransitionTime/observedGeneration); a
 condition's lastTransitionTime only moves when its status flips. Degraded names what is wrong
 with the pods (OOM kills, crash loops, image pulls, GPUs the scheduler cannot find) so users do
-not have to read pod events.
+not have to read pod events; when the serving container's termination message (its last log lines,
+``FallbackToLogsOnError``) matches one of the plan's engine's error signatures, Degraded carries
+that diagnosis instead, saying what to change in the spec.
 """
 
 from __future__ import annotations
