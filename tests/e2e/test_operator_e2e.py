@@ -1280,3 +1280,62 @@ class TestPollMode:
                  and d["spec"]["replicas"] == 1, operator=poll_operator)
         wait_for("the PodDisruptionBudget to be deleted (resync every 1s)",
                  lambda: rest.get("PodDisruptionBudget", e2e_namespace, name) is None, timeout=4.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# diagnosis from engine errors
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def crash_looping_status(pod: Obj, message: str) -> Obj:
+    """A pod status as the kubelet writes it for a serving container that keeps failing: running phase,
+    waiting in CrashLoopBackOff, its last termination's message the tail of its log (FallbackToLogsOnError)."""
+    image = pod["spec"]["containers"][0]["image"]
+    return {"status": {
+        "phase": "Running",
+        "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}],
+        "containerStatuses": [{
+            "name": "server", "image": image, "imageID": "", "ready": False, "restartCount": 3, "started": False,
+            "state": {"waiting": {"reason": "CrashLoopBackOff",
+                                  "message": "back-off 40s restarting failed container=server"}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": message,
+                                         "startedAt": "2026-11-29T10:00:00Z",
+                                         "finishedAt": "2026-11-29T10:02:00Z"}}}]}}
+
+
+def test_vllm_kv_cache_error_turns_the_object_degraded(rest: Rest, operator: OperatorProcess,
+                                                      e2e_namespace: str) -> None:
+    """A serving pod whose vLLM last died because its KV cache cannot hold maxModelLen: Degraded
+    KVCacheTooSmall, the message naming serving.maxModelLen and vLLM's estimate, and a Warning event."""
+    from tests.support.engine_errors import KV_CACHE
+
+    obj = load_example(ROOT / "manifests/examples/26b-a4b-h100-fp8.yaml", e2e_namespace)
+    name = obj["metadata"]["name"]
+    create_g4d(rest, obj)
+    children = wait_children(rest, e2e_namespace, name, {"Deployment", "Service"}, operator)
+    live = wait_reconciled(rest, e2e_namespace, name, operator)
+    assert live["status"]["plan"]["engine"] == "vllm"
+    [server] = children["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert server["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+    selector = live["status"]["selector"]
+    pod = wait_for("a serving pod", lambda: next(iter(rest.objects("Pod", e2e_namespace, selector)), None),
+                   operator=operator)
+    rest.patch("Pod", e2e_namespace, pod["metadata"]["name"], crash_looping_status(pod, KV_CACHE),
+               subresource="status")
+
+    def degraded() -> Obj | None:
+        got = rest.get(KIND, e2e_namespace, name)
+        c = condition(got, "Degraded") if got else None
+        return dict(c) if c and c.get("status") == "True" else None
+
+    cond = wait_for("Degraded from the engine's error", degraded, operator=operator)
+    assert cond["reason"] == "KVCacheTooSmall", cond
+    assert "serving.maxModelLen" in cond["message"] and "38896" in cond["message"], cond["message"]
+    final = rest.get(KIND, e2e_namespace, name)
+    assert final is not None and final["status"]["phase"] == "Degraded"
+    ready = condition(final, "Ready")
+    assert ready is not None and (ready["status"], ready["reason"]) == ("False", "KVCacheTooSmall")
+    wait_for("the KVCacheTooSmall event", lambda: [e for e in rest.events_for(e2e_namespace, name)
+                                                   if e["reason"] == "KVCacheTooSmall" and e["type"] == "Warning"],
+             operator=operator)

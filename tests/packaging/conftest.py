@@ -17,6 +17,7 @@ VALUE_SETS: dict[str, tuple[str, ...]] = {
     **{path.name.removesuffix("-values.yaml"): ("-f", str(path)) for path in CI_VALUES},
     "servicemonitor-capability": ("--set", "metrics.serviceMonitor.enabled=true",
                                   "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"),
+    "engine-monitors-off": ("--set", "operator.engineMonitors=off"),
     # Dashboards, alerts and ServiceMonitor with their defaults, the Prometheus Operator's CRDs served.
     "observability": ("--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.dashboards.enabled=true",
                       "--set", "metrics.prometheusRule.enabled=true",

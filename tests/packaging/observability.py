@@ -5,8 +5,8 @@ The dashboards (``tests/packaging/dashboards.py``) and the alerting rules
 
 - the engines' own metrics, as served by vLLM 0.32.0 and llama.cpp (``tests/data/metrics/``);
 - the operator's registry (``gemma4_operator.controller.metrics.Metrics``);
-- :data:`OPERATOR_OBJECT_METRICS`: per-Gemma4Deployment gauges the operator is to export (kube-state-metrics
-  style), not all of which it exports yet; the list is the specification for the operator side;
+- :data:`OPERATOR_OBJECT_METRICS`: per-Gemma4Deployment gauges the operator exports (kube-state-metrics
+  style, ``Metrics.observe_object``); the list is the specification for the operator side;
 - :data:`PROMETHEUS_SERIES`: the series Prometheus itself writes for each target.
 
 Label conventions the queries rely on:

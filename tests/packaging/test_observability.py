@@ -177,11 +177,11 @@ def _registry_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
 
 
 def test_operator_exports_per_object_metrics_as_specified() -> None:
-    """Those of OPERATOR_OBJECT_METRICS the operator already exports have the type and labels specified."""
+    """Every metric of OPERATOR_OBJECT_METRICS is in the operator's registry, with the type and labels specified."""
     registry = _registry_metrics()
     for name, spec in OPERATOR_OBJECT_METRICS.items():
-        if name in registry:
-            assert registry[name] == (spec.type, spec.labels), name
+        assert name in registry, f"the operator does not export {name}"
+        assert registry[name] == (spec.type, spec.labels), name
     # the ones that existed first use the same per-object labels
     assert registry["gemma4_operator_autoscaler_desired_replicas"][1] == ("namespace", "name")
 

@@ -47,7 +47,7 @@ MODE_ONLY: dict[Permission, tuple[str, str]] = {
        for verb in ("list", "watch")},
     **{(group, resource, "get"): ("ha-clusterwide", _POLL)
        for group, resource in (("apps", "deployments"), ("", "services"), ("policy", "poddisruptionbudgets"),
-                               ("keda.sh", "scaledobjects"))},
+                               ("keda.sh", "scaledobjects"), ("monitoring.coreos.com", "podmonitors"))},
 }
 
 # Granted although the integration tests never make the request: each entry says why.

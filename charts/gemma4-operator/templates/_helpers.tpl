@@ -94,6 +94,14 @@ the serving pods through a secretKeyRef that the kubelet resolves, never through
 - apiGroups: [keda.sh]
   resources: [scaledobjects]
   verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, create, patch, delete]
+{{- if ne .Values.operator.engineMonitors "off" }}
+# The Prometheus Operator's PodMonitors: one per Gemma4Deployment for its engine pods, only where the
+# CRD is served (operator.engineMonitors: off grants nothing). Never deleted by the operator: they go
+# with their Gemma4Deployment (ownerReferences).
+- apiGroups: [monitoring.coreos.com]
+  resources: [podmonitors]
+  verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, create, patch]
+{{- end }}
 # Serving pods, read-only: crash loops, image pulls and readiness for the status.
 - apiGroups: [""]
   resources: [pods]

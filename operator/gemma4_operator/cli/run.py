@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from gemma4_operator.controller.config import (
     ChildrenMode,
     ConfigError,
+    EngineMonitors,
     LogFormat,
     OperatorConfig,
     parse_images,
@@ -87,6 +88,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="Prometheus HTTP API base URL, e.g. http://prometheus.monitoring:9090: the built-in "
                         "autoscaler reads accelerator/duty_cycle (DCGM) there and the keda backend points its "
                         "triggers at it. Env GEMMA4_PROMETHEUS_URL")
+    p.add_argument("--engine-monitors", choices=[m.value for m in EngineMonitors],
+                   help="auto (default): a PodMonitor per Gemma4Deployment for its engine pods where the Prometheus "
+                        "Operator's PodMonitors are served; off: never (the pods carry prometheus.io/* scrape "
+                        "annotations instead). Env GEMMA4_ENGINE_MONITORS")
     p.add_argument("--server", metavar="URL", help="API server URL without credentials (local testing; default: "
                                                    "in-cluster service account, else kubeconfig)")
 
@@ -135,6 +140,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
             request_timeout=float(pick(args.request_timeout, "REQUEST_TIMEOUT", "30")),
             server=args.server or None,
             prometheus_url=str(args.prometheus_url or _env("PROMETHEUS_URL", "", env) or "").rstrip("/"),
+            engine_monitors=EngineMonitors(pick(args.engine_monitors, "ENGINE_MONITORS", EngineMonitors.AUTO.value)),
         )
     except ValueError as e:
         raise ConfigError(str(e)) from e

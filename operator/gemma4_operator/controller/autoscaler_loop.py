@@ -258,3 +258,5 @@ async def _report(ctx: OperatorContext, parent: Parent, current: int, desired: i
             return
         ctx.metrics.status_patches.inc()
         ctx.status_cache[parent.key] = (parent.uid, {**previous, **patch})
+        ctx.metrics.observe_condition(namespace, name, observe.SCALING_ACTIVE,
+                                      "True" if active else "False")

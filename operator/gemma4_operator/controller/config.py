@@ -20,6 +20,13 @@ class ChildrenMode(enum.StrEnum):
     POLL = "poll"  # a kopf timer per object re-reads the children every --resync-interval
 
 
+class EngineMonitors(enum.StrEnum):
+    """Whether each Gemma4Deployment gets a PodMonitor for its engine pods."""
+
+    AUTO = "auto"  # when the Prometheus Operator's PodMonitors are served (discovered at start-up)
+    OFF = "off"  # never: the pods carry the conventional prometheus.io/* scrape annotations
+
+
 class LogFormat(enum.StrEnum):
     TEXT = "text"
     JSON = "json"
@@ -47,6 +54,7 @@ class OperatorConfig:
     request_timeout: float = 30.0  # per API call of the operator's own client
     server: str | None = None  # API server URL without credentials (tests, benchmarks); None: kubeconfig
     prometheus_url: str = ""  # Prometheus HTTP API (duty cycle; KEDA triggers); empty: none
+    engine_monitors: EngineMonitors = EngineMonitors.AUTO
     autoscale_interval: float = 15.0  # seconds between built-in autoscaler ticks per object
     scrape_timeout: float = 5.0  # per /metrics request of the built-in autoscaler
     scrape_concurrency: int = 16  # /metrics requests in flight at once

@@ -20,6 +20,9 @@ Registered on a fresh ``kopf.OperatorRegistry`` by :func:`build_registry`:
   tick is ``controller.autoscaler_loop.autoscale``. Not a kopf timer or daemon: those add a finalizer.
 - Startup discovery: the PodDisruptionBudget version, and whether KEDA's ScaledObjects are served
   (``backend: keda`` is Planned=False without them).
+- Startup discovery of the Prometheus Operator's PodMonitors: each object gets one for its engine pods
+  where they are served (``--engine-monitors auto``), else the pods carry prometheus.io/* annotations.
+  PodMonitors are never deleted by the operator (they go with their object).
 
 kopf's progress and diff-base live in ``serving.gemma4.dev/*`` annotations (the CRD's status
 schema is strict), and no handler returns a value, so kopf never writes ``status``.
@@ -37,11 +40,20 @@ from typing import Any
 
 import kopf
 
-from gemma4_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION, AutoscalingBackend, Gemma4Deployment
+from gemma4_operator.api import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    AutoscalingBackend,
+    Gemma4Deployment,
+    Gemma4DeploymentSpec,
+)
 from gemma4_operator.controller import autoscaler_loop as autoscaler
 from gemma4_operator.controller import reconcile as rc
 from gemma4_operator.controller import status as observe
-from gemma4_operator.controller.config import ChildrenMode, OperatorConfig
+from gemma4_operator.controller.config import ChildrenMode, EngineMonitors, OperatorConfig
 from gemma4_operator.controller.context import (
     ACCELERATORS,
     CHILDREN,
@@ -63,6 +75,7 @@ from gemma4_operator.controller.context import (
     store,
 )
 from gemma4_operator.controller.kube import InvalidRequestError, RetryableApiError
+from gemma4_operator.controller.metrics import ObjectState
 from gemma4_operator.planner import cluster_facts
 from gemma4_operator.planner.plan import ClusterFacts
 from gemma4_operator.render.children import MANAGER
@@ -77,6 +90,8 @@ logger = logging.getLogger(__name__)
 CHILD_RESOURCES = (("apps/v1", "deployments"), ("v1", "services"), ("v1", "persistentvolumeclaims"),
                    ("policy", "poddisruptionbudgets"), ("keda.sh/v1alpha1", "scaledobjects"))
 KEDA = ("keda.sh/v1alpha1", "scaledobjects")
+# The Prometheus Operator's PodMonitors (one per object for its engine pods) unless --engine-monitors off.
+PODMONITORS = ("monitoring.coreos.com/v1", "podmonitors")
 PDB_VERSIONS = ("policy/v1", "policy/v1beta1")
 KEDA_RECHECK_S = 60.0  # at most this often, re-discover KEDA when an object with backend keda is reconciled
 POD_RESOURCE = ("v1", "pods")
@@ -128,6 +143,27 @@ async def _post_events(ctx: OperatorContext, parent: Parent, events: Iterable[ob
             logger.warning("could not post event %s for %s/%s: %s", ev.reason, *parent.key, e)
 
 
+def object_state(spec: Gemma4DeploymentSpec | None, outcome: observe.PlanOutcome,
+                 status: Mapping[str, Any]) -> ObjectState:
+    """The per-object metrics of one Gemma4Deployment from its spec, plan and (merged) status."""
+    p = outcome.plan
+    variant = p.variant if p is not None else (spec.model.variant.value if spec is not None else "")
+    engine = p.engine if p is not None else (spec.engine.value if spec is not None else "")
+    if spec is None:
+        low = high = 0
+    elif spec.autoscaling is not None:
+        low, high = spec.autoscaling.min_replica_count, spec.autoscaling.max_replica_count
+    else:
+        low = high = spec.replicas
+    conditions = {str(c["type"]): str(c.get("status", "Unknown")) for c in status.get("conditions") or []
+                  if isinstance(c, Mapping) and c.get("type")}
+    model = status.get("model")
+    phase = model.get("phase") if isinstance(model, Mapping) else None
+    return ObjectState(variant=variant, engine=engine, conditions=conditions,
+                       replicas=int(status.get("replicas") or 0), ready_replicas=int(status.get("readyReplicas") or 0),
+                       min_replicas=low, max_replicas=high, model_phase=str(phase) if phase else None)
+
+
 async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: observe.PlanOutcome,
                    live: Sequence[Obj], pods: Sequence[Obj], previous: Mapping[str, Any],
                    problem: observe.Fault | None, extra_events: Sequence[observe.EventSpec]) -> None:
@@ -141,6 +177,7 @@ async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: obs
         ctx.metrics.status_patches.inc()
         merged = {k: v for k, v in {**previous, **new}.items() if v is not None}
         ctx.status_cache[parent.key] = (parent.uid, merged)
+    ctx.metrics.observe_object(*parent.key, object_state(spec, outcome, {**previous, **new}))
     await _post_events(ctx, parent, [*extra_events, *observe.transition_events(previous, new, outcome)])
 
 
@@ -488,6 +525,28 @@ async def detect_capabilities(memo: Any, **_: Any) -> None:
         ctx.desired_cache.clear()
     logger.info("PodDisruptionBudgets are rendered as %s", ctx.render_options.pdb_api_version)
     await detect_keda(ctx)
+    await detect_pod_monitors(ctx)
+
+
+def child_resources(config: OperatorConfig) -> tuple[tuple[str, str], ...]:
+    """The owned kinds to watch: PodMonitors only when the operator may create them."""
+    return CHILD_RESOURCES + ((PODMONITORS,) if config.engine_monitors is EngineMonitors.AUTO else ())
+
+
+async def detect_pod_monitors(ctx: OperatorContext) -> None:
+    """Startup: a PodMonitor per object where the Prometheus Operator's PodMonitors are served (and
+    --engine-monitors is auto); otherwise the engine pods carry prometheus.io/* scrape annotations."""
+    served = False
+    if ctx.config.engine_monitors is EngineMonitors.AUTO:
+        try:
+            served = await asyncio.to_thread(ctx.kube.serves, *PODMONITORS)
+        except (RetryableApiError, InvalidRequestError) as e:
+            logger.warning("API discovery of %s failed (%s); no PodMonitors, scrape annotations instead",
+                           PODMONITORS[0], e)
+    ctx.render_options = dataclasses.replace(ctx.render_options, pod_monitors=served)
+    ctx.desired_cache.clear()
+    logger.info("engine pods are scraped through %s", "a PodMonitor per Gemma4Deployment" if served
+                else "prometheus.io/* annotations (no PodMonitors)")
 
 
 async def detect_keda(ctx: OperatorContext) -> None:
@@ -544,7 +603,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
 
     if config.children is ChildrenMode.WATCH:
         managed = {MANAGED_BY_LABEL: MANAGER}
-        for res in CHILD_RESOURCES:
+        for res in child_resources(config):
             kopf.index(*res, id=CHILDREN, labels=managed, registry=registry)(index_child)
             kopf.on.event(*res, id="child_event", labels=managed, registry=registry)(on_child_event)
         kopf.index(*POD_RESOURCE, id=PODS, labels=managed, registry=registry)(index_pod)
@@ -570,7 +629,7 @@ def build_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 4
     if config.children is ChildrenMode.WATCH:
-        for res in (*CHILD_RESOURCES, POD_RESOURCE):
+        for res in (*child_resources(config), POD_RESOURCE):
             settings.watching.label_selectors[res] = MANAGED_SELECTOR
     settings.peering.standalone = config.standalone
     settings.peering.priority = config.priority

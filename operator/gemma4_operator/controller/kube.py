@@ -68,6 +68,7 @@ RESOURCES: dict[tuple[str, str], ResourceType] = {
     ("policy/v1beta1", "PodDisruptionBudget"): ResourceType("policy", "v1beta1", "poddisruptionbudgets"),
     ("v1", "Pod"): ResourceType("", "v1", "pods"),
     ("keda.sh/v1alpha1", "ScaledObject"): ResourceType("keda.sh", "v1alpha1", "scaledobjects"),
+    ("monitoring.coreos.com/v1", "PodMonitor"): ResourceType("monitoring.coreos.com", "v1", "podmonitors"),
     ("metrics.k8s.io/v1beta1", "PodMetrics"): ResourceType("metrics.k8s.io", "v1beta1", "pods"),
     ("v1", "Event"): ResourceType("", "v1", "events"),
     (f"{GROUP}/{VERSION}", "Gemma4Deployment"): ResourceType(GROUP, VERSION, PLURAL),

@@ -4,7 +4,9 @@ No I/O and no clock: the caller passes ``now`` (RFC 3339). Conditions follow the
 API conventions (type/status/reason/message/lastTransitionTime/observedGeneration); a
 condition's lastTransitionTime only moves when its status flips. Degraded names what is wrong
 with the pods (OOM kills, crash loops, image pulls, GPUs the scheduler cannot find) so users do
-not have to read pod events.
+not have to read pod events; when the serving container's termination message (its last log lines,
+``FallbackToLogsOnError``) matches one of the plan's engine's error signatures, Degraded carries
+that diagnosis instead, saying what to change in the spec.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gemma4_operator.api import Condition, Gemma4DeploymentSpec
+from gemma4_operator.engines import engine as engine_named
+from gemma4_operator.engines.base import diagnose
 from gemma4_operator.planner.plan import Plan
-from gemma4_operator.render.children import GPU_RESOURCE, Owner, endpoint, selector_string
+from gemma4_operator.render.children import GPU_RESOURCE, SERVING_CONTAINER, Owner, endpoint, selector_string
 
 PLANNED, AVAILABLE, PROGRESSING, DEGRADED, READY = "Planned", "Available", "Progressing", "Degraded", "Ready"
 CONDITION_TYPES = (PLANNED, AVAILABLE, PROGRESSING, DEGRADED, READY)
@@ -89,7 +93,39 @@ def plan_summary(p: Plan) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-def _container_fault(pod_name: str, cs: Obj) -> Fault | None:
+def _rank(fault: Fault) -> int:
+    """Lower is more severe; a diagnosed engine error (any other reason) is the most specific of all."""
+    return _SEVERITY.index(fault.reason) if fault.reason in _SEVERITY else -1
+
+
+def termination_message(cs: Obj) -> str:
+    """The serving container's termination message while it is down: its state's if it terminated, else
+    its last state's unless it has since become ready (the kubelet fills it from the last log lines
+    with ``terminationMessagePolicy: FallbackToLogsOnError``)."""
+    current = str(_get(cs, "state", "terminated", "message", default="") or "")
+    if current:
+        return current
+    if cs.get("ready") or not _get(cs, "lastState", "terminated"):
+        return ""
+    return str(_get(cs, "lastState", "terminated", "message", default="") or "")
+
+
+def engine_fault(pod_name: str, cs: Obj, plan: Plan | None) -> Fault | None:
+    """The serving engine's own error, from its termination message and the engine's error signatures."""
+    if plan is None or cs.get("name") != SERVING_CONTAINER:
+        return None
+    text = termination_message(cs)
+    found = diagnose(engine_named(plan.engine).error_signatures(), text, plan) if text else None
+    if found is None:
+        return None
+    restarts = int(cs.get("restartCount") or 0)
+    return Fault(found.reason, f"pod {pod_name}: {plan.engine} failed to start (restarts: {restarts}): "
+                               f"{found.message}. {plan.engine} said: {found.evidence}")
+
+
+def _container_fault(pod_name: str, cs: Obj, plan: Plan | None = None) -> Fault | None:
+    if (diagnosed := engine_fault(pod_name, cs, plan)) is not None:
+        return diagnosed
     name = cs.get("name", "?")
     restarts = int(cs.get("restartCount") or 0)
     waiting = _get(cs, "state", "waiting") or {}
@@ -131,25 +167,26 @@ def _scheduling_fault(pod: Obj, gpus_per_replica: int) -> Fault | None:
     return None
 
 
-def pod_fault(pod: Obj, gpus_per_replica: int = 0) -> Fault | None:
+def pod_fault(pod: Obj, gpus_per_replica: int = 0, plan: Plan | None = None) -> Fault | None:
     """The most severe problem of one pod, or None."""
     if _get(pod, "metadata", "deletionTimestamp"):
         return None
     name = str(_get(pod, "metadata", "name", default="?"))
     statuses = [*(_get(pod, "status", "initContainerStatuses", default=[]) or []),
                 *(_get(pod, "status", "containerStatuses", default=[]) or [])]
-    faults = [f for cs in statuses if (f := _container_fault(name, cs)) is not None]
+    faults = [f for cs in statuses if (f := _container_fault(name, cs, plan)) is not None]
     if (sched := _scheduling_fault(pod, gpus_per_replica)) is not None:
         faults.append(sched)
-    return min(faults, key=lambda f: _SEVERITY.index(f.reason)) if faults else None
+    return min(faults, key=_rank) if faults else None
 
 
-def degraded(pods: Sequence[Obj], gpus_per_replica: int = 0) -> Fault | None:
-    """The most severe fault over all pods, saying how many pods share it."""
-    faults = [f for p in pods if (f := pod_fault(p, gpus_per_replica)) is not None]
+def degraded(pods: Sequence[Obj], gpus_per_replica: int = 0, plan: Plan | None = None) -> Fault | None:
+    """The most severe fault over all pods, saying how many pods share it. With the plan, the serving
+    containers' termination messages are matched against its engine's error signatures."""
+    faults = [f for p in pods if (f := pod_fault(p, gpus_per_replica, plan)) is not None]
     if not faults:
         return None
-    worst = min(faults, key=lambda f: _SEVERITY.index(f.reason))
+    worst = min(faults, key=_rank)
     same = sum(1 for f in faults if f.reason == worst.reason)
     live = sum(1 for p in pods if not _get(p, "metadata", "deletionTimestamp"))
     prefix = f"{same} of {live} pods: " if live > 1 else ""
@@ -279,7 +316,7 @@ def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec 
     p = outcome.plan
     desired = _desired_replicas(spec, deployment)
     ready = int(_get(deployment, "status", "readyReplicas", default=0) or 0)
-    fault = problem or degraded(pods, p.gpus_per_replica if p is not None and p.accelerator.is_gpu else 0)
+    fault = problem or degraded(pods, p.gpus_per_replica if p is not None and p.accelerator.is_gpu else 0, p)
     planned = _planned(p, outcome)
     if deployment is None:
         available, progressing = _without_deployment(owner, p)

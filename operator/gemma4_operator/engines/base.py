@@ -10,7 +10,8 @@ planner, renderer and autoscaler only ask an :class:`Engine`; none of them compa
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -67,6 +68,65 @@ class Shortfall:
 
     reason: str
     shortfall_gib: float
+
+
+@dataclass(frozen=True)
+class ErrorSignature:
+    """An engine failure recognised in a container's termination message (its last log lines).
+
+    ``advice`` is a ``str.format`` template over the pattern's named groups and :func:`plan_values`;
+    it says what to change in the spec. ``literals`` are the pieces of the engine's own text the
+    pattern is built from, each as it appears in one string of the engine's sources (the tests find
+    them there, so a reworded upstream message is noticed).
+    """
+
+    pattern: re.Pattern[str]
+    reason: str
+    advice: str
+    literals: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """A matched signature: the Degraded reason, what to change, and the engine's line that matched."""
+
+    reason: str
+    message: str
+    evidence: str
+
+
+def signature(pattern: str, reason: str, advice: str, *literals: str) -> ErrorSignature:
+    return ErrorSignature(re.compile(pattern), reason, advice, literals)
+
+
+def plan_values(plan: Plan) -> dict[str, Any]:
+    """The plan's numbers an advice template may name."""
+    return {
+        "variant": plan.variant, "quantization": plan.quantization, "accelerator": plan.accelerator.name,
+        "gpus": plan.gpus_per_replica, "max_model_len": plan.max_model_len, "concurrency": plan.concurrency,
+        "context": plan.max_model_len * plan.concurrency, "max_concurrency": plan.max_concurrency,
+        "kv_cache_gib": f"{plan.memory.kv_cache:.2f}", "weights_gib": f"{plan.memory.weights:.2f}",
+        "memory_needed_gib": f"{plan.memory_needed_gib:.1f}", "capacity_gib": f"{plan.memory.capacity:.1f}",
+        "gpu_memory_utilization": f"{plan.gpu_memory_utilization:.2f}",
+        "compute_capability": plan.accelerator.compute_capability,
+    }
+
+
+EVIDENCE_CHARS = 300
+
+
+def diagnose(signatures: Sequence[ErrorSignature], text: str, plan: Plan) -> Diagnosis | None:
+    """The first signature found in ``text`` (a termination message), as a Degraded reason and message."""
+    for sig in signatures:
+        found = sig.pattern.search(text)
+        if found is None:
+            continue
+        groups = {k: v for k, v in found.groupdict().items() if v is not None}
+        evidence = " ".join(found.group(0).split())
+        if len(evidence) > EVIDENCE_CHARS:
+            evidence = evidence[: EVIDENCE_CHARS - 1] + "…"
+        return Diagnosis(sig.reason, sig.advice.format(**plan_values(plan), **groups), evidence)
+    return None
 
 
 @dataclass(frozen=True)
@@ -132,6 +192,9 @@ class Engine(Protocol):
     def default_signals(self, plan: Plan) -> tuple[tuple[Signal, float], ...]:
         """(signal, target) pairs the autoscaler uses when the spec names no metrics."""
 
+    def error_signatures(self) -> tuple[ErrorSignature, ...]:
+        """Start-up failures recognised in the serving container's termination message, most specific first."""
+
 
 class CatalogEngine(Engine):
     """The parts of an engine that are catalog lookups; engine modules subclass it."""
@@ -179,6 +242,9 @@ class CatalogEngine(Engine):
 
     def image_keys(self, *, gpu: bool) -> tuple[str, ...]:
         return (self._name,) if gpu or not self._info.images.cpu else (f"{self._name}-cpu", self._name)
+
+    def error_signatures(self) -> tuple[ErrorSignature, ...]:
+        return ()
 
     def metric_names(self) -> dict[Signal, tuple[str, ...]]:
         return {_METRIC_KEYS[key]: tuple(names) for key, names in self._info.metrics.items() if names}

@@ -20,11 +20,13 @@ from gemma4_operator.engines.base import (
     CatalogEngine,
     EngineContainer,
     EngineSettings,
+    ErrorSignature,
     MemoryFit,
     Shortfall,
     cache_mounts,
     common_env,
     probes,
+    signature,
     with_user_env,
 )
 from gemma4_operator.planner import memory
@@ -106,6 +108,10 @@ class Engine(CatalogEngine):
         )
 
     @override
+    def error_signatures(self) -> tuple[ErrorSignature, ...]:
+        return ERROR_SIGNATURES
+
+    @override
     def default_signals(self, plan: Plan) -> tuple[tuple[Signal, float], ...]:
         """The queue paired with busy slots (llama-server exposes no KV-cache metric): 80 % of the
         planned slots."""
@@ -113,6 +119,31 @@ class Engine(CatalogEngine):
         assert queue is not None
         return ((Signal.QUEUE_LENGTH, queue),
                 (Signal.BATCH_SIZE, max(1.0, round(DEFAULT_UTILIZATION * plan.concurrency))))
+
+
+# llama-server's start-up failures, most specific first, as its log prints them (src/llama-context.cpp,
+# ggml/src/gguf.cpp, src/llama.cpp); tests/engine produces each with the real server.
+ERROR_SIGNATURES: tuple[ErrorSignature, ...] = (
+    signature(
+        r"failed to initialize the context: failed to allocate buffer for kv cache",
+        "KVCacheTooSmall",
+        "llama.cpp could not allocate the KV cache for -c {context} (serving.concurrency {concurrency} x "
+        "serving.maxModelLen {max_model_len}): lower serving.maxModelLen or serving.concurrency, or choose an "
+        "accelerator with more memory; the plan expected {kv_cache_gib} GiB of KV in {capacity_gib} GiB, so the "
+        "planner's memory estimate is off",
+        "failed to initialize the context", "failed to allocate buffer for kv cache"),
+    signature(
+        r"failed to open GGUF file '(?P<path>[^']*)' \((?P<error>[^)]*)\)",
+        "ModelLoadFailed",
+        "llama.cpp cannot open the model file {path} ({error}): check model.source (the GGUF's path or repository) "
+        "and that the download finished",
+        "failed to open GGUF file", "error loading model"),
+    signature(
+        r"error loading model: (?P<error>[^\n]*)",
+        "ModelLoadFailed",
+        "llama.cpp could not load the model ({error}): check model.source and that the GGUF is a Gemma 4 model",
+        "error loading model"),
+)
 
 
 def _largest(ok: Callable[[int], bool], low: int, high: int) -> int:

@@ -20,11 +20,13 @@ from gemma4_operator.engines.base import (
     CatalogEngine,
     EngineContainer,
     EngineSettings,
+    ErrorSignature,
     MemoryFit,
     Shortfall,
     cache_mounts,
     common_env,
     probes,
+    signature,
     with_user_env,
 )
 from gemma4_operator.planner import memory
@@ -144,6 +146,10 @@ class Engine(CatalogEngine):
         )
 
     @override
+    def error_signatures(self) -> tuple[ErrorSignature, ...]:
+        return ERROR_SIGNATURES
+
+    @override
     def default_signals(self, plan: Plan) -> tuple[tuple[Signal, float], ...]:
         """KV-cache use at 80 % (what a replica holds: vLLM admits requests while the KV pool has
         room, so running requests have no plan-side bound) paired with the queue for fast reaction,
@@ -156,6 +162,85 @@ class Engine(CatalogEngine):
 
 
 DEFAULT_QUEUE = 2.0  # requests waiting per replica in the default policy (the API's default target is 5)
+_PLAN_DISAGREES = ("the plan expected a {kv_cache_gib} GiB KV pool per GPU, room for {max_concurrency} x "
+                   "{max_model_len} tokens; vLLM disagrees, so the planner's memory estimate is off for {variant} "
+                   "{quantization} on {accelerator}")
+_GIB = r"(?P<{}>[\d.]+) GiB"
+# vLLM 0.32.0's start-up failures, most specific first. Literals: vllm/v1/core/kv_cache_utils.py
+# (_check_enough_kv_cache_memory), vllm/v1/worker/utils.py (free memory check), vllm/config/vllm.py
+# (quantization capability), vllm/v1/worker/gpu_model_runner.py and torch (CUDA OOM), huggingface_hub
+# (repository errors, raised through vLLM's downloads).
+ERROR_SIGNATURES: tuple[ErrorSignature, ...] = (
+    signature(
+        r"To serve at least one request with the model's max seq len \((?P<seq_len>\d+)\), \("
+        + _GIB.format("needed_gib") + r" KV cache is needed, which is larger than the available KV cache memory \("
+        + _GIB.format("available_gib") + r"\)\. Based on the available memory, the estimated maximum model length "
+        r"is (?P<estimate>\d+)\.",
+        "KVCacheTooSmall",
+        "vLLM's KV cache ({available_gib} GiB) holds at most {estimate} tokens, fewer than serving.maxModelLen "
+        "{seq_len} ({needed_gib} GiB): lower serving.maxModelLen to {estimate} or less, or serving.concurrency, or "
+        "choose a larger accelerator; " + _PLAN_DISAGREES,
+        "To serve at least one request with the model's max seq len ",
+        "cache is needed, which is larger than the available KV cache ", "the estimated maximum model length is "),
+    signature(
+        r"To serve at least one request with the model's max seq len \((?P<seq_len>\d+)\), \("
+        + _GIB.format("needed_gib") + r" KV cache is needed, which is larger than the available KV cache memory \("
+        + _GIB.format("available_gib") + r"\)",
+        "KVCacheTooSmall",
+        "vLLM's KV cache ({available_gib} GiB) cannot hold one request of serving.maxModelLen {seq_len} "
+        "({needed_gib} GiB): lower serving.maxModelLen or serving.concurrency, or choose a larger accelerator; "
+        + _PLAN_DISAGREES,
+        "To serve at least one request with the model's max seq len ",
+        "cache is needed, which is larger than the available KV cache "),
+    signature(
+        r"No available memory for the cache blocks",
+        "KVCacheTooSmall",
+        "vLLM had no GPU memory left for the KV cache after loading the weights: lower serving.maxModelLen, choose "
+        "a smaller quantization or more or larger GPUs; " + _PLAN_DISAGREES,
+        "No available memory for the cache blocks. "),
+    signature(
+        r"Free memory on device (?:\S+ )?\(" + r"(?P<free_gib>[\d.]+)/(?P<total_gib>[\d.]+) GiB\) on startup is less "
+        r"than desired GPU memory utilization",
+        "GPUMemoryInUse",
+        "only {free_gib} of {total_gib} GiB of GPU memory were free at start-up, less than the plan's "
+        "gpu-memory-utilization {gpu_memory_utilization}: another process uses this GPU; give each replica "
+        "GPUs of its own (no GPU sharing or time-slicing)",
+        "Free memory on device ", "is less than desired GPU memory utilization "),
+    signature(
+        r"The quantization method (?P<method>\S+) is not supported for the current GPU\. Minimum capability: "
+        r"(?P<min_capability>\d+)\. Current capability: (?P<current_capability>\d+)",
+        "QuantizationUnsupported",
+        "quantization {method} needs compute capability {min_capability}, this GPU has {current_capability}: set "
+        "spec.quantization to a format {accelerator} supports (auto picks one) or choose a newer accelerator; the "
+        "plan chose {quantization} for {accelerator} (compute capability {compute_capability}), so the catalog's "
+        "format rules disagree with vLLM's",
+        "The quantization method ", "is not supported for the current GPU. Minimum ", "Current capability: "),
+    signature(
+        r"CUDA out of memory[^\n]*",
+        "GPUOutOfMemory",
+        "the GPU ran out of memory while vLLM loaded or warmed up {variant} {quantization} on {gpus}x {accelerator}: "
+        "lower serving.concurrency or serving.maxModelLen, or choose a smaller quantization or more GPUs; the plan "
+        "expected {weights_gib} GiB of weights and a {kv_cache_gib} GiB KV pool per GPU, so the planner's memory "
+        "estimate is off",
+        "CUDA out of memory"),
+    signature(
+        r"Cannot access gated repo for url (?P<url>\S+?)\.?(?=\s|$)",
+        "GatedRepository",
+        "the model repository {url} is gated: accept its licence on huggingface.co with the account whose token "
+        "model.source.tokenSecretRef names, or set tokenSecretRef to such a token",
+        "Cannot access gated repo for url "),
+    signature(
+        r"Repository Not Found for url: (?P<url>\S+?)\.?(?=\s|$)",
+        "RepositoryNotFound",
+        "the model repository {url} does not exist or is private: check model.source.uri, and for a private "
+        "repository model.source.tokenSecretRef",
+        "Repository Not Found for url: "),
+    signature(
+        r"Revision Not Found for url: (?P<url>\S+?)\.?(?=\s|$)",
+        "RepositoryNotFound",
+        "the model revision {url} does not exist: check the revision in model.source.uri",
+        "Revision Not Found for url: "),
+)
 
 
 def _target(signal: Signal) -> float:

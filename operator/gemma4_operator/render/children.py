@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ VARIANT_LABEL = "serving.gemma4.dev/variant"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 MEMORY_GIB_PER_GPU = 16
+SERVING_CONTAINER = "server"  # the engine's container in the serving pod
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,17 @@ class RenderOptions:
     pdb_api_version: str = "policy/v1"
     keda_served: bool = True  # keda.sh ScaledObjects exist (discovery at operator startup)
     prometheus_url: str = ""  # --prometheus-url, for KEDA's Prometheus triggers
+    # a PodMonitor per object (Prometheus Operator's CRDs served and --engine-monitors auto); otherwise the
+    # pods carry prometheus.io/* scrape annotations
+    pod_monitors: bool = False
 
 
 KEDA_API_VERSION = "keda.sh/v1alpha1"
+PODMONITOR_API_VERSION = "monitoring.coreos.com/v1"
+METRICS_PATH = "/metrics"  # both engines serve Prometheus metrics there (llama-server with --metrics)
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+# target label of the engine series -> the serving pod label it is copied from
+ENGINE_TARGET_LABELS = {"name": INSTANCE_LABEL, "variant": VARIANT_LABEL}
 
 
 class UnrenderableError(ValueError):
@@ -67,7 +77,7 @@ class UnrenderableError(ValueError):
 
 def selector_labels(name: str) -> dict[str, str]:
     """Stable across spec changes: Deployment selectors are immutable."""
-    return {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/instance": name}
+    return {"app.kubernetes.io/name": APP_NAME, INSTANCE_LABEL: name}
 
 
 def selector_string(name: str) -> str:
@@ -168,6 +178,21 @@ def _volumes(name: str, spec: Gemma4DeploymentSpec, plan: Plan, engine: EngineCo
     return volumes, mounts
 
 
+def scrape_annotations(plan: Plan) -> dict[str, str]:
+    """The conventional annotations of annotation-based Prometheus scrape configs (no PodMonitor)."""
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(plan.port), "prometheus.io/path": METRICS_PATH}
+
+
+def pod_label_meta(label: str) -> str:
+    """Prometheus' Kubernetes discovery label of a pod label (every other character becomes ``_``)."""
+    return "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", label)
+
+
+def relabelings() -> list[K8sObject]:
+    return [{"sourceLabels": [pod_label_meta(label)], "targetLabel": target, "action": "replace"}
+            for target, label in ENGINE_TARGET_LABELS.items()]
+
+
 def cache_size(spec: Gemma4DeploymentSpec, plan: Plan) -> str:
     cache = spec.storage.model_cache
     if cache is not None and cache.size:
@@ -186,7 +211,8 @@ def minimum_replicas(spec: Gemma4DeploymentSpec) -> int:
 
 def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
                     options: RenderOptions | None = None) -> list[K8sObject]:
-    """Deployment, Service, and when asked for a PVC; a PDB when more than one replica runs."""
+    """Deployment, Service, and when asked for a PVC; a PDB when more than one replica runs; a PodMonitor
+    where the cluster serves them; KEDA's ScaledObject for ``backend: keda``."""
     options = options or RenderOptions()
     engine = engine_named(plan.engine).container(plan, spec)
     labels = child_labels(owner.name, plan.variant)
@@ -194,13 +220,15 @@ def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
               "owner_references": owner.references, "selector": selector_labels(owner.name)}
     volumes, mounts = _volumes(owner.name, spec, plan, engine)
     pod_labels = {**spec.pod_template.metadata.labels, **labels}
+    scrape = {} if options.pod_monitors else scrape_annotations(plan)
     # GPUs are scarce: replace pods in place rather than surging onto GPUs that may not exist.
     strategy = ({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
                 if plan.accelerator.is_gpu else {"type": "RollingUpdate"})
     children = [
         _render("deployment.yaml.j2", **common, plan=plan, engine=engine, strategy=strategy,
+                container_name=SERVING_CONTAINER,
                 replicas=spec.replicas if replicas_owned_by_operator(spec) else None,
-                pod_labels=pod_labels, pod_annotations=dict(spec.pod_template.metadata.annotations),
+                pod_labels=pod_labels, pod_annotations={**scrape, **spec.pod_template.metadata.annotations},
                 pod_settings=_pod_settings(spec, plan), resources=_resources(plan),
                 volume_mounts=mounts, volumes=volumes),
         _render("service.yaml.j2", **common, service_port=SERVICE_PORT),
@@ -208,6 +236,9 @@ def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
     if spec.storage.model_cache is not None:
         children.append(_render("pvc.yaml.j2", **common, cache=spec.storage.model_cache,
                                 cache_size=cache_size(spec, plan)))
+    if options.pod_monitors:
+        children.append(_render("podmonitor.yaml.j2", **common, metrics_path=METRICS_PATH,
+                                relabelings=relabelings()))
     if spec.autoscaling is not None and spec.autoscaling.backend.value == "keda":
         children.append(_scaled_object(owner, spec, plan, labels, options))
     if minimum_replicas(spec) > 1 or (spec.autoscaling is not None and spec.autoscaling.max_replica_count > 1):
