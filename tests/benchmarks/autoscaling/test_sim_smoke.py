@@ -76,7 +76,9 @@ def test_azure_csv_replays_as_recorded_and_stretched() -> None:
 def test_csv_trace_and_json_rows(tmp_path: Path) -> None:
     import json
 
-    import run
+    # by its package path: a bare `import run` may find the reconcile benchmark's run.py when both
+    # benchmark folders are on sys.path in one pytest process
+    from tests.benchmarks.autoscaling import run
 
     csv_path = tmp_path / "t.csv"
     rows = ["TIMESTAMP,ContextTokens,GeneratedTokens"] + [
