@@ -45,7 +45,8 @@ async def test_create_makes_deployment_and_service_owned_by_the_object(k: Emulat
         assert child["metadata"]["managedFields"][0]["manager"] == "gemma4-operator"
     c = container(deployment)
     assert c["resources"]["limits"] == {"nvidia.com/gpu": "1"}
-    assert c["command"] == ["vllm", "serve"]
+    # vllm serve under the termination-log wrapper (engines/termination_log.py)
+    assert c["command"][:2] == ["python3", "-c"] and c["command"][-2:] == ["vllm", "serve"]
     assert c["args"][:3] == ["google/gemma-4-E4B-it", "--served-model-name", "gemma-4-e4b-it"]
     assert "--max-model-len" in c["args"] and c["args"][c["args"].index("--max-model-len") + 1] == "32768"
     assert c["startupProbe"]["httpGet"] == {"path": "/health", "port": "http"}

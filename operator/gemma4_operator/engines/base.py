@@ -9,10 +9,12 @@ planner, renderer and autoscaler only ask an :class:`Engine`; none of them compa
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, Protocol
 
 from gemma4_operator.api import Gemma4DeploymentSpec
@@ -97,6 +99,19 @@ class Diagnosis:
 
 def signature(pattern: str, reason: str, advice: str, *literals: str) -> ErrorSignature:
     return ErrorSignature(re.compile(pattern), reason, advice, literals)
+
+
+@functools.cache
+def _termination_log_source() -> str:
+    return resources.files(__package__).joinpath("termination_log.py").read_text(encoding="utf-8")
+
+
+def with_termination_log(command: list[str], signatures: Sequence[ErrorSignature]) -> tuple[list[str], K8sObject]:
+    """The command run under engines/termination_log.py (``python3 -c``, standard library only), and the
+    env entry naming the signature texts whose lines it keeps for the termination message."""
+    literals = sorted({piece for sig in signatures for piece in sig.literals})
+    return (["python3", "-c", _termination_log_source(), *command],
+            {"name": "GEMMA4_ERROR_LITERALS", "value": "\n".join(literals)})
 
 
 def plan_values(plan: Plan) -> dict[str, Any]:

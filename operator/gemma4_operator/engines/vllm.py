@@ -27,6 +27,7 @@ from gemma4_operator.engines.base import (
     common_env,
     probes,
     signature,
+    with_termination_log,
     with_user_env,
 )
 from gemma4_operator.planner import memory
@@ -138,9 +139,11 @@ class Engine(CatalogEngine):
     @override
     def container(self, plan: Plan, spec: Gemma4DeploymentSpec) -> EngineContainer:
         startup, readiness, liveness = probes(plan, self.info)
-        env = with_user_env([*common_env(spec), {"name": "VLLM_NO_USAGE_STATS", "value": "1"}], spec)
+        # vLLM's root cause is followed by the API server's traceback: keep it for the termination message
+        command, literals = with_termination_log(["vllm", "serve"], ERROR_SIGNATURES)
+        env = with_user_env([*common_env(spec), {"name": "VLLM_NO_USAGE_STATS", "value": "1"}, literals], spec)
         return EngineContainer(
-            command=["vllm", "serve"], args=command_line(plan, spec), env=env,
+            command=command, args=command_line(plan, spec), env=env,
             startup_probe=startup, readiness_probe=readiness, liveness_probe=liveness,
             volume_mounts=cache_mounts(), shm_size=SHM_SIZE if plan.tensor_parallel_size > 1 else "",
         )
