@@ -26,7 +26,7 @@ def counts(k: Emulator) -> dict[str, int]:
 async def create_two(k: Emulator) -> None:
     await h.create(k, G4D, h.g4d("chat", accelerator={"type": "nvidia-l4"}))
     await h.create(k, G4D, h.g4d("big", accelerator={"type": "nvidia-l4"}, replicas=2,
-                                 storage={"modelCache": {}}))
+                                 storage={"modelCache": {"accessModes": ["ReadWriteMany"]}}))
 
 
 async def test_restart_resumes_without_duplicates_or_writes(k: Emulator) -> None:

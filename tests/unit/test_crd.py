@@ -114,7 +114,24 @@ BAD_CEL = [
     ({"model": {"variant": "e2b", "source": {"uri": "s3://bucket/x"}}},
      "source.uri must be hf://REPO[@REVISION] (a Hugging Face repo"),
     ({"model": {"variant": "e2b", "source": {"uri": ""}}}, "source.uri must be hf://REPO[@REVISION]"),
+    # a ReadWriteOnce cache (the default access mode) cannot serve replicas on several nodes
+    ({"model": {"variant": "e2b"}, "replicas": 2, "storage": {"modelCache": {}}},
+     "storage.modelCache: a ReadWriteOnce (or ReadWriteOncePod) cache mounts on one node only"),
+    ({"model": {"variant": "e2b"}, "autoscaling": {"maxReplicaCount": 3},
+      "storage": {"modelCache": {"accessModes": ["ReadWriteOncePod"]}}},
+     "storage.modelCache: a ReadWriteOnce (or ReadWriteOncePod) cache mounts on one node only"),
 ]
+
+
+@pytest.mark.parametrize("spec", [
+    {"model": {"variant": "e2b"}, "storage": {"modelCache": {}}},
+    {"model": {"variant": "e2b"}, "replicas": 3, "storage": {"modelCache": {"accessModes": ["ReadWriteMany"]}}},
+    {"model": {"variant": "e2b"}, "autoscaling": {"maxReplicaCount": 1}, "storage": {"modelCache": {}}},
+], ids=["one-replica-rwo", "rwx-many", "autoscaled-to-one-rwo"])
+def test_a_cache_that_fits_the_replicas_is_accepted(spec: dict[str, Any]) -> None:
+    obj = _obj(spec)
+    assert schema_errors(obj) == [] and cel_errors(obj) == []
+    Gemma4Deployment.model_validate(obj)
 
 
 @pytest.mark.parametrize(("spec", "message"), BAD_CEL, ids=[m[:40] for _, m in BAD_CEL])

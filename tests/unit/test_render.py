@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def server(deployment: dict[str, Any]) -> dict[str, Any]:
 
 def test_every_child_is_owned_and_labelled() -> None:
     objs = children(model={"variant": "31b"}, quantization="bf16", accelerator={"type": "nvidia-h100-80gb"},
-                    replicas=2, storage={"modelCache": {}})
+                    replicas=2, storage={"modelCache": {"accessModes": ["ReadWriteMany"]}})
     assert set(objs) == {"Deployment", "Service", "PersistentVolumeClaim", "PodDisruptionBudget"}
     for obj in objs.values():
         assert obj["metadata"]["ownerReferences"] == [{
@@ -46,6 +47,26 @@ def test_every_child_is_owned_and_labelled() -> None:
         assert obj["metadata"]["namespace"] == "ml"
     assert objs["PersistentVolumeClaim"]["metadata"]["name"] == "chat-model-cache"
     assert objs["PersistentVolumeClaim"]["spec"]["resources"]["requests"]["storage"] == "70Gi"  # 62.5 GB x 1.2
+
+
+def test_without_a_cache_the_pod_asks_for_the_disk_its_download_needs() -> None:
+    # 31B BF16: the 62,546,177,752-byte repository (huggingface.co/google/gemma-4-31B-it) + 20% -> 70 GiB
+    deployment = children(model={"variant": "31b"}, quantization="bf16",
+                          accelerator={"type": "nvidia-h100-80gb"})["Deployment"]
+    cache = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "cache")
+    assert cache == {"name": "cache", "emptyDir": {"sizeLimit": "70Gi"}}
+    assert server(deployment)["resources"]["requests"]["ephemeral-storage"] == "70Gi"
+    # llama.cpp downloads the mmproj too when images are served: e4b q8_0 8,031,223,872 + 560,000,000 bytes
+    multimodal = server(children(model={"variant": "e4b"}, quantization="q8_0", accelerator={"type": "cpu"},
+                                 serving={"modalities": ["text", "image"]})["Deployment"])
+    assert multimodal["resources"]["requests"]["ephemeral-storage"] == f"{math.ceil(8_591_223_872 * 1.2 / 2**30)}Gi"
+
+
+def test_with_a_cache_pvc_the_pod_asks_for_no_node_disk() -> None:
+    deployment = children(model={"variant": "e2b"}, storage={"modelCache": {}})["Deployment"]
+    cache = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "cache")
+    assert cache == {"name": "cache", "persistentVolumeClaim": {"claimName": "chat-model-cache"}}
+    assert "ephemeral-storage" not in server(deployment)["resources"]["requests"]
 
 
 def test_gpu_pod_has_limits_toleration_affinity_and_shm_for_tensor_parallel() -> None:

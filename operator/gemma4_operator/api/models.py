@@ -388,7 +388,8 @@ class ModelCacheSpec(ApiModel):
         max_length=253,
     )] = ""
     access_modes: Annotated[list[AccessMode], Field(
-        alias="accessModes", description="PVC access modes. ReadWriteMany lets replicas on several nodes share it.",
+        alias="accessModes", description=("PVC access modes. ReadWriteMany lets replicas on several nodes share it; "
+                                          "ReadWriteOnce (the default) is refused for more than one replica."),
         min_length=1, max_length=4,
     )] = Field(default_factory=lambda: [AccessMode.READ_WRITE_ONCE])
 
@@ -441,7 +442,21 @@ class PodTemplateOverrides(ApiModel):
         default_factory=PodTemplateSpecOverrides)
 
 
+_SINGLE_NODE_MODES = ("ReadWriteOnce", "ReadWriteOncePod")  # a volume only one node (or pod) can mount
+_SINGLE_NODE_CACHE_MESSAGE = (
+    "storage.modelCache: a ReadWriteOnce (or ReadWriteOncePod) cache mounts on one node only, so a second replica "
+    "on another node never starts; use accessModes [ReadWriteMany] (a StorageClass that offers it) when replicas or "
+    "autoscaling.maxReplicaCount is above 1")
+
 _SPEC_RULES = cel_rules(
+    CelRule(
+        rule=(f"!has(self.storage) || !has(self.storage.modelCache) || "
+              f"!self.storage.modelCache.accessModes.exists(m, m in "
+              f"{list(_SINGLE_NODE_MODES)!r}) || (self.replicas <= 1 && (!has(self.autoscaling) || "
+              "self.autoscaling.maxReplicaCount <= 1))"),
+        message=_SINGLE_NODE_CACHE_MESSAGE,
+        field_path=".storage.modelCache.accessModes",
+    ),
     CelRule(
         rule=f"!(self.model.variant in {list(_NO_AUDIO_VARIANTS)!r}) || !('audio' in self.serving.modalities)",
         message="serving.modalities: audio is only available on e2b and e4b (26b-a4b and 31b have no audio encoder)",
@@ -525,6 +540,8 @@ class Gemma4DeploymentSpec(ApiModel):
             problems.append(_SPEC_RULES_BY_PATH[".serving.reasoning"])
         if not self.model.instruction_tuned and self.serving.tool_calling:
             problems.append(_SPEC_RULES_BY_PATH[".serving.toolCalling"])
+        if self._single_node_cache_for_many():
+            problems.append(_SINGLE_NODE_CACHE_MESSAGE)
         cpu = self.accelerator.type == "cpu"
         if cpu and self.engine.value in _GPU_ONLY_ENGINES:
             problems.append(_SPEC_RULES_BY_PATH[".engine"])
@@ -537,6 +554,12 @@ class Gemma4DeploymentSpec(ApiModel):
         if problems:
             raise cross_field_error(problems)
         return self
+
+    def _single_node_cache_for_many(self) -> bool:
+        cache = self.storage.model_cache
+        if cache is None or not any(m.value in _SINGLE_NODE_MODES for m in cache.access_modes):
+            return False
+        return self.replicas > 1 or (self.autoscaling is not None and self.autoscaling.max_replica_count > 1)
 
     @property
     def reasoning_enabled(self) -> bool:

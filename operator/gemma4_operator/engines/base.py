@@ -154,6 +154,7 @@ class EngineSettings:
     quantization_flag: str | None = None
     parallelism_notes: tuple[str, ...] = ()
     modality_notes: tuple[str, ...] = ()
+    extra_download_bytes: int = 0  # files fetched besides the checkpoint's weights (llama.cpp's mmproj)
 
 
 class Engine(Protocol):

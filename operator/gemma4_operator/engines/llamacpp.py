@@ -95,7 +95,9 @@ class Engine(CatalogEngine):
 
     @override
     def settings(self, c: Candidate, source: SourceRef | None) -> EngineSettings:
-        return EngineSettings()
+        # -hf also fetches the repository's mmproj unless the plan is text only (--no-mmproj)
+        mmproj = 0 if c.text_only or c.checkpoint is None else (c.checkpoint.mmproj_bytes or 0)
+        return EngineSettings(extra_download_bytes=mmproj)
 
     @override
     def container(self, plan: Plan, spec: Gemma4DeploymentSpec) -> EngineContainer:

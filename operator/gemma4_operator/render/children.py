@@ -136,14 +136,28 @@ def _affinity(plan: Plan, spec: Gemma4DeploymentSpec) -> K8sObject:
     return {**user, "nodeAffinity": node_affinity}
 
 
-def _resources(plan: Plan) -> K8sObject:
+def model_cache_gib(plan: Plan) -> int:
+    """What the model cache must hold: the checkpoint's download (GGUF and mmproj for llama.cpp) plus 20%
+    for the repository's small files and the engines' own caches under it. The Hub writes each file once
+    (a blob, renamed from `.incomplete`), so the peak is the total; a pvc:// model is not downloaded."""
+    if plan.source is not None and plan.source.scheme == "pvc":
+        return 1
+    return math.ceil(plan.download_bytes * 1.2 / GIB)
+
+
+def _resources(spec: Gemma4DeploymentSpec, plan: Plan) -> K8sObject:
+    # Without a cache PVC the weights land in the pod's emptyDir: request that much node disk, so the
+    # scheduler picks a node where it fits and the kubelet does not evict the pod halfway.
+    disk = {} if spec.storage.model_cache is not None else {"ephemeral-storage": f"{model_cache_gib(plan)}Gi"}
     if plan.accelerator.is_gpu:
         gpus = plan.gpus_per_replica
-        return {"requests": {"cpu": str(plan.cpu_request_cores), "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi"},
+        return {"requests": {"cpu": str(plan.cpu_request_cores), "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi",
+                             **disk},
                 "limits": {plan.accelerator.resource: str(gpus)}}
     # On CPU the plan's memory need is the pod's memory: request it and cap it.
     memory = f"{math.ceil(plan.memory_needed_gib)}Gi"
-    return {"requests": {"cpu": str(plan.cpu_request_cores), "memory": memory}, "limits": {"memory": memory}}
+    return {"requests": {"cpu": str(plan.cpu_request_cores), "memory": memory, **disk},
+            "limits": {"memory": memory}}
 
 
 def _pod_settings(spec: Gemma4DeploymentSpec, plan: Plan) -> K8sObject:
@@ -166,7 +180,8 @@ def _pod_settings(spec: Gemma4DeploymentSpec, plan: Plan) -> K8sObject:
 def _volumes(name: str, spec: Gemma4DeploymentSpec, plan: Plan, engine: EngineContainer) -> tuple[
         list[K8sObject], list[K8sObject]]:
     cache: K8sObject = ({"name": "cache", "persistentVolumeClaim": {"claimName": f"{name}-model-cache"}}
-                        if spec.storage.model_cache is not None else {"name": "cache", "emptyDir": {}})
+                        if spec.storage.model_cache is not None else
+                        {"name": "cache", "emptyDir": {"sizeLimit": f"{model_cache_gib(plan)}Gi"}})
     volumes, mounts = [cache], list(engine.volume_mounts)
     if engine.shm_size:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": engine.shm_size}})
@@ -197,7 +212,7 @@ def cache_size(spec: Gemma4DeploymentSpec, plan: Plan) -> str:
     cache = spec.storage.model_cache
     if cache is not None and cache.size:
         return cache.size
-    return f"{math.ceil(plan.download_bytes * 1.2 / GIB)}Gi"
+    return f"{model_cache_gib(plan)}Gi"
 
 
 def replicas_owned_by_operator(spec: Gemma4DeploymentSpec) -> bool:
@@ -229,7 +244,7 @@ def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
                 container_name=SERVING_CONTAINER,
                 replicas=spec.replicas if replicas_owned_by_operator(spec) else None,
                 pod_labels=pod_labels, pod_annotations={**scrape, **spec.pod_template.metadata.annotations},
-                pod_settings=_pod_settings(spec, plan), resources=_resources(plan),
+                pod_settings=_pod_settings(spec, plan), resources=_resources(spec, plan),
                 volume_mounts=mounts, volumes=volumes),
         _render("service.yaml.j2", **common, service_port=SERVICE_PORT),
     ]
