@@ -57,13 +57,33 @@ def test_object_state_from_spec_plan_and_status() -> None:
     spec = Gemma4DeploymentSpec.model_validate({"model": {"variant": "e4b"}, "accelerator": {"type": "nvidia-l4"},
                                                 "autoscaling": {"minReplicaCount": 2, "maxReplicaCount": 5}})
     p = plan(spec, ClusterFacts(frozenset({"nvidia-l4"})))
-    status = {"replicas": 3, "readyReplicas": 2, "model": {"phase": "Downloading"},
+    status = {"replicas": 3, "readyReplicas": 2, "model": {"phase": "Downloading"}, "phase": "Progressing",
+              "ready": "2/4",
               "conditions": [{"type": "Ready", "status": "False"}, {"type": "ScalingActive", "status": "True"}]}
     got = object_state(spec, observe.PlanOutcome(p), status)
     assert got == ObjectState(variant=p.variant, engine=p.engine,
                               conditions={"Ready": "False", "ScalingActive": "True"}, replicas=3,
-                              ready_replicas=2, min_replicas=2, max_replicas=5, model_phase="Downloading")
+                              ready_replicas=2, min_replicas=2, max_replicas=5, model_phase="Downloading",
+                              phase="Progressing", desired_replicas=4)
     fixed = Gemma4DeploymentSpec.model_validate({"model": {"variant": "e4b"}, "replicas": 3})
     got = object_state(fixed, observe.PlanOutcome(None, "PlanFailed", "no"), {})
     assert (got.variant, got.engine, got.min_replicas, got.max_replicas, got.model_phase) == ("e4b", "auto", 3, 3, None)
     assert object_state(None, observe.PlanOutcome(None, "InvalidSpec"), {}).max_replicas == 0
+
+
+def test_phase_and_desired_replicas_follow_status_and_go_with_the_object() -> None:
+    m = Metrics()
+
+    def sample(name: str, **labels: str) -> float | None:
+        return m.registry.get_sample_value(name, {"namespace": "ml", "name": "chat", **labels})
+
+    m.observe_object("ml", "chat", state(phase="Degraded", desired_replicas=3))
+    assert sample("gemma4_operator_deployment_phase", phase="Degraded") == 1
+    assert sample("gemma4_operator_deployment_phase", phase="Ready") == 0
+    assert sample("gemma4_operator_deployment_desired_replicas") == 3
+    m.observe_object("ml", "chat", state(phase="Ready", desired_replicas=3))
+    assert sample("gemma4_operator_deployment_phase", phase="Ready") == 1
+    assert sample("gemma4_operator_deployment_phase", phase="Degraded") == 0
+    m.forget("ml", "chat")
+    assert sample("gemma4_operator_deployment_phase", phase="Ready") is None
+    assert sample("gemma4_operator_deployment_desired_replicas") is None

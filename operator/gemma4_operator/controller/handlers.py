@@ -158,10 +158,14 @@ def object_state(spec: Gemma4DeploymentSpec | None, outcome: observe.PlanOutcome
     conditions = {str(c["type"]): str(c.get("status", "Unknown")) for c in status.get("conditions") or []
                   if isinstance(c, Mapping) and c.get("type")}
     model = status.get("model")
-    phase = model.get("phase") if isinstance(model, Mapping) else None
+    model_phase = model.get("phase") if isinstance(model, Mapping) else None
+    ready = str(status.get("ready") or "0/0")  # "ready/desired", as compute_status writes it
+    desired = ready.partition("/")[2]
     return ObjectState(variant=variant, engine=engine, conditions=conditions,
                        replicas=int(status.get("replicas") or 0), ready_replicas=int(status.get("readyReplicas") or 0),
-                       min_replicas=low, max_replicas=high, model_phase=str(phase) if phase else None)
+                       min_replicas=low, max_replicas=high, model_phase=str(model_phase) if model_phase else None,
+                       phase=str(status["phase"]) if status.get("phase") else None,
+                       desired_replicas=int(desired) if desired.isdigit() else 0)
 
 
 async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: observe.PlanOutcome,

@@ -19,6 +19,7 @@ RESULTS = ("applied", "unchanged", "plan_failed", "invalid", "retry", "error")
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 CONDITION_STATUSES = ("True", "False", "Unknown")
 MODEL_PHASES = ("Downloading", "Ready", "Failed")
+PHASES = ("Pending", "Progressing", "Ready", "Degraded", "Failed")  # status.phase
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class ObjectState:
     min_replicas: int
     max_replicas: int
     model_phase: str | None = None  # status.model.phase, when status has one
+    phase: str | None = None  # status.phase
+    desired_replicas: int = 0  # the replicas the object asks for now (status.ready's denominator)
 
 
 @dataclass
@@ -104,13 +107,21 @@ class Metrics:
         self.deployment_max_replicas = Gauge(
             "gemma4_operator_deployment_max_replicas", "spec.maxReplicaCount (minReplicaCount when unset).",
             per_object, registry=self.registry)
+        self.deployment_phase = Gauge(
+            "gemma4_operator_deployment_phase", "1 for status.phase, 0 for the other phases.",
+            [*per_object, "phase"], registry=self.registry)
+        self.deployment_desired_replicas = Gauge(
+            "gemma4_operator_deployment_desired_replicas",
+            "Replicas the object asks for now: spec.replicas, or the autoscaler's count within its bounds.",
+            per_object, registry=self.registry)
         self.model_phase = Gauge(
             "gemma4_operator_model_phase", "1 for status.model.phase, 0 for the others.",
             [*per_object, "phase"], registry=self.registry)
 
     def _replica_gauges(self) -> Sequence[Gauge]:
         return (self.deployment_replicas, self.deployment_ready_replicas, self.deployment_min_replicas,
-                self.deployment_max_replicas, self.autoscaler_desired, self.autoscaler_current)
+                self.deployment_max_replicas, self.deployment_desired_replicas, self.autoscaler_desired,
+                self.autoscaler_current)
 
     def observe_object(self, namespace: str, name: str, state: ObjectState) -> None:
         """Set the object's per-object series to ``state``, dropping those it no longer has."""
@@ -130,6 +141,9 @@ class Metrics:
         self.deployment_ready_replicas.labels(namespace, name).set(state.ready_replicas)
         self.deployment_min_replicas.labels(namespace, name).set(state.min_replicas)
         self.deployment_max_replicas.labels(namespace, name).set(state.max_replicas)
+        self.deployment_desired_replicas.labels(namespace, name).set(state.desired_replicas)
+        for phase in PHASES:
+            self.deployment_phase.labels(namespace, name, phase).set(1 if phase == state.phase else 0)
         for phase in MODEL_PHASES:
             if state.model_phase is not None:
                 self.model_phase.labels(namespace, name, phase).set(1 if phase == state.model_phase else 0)
@@ -155,6 +169,8 @@ class Metrics:
         if before is None:
             return
         _remove(self.deployment_info, namespace, name, *before.info)
+        for phase in PHASES:
+            _remove(self.deployment_phase, namespace, name, phase)
         for type_ in before.condition_types:
             for status in CONDITION_STATUSES:
                 _remove(self.deployment_condition, namespace, name, type_, status)
