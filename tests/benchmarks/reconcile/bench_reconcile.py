@@ -47,7 +47,7 @@ def spec_for(i: int) -> dict[str, Any]:
         {"model": {"variant": "26b-a4b"}, "quantization": "fp8", "accelerator": {"type": "nvidia-h100-80gb"}},
         {"model": {"variant": "e2b"}, "accelerator": {"type": "cpu"}},
         {"model": {"variant": "e4b"}, "accelerator": {"type": "nvidia-l4"}, "replicas": 2,
-         "storage": {"modelCache": {}}},
+         "storage": {"modelCache": {"accessModes": ["ReadWriteMany"]}}},
     ][i % 4]
 
 
