@@ -27,7 +27,7 @@ def _ctx(kube: _Kube) -> OperatorContext:
     ctx.kube = kube  # type: ignore[assignment]
     ctx.render_options = RenderOptions()
     ctx.desired_cache, ctx.retries = {}, {}
-    ctx.keda_checked_at, ctx.keda_logged = float("-inf"), False
+    ctx.keda_checked_at = float("-inf")
     return ctx
 
 

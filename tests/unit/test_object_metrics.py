@@ -58,9 +58,9 @@ def test_object_state_from_spec_plan_and_status() -> None:
                                                 "autoscaling": {"minReplicaCount": 2, "maxReplicaCount": 5}})
     p = plan(spec, ClusterFacts(frozenset({"nvidia-l4"})))
     status = {"replicas": 3, "readyReplicas": 2, "model": {"phase": "Downloading"}, "phase": "Progressing",
-              "ready": "2/4",
               "conditions": [{"type": "Ready", "status": "False"}, {"type": "ScalingActive", "status": "True"}]}
-    got = object_state(spec, observe.PlanOutcome(p), status)
+    deployment = {"spec": {"replicas": 4}}  # the autoscaler's count, within 2..5
+    got = object_state(spec, observe.PlanOutcome(p), status, deployment)
     assert got == ObjectState(variant=p.variant, engine=p.engine,
                               conditions={"Ready": "False", "ScalingActive": "True"}, replicas=3,
                               ready_replicas=2, min_replicas=2, max_replicas=5, model_phase="Downloading",

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -143,9 +144,9 @@ async def _post_events(ctx: OperatorContext, parent: Parent, events: Iterable[ob
             logger.warning("could not post event %s for %s/%s: %s", ev.reason, *parent.key, e)
 
 
-def object_state(spec: Gemma4DeploymentSpec | None, outcome: observe.PlanOutcome,
-                 status: Mapping[str, Any]) -> ObjectState:
-    """The per-object metrics of one Gemma4Deployment from its spec, plan and (merged) status."""
+def object_state(spec: Gemma4DeploymentSpec | None, outcome: observe.PlanOutcome, status: Mapping[str, Any],
+                 deployment: Obj | None = None) -> ObjectState:
+    """The per-object metrics of one Gemma4Deployment from its spec, plan, (merged) status and Deployment."""
     p = outcome.plan
     variant = p.variant if p is not None else (spec.model.variant.value if spec is not None else "")
     engine = p.engine if p is not None else (spec.engine.value if spec is not None else "")
@@ -159,13 +160,11 @@ def object_state(spec: Gemma4DeploymentSpec | None, outcome: observe.PlanOutcome
                   if isinstance(c, Mapping) and c.get("type")}
     model = status.get("model")
     model_phase = model.get("phase") if isinstance(model, Mapping) else None
-    ready = str(status.get("ready") or "0/0")  # "ready/desired", as compute_status writes it
-    desired = ready.partition("/")[2]
     return ObjectState(variant=variant, engine=engine, conditions=conditions,
                        replicas=int(status.get("replicas") or 0), ready_replicas=int(status.get("readyReplicas") or 0),
                        min_replicas=low, max_replicas=high, model_phase=str(model_phase) if model_phase else None,
                        phase=str(status["phase"]) if status.get("phase") else None,
-                       desired_replicas=int(desired) if desired.isdigit() else 0)
+                       desired_replicas=observe.desired_replicas(spec, deployment))
 
 
 async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: observe.PlanOutcome,
@@ -181,7 +180,7 @@ async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: obs
         ctx.metrics.status_patches.inc()
         merged = {k: v for k, v in {**previous, **new}.items() if v is not None}
         ctx.status_cache[parent.key] = (parent.uid, merged)
-    ctx.metrics.observe_object(*parent.key, object_state(spec, outcome, {**previous, **new}))
+    ctx.metrics.observe_object(*parent.key, object_state(spec, outcome, {**previous, **new}, deployment))
     await _post_events(ctx, parent, [*extra_events, *observe.transition_events(previous, new, outcome)])
 
 
@@ -556,7 +555,7 @@ async def detect_pod_monitors(ctx: OperatorContext) -> None:
 async def detect_keda(ctx: OperatorContext) -> None:
     """Whether KEDA's ScaledObjects are served (autoscaling.backend keda needs them): at startup, and
     again from :func:`follow_keda` so a KEDA install or removal needs no operator restart."""
-    ctx.keda_checked_at = time.monotonic()
+    first, ctx.keda_checked_at = ctx.keda_checked_at == -math.inf, time.monotonic()
     before = ctx.render_options.keda_served
     try:
         served = await asyncio.to_thread(ctx.kube.serves, *KEDA)
@@ -565,9 +564,8 @@ async def detect_keda(ctx: OperatorContext) -> None:
         served = True
     ctx.render_options = dataclasses.replace(ctx.render_options, keda_served=served,
                                              prometheus_url=ctx.config.prometheus_url)
-    if served != before or not ctx.keda_logged:
+    if served != before or first:
         ctx.desired_cache.clear()
-        ctx.keda_logged = True
         logger.info("KEDA ScaledObjects are %s", "served" if served else "not served (backend keda is refused)")
 
 

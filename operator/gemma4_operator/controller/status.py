@@ -232,7 +232,8 @@ def _cond(type_: str, ok: bool | None, reason: str, message: str) -> ConditionVa
     return ConditionValue(type_, ok, reason, _clip(message))
 
 
-def _desired_replicas(spec: Gemma4DeploymentSpec | None, deployment: Obj | None) -> int:
+def desired_replicas(spec: Gemma4DeploymentSpec | None, deployment: Obj | None) -> int:
+    """The replicas the object asks for now: spec.replicas, or the autoscaler's count within its bounds."""
     if spec is None:
         return int(_get(deployment, "spec", "replicas", default=0) or 0)
     if spec.autoscaling is None:
@@ -314,7 +315,7 @@ def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec 
     another object); it takes precedence over pod faults in Degraded.
     """
     p = outcome.plan
-    desired = _desired_replicas(spec, deployment)
+    desired = desired_replicas(spec, deployment)
     ready = int(_get(deployment, "status", "readyReplicas", default=0) or 0)
     fault = problem or degraded(pods, p.gpus_per_replica if p is not None and p.accelerator.is_gpu else 0, p)
     planned = _planned(p, outcome)

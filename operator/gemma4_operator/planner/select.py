@@ -47,7 +47,7 @@ def _fit(s: _Search, prepared: candidates.Prepared, gpus: int, kv_dtype: str) ->
     native = s.catalog.formats[fmt].native_on(accel)
     return Choice(matched, result, engine, cost=s.price(accel) * max(gpus, 1),
                   below_floor=s.catalog.below_floor(fmt), native=native,
-                  preference=(list(s.allowed).index(engine), engine.info.auto_formats.index(fmt)
+                  preference=(s.allowed.index(engine), engine.info.auto_formats.index(fmt)
                               if fmt in engine.info.auto_formats else len(engine.info.auto_formats)))
 
 
