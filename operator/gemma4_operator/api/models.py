@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -112,6 +113,14 @@ NAME_MESSAGE = (
     "app.kubernetes.io/instance label value, and derived names such as NAME-download, a Job name that is also "
     "a pod label value, must stay within 63 characters)"
 )
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """A validation error's location as a user writes it: ``spec.serving.env[0].name``."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(object)"
 
 
 def cross_field_error(problems: list[str]) -> PydanticCustomError:
@@ -748,4 +757,5 @@ __all__ = [
     "Variant",
     "cel_rules",
     "cross_field_error",
+    "field_path",
 ]

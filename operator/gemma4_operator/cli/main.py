@@ -21,39 +21,31 @@ from typing import Any, NoReturn, TextIO
 import yaml
 from pydantic import ValidationError
 
-from gemma4_operator.api import API_VERSION, KIND, AutoscalingBackend, Gemma4Deployment
+from gemma4_operator.api import API_VERSION, KIND, AutoscalingBackend, Gemma4Deployment, field_path
 from gemma4_operator.api.crd import crd_yaml
 from gemma4_operator.catalog import load_catalog
 from gemma4_operator.cli import run as operator_main
 from gemma4_operator.controller.config import ConfigError, parse_prices
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.planner.select import plan
-from gemma4_operator.render.children import Owner, RenderOptions, UnrenderableError, render_children
+from gemma4_operator.render.children import YAML_LOADER, Owner, RenderOptions, UnrenderableError, render_children
 
 EXIT_INVALID = 1
 EXIT_PLAN_ERROR = 2
 EXIT_INTERNAL_ERROR = 4
 
-# libyaml's loader when PyYAML was built with it (several times faster on large files)
-YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class InputError(Exception):
     """A file that cannot be read as Gemma4Deployments; the message is for the user."""
 
 
-def _field_path(loc: Sequence[int | str]) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "(object)"
-
 
 def describe_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"{source}: not a valid {KIND}:"]
     for e in error.errors():
         message = str(e["msg"]).removeprefix("Value error, ")
-        path = _field_path(e["loc"])
+        path = field_path(e["loc"])
         if e["type"] == "cross_field":
             # each problem starts with the field it is about, relative to the object that has the rule
             prefix = f"{path}." if e["loc"] else ""

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gemma4_operator.api import Gemma4Deployment
+from gemma4_operator.api import Gemma4Deployment, field_path
 from gemma4_operator.controller.config import OperatorConfig
 from gemma4_operator.planner.cluster_facts import sticky_facts
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
@@ -80,19 +80,13 @@ class Desired:
         return None
 
 
-def _field_path(loc: Sequence[int | str]) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "(object)"
-
 
 def parse_parent(body: Mapping[str, Any]) -> Gemma4Deployment:
     """The watched object as a model, or InvalidObjectError naming every bad field."""
     try:
         return Gemma4Deployment.model_validate(dict(body))
     except ValidationError as e:
-        problems = [f"{_field_path(err['loc'])}: {str(err['msg']).removeprefix('Value error, ')}"
+        problems = [f"{field_path(err['loc'])}: {str(err['msg']).removeprefix('Value error, ')}"
                     for err in e.errors()]
         raise InvalidObjectError("invalid Gemma4Deployment: " + "; ".join(problems)) from e
 

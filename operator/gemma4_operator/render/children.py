@@ -99,11 +99,11 @@ def _environment() -> jinja2.Environment:
 
 # libyaml's loader when PyYAML was built with it: the pure-Python one dominates the cost of a
 # reconcile (~15 ms per Deployment); both parse the templates' JSON-valued YAML identically.
-_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _render(template: str, **values: Any) -> K8sObject:
-    loaded: K8sObject = yaml.load(_environment().get_template(template).render(**values), Loader=_YAML_LOADER)
+    loaded: K8sObject = yaml.load(_environment().get_template(template).render(**values), Loader=YAML_LOADER)
     return loaded
 
 
