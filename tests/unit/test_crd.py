@@ -33,7 +33,7 @@ def test_crd_has_subresources_columns_and_names() -> None:
         "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
         "labelSelectorPath": ".status.selector"}
     assert [c["name"] for c in version["additionalPrinterColumns"]] == [
-        "Variant", "Engine", "Quant", "GPUs", "Ready", "Status", "Age"]
+        "Variant", "Engine", "Quant", "GPUs", "Ready", "Status", "Model", "Age"]
     assert crd["spec"]["names"]["shortNames"] == ["g4d"]
 
 
