@@ -32,6 +32,7 @@ FAKE_HF = textwrap.dedent("""\
         time.sleep(30)
         sys.exit(0)
     if mode == "fail":
+        print("    raise HTTPStatusError(message, request=request)", flush=True)  # a traceback's frame
         print("\\x1b[1m\\x1b[31mError: Model 'org/repo' not found.\\x1b[0m", file=sys.stderr, flush=True)
         for i in range(int(os.environ.get("FAKE_HF_LINES", "0"))):
             print(f"line {i}: " + "x" * 300, flush=True)
@@ -128,7 +129,9 @@ def test_the_command_s_exit_code_is_the_script_s_and_the_error_line_comes_first(
     assert "\x1b[31mError: Model 'org/repo' not found." in out  # passed through unchanged
     log = report["log"].split("\n")
     assert log[0] == "Error: Model 'org/repo' not found."  # ANSI colours stripped
-    assert log[1:] == [f"line {i}: " + "x" * 300 for i in range(3)]  # the tail, the error line not twice
+    # then the tail, without the error line a second time; the frame is no error line
+    assert log[1:] == ["    raise HTTPStatusError(message, request=request)",
+                       *(f"line {i}: " + "x" * 300 for i in range(3))]
 
 
 def test_the_report_fits_the_kubelet_s_4096_bytes_keeping_the_error_and_the_last_lines(tmp_path: Path,

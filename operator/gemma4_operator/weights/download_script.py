@@ -128,7 +128,8 @@ class Kept:
         line = clean(raw)
         if not line.strip():
             return
-        if any(marker in line for marker in ERROR_MARKERS):
+        # a traceback's frames are indented: their code names exceptions without being the error
+        if not line[0].isspace() and any(marker in line for marker in ERROR_MARKERS):
             self.errors.append(line)
         self.tail.append(line)
 
