@@ -18,8 +18,10 @@ sources and seen in :attr:`StandInHub.requests`:
 
 Errors come as the Hub sends them, with ``X-Error-Code`` and ``X-Error-Message`` (``utils/_http.py``
 ``hf_raise_for_status`` turns these into GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError):
-401 ``GatedRepo`` for a gated repository without a granted token, 404 ``RepoNotFound`` for an unknown
-repository, 404 ``RevisionNotFound`` for an unknown revision.
+401 ``GatedRepo`` for a gated repository without a granted token, 401 ``RepoNotFound`` for a private one
+without its token (the Hub's answer to an anonymous request for a private or a missing repository, see the
+comment in ``hf_raise_for_status``), 404 ``RepoNotFound`` for an unknown repository, 404 ``RevisionNotFound``
+for an unknown revision.
 """
 
 from __future__ import annotations
@@ -70,11 +72,12 @@ def _json(value: Any) -> Answer:
 
 @dataclass
 class StandInHub:
-    """Serves ``repos`` (repo id -> file name -> local file); ``gated`` maps a repo id to the one token
-    that was granted access. Use as a context manager; :attr:`url` is the ``HF_ENDPOINT``."""
+    """Serves ``repos`` (repo id -> file name -> local file); ``gated`` and ``private`` map a repo id to
+    the one token that has access. Use as a context manager; :attr:`url` is the ``HF_ENDPOINT``."""
 
     repos: Mapping[str, Mapping[str, Path]]
     gated: Mapping[str, str] = field(default_factory=dict)
+    private: Mapping[str, str] = field(default_factory=dict)
     requests: list[tuple[str, str, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -126,10 +129,11 @@ class StandInHub:
     def _refusal(self, repo: str, revision: str, authorization: str | None) -> Answer | None:
         if repo not in self._files:
             return _error(404, "RepoNotFound", "Repository not found")
-        token = self.gated.get(repo)
-        if token is not None and authorization != f"Bearer {token}":
+        if repo in self.gated and authorization != f"Bearer {self.gated[repo]}":
             return _error(401, "GatedRepo", f"Access to model {repo} is restricted. You must have access to it "
                                             "and be authenticated to access it. Please log in.")
+        if repo in self.private and authorization != f"Bearer {self.private[repo]}":
+            return _error(401, "RepoNotFound", "Repository not found")
         if revision not in ("main", COMMIT):
             return _error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
         return None

@@ -184,6 +184,19 @@ def test_a_gated_repository_answers_401_and_the_status_says_accept_the_license(
     assert (granted.code, outcome(granted, p).reason) == (0, "Downloaded"), granted.output
 
 
+def test_a_private_repository_answers_401_too_and_is_worded_as_refused_not_missing(cache: Path,
+                                                                                   tmp_path: Path) -> None:
+    # hf's own line says "not found" for a 401 and a 404 alike; the status code comes from the exception that
+    # HF_DEBUG=1 prints, so the Job's env must set it
+    p = plan_of(spec(["text"]))
+    with StandInHub({p.checkpoint.repo: hub_files(p)}, private={p.checkpoint.repo: TOKEN}) as hub:
+        ran = run_download(download_container(p), cache, hub, tmp_path / "termination")
+    assert f"Error: Model '{p.checkpoint.repo}' not found." in ran.output
+    result = outcome(ran, p)
+    assert (ran.code, result.reason) == (1, "GatedRepository"), ran.output
+    assert result.message == GATED_WORDS.format(repo=p.checkpoint.repo)
+
+
 @pytest.mark.parametrize("modalities", [["text"], ["text", "image"]], ids=["one file", "two files"])
 def test_a_missing_repository_answers_404_and_the_status_names_the_source_uri(
         modalities: list[str], cache: Path, tmp_path: Path) -> None:
