@@ -186,6 +186,14 @@ def test_a_child_killed_by_a_signal_exits_128_plus_the_signal(tmp_path: Path) ->
     assert code == report["exitCode"] == 128 + signal.SIGKILL
 
 
+def test_a_command_without_local_dir_is_refused_before_anything_is_removed(tmp_path: Path, fake_hf: Path) -> None:
+    root = tmp_path / "models"
+    make_tree(root, {"org/repo/v1/old.gguf": 10})
+    code, _, report = run(tmp_path, root, [str(fake_hf), "download", "org/repo", "m.gguf"])
+    assert code == report["exitCode"] == 2
+    assert "no --local-dir DIR" in report["log"] and (root / "org/repo/v1/old.gguf").is_file()
+
+
 def test_usage_without_the_prune_root() -> None:
     proc = subprocess.run([sys.executable, "-c", download_script_source(), "hf", "download", "org/repo"],
                           capture_output=True, text=True, timeout=30, check=False)

@@ -56,12 +56,10 @@ def parse_args(argv: Sequence[str]) -> tuple[str, list[str]]:
 
 
 def option(command: Sequence[str], name: str) -> str | None:
-    """The value of ``name VALUE`` or ``name=VALUE`` in ``command``."""
-    for i, arg in enumerate(command):
-        if arg == name and i + 1 < len(command):
+    """The value of ``name VALUE`` in ``command`` (the operator renders options as two words)."""
+    for i, arg in enumerate(command[:-1]):
+        if arg == name:
             return command[i + 1]
-        if arg.startswith(name + "="):
-            return arg[len(name) + 1:]
     return None
 
 
