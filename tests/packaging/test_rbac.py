@@ -47,6 +47,7 @@ MODE_ONLY: dict[Permission, tuple[str, str]] = {
        for verb in ("list", "watch")},
     **{(group, resource, "get"): ("ha-clusterwide", _POLL)
        for group, resource in (("apps", "deployments"), ("", "services"), ("policy", "poddisruptionbudgets"),
+                               ("batch", "jobs"),
                                ("keda.sh", "scaledobjects"), ("monitoring.coreos.com", "podmonitors"))},
 }
 
