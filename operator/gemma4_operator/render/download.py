@@ -56,8 +56,12 @@ def download_command(plan: Plan) -> list[str]:
 # tells a gated or private repository from a missing one (weights/outcome.py). Tokens are shown as <TOKEN>
 # (utils/_http.py _curlify). HF_HUB_DISABLE_UPDATE_CHECK=1: no version check against PyPI at start
 # (cli/_cli_utils.py check_cli_update), a call an air-gapped cluster would wait on.
+# HF_XET_CHUNK_CACHE_SIZE_BYTES=0: hf_xet keeps a chunk cache under HF_HOME/xet, up to 10 GB unless built
+# without it (xet-runtime src/config/groups/chunk_cache.rs); HF_HOME is on the cache PVC, sized for one checkpoint
+# plus 20%, and a one-time download reads no chunk twice.
 HF_CLI_ENV: tuple[K8sObject, ...] = ({"name": "HF_DEBUG", "value": "1"},
-                                     {"name": "HF_HUB_DISABLE_UPDATE_CHECK", "value": "1"})
+                                     {"name": "HF_HUB_DISABLE_UPDATE_CHECK", "value": "1"},
+                                     {"name": "HF_XET_CHUNK_CACHE_SIZE_BYTES", "value": "0"})
 
 
 def download_env(spec: Gemma4DeploymentSpec) -> list[K8sObject]:
