@@ -17,7 +17,7 @@ import jinja2
 import yaml
 
 from gemma4_operator.api import API_VERSION, KIND, Gemma4DeploymentSpec, RetainPolicy
-from gemma4_operator.catalog import GIB, Accelerator
+from gemma4_operator.catalog import Accelerator
 from gemma4_operator.engines import engine as engine_named
 from gemma4_operator.engines.base import EngineContainer, K8sObject
 from gemma4_operator.planner.plan import Plan
@@ -30,6 +30,7 @@ from gemma4_operator.render.download import (
     job_values,
     needs_download,
 )
+from gemma4_operator.weights.outcome import required_cache_gib
 
 SERVICE_PORT = 8000
 APP_NAME = "gemma4"
@@ -183,7 +184,7 @@ def model_cache_gib(plan: Plan) -> int:
     not downloaded."""
     if plan.weights.mode in (WeightsMode.VOLUME, WeightsMode.IMAGE):
         return 1
-    return math.ceil(plan.download_bytes * 1.2 / GIB)
+    return required_cache_gib(plan.download_bytes)  # the DiskFull status names the same number
 
 
 def _resources(spec: Gemma4DeploymentSpec, plan: Plan) -> K8sObject:

@@ -51,9 +51,23 @@ def download_command(plan: Plan) -> list[str]:
     return ["python3", "-c", download_script_source(), "--prune-root", MODELS_DIR, "--", *hf]
 
 
+# HF_DEBUG=1: hf's one-line error says "Model 'REPO' not found." for a 401 and a 404 alike (huggingface_hub
+# cli/_errors.py); the traceback it adds carries the status ("RepositoryNotFoundError: 401 Client Error."), which
+# tells a gated or private repository from a missing one (weights/outcome.py). Tokens are shown as <TOKEN>
+# (utils/_http.py _curlify). HF_HUB_DISABLE_UPDATE_CHECK=1: no version check against PyPI at start
+# (cli/_cli_utils.py check_cli_update), a call an air-gapped cluster would wait on.
+# HF_XET_CHUNK_CACHE_SIZE_BYTES=0: hf_xet keeps a chunk cache under HF_HOME/xet, up to 10 GB unless built
+# without it (xet-runtime src/config/groups/chunk_cache.rs); HF_HOME is on the cache PVC, sized for one checkpoint
+# plus 20%, and a one-time download reads no chunk twice.
+HF_CLI_ENV: tuple[K8sObject, ...] = ({"name": "HF_DEBUG", "value": "1"},
+                                     {"name": "HF_HUB_DISABLE_UPDATE_CHECK", "value": "1"},
+                                     {"name": "HF_XET_CHUNK_CACHE_SIZE_BYTES", "value": "0"})
+
+
 def download_env(spec: Gemma4DeploymentSpec) -> list[K8sObject]:
-    """HF_HOME and the token as the serving pods have them; serving.env too (e.g. HF_ENDPOINT for a mirror)."""
-    return with_user_env(hub_env(spec), spec)
+    """HF_HOME and the token as the serving pods have them, hf's settings for the report; serving.env too
+    (e.g. HF_ENDPOINT for a mirror)."""
+    return with_user_env([*hub_env(spec), *HF_CLI_ENV], spec)
 
 
 def downloader_image(images: dict[str, str] | None = None) -> str:

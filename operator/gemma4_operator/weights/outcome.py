@@ -27,7 +27,9 @@ from urllib.parse import unquote
 
 from gemma4_operator.catalog import GIB
 
-CACHE_MARGIN = 1.2  # as render.children.model_cache_gib: the repo's small files and the engines' own caches
+# The cache holds the download plus 20% for the repository's small files and the engines' own caches under it;
+# render.children.model_cache_gib sizes the volume with required_cache_gib, so DiskFull names the same number.
+CACHE_MARGIN = 1.2
 # hf fetches ENDPOINT/api/agent-harnesses at start-up and logs its failure (huggingface_hub
 # utils/_detect_agent.py); a mirror without that endpoint says nothing about the model.
 NOISE = "agent-harnesses"
