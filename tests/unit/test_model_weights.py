@@ -14,7 +14,7 @@ from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.controller import reconcile as rc
 from gemma4_operator.controller import status as observe
 from gemma4_operator.controller.model_status import model_state
-from gemma4_operator.planner.plan import ClusterFacts, Plan
+from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.planner.select import plan
 from gemma4_operator.planner.weights import WeightsMode
 from gemma4_operator.render.children import (
@@ -274,3 +274,13 @@ def test_per_pod_modes_are_ready_once_a_pod_loaded_the_weights() -> None:
     assert model_state(p, spec, None, [], None, 1).status.phase == "Downloading"
     ready = model_state(p, spec, None, [], {"status": {"readyReplicas": 1}}, 0)
     assert ready.ready and ready.status.mode == "hub"
+
+
+def test_llamacpp_refuses_a_repository_it_cannot_load_in_words() -> None:
+    # a safetensors repository at a revision: llama.cpp needs one named GGUF file (-m), the Job cannot guess it
+    spec = spec_of(**{**E4B_CPU, "model": {"variant": "e4b", "source": {"uri": "hf://acme/e4b-tuned@v2"}}},
+                   storage=CACHE)
+    with pytest.raises(PlanError) as refused:
+        plan(spec, FACTS)
+    assert "llamacpp loads one GGUF file: name it with hf://REPO:QUANT or pvc://CLAIM/PATH.gguf" in (
+        refused.value.message)

@@ -169,8 +169,8 @@ class Engine(Protocol):
     def refusal(self, accel: Accelerator) -> str | None:
         """Why the engine cannot run on this accelerator at all, or None."""
 
-    def accepts_source(self, source: SourceRef | None) -> bool:
-        """Whether the engine can load weights from this custom source (None: the catalog's)."""
+    def source_refusal(self, source: SourceRef | None) -> str | None:
+        """Why the engine cannot load weights from this custom source, or None (None: the catalog's)."""
 
     def auto_formats(self, accel: Accelerator, catalog: Catalog) -> list[str]:
         """Formats `quantization: auto` tries on this accelerator, best first."""
@@ -241,8 +241,15 @@ class CatalogEngine(Engine):
                 self._refusals[accel.name] = None
         return self._refusals[accel.name]
 
-    def accepts_source(self, source: SourceRef | None) -> bool:
-        return source is None or not source.is_gguf or self._info.weights == "gguf"
+    def source_refusal(self, source: SourceRef | None) -> str | None:
+        """GGUF sources (a quant tag or a .gguf path) for a GGUF engine, anything else for the others: llama.cpp
+        loads one named file, not a safetensors repository (hf://REPO@REV)."""
+        if source is None or source.is_gguf == (self._info.weights == "gguf"):
+            return None
+        if source.is_gguf:
+            return f"{self._name} loads {self._info.weights} repositories, not GGUF files ({source.display})"
+        return (f"{self._name} loads one GGUF file: name it with hf://REPO:QUANT or pvc://CLAIM/PATH.gguf "
+                f"({source.display} is not one)")
 
     def auto_formats(self, accel: Accelerator, catalog: Catalog) -> list[str]:
         key = (id(catalog), accel.name)

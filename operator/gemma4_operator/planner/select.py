@@ -85,7 +85,7 @@ def _fewest_gpus(s: _Search, accel: Accelerator, engine: Engine, fmt: str) -> Ch
 def _choices_on(s: _Search, accel: Accelerator, rejections: list[Rejection]) -> list[Choice]:
     pairs = candidates.engine_formats(s.spec, accel, s.source, s.catalog, s.allowed)
     if not pairs:
-        rejections += candidates.engine_refusals(s.spec, accel, s.allowed)
+        rejections += candidates.engine_refusals(s.spec, accel, s.allowed, s.source)
     found: list[Choice] = []
     for engine, fmt in pairs:
         result = _fewest_gpus(s, accel, engine, fmt)
