@@ -479,6 +479,24 @@ def remove_chart_identity(rest: Rest, ident: ChartIdentity) -> None:
         rest.delete_path(path)
 
 
+def create_once_gone(rest: Rest, collection: str, obj: Obj, timeout: float = 60.0) -> Obj:
+    """POST ``obj`` once an earlier object of that name has finished being deleted: each e2e module that uses
+    the module fixtures below creates its own CRD and operator namespace, and deletes them at its end."""
+    path = f"{collection}/{obj['metadata']['name']}"
+
+    def gone() -> bool:
+        try:
+            rest.request("GET", path)
+        except ApiException as err:
+            if err.status == 404:
+                return True
+            raise
+        return False
+
+    wait_for(f"{path} (from an earlier module) to be deleted", gone, timeout, interval=0.2)
+    return rest.post(collection, obj)
+
+
 def cluster_role_binding(name: str, *, role: str, service_account: str) -> Obj:
     return {"metadata": {"name": name},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
@@ -512,7 +530,7 @@ def rest(k8s_api: client.ApiClient, pdb_api_version: str) -> Rest:
 def g4d_crd(rest: Rest, version: tuple[int, int]) -> Iterator[Obj]:
     crd, left_out = crd_for_server(crd_manifest(), version)
     t0 = time.monotonic()
-    rest.post(CRD_PATH, crd)
+    create_once_gone(rest, CRD_PATH, crd)
 
     def established() -> bool:
         conditions = rest.request("GET", f"{CRD_PATH}/{CRD_NAME}").get("status", {}).get("conditions") or []
@@ -527,7 +545,7 @@ def g4d_crd(rest: Rest, version: tuple[int, int]) -> Iterator[Obj]:
 
 @pytest.fixture(scope="module")
 def operator_namespace(rest: Rest) -> Iterator[str]:
-    rest.post("/api/v1/namespaces", {"metadata": {"name": OPERATOR_NAMESPACE}})
+    create_once_gone(rest, "/api/v1/namespaces", {"metadata": {"name": OPERATOR_NAMESPACE}})
     yield OPERATOR_NAMESPACE
     rest.delete_path(f"/api/v1/namespaces/{OPERATOR_NAMESPACE}")
 

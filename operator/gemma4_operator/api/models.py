@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from gemma4_operator.api.metric_names import ACCEPTED_METRIC_NAMES
@@ -135,9 +135,25 @@ def field_path(loc: Sequence[int | str]) -> str:
     return path or "(object)"
 
 
+def validation_problems(error: ValidationError) -> list[str]:
+    """Each problem of ``error`` as one line that starts with the full path of the field it is about
+    (``spec.serving.modalities: audio is only ...``), as the CLI prints them and the operator's status says."""
+    lines: list[str] = []
+    for e in error.errors():
+        message = str(e["msg"]).removeprefix("Value error, ")
+        path = field_path(e["loc"])
+        if e["type"] == "cross_field":
+            # each problem starts with the field it is about, relative to the object that has the rule
+            prefix = f"{path}." if e["loc"] else ""
+            lines += [f"{prefix}{part}" for part in message.split("\n")]
+        else:
+            lines.append(f"{path}: {message}")
+    return lines
+
+
 def cross_field_error(problems: list[str]) -> PydanticCustomError:
     """One error for the rules a model breaks; each problem starts with its field path
-    relative to the model, so the CLI can print full paths."""
+    relative to the model, so that validation_problems can print full paths."""
     return PydanticCustomError("cross_field", "{problems}", {"problems": "\n".join(problems)})
 
 
@@ -344,7 +360,7 @@ _AUTOSCALING_RULES = cel_rules(
         ),
         CelRule(
             rule="self.backend != 'keda' || size(self.autoscalingMetricSpecs) > 0",
-            message="backend keda needs at least one autoscalingMetricSpecs entry to build its triggers",
+            message="autoscalingMetricSpecs: backend keda needs at least one entry to build its triggers",
             field_path=".autoscalingMetricSpecs",
         ),
         CelRule(
@@ -478,8 +494,8 @@ class PodTemplateOverrides(ApiModel):
 
 _SINGLE_NODE_MODES = ("ReadWriteOnce", "ReadWriteOncePod")  # a volume only one node (or pod) can mount
 _SINGLE_NODE_CACHE_MESSAGE = (
-    "storage.modelCache: a ReadWriteOnce (or ReadWriteOncePod) cache mounts on one node only, so a second replica "
-    "on another node never starts; use accessModes [ReadWriteMany] (a StorageClass that offers it) when replicas or "
+    "storage.modelCache.accessModes: a ReadWriteOnce (or ReadWriteOncePod) cache mounts on one node only, so a second "
+    "replica on another node never starts; use [ReadWriteMany] (a StorageClass that offers it) when replicas or "
     "autoscaling.maxReplicaCount is above 1")
 
 _SPEC_RULES = cel_rules(
@@ -804,4 +820,5 @@ __all__ = [
     "cel_rules",
     "cross_field_error",
     "field_path",
+    "validation_problems",
 ]

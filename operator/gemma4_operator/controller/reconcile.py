@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gemma4_operator.api import Gemma4Deployment, field_path
+from gemma4_operator.api import Gemma4Deployment, validation_problems
 from gemma4_operator.controller.config import OperatorConfig
 from gemma4_operator.controller.model_status import current_job, job_succeeded
 from gemma4_operator.planner.cluster_facts import sticky_facts
@@ -90,9 +90,7 @@ def parse_parent(body: Mapping[str, Any]) -> Gemma4Deployment:
     try:
         return Gemma4Deployment.model_validate(dict(body))
     except ValidationError as e:
-        problems = [f"{field_path(err['loc'])}: {str(err['msg']).removeprefix('Value error, ')}"
-                    for err in e.errors()]
-        raise InvalidObjectError("invalid Gemma4Deployment: " + "; ".join(problems)) from e
+        raise InvalidObjectError("invalid Gemma4Deployment: " + "; ".join(validation_problems(e))) from e
 
 
 def content_hash(obj: Mapping[str, Any]) -> str:
