@@ -62,9 +62,11 @@ def engine_formats(spec: Gemma4DeploymentSpec, accel: Accelerator, source: Sourc
 
 def engine_refusals(spec: Gemma4DeploymentSpec, accel: Accelerator, allowed: list[Engine],
                     source: SourceRef | None) -> list[Rejection]:
-    """Why no allowed engine runs on this accelerator or loads this source (when engine_formats found nothing)."""
-    return [Rejection(accel.name, spec.quantization.value, 0, reason)
-            for e in allowed if (reason := e.refusal(accel) or e.source_refusal(source)) is not None]
+    """Why no allowed engine runs on this accelerator or loads this source (when engine_formats found nothing);
+    an engine that runs here but cannot load the source first: that is the one thing to change."""
+    here = [e.source_refusal(source) for e in allowed if e.refusal(accel) is None]
+    elsewhere = [e.refusal(accel) for e in allowed]
+    return [Rejection(accel.name, spec.quantization.value, 0, reason) for reason in (*here, *elsewhere) if reason]
 
 
 def gpu_counts(spec: Gemma4DeploymentSpec, accel: Accelerator, engine: Engine, catalog: Catalog) -> list[int]:
