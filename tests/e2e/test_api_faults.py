@@ -66,7 +66,9 @@ from tests.packaging.chart import load_objects, one, template, workload
 
 pytestmark = pytest.mark.e2e
 
-FAULTS = Faults(rate=0.2, seed=14, stall_s=10.0, retry_after=2)
+# An operator makes few watch requests (7 in this module without faults: one per watched kind, each open for
+# the server's watch timeout), so at 0.2 a seed can leave every one alone: watches get faults at 0.5.
+FAULTS = Faults(rate=0.2, seed=14, watch_rate=0.5, stall_s=10.0, retry_after=2)
 RELEASE = "gemma4-faults"  # the chart's release and namespace here: no clash with test_operator_e2e.py's
 CHANGED = ("e2b-cpu", "e4b-l4", "26b-a4b-l4-llamacpp")  # replicas 1 -> 2: a new PodDisruptionBudget
 DELETED = ("26b-a4b-h100-fp8", "31b-gb200-nvfp4")
@@ -354,14 +356,17 @@ def test_converges_through_faults_create_change_delete(rest: Rest, operator: Ope
     finally:
         # Each test records the table so far under one title: the summary prints the last one recorded.
         record_property("table:API faults", render_table(table, proxy))
-    assert_backs_off(proxy.log()["requests"])
+    entries = proxy.log()["requests"]
+    assert any(e["watch"] and e["fault"] for e in entries), "no watch request got a fault: watches untested"
+    assert_backs_off(entries)
 
 
 def test_backs_off_through_an_outage(rest: Rest, operator: OperatorProcess, proxy: FaultProxy, table: list[Phase],
                                      namespace: Callable[[str], str],
                                      record_property: Callable[[str, object], None]) -> None:
-    """Every request of one object answered 429 (Retry-After 3) for 12 s while its spec changes: the operator
-    waits as told between attempts, and the object converges once the outage is over."""
+    """Every request of one object answered 429 (Retry-After 3) for 12 s while its spec changes (kopf's handler
+    and its retries) and its Service is deleted (the operator's own watch-triggered repair and its retries): both
+    wait as told between attempts, and the object converges once the outage is over."""
     ns = namespace("faults-outage")
     obj = rest.create(load_example(_example("e2b-cpu"), ns))
     converge(Phase("outage: object created"), proxy, operator, lambda: problems(rest, obj))
@@ -370,6 +375,7 @@ def test_backs_off_through_an_outage(rest: Rest, operator: OperatorProcess, prox
     table.append(phase)
     proxy.outage(f"/namespaces/{ns}/", OUTAGE_S, OUTAGE_RETRY_AFTER)
     obj = rest.patch(KIND, ns, obj["metadata"]["name"], {"spec": {"replicas": 2}})
+    rest.delete("Service", ns, obj["metadata"]["name"])
     try:
         converge(phase, proxy, operator, lambda: problems(rest, obj))
     finally:
@@ -409,6 +415,6 @@ def render_table(table: list[Phase], proxy: FaultProxy) -> str:
     all_faults = " | ".join(str(total.get(k, 0)) for k in KINDS)
     watches = [e for e in entries if e["watch"]]
     hit = sum(1 for e in watches if e["fault"])
-    footer = (f"| whole module (fault rate {FAULTS.rate:g}, seed {FAULTS.seed}; {len(watches)} watch requests, "
-              f"{hit} faulted) | {len(entries)} | {all_faults} | - | - |")
+    footer = (f"| whole module (fault rate {FAULTS.rate:g}, watches {FAULTS.watch_rate:g}, seed {FAULTS.seed}; "
+              f"{len(watches)} watch requests, {hit} faulted) | {len(entries)} | {all_faults} | - | - |")
     return "\n".join([head, rule, *rows, footer])

@@ -97,6 +97,9 @@ PDB_VERSIONS = ("policy/v1", "policy/v1beta1")
 KEDA_RECHECK_S = 60.0  # at most this often, re-discover KEDA when an object with backend keda is reconciled
 POD_RESOURCE = ("v1", "pods")
 CONFLICT_RETRY_S = 10.0
+# Failures whose Retry-After the server chose (429, 5xx): they hold every retry loop of the object (HELD_OFF).
+SERVER_PACED = frozenset({"Throttled", "ServerError"})
+HELD_OFF = "HeldOff"
 
 
 # ---------------------------------------------------------------------------------------
@@ -206,10 +209,13 @@ async def reconcile(ctx: OperatorContext, parent: Parent, source: ChildSource, f
     async with ctx.lock(parent.key):
         started, result = time.monotonic(), "error"
         try:
+            _respect_hold(ctx, parent.key)
             result = await _reconcile_locked(ctx, parent, source, facts, only)
         except RetryableApiError as e:
             result = "retry"
             ctx.metrics.reconcile_errors.labels(reason=e.reason).inc()
+            if e.reason in SERVER_PACED and e.retry_after:
+                ctx.hold_until[parent.key] = time.monotonic() + e.retry_after
             raise
         except kopf.PermanentError as e:
             result = "invalid"
@@ -218,6 +224,14 @@ async def reconcile(ctx: OperatorContext, parent: Parent, source: ChildSource, f
         finally:
             ctx.metrics.reconciles.labels(trigger=trigger, result=result).inc()
             ctx.metrics.reconcile_duration.labels(trigger=trigger).observe(time.monotonic() - started)
+
+
+def _respect_hold(ctx: OperatorContext, key: Key) -> None:
+    """An object is reconciled by two retry loops (kopf's for its handlers, ours for watch-triggered repairs):
+    when the server told one of them to wait (Retry-After), the other waits as long instead of asking at once."""
+    wait = ctx.hold_until.get(key, 0.0) - time.monotonic()
+    if wait > 0:
+        raise RetryableApiError(f"the API server asked to wait {wait:.1f}s more (Retry-After)", HELD_OFF, wait)
 
 
 @dataclasses.dataclass

@@ -4,8 +4,9 @@ Runs inside mitmproxy's own venv (``tests/tools/mitmproxy_venv.sh``), loaded by
 ``mitmdump --mode reverse:https://127.0.0.1:PORT -s addon.py``; it imports nothing from the project.
 
 Every request through the proxy is the operator's (the tests talk to the API server directly), and every one of
-them, watches included, may get a fault. With probability ``fault_rate`` a request draws one of ``fault_kinds``
-(a ``random.Random(fault_seed)``: the same sequence of draws for the same order of requests):
+them, watches included, may get a fault. With probability ``fault_rate`` (``fault_watch_rate`` for a watch) a
+request draws one of ``fault_kinds`` (a ``random.Random(fault_seed)``: the same sequence of draws for the same
+order of requests):
 
 * ``429``: answered by the proxy with a Kubernetes ``Status`` (reason TooManyRequests), ``Retry-After:
   fault_retry_after`` and ``details.retryAfterSeconds``, as kube-apiserver's max-in-flight filter does;
@@ -83,13 +84,15 @@ class FaultInjector:
         self.rng = random.Random(0)
         self.entries: list[Entry] = []
         self.outages: list[Outage] = []
-        self.rate = 0.0
+        self.rate = self.watch_rate = 0.0
         self.stall_s = 10.0
         self.kinds: list[str] = list(KINDS)
 
     def load(self, loader: Loader) -> None:
         # mitmproxy's --set parses str, int and bool options only: the fractions are strings, parsed once here.
         loader.add_option("fault_rate", str, "0", "fraction of requests that get a fault")
+        loader.add_option("fault_watch_rate", str, "", "fraction of watch requests that get a fault (default: "
+                          "fault_rate); an operator makes few, long-lived ones")
         loader.add_option("fault_seed", int, 0, "seed of the fault draws")
         loader.add_option("fault_kinds", str, ",".join(KINDS), f"comma-separated subset of {','.join(KINDS)}")
         loader.add_option("fault_stall_s", str, "10", "how long a stalled request is held (seconds)")
@@ -99,17 +102,18 @@ class FaultInjector:
         if "fault_seed" in updated:
             self.rng.seed(ctx.options.fault_seed)
         self.rate = float(ctx.options.fault_rate)
+        self.watch_rate = float(ctx.options.fault_watch_rate or self.rate)
         self.stall_s = float(ctx.options.fault_stall_s)
         self.kinds = [k.strip() for k in str(ctx.options.fault_kinds).split(",") if k.strip()]
         unknown = set(self.kinds) - set(KINDS)
         if unknown:
             raise ValueError(f"fault_kinds: unknown {sorted(unknown)}; known: {', '.join(KINDS)}")
 
-    def draw(self) -> str | None:
+    def draw(self, watch: bool) -> str | None:
         """The fault for the next request, or None. Two draws per request whatever the outcome, so that one
         request's fault never shifts the draws of the requests after it."""
         hit, pick = self.rng.random(), self.rng.random()
-        if hit >= self.rate or not self.kinds:
+        if hit >= (self.watch_rate if watch else self.rate) or not self.kinds:
             return None
         return self.kinds[int(pick * len(self.kinds))]
 
@@ -130,7 +134,7 @@ class FaultInjector:
             entry.fault = "outage"
             flow.response = status_response(429, "fault proxy: outage", outage.retry_after)
             return
-        entry.fault = self.draw()
+        entry.fault = self.draw(entry.watch)
         if entry.fault == "stall":
             await asyncio.sleep(self.stall_s)
         elif entry.fault in ("429", "500", "503"):

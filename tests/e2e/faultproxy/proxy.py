@@ -43,10 +43,12 @@ def mitmdump_path() -> Path:
 
 @dataclass(frozen=True)
 class Faults:
-    """What the addon injects: ``rate`` of the requests get one of ``kinds`` (seeded draws)."""
+    """What the addon injects: ``rate`` of the requests (``watch_rate`` of the watches) get one of ``kinds``
+    (seeded draws)."""
 
     rate: float
     seed: int
+    watch_rate: float | None = None
     kinds: tuple[str, ...] = ("429", "500", "503", "reset", "stall")
     stall_s: float = 10.0
     retry_after: int = 1
@@ -76,6 +78,7 @@ class FaultProxy:
         options = {
             "confdir": str(self.workdir / "confdir"), "ssl_verify_upstream_trusted_ca": str(self.upstream_ca),
             "flow_detail": "0", "termlog_verbosity": "warn", "fault_rate": str(f.rate), "fault_seed": str(f.seed),
+            "fault_watch_rate": str(f.rate if f.watch_rate is None else f.watch_rate),
             "fault_kinds": ",".join(f.kinds), "fault_stall_s": str(f.stall_s), "fault_retry_after": str(f.retry_after),
         }
         sets = [arg for key, value in options.items() for arg in ("--set", f"{key}={value}")]
