@@ -11,7 +11,8 @@
 
 At the end of a run that included e2e tests, a timing summary is printed: each e2e test (setup + call +
 teardown, so the first test carries the control plane start), the values tests recorded with
-``record_property`` (phase timings such as ``garbage_collected_s``), and the tier's wall-clock time.
+``record_property`` (phase timings such as ``garbage_collected_s``), and the tier's wall-clock time; a property
+named ``table:TITLE`` is printed after that as a section of its own.
 """
 
 from __future__ import annotations
@@ -87,6 +88,10 @@ def e2e_namespace(k8s_api: client.ApiClient) -> Iterator[str]:
         core.delete_namespace(name)
 
 
+# A recorded property named "table:TITLE" is printed as a section of its own (e.g. a markdown table for the note).
+TABLE = "table:"
+
+
 def _e2e_reports(terminalreporter: Any) -> dict[str, list[Any]]:
     """Test reports (setup, call, teardown) of the tests under tests/e2e, by node id (relative to the rootdir)."""
     by_test: dict[str, list[Any]] = {}
@@ -105,6 +110,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     tr = terminalreporter
     tr.section("e2e timings (setup + call + teardown)")
     starts, stops = [], []
+    tables: dict[str, str] = {}
     for nodeid, reports in by_test.items():
         total = sum(r.duration for r in reports)
         starts += [r.start for r in reports if hasattr(r, "start")]
@@ -113,7 +119,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         if any(hasattr(r, "wasxfail") for r in reports):
             outcome = "xfail" if outcome == "skipped" else "xpass"
         props = {k: v for r in reports if r.when == "call" for k, v in r.user_properties}
+        tables.update({k.removeprefix(TABLE): str(props.pop(k)) for k in list(props) if k.startswith(TABLE)})
         extra = "  " + ", ".join(f"{k}={v}" for k, v in props.items()) if props else ""
         tr.write_line(f"{total:7.2f}s {outcome:7s} {nodeid.split('::', 1)[-1]}{extra}")
     if starts and stops:
         tr.write_line(f"e2e tier: {len(by_test)} tests, wall clock {max(stops) - min(starts):.1f}s")
+    for title, text in tables.items():
+        tr.section(f"e2e: {title}")
+        for line in text.splitlines():
+            tr.write_line(line)

@@ -100,6 +100,9 @@ KEDA_RECHECK_S = 60.0  # at most this often, re-discover KEDA when an object wit
 IMAGE_VOLUMES_RECHECK_S = 600.0  # at most this often, re-check image volumes while an oci:// object waits
 POD_RESOURCE = ("v1", "pods")
 CONFLICT_RETRY_S = 10.0
+# Failures whose Retry-After the server chose (429, 5xx): they hold every retry loop of the object (HELD_OFF).
+SERVER_PACED = frozenset({"Throttled", "ServerError"})
+HELD_OFF = "HeldOff"
 
 
 # ---------------------------------------------------------------------------------------
@@ -216,10 +219,13 @@ async def reconcile(ctx: OperatorContext, parent: Parent, source: ChildSource, f
     async with ctx.lock(parent.key):
         started, result = time.monotonic(), "error"
         try:
+            _respect_hold(ctx, parent.key)
             result = await _reconcile_locked(ctx, parent, source, facts, only)
         except RetryableApiError as e:
             result = "retry"
             ctx.metrics.reconcile_errors.labels(reason=e.reason).inc()
+            if e.reason in SERVER_PACED and e.retry_after:
+                ctx.hold_until[parent.key] = time.monotonic() + e.retry_after
             raise
         except kopf.PermanentError as e:
             result = "invalid"
@@ -228,6 +234,14 @@ async def reconcile(ctx: OperatorContext, parent: Parent, source: ChildSource, f
         finally:
             ctx.metrics.reconciles.labels(trigger=trigger, result=result).inc()
             ctx.metrics.reconcile_duration.labels(trigger=trigger).observe(time.monotonic() - started)
+
+
+def _respect_hold(ctx: OperatorContext, key: Key) -> None:
+    """An object is reconciled by two retry loops (kopf's for its handlers, ours for watch-triggered repairs):
+    when the server told one of them to wait (Retry-After), the other waits as long instead of asking at once."""
+    wait = ctx.hold_until.get(key, 0.0) - time.monotonic()
+    if wait > 0:
+        raise RetryableApiError(f"the API server asked to wait {wait:.1f}s more (Retry-After)", HELD_OFF, wait)
 
 
 @dataclasses.dataclass
@@ -568,21 +582,36 @@ def index_pod(body: kopf.Body, namespace: str | None, labels: Mapping[str, str],
     return {(namespace or "", instance): pod_snapshot(body)} if instance else None
 
 
-async def detect_capabilities(memo: Any, **_: Any) -> None:
-    """Startup: render PodDisruptionBudgets in the API version the cluster serves."""
+# Failures of a discovery request that say nothing about what the server serves: worth asking again.
+TRANSIENT_REASONS = frozenset({"Throttled", "ServerError", "Timeout", "ConnectionError", "Conflict"})
+
+
+def _retry_startup_if_transient(e: RetryableApiError | InvalidRequestError, retry: int) -> None:
+    """Raise a TemporaryError (kopf runs the startup handler again after the back-off, and starts nothing
+    else meanwhile) when a startup discovery failed for a transient reason. Going on with a guess would
+    keep it for the life of the process: after one 503, PodDisruptionBudgets rendered as policy/v1 on a
+    server that only serves policy/v1beta1 are refused (404) on every reconcile."""
+    if isinstance(e, RetryableApiError) and e.reason in TRANSIENT_REASONS:
+        raise kopf.TemporaryError(f"API discovery at startup: {e}",
+                                  delay=rc.backoff_delay(retry, e.retry_after)) from e
+
+
+async def detect_capabilities(memo: Any, retry: int = 0, **_: Any) -> None:
+    """Startup: render PodDisruptionBudgets in the API version the cluster serves; KEDA; PodMonitors."""
     ctx = context_of(memo)
     try:
         preferred = await asyncio.to_thread(ctx.kube.preferred_group_version, "policy")
     except (RetryableApiError, InvalidRequestError) as e:
+        _retry_startup_if_transient(e, retry)
         logger.warning("API discovery of policy failed (%s); rendering PodDisruptionBudgets as %s",
                        e, ctx.render_options.pdb_api_version)
-        return
+        preferred = None
     if preferred in PDB_VERSIONS and preferred != ctx.render_options.pdb_api_version:
         ctx.render_options = dataclasses.replace(ctx.render_options, pdb_api_version=preferred)
         ctx.desired_cache.clear()
     logger.info("PodDisruptionBudgets are rendered as %s", ctx.render_options.pdb_api_version)
-    await detect_keda(ctx)
-    await detect_pod_monitors(ctx)
+    await detect_keda(ctx, startup_retry=retry)
+    await detect_pod_monitors(ctx, retry)
 
 
 def child_resources(config: OperatorConfig) -> tuple[tuple[str, str], ...]:
@@ -590,7 +619,7 @@ def child_resources(config: OperatorConfig) -> tuple[tuple[str, str], ...]:
     return CHILD_RESOURCES + ((PODMONITORS,) if config.engine_monitors is EngineMonitors.AUTO else ())
 
 
-async def detect_pod_monitors(ctx: OperatorContext) -> None:
+async def detect_pod_monitors(ctx: OperatorContext, retry: int = 0) -> None:
     """Startup: a PodMonitor per object where the Prometheus Operator's PodMonitors are served (and
     --engine-monitors is auto); otherwise the engine pods carry prometheus.io/* scrape annotations."""
     served = False
@@ -598,6 +627,7 @@ async def detect_pod_monitors(ctx: OperatorContext) -> None:
         try:
             served = await asyncio.to_thread(ctx.kube.serves, *PODMONITORS)
         except (RetryableApiError, InvalidRequestError) as e:
+            _retry_startup_if_transient(e, retry)
             logger.warning("API discovery of %s failed (%s); no PodMonitors, scrape annotations instead",
                            PODMONITORS[0], e)
     ctx.render_options = dataclasses.replace(ctx.render_options, pod_monitors=served)
@@ -606,14 +636,17 @@ async def detect_pod_monitors(ctx: OperatorContext) -> None:
                 else "prometheus.io/* annotations (no PodMonitors)")
 
 
-async def detect_keda(ctx: OperatorContext) -> None:
-    """Whether KEDA's ScaledObjects are served (autoscaling.backend keda needs them): at startup, and
-    again from :func:`follow_keda` so a KEDA install or removal needs no operator restart."""
+async def detect_keda(ctx: OperatorContext, *, startup_retry: int | None = None) -> None:
+    """Whether KEDA's ScaledObjects are served (autoscaling.backend keda needs them): at startup
+    (``startup_retry``: kopf's retry count, transient failures retry the startup), and again from
+    :func:`follow_keda` so a KEDA install or removal needs no operator restart."""
     first, ctx.keda_checked_at = ctx.keda_checked_at == -math.inf, time.monotonic()
     before = ctx.render_options.keda_served
     try:
         served = await asyncio.to_thread(ctx.kube.serves, *KEDA)
     except (RetryableApiError, InvalidRequestError) as e:
+        if startup_retry is not None:
+            _retry_startup_if_transient(e, startup_retry)
         logger.warning("API discovery of %s failed (%s); assuming KEDA is installed", KEDA[0], e)
         served = True
     ctx.render_options = dataclasses.replace(ctx.render_options, keda_served=served,

@@ -185,7 +185,8 @@ class Kube:
                                          _request_timeout=self.request_timeout)
             data = response.read()  # type: ignore[no-untyped-call]
             if not 200 <= response.status <= 299:
-                raise client.ApiException(status=response.status, reason=response.reason, body=data)
+                # http_resp: the exception keeps the response's headers only from it (Retry-After, classify)
+                raise client.ApiException(http_resp=response, body=data)
         except Exception as exc:
             raise classify(exc, what) from exc
         parsed: K8sObject = json.loads(data) if data else {}
