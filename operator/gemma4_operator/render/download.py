@@ -70,8 +70,9 @@ def download_env(spec: Gemma4DeploymentSpec) -> list[K8sObject]:
     return with_user_env([*hub_env(spec), *HF_CLI_ENV], spec)
 
 
-def downloader_image(images: dict[str, str] | None = None) -> str:
-    return (images or {}).get(DOWNLOADER_IMAGE_KEY) or load_catalog().weights.downloader.image
+def downloader_image() -> str:
+    """The catalog's; the operator's `--image downloader=IMAGE` wins (RenderOptions.downloader_image)."""
+    return load_catalog().weights.downloader.image
 
 
 def job_values(spec: Gemma4DeploymentSpec, plan: Plan, image: str) -> dict[str, object]:
