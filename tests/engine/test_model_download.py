@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gemma4_operator.api import Gemma4DeploymentSpec
+from gemma4_operator.api import AcceleratorSpec, Gemma4DeploymentSpec
 from gemma4_operator.planner.plan import ClusterFacts, Plan
 from gemma4_operator.planner.select import plan
 from gemma4_operator.render.children import Owner, render_children
@@ -179,8 +179,9 @@ def test_a_gated_repository_answers_401_and_the_status_says_accept_the_license(
 
 
 def test_a_token_that_was_not_granted_is_refused_and_one_that_was_downloads(cache: Path, tmp_path: Path) -> None:
-    # model.source with tokenSecretRef: the Job's HF_TOKEN comes from the Secret (the whole repository is fetched)
-    r = render(spec(["text"], uri=f"hf://{REPO}"))
+    # model.source with tokenSecretRef: the Job's HF_TOKEN comes from the Secret (the catalog names the quant
+    # tag's file)
+    r = render(spec(["text"], uri=f"hf://{REPO}:Q8_0"))
     with StandInHub({REPO: hub_files(True)}, gated={REPO: TOKEN}) as hub:
         refused = run_download(r.job, cache, hub, tmp_path / "refused", secret="hf_not_granted")
         granted = run_download(r.job, cache, hub, tmp_path / "granted", secret=TOKEN)
@@ -215,7 +216,11 @@ def test_a_missing_repository_answers_404_and_the_status_names_the_source_uri(
 
 
 def test_a_missing_revision_answers_404_and_the_status_names_it(cache: Path, tmp_path: Path) -> None:
-    r = render(spec(["text"], uri=f"hf://{REPO}@v9"))
+    # a revision is a repository's (vLLM's, whole-repository download): llama.cpp's GGUF sources name a quant
+    # tag instead; the download itself needs no GPU
+    s = spec(["text"], uri=f"hf://{REPO}@v9").model_copy(update={"accelerator": AcceleratorSpec(type="nvidia-l4")})
+    r = render(s)
+    assert "--revision" in r.job["command"] and r.plan.engine == "vllm"
     with StandInHub({REPO: hub_files(True)}) as hub:
         ran = run_download(r.job, cache, hub, tmp_path / "termination", secret=TOKEN)
     result = outcome(ran, r)

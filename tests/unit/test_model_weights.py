@@ -284,3 +284,15 @@ def test_llamacpp_refuses_a_repository_it_cannot_load_in_words() -> None:
         plan(spec, FACTS)
     assert "llamacpp loads one GGUF file: name it with hf://REPO:QUANT or pvc://CLAIM/PATH.gguf" in (
         refused.value.message)
+
+
+def test_a_catalog_gguf_repo_named_by_its_tag_is_downloaded_by_the_job() -> None:
+    # hf://REPO:QUANT of a repository the catalog knows: its file names are known, so the Job can fetch them
+    spec = spec_of(**{**E4B_CPU, "model": {"variant": "e4b", "source": {
+        "uri": "hf://ggml-org/gemma-4-E4B-it-GGUF:q8_0", "tokenSecretRef": {"name": "hf", "key": "token"}}}},
+        storage=CACHE)
+    objs = rendered(spec)
+    command = objs["Job"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("download") + 1:command.index("--local-dir")] == [
+        "ggml-org/gemma-4-E4B-it-GGUF", "gemma-4-E4B-it-Q8_0.gguf", "mmproj-gemma-4-E4B-it-Q8_0.gguf"]
+    assert server(objs)["args"][1] == "/cache/models/ggml-org/gemma-4-E4B-it-GGUF/main/gemma-4-E4B-it-Q8_0.gguf"

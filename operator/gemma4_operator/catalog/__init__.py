@@ -347,6 +347,11 @@ class Catalog(CatalogModel):
     def checkpoint(self, variant: str, instruction_tuned: bool, fmt: str, engine: str) -> Checkpoint | None:
         return self._checkpoints_by_key.get((variant, instruction_tuned, fmt, engine))
 
+    def checkpoint_named(self, repo: str, quant_tag: str) -> Checkpoint | None:
+        """The catalog's checkpoint a GGUF source names (hf://REPO:QUANT), for its file names."""
+        return next((c for c in self.checkpoints if c.repo == repo and c.quant_tag is not None
+                     and c.quant_tag.upper() == quant_tag.upper()), None)
+
     def accelerator(self, name: str) -> Accelerator | None:
         return self.cpu if name == "cpu" else self.accelerators.get(name)
 

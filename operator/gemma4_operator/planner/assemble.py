@@ -120,7 +120,9 @@ def assemble(spec: Gemma4DeploymentSpec, best: Choice, rest: Sequence[Choice], s
     info, accel = engine.info, c.accelerator
     settings = engine.settings(c, source if source is not None and source.custom_weights else None)
     model_ref = source.display if source is not None else (c.checkpoint.reference if c.checkpoint else "")
-    weights = locate(source, c.checkpoint, cache=spec.storage.model_cache is not None,
+    named = catalog.checkpoint_named(source.repo, source.quant_tag) if source is not None and source.quant_tag \
+        else None
+    weights = locate(source, c.checkpoint or named, cache=spec.storage.model_cache is not None,
                      text_only=c.text_only)
     download_bytes = c.download_bytes + settings.extra_download_bytes
     return Plan(

@@ -67,7 +67,8 @@ def cache_directory(repo: str, revision: str) -> str:
 
 
 def locate(source: SourceRef | None, checkpoint: Checkpoint | None, *, cache: bool, text_only: bool) -> Weights:
-    """How this plan's weights reach the pod. ``cache``: spec.storage.modelCache is set."""
+    """How this plan's weights reach the pod. ``cache``: spec.storage.modelCache is set; ``checkpoint``: the
+    plan's, or the catalog's that a GGUF source names (hf://REPO:QUANT), for its file names."""
     gguf = (checkpoint.file or "") if checkpoint is not None else ""
     mmproj = (checkpoint.mmproj or "") if checkpoint is not None and not text_only else ""
     if source is not None and source.scheme == "pvc":
@@ -76,9 +77,9 @@ def locate(source: SourceRef | None, checkpoint: Checkpoint | None, *, cache: bo
         return Weights(WeightsMode.IMAGE, directory=MODEL_MOUNT, gguf=gguf, mmproj=mmproj)
     repo = source.repo if source is not None else (checkpoint.repo if checkpoint is not None else "")
     revision = source.revision if source is not None else ""
-    # A custom GGUF repository named by its quant tag: only llama.cpp's -hf resolves the tag to a file, so
-    # its pods download into the cache themselves.
-    if not cache or (source is not None and source.quant_tag):
+    # A GGUF repository named by a quant tag the catalog does not know: only llama.cpp's -hf resolves the tag
+    # to a file, so its pods download into the cache themselves.
+    if not cache or (source is not None and source.quant_tag and not gguf):
         return Weights(WeightsMode.HUB, repo=repo)
     return Weights(WeightsMode.CACHE, repo=repo, revision=revision, directory=cache_directory(repo, revision),
                    gguf=gguf, mmproj=mmproj)
