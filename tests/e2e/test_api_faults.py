@@ -1,10 +1,10 @@
 """API faults: the operator reaches the real API server only through a fault-injecting proxy (issue 14 item 3).
 
 ``mitmdump`` (mitmproxy 11.0.2, its own venv in the tools cache) sits in reverse-proxy mode between the operator
-and kube-apiserver; ``faultproxy/addon.py`` gives FAULTS.rate of the operator's requests, watches included, a 429
-(Retry-After), 500, 503, a connection reset or a 10 s stall (seeded draws). The operator runs as in
+and kube-apiserver; ``faultproxy/addon.py`` gives FAULTS.rate of the operator's requests (FAULTS.watch_rate of its
+watches) a 429 (Retry-After), 500, 503, a connection reset or a 10 s stall (seeded draws). The operator runs as in
 test_operator_e2e.py (subprocess, the chart's args, the chart's ServiceAccount and RBAC), with a kubeconfig that
-points at the proxy and trusts the proxy's CA.
+points at the proxy and trusts the proxy's CA; while it starts, its discovery of the PDB version is refused.
 
 What must hold:
 
@@ -12,9 +12,9 @@ What must hold:
   children the offline rendering gives (controller-owned, none extra, none missing) and a current status;
 * **backs off**: the proxy's log shows the operator's requests per object in any 10 s window stay under a bound
   a retry loop without back-off breaks, and during an outage (every request of one object answered 429 with
-  Retry-After for 12 s) it waits before each retry;
-* **never crash-loops**: one process for the whole module, alive at every check, no traceback in its log,
-  exit 0 on SIGTERM at the end.
+  Retry-After for 12 s) no path is asked again before the Retry-After has passed;
+* **never crash-loops**: one process for the whole module, alive at every check, exit 0 on SIGTERM at the end,
+  no traceback in its log (but kopf's own, when it throttles an object after a call failed all its retries).
 
 The numbers (faults by kind, requests, converged, time to converge per phase) are printed in the e2e summary at
 the end of the run (the ``table:API faults`` property, see tests/e2e/conftest.py).
