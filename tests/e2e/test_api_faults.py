@@ -268,6 +268,7 @@ def converge(phase: Phase, proxy: FaultProxy, op: OperatorProcess, check: Callab
     def probe() -> bool:
         nonlocal last
         assert op.running, f"the operator exited during {phase.name}:\n{op.tail()}"
+        assert proxy.running, f"mitmdump exited during {phase.name}:\n{proxy.log_tail()}"
         last = check()
         return not last
 
