@@ -6,6 +6,8 @@
   ``GEMMA4_SKIP_E2E=1`` to skip instead.
 * ``k8s_api`` (session): ``kubernetes.client.ApiClient`` with the admin (system:masters) token.
 * ``e2e_namespace`` (function): a fresh namespace, deleted afterwards.
+* the module fixtures of ``test_operator_e2e`` (``rest``, ``g4d_crd``, ``operator`` and what they need), for
+  every e2e module.
 
 At the end of a run that included e2e tests, a timing summary is printed: each e2e test (setup + call +
 teardown, so the first test carries the control plane start), the values tests recorded with
@@ -27,6 +29,19 @@ import pytest
 from kubernetes import client
 
 from tests.e2e.controlplane import ControlPlane, binaries_available, build_binaries
+
+# The operator's module fixtures, for the other e2e modules too: each module that uses them gets its own CRD,
+# chart identity (ServiceAccount, ClusterRole, binding) and operator process, and leaves none of them behind.
+from tests.e2e.test_operator_e2e import (  # noqa: F401
+    chart_identity,
+    g4d_crd,
+    helm_home,
+    operator,
+    operator_namespace,
+    pdb_api_version,
+    rest,
+    version,
+)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ L4_ONLY = {"accelerator_types": ("nvidia-l4",)}
 
 
 def counts(k: Emulator) -> dict[str, int]:
-    return {res: len(h.objects(k, res)) for res in (DEPLOYMENTS, SERVICES, h.PDBS, h.PVCS, G4D)}
+    return {res: len(h.objects(k, res)) for res in (DEPLOYMENTS, SERVICES, h.PDBS, h.PVCS, h.JOBS, G4D)}
 
 
 async def create_two(k: Emulator) -> None:
@@ -33,6 +33,7 @@ async def create_two(k: Emulator) -> None:
 async def test_restart_resumes_without_duplicates_or_writes(k: Emulator) -> None:
     await create_two(k)
     async with h.OperatorRun(k, **L4_ONLY):
+        await h.complete_download(k, "default", "big")
         await h.wait_for(lambda: len(h.objects(k, DEPLOYMENTS)) == 2 and h.obj(k, h.PDBS, "default", "big"),
                          what="children")
         await h.settle(k)
@@ -45,7 +46,7 @@ async def test_restart_resumes_without_duplicates_or_writes(k: Emulator) -> None
     after = h.operator_requests(k)[mark:]
     assert [h.describe(r) for r in after if h.is_write(r)] == []
     assert all(r.method.value == "GET" for r in after)
-    assert counts(k) == before == {DEPLOYMENTS: 2, SERVICES: 2, h.PDBS: 1, h.PVCS: 1, G4D: 2}
+    assert counts(k) == before == {DEPLOYMENTS: 2, SERVICES: 2, h.PDBS: 1, h.PVCS: 1, h.JOBS: 1, G4D: 2}
     assert h.obj(k, G4D, "default", "big")["status"] == status_before  # type: ignore[index]
 
 

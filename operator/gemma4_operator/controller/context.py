@@ -203,6 +203,7 @@ class OperatorContext:
     hold_until: dict[Key, float] = dataclasses.field(default_factory=dict)
     last_facts: frozenset[str] | None = None
     keda_checked_at: float = -math.inf  # time.monotonic() of the last KEDA discovery
+    image_volumes_checked_at: float = -math.inf  # ... of the last image-volume dry run
     autoscaler: dict[Key, AutoscalerMemory] = dataclasses.field(default_factory=dict)
     autoscalers: dict[Key, asyncio.Task[None]] = dataclasses.field(default_factory=dict)  # per-object loops
     # The autoscaler's time, seconds since the epoch: a wall clock, because the recommendation history

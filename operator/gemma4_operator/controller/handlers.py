@@ -77,9 +77,11 @@ from gemma4_operator.controller.context import (
 )
 from gemma4_operator.controller.kube import InvalidRequestError, RetryableApiError
 from gemma4_operator.controller.metrics import ObjectState
+from gemma4_operator.controller.model_status import model_state
 from gemma4_operator.planner import cluster_facts
 from gemma4_operator.planner.plan import ClusterFacts
-from gemma4_operator.render.children import MANAGER
+from gemma4_operator.render.children import IMAGE_VOLUMES, MANAGER, image_volume_probe, keeps_image_volume
+from gemma4_operator.render.download import is_download_pod
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +91,13 @@ logger = logging.getLogger(__name__)
 # ScaledObjects (autoscaling.backend keda) only exist where KEDA is installed; kopf watches them
 # once their CRD is served.
 CHILD_RESOURCES = (("apps/v1", "deployments"), ("v1", "services"), ("v1", "persistentvolumeclaims"),
-                   ("policy", "poddisruptionbudgets"), ("keda.sh/v1alpha1", "scaledobjects"))
+                   ("batch/v1", "jobs"), ("policy", "poddisruptionbudgets"), ("keda.sh/v1alpha1", "scaledobjects"))
 KEDA = ("keda.sh/v1alpha1", "scaledobjects")
 # The Prometheus Operator's PodMonitors (one per object for its engine pods) unless --engine-monitors off.
 PODMONITORS = ("monitoring.coreos.com/v1", "podmonitors")
 PDB_VERSIONS = ("policy/v1", "policy/v1beta1")
 KEDA_RECHECK_S = 60.0  # at most this often, re-discover KEDA when an object with backend keda is reconciled
+IMAGE_VOLUMES_RECHECK_S = 600.0  # at most this often, re-check image volumes while an oci:// object waits
 POD_RESOURCE = ("v1", "pods")
 CONFLICT_RETRY_S = 10.0
 # Failures whose Retry-After the server chose (429, 5xx): they hold every retry loop of the object (HELD_OFF).
@@ -170,13 +173,20 @@ def object_state(spec: Gemma4DeploymentSpec | None, outcome: observe.PlanOutcome
                        desired_replicas=observe.desired_replicas(spec, deployment))
 
 
+def _owned(live: Sequence[Obj], kind: str, uid: str) -> Obj | None:
+    return next((c for c in live if c.get("kind") == kind and rc.owned_by(c, uid)), None)
+
+
 async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: observe.PlanOutcome,
                    live: Sequence[Obj], pods: Sequence[Obj], previous: Mapping[str, Any],
                    problem: observe.Fault | None, extra_events: Sequence[observe.EventSpec]) -> None:
-    deployment = next((c for c in live if c.get("kind") == "Deployment" and rc.owned_by(c, parent.uid)), None)
+    deployment = _owned(live, "Deployment", parent.uid)
+    serving = [p for p in pods if not is_download_pod(p)]
+    model = model_state(outcome.plan, spec, _owned(live, "Job", parent.uid), [p for p in pods if is_download_pod(p)],
+                        deployment, observe.loading_pods(serving)) if outcome.plan is not None else None
     new = observe.compute_status(owner=parent.owner, generation=parent.generation, spec=spec, outcome=outcome,
-                                 deployment=deployment, pods=pods, previous=previous, now=now_rfc3339(),
-                                 problem=problem)
+                                 deployment=deployment, pods=serving, previous=previous, now=now_rfc3339(),
+                                 problem=problem, model=model)
     patch = observe.status_patch(previous, new)
     if patch is not None:
         await asyncio.to_thread(ctx.kube.patch_status, *parent.key, patch)
@@ -246,17 +256,23 @@ class _Sync:
 
 async def _apply_children(ctx: OperatorContext, parent: Parent, desired: rc.Desired, sync: _Sync,
                           only: Sequence[tuple[str, str]] | None) -> None:
-    """Server-side apply each child that differs from what was last applied (or is missing)."""
+    """Server-side apply each child that differs from what was last applied (or is missing); the serving
+    children wait for the model download (rc.withheld); a changed Job is replaced (its event brings it back)."""
     seen = ctx.applied.setdefault(parent.key, {})
+    held = rc.withheld(desired, sync.by_name.get(("Job", f"{parent.key[1]}-download")))
     for child in desired.children:
         ident = (child["kind"], child["metadata"]["name"])
-        if only is not None and ident not in only:
+        if (only is not None and ident not in only) or ident in held:
             continue
         reason = rc.apply_reason(child, sync.by_name.get(ident), parent.uid, seen.get(ident))
         if reason is None:
             continue
         if reason == rc.CONFLICT:
             sync.conflicts.append(f"{child['kind']} {child['metadata']['name']}")
+            continue
+        if child["kind"] in rc.REPLACED_KINDS and reason != "missing":
+            if reason == "changed":
+                await _replace(ctx, parent, child, sync)
             continue
         try:
             result = await asyncio.to_thread(ctx.kube.apply, child)
@@ -270,6 +286,16 @@ async def _apply_children(ctx: OperatorContext, parent: Parent, desired: rc.Desi
         sync.applied.append((child, reason))
         ctx.metrics.children_applied.labels(kind=child["kind"], reason=reason.split(" ")[0]).inc()
         logger.info("%s %s/%s: %s applied (%s)", KIND, *parent.key, rc.ChildKey.of(child), reason)
+
+
+async def _replace(ctx: OperatorContext, parent: Parent, child: Obj, sync: _Sync) -> None:
+    """Delete a child whose spec cannot change in place; its pods go first (foreground), so an old download
+    never writes beside the new one. The deletion event brings the new child."""
+    key = rc.ChildKey.of(child)
+    await asyncio.to_thread(ctx.kube.delete, key.api_version, key.kind, key.namespace, key.name, "Foreground")
+    sync.by_name.pop((key.kind, key.name), None)
+    ctx.metrics.children_deleted.labels(kind=key.kind).inc()
+    logger.info("%s %s/%s: %s replaced (a new checkpoint)", KIND, *parent.key, key)
 
 
 async def _delete_stale(ctx: OperatorContext, parent: Parent, desired: rc.Desired, sync: _Sync,
@@ -385,11 +411,39 @@ async def follow_keda(ctx: OperatorContext, body: Mapping[str, Any], indices: Ma
         _schedule(ctx, parent.key, KEDA_RECHECK_S, indices, "keda", 0)
 
 
+def _uses_image_volume(body: Mapping[str, Any]) -> bool:
+    source = ((body.get("spec") or {}).get("model") or {}).get("source") or {}
+    return str(source.get("uri") or "").startswith("oci://")
+
+
+async def follow_image_volumes(ctx: OperatorContext, body: Mapping[str, Any]) -> None:
+    """Whether the API server serves image volumes: a dry-run create at the first oci:// object (in its
+    namespace, where the operator may create Deployments), again at most every IMAGE_VOLUMES_RECHECK_S
+    while it does not, so a cluster upgrade needs no operator restart."""
+    if not _uses_image_volume(body) or ctx.render_options.image_volumes or \
+            time.monotonic() - ctx.image_volumes_checked_at < IMAGE_VOLUMES_RECHECK_S:
+        return
+    ctx.image_volumes_checked_at = time.monotonic()
+    namespace = str((body.get("metadata") or {}).get("namespace") or "")
+    try:
+        served = keeps_image_volume(await asyncio.to_thread(ctx.kube.dry_run_create, image_volume_probe(namespace)))
+        version = "" if served else await asyncio.to_thread(ctx.kube.server_version)
+    except (RetryableApiError, InvalidRequestError) as e:
+        ctx.image_volumes_checked_at = -math.inf  # try again at the next reconcile
+        logger.warning("could not check whether image volumes are served (%s); oci:// sources wait", e)
+        return
+    refusal = "" if served else IMAGE_VOLUMES.replace("this cluster's API server", f"this API server ({version})")
+    ctx.render_options = dataclasses.replace(ctx.render_options, image_volumes=served, image_volumes_refusal=refusal)
+    ctx.desired_cache.clear()
+    logger.info("image volumes (oci:// sources) are %s", "served" if served else f"not served: {refusal}")
+
+
 async def on_parent(body: kopf.Body, reason: str, retry: int, memo: Any, **kwargs: Any) -> None:
     """create / update / resume: every child, then status."""
     ctx = context_of(memo)
     parent = parent_snapshot(body)
     await follow_keda(ctx, body, kwargs)
+    await follow_image_volumes(ctx, body)
     try:
         await reconcile(ctx, parent, ctx.source(kwargs), ctx.facts(kwargs), trigger=str(reason or "resume"))
     except RetryableApiError as e:
@@ -421,8 +475,8 @@ async def on_child_event(body: kopf.Body, namespace: str | None, labels: Mapping
     parent = _parent_from_index(kwargs, (namespace or "", str(labels.get(INSTANCE_LABEL, ""))))
     if parent is None or parent.deleting or rc.controller_uid(body) not in (parent.uid, None):
         return
-    ident = (str(body.get("kind")), str(body.get("metadata", {}).get("name")))
-    await _run_watch_triggered(ctx, parent, kwargs, "child", [ident])
+    only = rc.written_on_event(str(body.get("kind")), str(body.get("metadata", {}).get("name")), parent.key[1])
+    await _run_watch_triggered(ctx, parent, kwargs, "child", only)
 
 
 async def on_pod_event(namespace: str | None, labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
