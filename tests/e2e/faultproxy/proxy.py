@@ -7,6 +7,7 @@ plane's CA. The faults are ``addon.py``'s; this module starts and stops ``mitmdu
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -90,6 +91,7 @@ class FaultProxy:
         self.port = free_port()
         argv = self.command()
         self._log = self.log_path.open("wb")
+        atexit.register(self.stop)  # also when pytest is interrupted before the fixture's teardown
         self._popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                                        cwd=self.workdir, start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -109,6 +111,7 @@ class FaultProxy:
         return True
 
     def stop(self) -> None:
+        atexit.unregister(self.stop)
         popen, self._popen = self._popen, None
         if popen is not None and popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
