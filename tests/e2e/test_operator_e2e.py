@@ -1399,6 +1399,15 @@ def test_vllm_kv_cache_error_turns_the_object_degraded(rest: Rest, operator: Ope
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _model_in(rest: Rest, namespace: str, name: str, phase: str) -> Callable[[], Obj | None]:
+    """A probe: the object once its status.model is in ``phase``."""
+    def probe() -> Obj | None:
+        obj = rest.get(KIND, namespace, name)
+        model = ((obj or {}).get("status") or {}).get("model") or {}
+        return obj if model.get("phase") == phase else None
+    return probe
+
+
 def _cache_spec(retain: str) -> Obj:
     return {"model": {"variant": "e2b"}, "accelerator": {"type": "cpu"},
             "storage": {"modelCache": {"accessModes": ["ReadWriteOnce"], "retainPolicy": retain}}}
@@ -1415,8 +1424,7 @@ def test_download_job_runs_before_any_serving_pod(rest: Rest, operator: Operator
     for obj in created.values():
         name = obj["metadata"]["name"]
         children = wait_children(rest, e2e_namespace, name, {"Service", "PersistentVolumeClaim", "Job"}, operator)
-        live = wait_for("Downloading", lambda n=name: (o := rest.get(KIND, e2e_namespace, n)) and (
-            (o.get("status") or {}).get("model") or {}).get("phase") == "Downloading" and o, operator=operator)
+        live = wait_for("Downloading", _model_in(rest, e2e_namespace, name, "Downloading"), operator=operator)
         assert condition(live, "ModelReady")["reason"] == "Downloading"  # type: ignore[index]
         assert live["status"]["phase"] == "Progressing"
         assert rest.objects("Pod", e2e_namespace, f"{INSTANCE_LABEL}={name},{SERVING_SELECTOR}") == []
@@ -1427,9 +1435,8 @@ def test_download_job_runs_before_any_serving_pod(rest: Rest, operator: Operator
         complete_download(rest, e2e_namespace, name, operator, {"exitCode": 0, "bytes": 5_000_000_000,
                                                                   "seconds": 50.0, "log": ""})
         wait_children(rest, e2e_namespace, name, {"Service", "PersistentVolumeClaim", "Job", "Deployment"}, operator)
-        ready = wait_for("ModelReady", lambda n=name: (o := rest.get(KIND, e2e_namespace, n)) and (
-            c := condition(o, "ModelReady")) and c["status"] == "True" and o, operator=operator)
-        assert ready["status"]["model"]["phase"] == "Ready"
+        ready = wait_for("ModelReady", _model_in(rest, e2e_namespace, name, "Ready"), operator=operator)
+        assert condition(ready, "ModelReady")["status"] == "True"  # type: ignore[index]
         assert ready["status"]["model"]["throughputMBps"] == 100.0  # 5 GB in 50 s, as the script reported
 
     for obj in created.values():
