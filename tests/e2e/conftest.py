@@ -1,9 +1,12 @@
 """Fixtures for the e2e tier: a real kube-apiserver + kube-controller-manager (1.20.2) on loopback.
 
+* ``control_plane_binaries`` (session): the binaries' directory, built when missing; skips the tier when
+  ``GEMMA4_SKIP_E2E=1``.
 * ``control_plane`` (session): a started :class:`controlplane.ControlPlane`. Builds the binaries with
   ``controlplane/build.sh`` when they are not cached yet (``make test`` does that before pytest starts, in
   ``make tools``; ~5-10 min cold, no root, nothing installed system-wide), showing its progress. Set
   ``GEMMA4_SKIP_E2E=1`` to skip instead.
+* ``e2e_summary`` (session): a list of lines to print in the summary at the end of the run.
 * ``k8s_api`` (session): ``kubernetes.client.ApiClient`` with the admin (system:masters) token.
 * ``e2e_namespace`` (function): a fresh namespace, deleted afterwards.
 
@@ -20,16 +23,21 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from tests.e2e.controlplane import ControlPlane, binaries_available, build_binaries
+from tests.e2e.controlplane import ControlPlane, binaries_available, build_binaries, default_bin_dir
+
+#: Lines tests add to the e2e summary at the end of the run (through the ``e2e_summary`` fixture).
+SUMMARY_LINES = pytest.StashKey[list[str]]()
 
 
 @pytest.fixture(scope="session")
-def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
+def control_plane_binaries(request: pytest.FixtureRequest) -> Path:
+    """The control plane binaries' directory, built if missing; skips the tier when GEMMA4_SKIP_E2E=1."""
     if os.environ.get("GEMMA4_SKIP_E2E") == "1":
         pytest.skip("GEMMA4_SKIP_E2E=1: real control plane tests skipped")
     if not binaries_available():
@@ -43,7 +51,12 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
             t0 = time.monotonic()
             build_binaries()
             print(f"control plane binaries built in {time.monotonic() - t0:.0f}s", file=sys.stderr, flush=True)
-    cp = ControlPlane()
+    return default_bin_dir()
+
+
+@pytest.fixture(scope="session")
+def control_plane(control_plane_binaries: Path) -> Iterator[ControlPlane]:
+    cp = ControlPlane(control_plane_binaries)
     cp.start()
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in cp.startup_phases.items())
     print(
@@ -70,6 +83,12 @@ def e2e_namespace(k8s_api: client.ApiClient) -> Iterator[str]:
         yield name
     finally:
         core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def e2e_summary(request: pytest.FixtureRequest) -> list[str]:
+    """Append lines (e.g. a table of measurements) to print in the e2e summary at the end of the run."""
+    return request.config.stash.setdefault(SUMMARY_LINES, [])
 
 
 def _e2e_reports(terminalreporter: Any) -> dict[str, list[Any]]:
@@ -102,3 +121,5 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         tr.write_line(f"{total:7.2f}s {outcome:7s} {nodeid.split('::', 1)[-1]}{extra}")
     if starts and stops:
         tr.write_line(f"e2e tier: {len(by_test)} tests, wall clock {max(stops) - min(starts):.1f}s")
+    for line in tr.config.stash.get(SUMMARY_LINES, []):
+        tr.write_line(line)
