@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import json
 import random
-import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -53,8 +52,6 @@ BASES: dict[str, Obj] = {
     "moe-llamacpp": {"model": {"variant": "26b-a4b"}, "engine": "llamacpp", "quantization": "q4_k_m",
                      "accelerator": {"type": "nvidia-l4", "count": 1}, "serving": {"maxModelLen": 8192}},
 }
-# vLLM bases only: KEDA's triggers (and the built-in autoscaler's default targets) use vLLM's queue metric.
-AUTOSCALABLE = frozenset({"e4b-l4", "moe-auto"})
 AUTOSCALING = (None, "operator", "keda")
 CONCURRENCY = (2, 4)
 # ReadWriteMany: a ReadWriteOnce cache is refused for more than one replica, and replicas change here.
@@ -98,8 +95,7 @@ class Profile:
 
     def mutated(self, rng: random.Random) -> tuple[Profile, Obj]:
         """A random one-field spec change: the new profile and the merge patch of ``spec`` that makes it."""
-        fields = ["replicas", "cache", "concurrency", *(["autoscaling"] if self.base in AUTOSCALABLE else [])]
-        what = rng.choice(fields)
+        what = rng.choice(["replicas", "cache", "concurrency", "autoscaling"])
         if what == "replicas":
             new = dataclasses.replace(self, replicas=3 - self.replicas)
             return new, {"replicas": new.replicas}
@@ -142,7 +138,7 @@ class Expectations:
 
 class Fleet:
     """``size`` Gemma4Deployments in ``namespace`` over the bases in turn, changed at random through merge patches
-    (``rng`` seeded by the test, so a failing run can be repeated)."""
+    (``rng`` seeded by the test, so a failing run can be repeated). Not thread-safe: one thread changes and looks."""
 
     def __init__(self, rest: Rest, namespace: str, rng: random.Random, size: int = 20) -> None:
         self.rest = rest
@@ -152,42 +148,19 @@ class Fleet:
         self.profiles = {f"chaos-{i:02d}": Profile(bases[i % len(bases)]) for i in range(size)}
         self.changes = 0
         self.changed_at: dict[str, float] = {}  # time.monotonic() each object's last change was accepted
-        self._lock = threading.Lock()
 
     def create(self) -> None:
         for name, profile in self.profiles.items():
             self.rest.create(g4d(name, self.namespace, profile.spec()))
 
-    def change(self, count: int, rng: random.Random | None = None) -> None:
+    def change(self, count: int) -> None:
         """``count`` random spec changes, one object each."""
-        rng = rng or self.rng
-        for name in rng.sample(sorted(self.profiles), count):
-            new, patch = self.profiles[name].mutated(rng)
+        for name in self.rng.sample(sorted(self.profiles), count):
+            new, patch = self.profiles[name].mutated(self.rng)
             self.rest.patch(KIND, self.namespace, name, {"spec": patch})
-            with self._lock:
-                self.profiles[name] = new
-                self.changes += 1
-                self.changed_at[name] = time.monotonic()
-
-    def snapshot(self) -> dict[str, Profile]:
-        """The profiles as of now (a background change may be under way)."""
-        with self._lock:
-            return dict(self.profiles)
-
-    def change_until(self, stop: threading.Event, gap: float) -> threading.Thread:
-        """A thread making one random spec change every 0-``gap`` seconds until ``stop`` is set: there is always a
-        change the operator has just been told about (work in flight) when the test strikes."""
-        # its own RNG, seeded from the fleet's: the main thread keeps drawing meanwhile, and a seed must repeat a run
-        rng = random.Random(self.rng.getrandbits(64))
-
-        def run() -> None:
-            while not stop.is_set():
-                self.change(1, rng=rng)
-                stop.wait(rng.uniform(0, gap))
-
-        thread = threading.Thread(target=run, name="fleet changes")
-        thread.start()
-        return thread
+            self.profiles[name] = new
+            self.changes += 1
+            self.changed_at[name] = time.monotonic()
 
 
 @dataclasses.dataclass
@@ -213,10 +186,9 @@ def look(fleet: Fleet, expect: Expectations) -> Verdict:
     for child in children:
         by_owner.setdefault(child["metadata"].get("labels", {}).get(INSTANCE_LABEL, ""), []).append(child)
     verdict = Verdict([], [])
-    profiles = fleet.snapshot()
-    for owner in sorted(set(by_owner) - set(profiles)):
+    for owner in sorted(set(by_owner) - set(fleet.profiles)):
         verdict.problems.append(f"children of no fleet object {owner!r}: {kinds_of(by_owner[owner])}")
-    for name, profile in profiles.items():
+    for name, profile in fleet.profiles.items():
         obj = objects.get(name)
         if obj is None:
             verdict.problems.append(f"{name}: the Gemma4Deployment is missing")

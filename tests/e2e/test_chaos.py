@@ -22,7 +22,6 @@ import random
 import signal
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -61,7 +60,8 @@ KILLS = 20
 APISERVER_RESTARTS = 4
 CONVERGE_S = 30.0  # from the operator's (re)start, or from the API server being ready again
 MAX_KILL_DELAY_S = 2.0
-CHANGE_GAP_S = 0.4  # at most this long between two spec changes while a kill is due
+CHANGE_GAP_S = 0.4  # at most this long between two rounds of spec changes while a kill is due
+KILL_AFTER_CHANGE_S = 0.05  # the kill comes at most this long after the latest change: the work is in flight
 PROMETHEUS_URL = "http://prometheus.monitoring:9090"  # KEDA's Prometheus triggers need one; never contacted
 NAMESPACE = "chaos"
 
@@ -179,18 +179,21 @@ TABLE_HEADER = ["| chaos run | faults | convergence max (s) | median (s) | dupli
 
 
 def _kill_once(chaos: Chaos, kill: int) -> int:
-    """Spec changes keep arriving while the operator works; SIGKILL at a random moment 0-2 s into them; more changes
-    pile up while it is down (work for the next process's resume). Returns how many objects changed before the kill
-    the killed process left unconverged (work it was given and did not finish)."""
+    """Spec changes keep arriving while the operator works (1-3 objects every 0-0.4 s); at a random moment 0-2 s
+    into them, SIGKILL within 0.05 s of the latest change, so the process dies with work in hand; more changes pile
+    up while it is down (work for the next process's resume). Returns how many objects changed before the kill the
+    killed process left unconverged."""
     operator, fleet, rng = chaos.operator, chaos.fleet, chaos.rng
-    stop = threading.Event()
-    changes = fleet.change_until(stop, gap=CHANGE_GAP_S)
-    time.sleep(rng.uniform(0, MAX_KILL_DELAY_S))
+    due = time.monotonic() + rng.uniform(0, MAX_KILL_DELAY_S)
+    while True:
+        fleet.change(rng.randint(1, 3))
+        if time.monotonic() >= due:
+            break
+        time.sleep(min(rng.uniform(0, CHANGE_GAP_S), max(0.0, due - time.monotonic())))
+    time.sleep(rng.uniform(0, KILL_AFTER_CHANGE_S))
     assert operator.running, f"the operator exited on its own before kill {kill}:\n{operator.tail()}"
     killed_at = time.monotonic()
     operator.kill()
-    stop.set()
-    changes.join()
     unfinished = {name for name in look(fleet, chaos.expect).unconverged
                   if fleet.changed_at.get(name, -math.inf) < killed_at}
     fleet.change(rng.randint(1, 3))
@@ -225,7 +228,8 @@ def test_operator_sigkilled_mid_reconcile_converges_every_time(
         f"{' '.join(map(str, unconverged_at_kill))}); operator start to /healthz median "
         f"{statistics.median(starts):.2f}s (included); {chaos.fleet.changes} spec changes in all"))
     assert not duplicates, f"duplicate children: {sorted(duplicates)}"
-    # The kills must interrupt work often, or this test shows little about crashes mid-reconcile.
+    # The kills must interrupt work, or this test shows nothing about crashes mid-reconcile (a quarter: the share
+    # depends on the machine's speed; 19-20 of 20 were measured).
     assert interrupted >= KILLS // 4, f"only {interrupted} of {KILLS} kills left work for the next process"
 
 
