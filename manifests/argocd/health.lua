@@ -2,8 +2,8 @@
 -- Install: the argocd-cm key resource.customizations.health.serving.gemma4.dev_Gemma4Deployment
 -- (argocd-cm.yaml next to this file), or bundle this directory as
 -- resource_customizations/serving.gemma4.dev/Gemma4Deployment/ in Argo CD.
--- Order: deletion, no status yet, spec not yet observed, plan failure, Degraded, scaled to zero,
--- Ready, otherwise Progressing. Conditions written for an older generation do not count.
+-- Order: deletion, no status yet, spec not yet observed, plan failure, Degraded (a failed model download
+-- included), scaled to zero, the model downloading, Ready, otherwise Progressing. Conditions written for an older generation do not count.
 local hs = {}
 
 -- A condition's message, else its reason, else the fallback.
@@ -75,9 +75,22 @@ if obj.status.phase == "Failed" or obj.status.phase == "Degraded" then
   return hs
 end
 
+local model = obj.status.model
+if model ~= nil and model.phase == "Failed" then
+  hs.status = "Degraded"
+  hs.message = "Model download failed: " .. message_of(conditions["ModelReady"], "see condition ModelReady")
+  return hs
+end
+
 if obj.spec ~= nil and obj.spec.autoscaling == nil and obj.spec.replicas == 0 then
   hs.status = "Suspended"
   hs.message = "Scaled to zero (spec.replicas is 0)"
+  return hs
+end
+
+if model ~= nil and model.phase == "Downloading" then
+  hs.status = "Progressing"
+  hs.message = "Downloading the model: " .. message_of(conditions["ModelReady"], model.checkpoint or "")
   return hs
 end
 

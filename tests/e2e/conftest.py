@@ -6,13 +6,15 @@
   ``controlplane/build.sh`` when they are not cached yet (``make test`` does that before pytest starts, in
   ``make tools``; ~5-10 min cold, no root, nothing installed system-wide), showing its progress. Set
   ``GEMMA4_SKIP_E2E=1`` to skip instead.
-* ``e2e_summary`` (session): a list of lines to print in the summary at the end of the run.
 * ``k8s_api`` (session): ``kubernetes.client.ApiClient`` with the admin (system:masters) token.
 * ``e2e_namespace`` (function): a fresh namespace, deleted afterwards.
+* the module fixtures of ``test_operator_e2e`` (``rest``, ``g4d_crd``, ``operator`` and what they need), for
+  every e2e module.
 
 At the end of a run that included e2e tests, a timing summary is printed: each e2e test (setup + call +
 teardown, so the first test carries the control plane start), the values tests recorded with
-``record_property`` (phase timings such as ``garbage_collected_s``), and the tier's wall-clock time.
+``record_property`` (phase timings such as ``garbage_collected_s``), and the tier's wall-clock time; a property
+named ``table:TITLE`` is printed after that as a section of its own.
 """
 
 from __future__ import annotations
@@ -31,8 +33,18 @@ from kubernetes import client
 
 from tests.e2e.controlplane import ControlPlane, binaries_available, build_binaries, default_bin_dir
 
-#: Lines tests add to the e2e summary at the end of the run (through the ``e2e_summary`` fixture).
-SUMMARY_LINES = pytest.StashKey[list[str]]()
+# The operator's module fixtures, for the other e2e modules too: each module that uses them gets its own CRD,
+# chart identity (ServiceAccount, ClusterRole, binding) and operator process, and leaves none of them behind.
+from tests.e2e.test_operator_e2e import (  # noqa: F401
+    chart_identity,
+    g4d_crd,
+    helm_home,
+    operator,
+    operator_namespace,
+    pdb_api_version,
+    rest,
+    version,
+)
 
 
 @pytest.fixture(scope="session")
@@ -85,10 +97,8 @@ def e2e_namespace(k8s_api: client.ApiClient) -> Iterator[str]:
         core.delete_namespace(name)
 
 
-@pytest.fixture(scope="session")
-def e2e_summary(request: pytest.FixtureRequest) -> list[str]:
-    """Append lines (e.g. a table of measurements) to print in the e2e summary at the end of the run."""
-    return request.config.stash.setdefault(SUMMARY_LINES, [])
+# A recorded property named "table:TITLE" is printed as a section of its own (e.g. a markdown table for the note).
+TABLE = "table:"
 
 
 def _e2e_reports(terminalreporter: Any) -> dict[str, list[Any]]:
@@ -109,6 +119,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     tr = terminalreporter
     tr.section("e2e timings (setup + call + teardown)")
     starts, stops = [], []
+    tables: dict[str, str] = {}
     for nodeid, reports in by_test.items():
         total = sum(r.duration for r in reports)
         starts += [r.start for r in reports if hasattr(r, "start")]
@@ -117,9 +128,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         if any(hasattr(r, "wasxfail") for r in reports):
             outcome = "xfail" if outcome == "skipped" else "xpass"
         props = {k: v for r in reports if r.when == "call" for k, v in r.user_properties}
+        tables.update({k.removeprefix(TABLE): str(props.pop(k)) for k in list(props) if k.startswith(TABLE)})
         extra = "  " + ", ".join(f"{k}={v}" for k, v in props.items()) if props else ""
         tr.write_line(f"{total:7.2f}s {outcome:7s} {nodeid.split('::', 1)[-1]}{extra}")
     if starts and stops:
         tr.write_line(f"e2e tier: {len(by_test)} tests, wall clock {max(stops) - min(starts):.1f}s")
-    for line in tr.config.stash.get(SUMMARY_LINES, []):
-        tr.write_line(line)
+    for title, text in tables.items():
+        tr.section(f"e2e: {title}")
+        for line in text.splitlines():
+            tr.write_line(line)

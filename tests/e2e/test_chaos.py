@@ -10,7 +10,7 @@ share. The operator runs as in test_operator_e2e.py: a subprocess with the chart
 
 The random choices (which objects change how, when the kill comes, how long the API server stays down) come from a
 seeded RNG: the seed is printed, and ``GEMMA4_CHAOS_SEED=N`` repeats a run. The table of convergence times goes to
-the e2e summary at the end of the run.
+the e2e summary at the end of the run (the ``table:chaos`` property, see tests/e2e/conftest.py).
 """
 
 from __future__ import annotations
@@ -74,8 +74,11 @@ class Chaos:
     fleet: Fleet
     expect: Expectations
     rng: random.Random
+    seed: int
     #: wall-clock (start, ready again) of each API server outage, see ``denials``
     outages: list[tuple[float, float]] = dataclasses.field(default_factory=list)
+    rows: list[str] = dataclasses.field(default_factory=list)  # of the table in the e2e summary
+    notes: list[str] = dataclasses.field(default_factory=list)  # under it
 
 
 def seed() -> int:
@@ -122,7 +125,7 @@ def chaos(plane: ControlPlane, helm_home: Path, tmp_path_factory: pytest.TempPat
         print(f"\nchaos: seed {chosen} (GEMMA4_CHAOS_SEED={chosen} repeats this run)", file=sys.stderr)
         rng = random.Random(chosen)
         state = Chaos(plane, rest, operator, Fleet(rest, NAMESPACE, rng, FLEET_SIZE),
-                      Expectations(operator_config(ident.args), str(policy)), rng)
+                      Expectations(operator_config(ident.args), str(policy)), rng, chosen)
         yield state
         if operator.running:
             operator.stop()
@@ -136,15 +139,15 @@ def helm_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fleet_created(chaos: Chaos, e2e_summary: list[str]) -> Chaos:
+def fleet_created(chaos: Chaos) -> Chaos:
     """The fleet created and converged under a first operator process (left running)."""
     t0 = time.monotonic()
     chaos.operator.start()
     chaos.fleet.create()
     seconds, duplicates = wait_converged(chaos, t0)
     assert not duplicates, duplicates
-    e2e_summary.extend([f"chaos: {FLEET_SIZE} Gemma4Deployments created and converged in {seconds:.1f}s "
-                        f"(operator start included)", *TABLE_HEADER])
+    chaos.notes.append(f"{FLEET_SIZE} Gemma4Deployments created and converged in {seconds:.1f}s (operator start "
+                       f"included); seed {chaos.seed}")
     return chaos
 
 
@@ -169,11 +172,16 @@ def wait_converged(chaos: Chaos, since: float) -> tuple[float, set[str]]:
     return time.monotonic() - since, duplicates
 
 
-def table_row(what: str, count: int, seconds: list[float], duplicates: int, extra: str = "") -> str:
-    return (f"| {what} | {count} | {max(seconds):.2f} | {statistics.median(seconds):.2f} | {duplicates} |"
-            f" {extra} |")
+def add_row(chaos: Chaos, record_property: Callable[[str, object], None], what: str, count: int,
+            seconds: list[float], duplicates: int, notes: str) -> None:
+    """A row of the chaos table; the table so far is recorded as ``table:chaos`` (conftest prints the last test's
+    in the e2e summary, so it holds every row of the module)."""
+    chaos.rows.append(f"| {what} | {count} | {max(seconds):.2f} | {statistics.median(seconds):.2f} | {duplicates} |"
+                      f" {notes} |")
+    record_property(TABLE, "\n".join([*TABLE_HEADER, *chaos.rows, "", *chaos.notes]))
 
 
+TABLE = "table:chaos"
 TABLE_HEADER = ["| chaos run | faults | convergence max (s) | median (s) | duplicates | notes |",
                 "|---|---|---|---|---|---|"]
 
@@ -201,7 +209,7 @@ def _kill_once(chaos: Chaos, kill: int) -> int:
 
 
 def test_operator_sigkilled_mid_reconcile_converges_every_time(
-        fleet_created: Chaos, e2e_summary: list[str], record_property: Callable[[str, object], None]) -> None:
+        fleet_created: Chaos, record_property: Callable[[str, object], None]) -> None:
     """KILLS rounds of: SIGKILL during work, a new process, convergence within 30 s of its start, no duplicate,
     nothing stale."""
     chaos = fleet_created
@@ -222,11 +230,10 @@ def test_operator_sigkilled_mid_reconcile_converges_every_time(
     record_property("kills", KILLS)
     record_property("converged_max_s", round(max(seconds), 2))
     record_property("converged_median_s", round(statistics.median(seconds), 2))
-    e2e_summary.append(table_row(
-        "operator SIGKILL", KILLS, seconds, len(duplicates),
-        f"{interrupted}/{KILLS} kills left work unfinished (objects changed before the kill and not converged: "
-        f"{' '.join(map(str, unconverged_at_kill))}); operator start to /healthz median "
-        f"{statistics.median(starts):.2f}s (included); {chaos.fleet.changes} spec changes in all"))
+    add_row(chaos, record_property, "operator SIGKILL", KILLS, seconds, len(duplicates),
+            f"{interrupted}/{KILLS} kills left work unfinished (objects changed before the kill and not converged: "
+            f"{' '.join(map(str, unconverged_at_kill))}); operator start to /healthz median "
+            f"{statistics.median(starts):.2f}s (included); {chaos.fleet.changes} spec changes in all")
     assert not duplicates, f"duplicate children: {sorted(duplicates)}"
     # The kills must interrupt work, or this test shows nothing about crashes mid-reconcile (a quarter: the share
     # depends on the machine's speed; 19-20 of 20 were measured).
@@ -234,7 +241,7 @@ def test_operator_sigkilled_mid_reconcile_converges_every_time(
 
 
 def test_apiserver_restarts_under_a_running_operator(
-        fleet_created: Chaos, e2e_summary: list[str], record_property: Callable[[str, object], None]) -> None:
+        fleet_created: Chaos, record_property: Callable[[str, object], None]) -> None:
     """kube-apiserver stopped (SIGTERM and SIGKILL in turn) while the operator works on fresh spec changes, down
     0.5-3 s, started again on the same etcd: the operator never exits and converges within 30 s of the API server
     being ready."""
@@ -270,6 +277,6 @@ def test_apiserver_restarts_under_a_running_operator(
         f"{dict(labels).get('reason')} {n:.0f}" for labels, n in sorted(errors.items())) or "none"))
     record_property("apiserver_restarts", APISERVER_RESTARTS)
     record_property("apiserver_converged_max_s", round(max(seconds), 2))
-    e2e_summary.append(table_row("kube-apiserver restart", APISERVER_RESTARTS, seconds, len(duplicates),
-                                 "; ".join(notes) + "; operator never exited"))
+    add_row(chaos, record_property, "kube-apiserver restart", APISERVER_RESTARTS, seconds, len(duplicates),
+            "; ".join(notes) + "; operator never exited")
     assert not duplicates, f"duplicate children: {sorted(duplicates)}"

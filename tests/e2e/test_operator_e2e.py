@@ -50,6 +50,7 @@ from gemma4_operator.controller import reconcile as rc
 from gemma4_operator.controller.config import OperatorConfig
 from gemma4_operator.planner.plan import ClusterFacts
 from gemma4_operator.render.children import MANAGER, RenderOptions
+from gemma4_operator.render.download import NEEDS_WEIGHTS
 from tests.e2e import waiting
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.controlplane.cluster import free_port
@@ -65,7 +66,8 @@ ACCELERATORS = "nvidia-h100-80gb"  # the operator's --accelerators (cluster fact
 OPERATOR_NAMESPACE = "gemma4-system"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGER}"
-CHILD_KINDS = ("Deployment", "Service", "PersistentVolumeClaim", "PodDisruptionBudget")
+CHILD_KINDS = ("Deployment", "Service", "PersistentVolumeClaim", "Job", "PodDisruptionBudget")
+SERVING_SELECTOR = "app.kubernetes.io/name=gemma4"  # the serving pods (the download Job's are gemma4-download)
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_PATCH = "application/strategic-merge-patch+json"
@@ -135,6 +137,7 @@ KIND_PATHS: dict[str, tuple[str, str]] = {
     "ReplicaSet": ("apps/v1", "replicasets"),
     "Service": ("v1", "services"),
     "PersistentVolumeClaim": ("v1", "persistentvolumeclaims"),
+    "Job": ("batch/v1", "jobs"),
     "Pod": ("v1", "pods"),
     "Event": ("v1", "events"),
     KIND: (API_VERSION, PLURAL),
@@ -476,6 +479,24 @@ def remove_chart_identity(rest: Rest, ident: ChartIdentity) -> None:
         rest.delete_path(path)
 
 
+def create_once_gone(rest: Rest, collection: str, obj: Obj, timeout: float = 60.0) -> Obj:
+    """POST ``obj`` once an earlier object of that name has finished being deleted: each e2e module that uses
+    the module fixtures below creates its own CRD and operator namespace, and deletes them at its end."""
+    path = f"{collection}/{obj['metadata']['name']}"
+
+    def gone() -> bool:
+        try:
+            rest.request("GET", path)
+        except ApiException as err:
+            if err.status == 404:
+                return True
+            raise
+        return False
+
+    wait_for(f"{path} (from an earlier module) to be deleted", gone, timeout, interval=0.2)
+    return rest.post(collection, obj)
+
+
 def cluster_role_binding(name: str, *, role: str, service_account: str) -> Obj:
     return {"metadata": {"name": name},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
@@ -509,7 +530,7 @@ def rest(k8s_api: client.ApiClient, pdb_api_version: str) -> Rest:
 def g4d_crd(rest: Rest, version: tuple[int, int]) -> Iterator[Obj]:
     crd, left_out = crd_for_server(crd_manifest(), version)
     t0 = time.monotonic()
-    rest.post(CRD_PATH, crd)
+    create_once_gone(rest, CRD_PATH, crd)
 
     def established() -> bool:
         conditions = rest.request("GET", f"{CRD_PATH}/{CRD_NAME}").get("status", {}).get("conditions") or []
@@ -524,7 +545,7 @@ def g4d_crd(rest: Rest, version: tuple[int, int]) -> Iterator[Obj]:
 
 @pytest.fixture(scope="module")
 def operator_namespace(rest: Rest) -> Iterator[str]:
-    rest.post("/api/v1/namespaces", {"metadata": {"name": OPERATOR_NAMESPACE}})
+    create_once_gone(rest, "/api/v1/namespaces", {"metadata": {"name": OPERATOR_NAMESPACE}})
     yield OPERATOR_NAMESPACE
     rest.delete_path(f"/api/v1/namespaces/{OPERATOR_NAMESPACE}")
 
@@ -603,6 +624,27 @@ def wait_children(rest: Rest, namespace: str, name: str, kinds: set[str], operat
         return found if set(found) == kinds else None
 
     return wait_for(f"children {sorted(kinds)} of {namespace}/{name}", probe, timeout, operator=operator)
+
+
+def download_pod_status(pod: Obj, report: Obj) -> Obj:
+    """What a kubelet writes when the download container exited 0: its termination message is the
+    download script's JSON report."""
+    image = pod["spec"]["containers"][0]["image"]
+    return {"status": {"phase": "Succeeded", "conditions": [{"type": "PodScheduled", "status": "True"}],
+                       "containerStatuses": [{
+                           "name": "download", "image": image, "imageID": "", "ready": False, "restartCount": 0,
+                           "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": json.dumps(report),
+                                                    "startedAt": "2026-12-07T10:00:00Z",
+                                                    "finishedAt": "2026-12-07T10:02:00Z"}}}]}}
+
+
+def complete_download(rest: Rest, namespace: str, name: str, operator: OperatorProcess,
+                      report: Obj | None = None) -> None:
+    """Play the kubelet for the download Job's pod (the Job controller made it; nothing runs it here)."""
+    pod = wait_for("the download pod", lambda: next(iter(rest.objects("Pod", namespace, f"job-name={name}-download")),
+                                                     None), operator=operator)
+    body = download_pod_status(pod, report or {"exitCode": 0, "bytes": 0, "seconds": 1.0, "log": ""})
+    rest.patch("Pod", namespace, pod["metadata"]["name"], body, subresource="status")
 
 
 def controller_refs(obj: Obj) -> list[Obj]:
@@ -686,6 +728,9 @@ def test_example_is_planned_with_owned_children(example: Path, rest: Rest, opera
     desired = expected_state(created, uid, pdb_api_version)
     assert desired.plan is not None, f"{example.name} does not plan offline: {desired.error}"
     kinds = {c["kind"] for c in desired.children}
+    if "Job" in kinds:  # storage.modelCache: the download first, the serving children once it succeeded
+        wait_children(rest, e2e_namespace, name, kinds - {"Deployment"}, operator)
+        complete_download(rest, e2e_namespace, name, operator)
     children = wait_children(rest, e2e_namespace, name, kinds, operator)
     live = wait_reconciled(rest, e2e_namespace, name, operator)
     record_property("reconciled_s", round(time.monotonic() - t0, 3))
@@ -705,7 +750,7 @@ def test_example_is_planned_with_owned_children(example: Path, rest: Rest, opera
     # the children the examples imply, independently of the renderer
     expected_kinds = {"Deployment", "Service"}
     if (obj["spec"].get("storage") or {}).get("modelCache") is not None:
-        expected_kinds.add("PersistentVolumeClaim")
+        expected_kinds |= {"PersistentVolumeClaim", "Job"}
     if obj["spec"].get("replicas", 1) > 1 or (obj["spec"].get("autoscaling") or {}).get("maxReplicaCount", 1) > 1:
         expected_kinds.add("PodDisruptionBudget")
     assert kinds == expected_kinds
@@ -715,9 +760,12 @@ def test_example_is_planned_with_owned_children(example: Path, rest: Rest, opera
         where = f"{want['kind']} {name}"
         assert have["apiVersion"] == want["apiVersion"], where  # PDB: the version the server serves
         refs = controller_refs(have)
-        assert refs == [{"apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": uid, "controller": True,
-                         "blockOwnerDeletion": True}], where
-        assert len(have["metadata"]["ownerReferences"]) == 1, where
+        if want["kind"] == "PersistentVolumeClaim":  # retainPolicy Retain (the default): it outlives the object
+            assert refs == [], where
+        else:
+            assert refs == [{"apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": uid, "controller": True,
+                             "blockOwnerDeletion": True}], where
+            assert len(have["metadata"]["ownerReferences"]) == 1, where
         # server-side apply: the operator's fields are owned by manager gemma4-operator with operation Apply
         mine = managed_entries(have, MANAGER)
         assert [m["operation"] for m in mine] == ["Apply"], (where, have["metadata"].get("managedFields"))
@@ -727,7 +775,8 @@ def test_example_is_planned_with_owned_children(example: Path, rest: Rest, opera
         assert diff is None, f"{where}: live object differs from the rendering at {diff}"
 
     # the serving pods exist (ReplicaSet controller) and stay Pending (no scheduler, no kubelet)
-    pods = wait_for("the serving pods", lambda: rest.objects("Pod", e2e_namespace, f"{INSTANCE_LABEL}={name}"),
+    pods = wait_for("the serving pods", lambda: rest.objects("Pod", e2e_namespace,
+                                                             f"{INSTANCE_LABEL}={name},{SERVING_SELECTOR}"),
                     operator=operator)
     assert {p["status"].get("phase") for p in pods} == {"Pending"}
     applied = wait_for("the Applied event", lambda: [e for e in rest.events_for(e2e_namespace, name)
@@ -1046,11 +1095,14 @@ def test_deleting_the_object_garbage_collects_its_children(rest: Rest, operator:
     """The operator has no finalizer in watch mode: kube-controller-manager's garbage collector removes the
     children (and their ReplicaSets and pods) through the ownerReferences."""
     obj = load_example(ROOT / "manifests/examples/chat-autoscaled.yaml", e2e_namespace)
+    obj["spec"]["storage"]["modelCache"]["retainPolicy"] = "Delete"  # the PVC goes with the object too
     name = obj["metadata"]["name"]
     create_g4d(rest, obj)
     kinds = set(CHILD_KINDS)
+    wait_children(rest, e2e_namespace, name, kinds - {"Deployment"}, operator)
+    complete_download(rest, e2e_namespace, name, operator)
     wait_children(rest, e2e_namespace, name, kinds, operator)
-    wait_for("pods", lambda: rest.objects("Pod", e2e_namespace), operator=operator)
+    wait_for("pods", lambda: rest.objects("Pod", e2e_namespace, SERVING_SELECTOR), operator=operator)
     parent = rest.get(KIND, e2e_namespace, name)
     assert parent is not None
     assert not parent["metadata"].get("finalizers")
@@ -1078,7 +1130,8 @@ def _burst(namespace: str, suffix: str, pdb_api_version: str) -> tuple[list[Obj]
         objects.append(obj)
     kinds = {o["metadata"]["name"]: {c["kind"] for c in expected_state(o, "uid", pdb_api_version).children}
              for o in objects}
-    return objects, kinds
+    # with storage.modelCache the serving children wait for the download, which nothing runs here
+    return objects, {name: k - NEEDS_WEIGHTS if "Job" in k else k for name, k in kinds.items()}
 
 
 @pytest.fixture
@@ -1146,7 +1199,7 @@ def test_restart_mid_reconcile_leaves_no_duplicates_and_no_write_storm(
         return {kind: len(rest.objects(kind, e2e_namespace)) for kind in (*CHILD_KINDS, "ReplicaSet", KIND)}
 
     want = {kind: sum(kind in k for k in expected.values()) for kind in CHILD_KINDS}
-    want.update(ReplicaSet=len(expected), **{KIND: len(expected)})
+    want.update(ReplicaSet=want["Deployment"], **{KIND: len(expected)})
     # the ReplicaSets appear shortly after their Deployments
     wait_for("one ReplicaSet per Deployment", lambda: counts() == want, operator=operator)
 
@@ -1339,3 +1392,65 @@ def test_vllm_kv_cache_error_turns_the_object_degraded(rest: Rest, operator: Ope
     wait_for("the KVCacheTooSmall event", lambda: [e for e in rest.events_for(e2e_namespace, name)
                                                    if e["reason"] == "KVCacheTooSmall" and e["type"] == "Warning"],
              operator=operator)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# model weights: the download Job before any serving pod; the cache PVC's retain policy; image volumes
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _cache_spec(retain: str) -> Obj:
+    return {"model": {"variant": "e2b"}, "accelerator": {"type": "cpu"},
+            "storage": {"modelCache": {"accessModes": ["ReadWriteOnce"], "retainPolicy": retain}}}
+
+
+def test_download_job_runs_before_any_serving_pod(rest: Rest, operator: OperatorProcess,
+                                                   e2e_namespace: str) -> None:
+    """The PVC and the download Job appear first; no Deployment and no serving pod until the Job has
+    succeeded (the test plays the kubelet for the Job's pod); then ModelReady=True and the Deployment.
+    Deleting the object takes the Job and the Deployment with it; the PVC stays (retainPolicy Retain) or
+    goes (Delete), as the CRD's documentation says."""
+    created = {retain: create_g4d(rest, g4d(f"cache-{retain.lower()}", e2e_namespace, _cache_spec(retain)))
+               for retain in ("Retain", "Delete")}
+    for obj in created.values():
+        name = obj["metadata"]["name"]
+        children = wait_children(rest, e2e_namespace, name, {"Service", "PersistentVolumeClaim", "Job"}, operator)
+        live = wait_for("Downloading", lambda n=name: (o := rest.get(KIND, e2e_namespace, n)) and (
+            (o.get("status") or {}).get("model") or {}).get("phase") == "Downloading" and o, operator=operator)
+        assert condition(live, "ModelReady")["reason"] == "Downloading"  # type: ignore[index]
+        assert live["status"]["phase"] == "Progressing"
+        assert rest.objects("Pod", e2e_namespace, f"{INSTANCE_LABEL}={name},{SERVING_SELECTOR}") == []
+        assert rest.children(e2e_namespace, name)["Deployment"] == []
+        hf = children["Job"]["spec"]["template"]["spec"]["containers"][0]["command"]
+        assert hf[hf.index("--") + 1:hf.index("--") + 3] == ["hf", "download"]
+
+        complete_download(rest, e2e_namespace, name, operator, {"exitCode": 0, "bytes": 5_000_000_000,
+                                                                  "seconds": 50.0, "log": ""})
+        wait_children(rest, e2e_namespace, name, {"Service", "PersistentVolumeClaim", "Job", "Deployment"}, operator)
+        ready = wait_for("ModelReady", lambda n=name: (o := rest.get(KIND, e2e_namespace, n)) and (
+            c := condition(o, "ModelReady")) and c["status"] == "True" and o, operator=operator)
+        assert ready["status"]["model"]["phase"] == "Ready"
+        assert ready["status"]["model"]["throughputMBps"] == 100.0  # 5 GB in 50 s, as the script reported
+
+    for obj in created.values():
+        rest.delete(KIND, e2e_namespace, obj["metadata"]["name"])
+    # the garbage collector removes what the objects own; a retained PVC stays, an owned one is deleted
+    wait_for("owned children gone", lambda: all(
+        not rest.children(e2e_namespace, o["metadata"]["name"])[kind] for o in created.values()
+        for kind in ("Deployment", "Job")) or None, operator=operator)
+    assert rest.get("PersistentVolumeClaim", e2e_namespace, "cache-retain-model-cache") is not None
+    deleted = rest.get("PersistentVolumeClaim", e2e_namespace, "cache-delete-model-cache")
+    assert deleted is None or deleted["metadata"].get("deletionTimestamp")
+
+
+def test_oci_source_is_refused_where_image_volumes_are_not_served(rest: Rest, operator: OperatorProcess,
+                                                                  e2e_namespace: str) -> None:
+    """1.20 predates image volumes: the operator's dry run sees the field dropped and says so in Planned."""
+    spec = {"model": {"variant": "e2b", "source": {"uri": "oci://registry.example.com/gemma/e2b-it:q8"}},
+            "accelerator": {"type": "cpu"}}
+    create_g4d(rest, g4d("oci", e2e_namespace, spec))
+    live = wait_reconciled(rest, e2e_namespace, "oci", operator)
+    planned = condition(live, "Planned")
+    assert planned is not None and planned["status"] == "False"
+    assert "image volumes (volumes[].image) are not served by this API server (v1.20" in planned["message"]
+    assert rest.children(e2e_namespace, "oci")["Deployment"] == []

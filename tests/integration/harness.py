@@ -26,7 +26,7 @@ from gemma4_operator.controller.runner import make_context, run_operator
 G4D = f"{GROUP}/{VERSION}/{PLURAL}"
 DEPLOYMENTS, SERVICES, PVCS, PDBS = "apps/v1/deployments", "v1/services", "v1/persistentvolumeclaims", \
     "policy/v1/poddisruptionbudgets"
-PODS, NODES, EVENTS = "v1/pods", "v1/nodes", "v1/events"
+PODS, NODES, EVENTS, JOBS = "v1/pods", "v1/nodes", "v1/events", "batch/v1/jobs"
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 OPERATOR_AGENTS = ("kopf/", "gemma4-operator/")
 
@@ -42,6 +42,7 @@ def declare(k: Emulator) -> None:
     k.resources[SERVICES] = ri(kind="Service", namespaced=True, verbs=_ALL, subresources={"status"})
     k.resources[PVCS] = ri(kind="PersistentVolumeClaim", namespaced=True, verbs=_ALL, subresources={"status"})
     k.resources[PDBS] = ri(kind="PodDisruptionBudget", namespaced=True, verbs=_ALL, subresources={"status"})
+    k.resources[JOBS] = ri(kind="Job", namespaced=True, verbs=_ALL, subresources={"status"})
     k.resources[PODS] = ri(kind="Pod", namespaced=True, verbs=_ALL, subresources={"status"})
     k.resources[NODES] = ri(kind="Node", namespaced=False, verbs=_ALL, subresources={"status"})
     k.resources[EVENTS] = ri(kind="Event", namespaced=True, verbs=_ALL)
@@ -90,6 +91,14 @@ async def delete(k: Emulator, resource: str, namespace: str | None, name: str) -
     url = f"{base}/namespaces/{namespace}/{plural}/{name}" if namespace else f"{base}/{plural}/{name}"
     response = await k.delete(url)
     assert response.status == 200, await response.text()
+
+
+async def complete_download(k: Emulator, namespace: str, name: str) -> None:
+    """What the Job controller writes when the download pod succeeded (kmock runs no controllers)."""
+    await wait_for(lambda: obj(k, JOBS, namespace, f"{name}-download"), what=f"download Job of {name}")
+    await patch(k, JOBS, namespace, f"{name}-download", {"status": {
+        "succeeded": 1, "startTime": "2026-12-07T10:00:00Z", "completionTime": "2026-12-07T10:05:00Z",
+        "conditions": [{"type": "Complete", "status": "True"}]}}, subresource="status")
 
 
 def obj(k: Emulator, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:

@@ -26,6 +26,7 @@ import dataclasses
 import datetime
 import itertools
 import json
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -119,6 +120,7 @@ class Fault:
     subresource: str | None = None
     retry_after: int | None = None
     hits: int = 0
+    hit_at: list[float] = dataclasses.field(default_factory=list)  # time.monotonic() of each hit
 
     def matches(self, request: rendering.Request) -> bool:
         if self.times <= 0 or request.method.value.upper() != self.method.upper():
@@ -196,6 +198,7 @@ class Emulator(kmock.KubernetesEmulator):
             if fault.matches(request):
                 fault.times -= 1
                 fault.hits += 1
+                fault.hit_at.append(time.monotonic())
                 if fault.delay:
                     await asyncio.sleep(fault.delay)
                 if fault.status:

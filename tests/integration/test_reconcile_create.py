@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import harness as h
-from harness import DEPLOYMENTS, G4D, NODES, PDBS, PVCS, SERVICES
+from harness import DEPLOYMENTS, G4D, JOBS, NODES, PDBS, PVCS, SERVICES
 from kmock_plus import Emulator
 
 from gemma4_operator.api import API_VERSION, KIND
@@ -63,7 +63,7 @@ async def test_create_makes_deployment_and_service_owned_by_the_object(k: Emulat
     assert status["selector"] == "app.kubernetes.io/name=gemma4,app.kubernetes.io/instance=chat"
     assert status["ready"] == "0/1" and status["phase"] == "Progressing"
     conditions = {c["type"]: c for c in status["conditions"]}
-    assert list(conditions) == ["Planned", "Available", "Progressing", "Degraded", "Ready"]
+    assert list(conditions) == ["Planned", "ModelReady", "Available", "Progressing", "Degraded", "Ready"]
     assert conditions["Planned"]["status"] == "True" and conditions["Planned"]["reason"] == "Fits"
     assert conditions["Planned"]["message"].startswith("e4b fp8 on 1x nvidia-l4")
     assert {c["observedGeneration"] for c in conditions.values()} == {1}
@@ -74,7 +74,7 @@ async def test_create_makes_deployment_and_service_owned_by_the_object(k: Emulat
     assert "serving.gemma4.dev/last-handled-configuration" in annotations
     assert not any(key.startswith("kopf.zalando.org") for key in annotations)
     assert set(status) <= {"observedGeneration", "phase", "conditions", "plan", "replicas", "readyReplicas",
-                           "selector", "endpoint", "gpus", "ready"}
+                           "selector", "endpoint", "gpus", "ready", "model"}
 
 
 async def test_pvc_pdb_and_tensor_parallel_when_asked(k: Emulator) -> None:
@@ -83,25 +83,41 @@ async def test_pvc_pdb_and_tensor_parallel_when_asked(k: Emulator) -> None:
         "big", model={"variant": "31b"}, quantization="bf16", accelerator={"type": "nvidia-h100-80gb", "count": 2},
         replicas=2, storage={"modelCache": {"size": "100Gi", "accessModes": ["ReadWriteMany"]}}))
     async with h.OperatorRun(k):
-        await h.wait_for(lambda: h.obj(k, PDBS, "default", "big") and h.obj(k, PVCS, "default", "big-model-cache"),
-                         what="PDB and PVC")
+        await h.wait_for(lambda: h.obj(k, JOBS, "default", "big-download") and h.obj(k, PVCS, "default",
+                                                                                  "big-model-cache"),
+                         what="download Job and PVC")
+        await h.settle(k)
+        # no serving pod before the weights are on the PVC
+        assert h.obj(k, DEPLOYMENTS, "default", "big") is None
+        model = h.obj(k, G4D, "default", "big")["status"]["model"]  # type: ignore[index]
+        assert model["phase"] == "Downloading" and model["mode"] == "cache" and model["bytes"] == 62546177752
+        await h.patch(k, JOBS, "default", "big-download", {"status": {
+            "succeeded": 1, "startTime": "2026-12-07T10:00:00Z", "completionTime": "2026-12-07T10:10:00Z",
+            "conditions": [{"type": "Complete", "status": "True"}]}}, subresource="status")
+        await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "big"), what="the Deployment after the download")
         await h.settle(k)
     deployment = h.obj(k, DEPLOYMENTS, "default", "big")
     assert deployment is not None
     c = container(deployment)
     assert c["resources"]["limits"] == {"nvidia.com/gpu": "2"}
     assert c["args"][c["args"].index("--tensor-parallel-size") + 1] == "2"
+    assert c["args"][0] == "/cache/models/google/gemma-4-31B-it/main"
+    assert {"name": "HF_HUB_OFFLINE", "value": "1"} in c["env"]
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["cache"] == {"name": "cache", "persistentVolumeClaim": {"claimName": "big-model-cache"}}
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
     pvc = h.obj(k, PVCS, "default", "big-model-cache")
     assert pvc is not None and pvc["spec"]["resources"]["requests"]["storage"] == "100Gi"
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert "ownerReferences" not in pvc["metadata"]  # retainPolicy Retain: it outlives the object
     pdb = h.obj(k, PDBS, "default", "big")
     assert pdb is not None and pdb["spec"]["maxUnavailable"] == 1
-    for child in (pvc, pdb):
-        assert child["metadata"]["ownerReferences"][0]["name"] == "big"
+    assert pdb["metadata"]["ownerReferences"][0]["name"] == "big"
     assert deployment["spec"]["replicas"] == 2
+    status = h.obj(k, G4D, "default", "big")["status"]  # type: ignore[index]
+    assert status["model"]["phase"] == "Ready" and status["model"]["finishedAt"] == "2026-12-07T10:10:00Z"
+    ready = next(c for c in status["conditions"] if c["type"] == "ModelReady")
+    assert ready["status"] == "True" and ready["reason"] == "Downloaded"
 
 
 async def test_cpu_only_cluster_plans_auto_onto_cpu(k: Emulator) -> None:

@@ -6,6 +6,7 @@ kmock has no server-side apply: kmock_plus applies with a hand-written stand-in;
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import harness as h
@@ -20,7 +21,7 @@ L4_ONLY = {"accelerator_types": ("nvidia-l4",)}
 
 
 def counts(k: Emulator) -> dict[str, int]:
-    return {res: len(h.objects(k, res)) for res in (DEPLOYMENTS, SERVICES, h.PDBS, h.PVCS, G4D)}
+    return {res: len(h.objects(k, res)) for res in (DEPLOYMENTS, SERVICES, h.PDBS, h.PVCS, h.JOBS, G4D)}
 
 
 async def create_two(k: Emulator) -> None:
@@ -32,6 +33,7 @@ async def create_two(k: Emulator) -> None:
 async def test_restart_resumes_without_duplicates_or_writes(k: Emulator) -> None:
     await create_two(k)
     async with h.OperatorRun(k, **L4_ONLY):
+        await h.complete_download(k, "default", "big")
         await h.wait_for(lambda: len(h.objects(k, DEPLOYMENTS)) == 2 and h.obj(k, h.PDBS, "default", "big"),
                          what="children")
         await h.settle(k)
@@ -44,7 +46,7 @@ async def test_restart_resumes_without_duplicates_or_writes(k: Emulator) -> None
     after = h.operator_requests(k)[mark:]
     assert [h.describe(r) for r in after if h.is_write(r)] == []
     assert all(r.method.value == "GET" for r in after)
-    assert counts(k) == before == {DEPLOYMENTS: 2, SERVICES: 2, h.PDBS: 1, h.PVCS: 1, G4D: 2}
+    assert counts(k) == before == {DEPLOYMENTS: 2, SERVICES: 2, h.PDBS: 1, h.PVCS: 1, h.JOBS: 1, G4D: 2}
     assert h.obj(k, G4D, "default", "big")["status"] == status_before  # type: ignore[index]
 
 
@@ -124,6 +126,26 @@ async def test_a_failed_repair_from_a_watch_event_is_retried(k: Emulator) -> Non
         await h.delete(k, SERVICES, "default", "chat")
         await h.wait_for(lambda: h.obj(k, SERVICES, "default", "chat"), timeout=10, what="Service back after 503")
         assert fault.hits == 1
+
+
+async def test_retry_after_holds_both_retry_loops_of_an_object(k: Emulator) -> None:
+    """A spec change (kopf's handler, retried by kopf) and a deleted Service (the operator's own watch-triggered
+    repair, retried by the operator) both apply the Service while the server answers 429 with Retry-After 2:
+    the Service is asked for no sooner than the server said, whichever loop asks (found by
+    tests/e2e/test_api_faults.py: each loop honoured the Retry-After it got, the two together did not)."""
+    await h.create(k, G4D, h.g4d("chat", accelerator={"type": "nvidia-l4"}))
+    async with h.OperatorRun(k, **L4_ONLY) as op:
+        await h.wait_for(lambda: h.obj(k, SERVICES, "default", "chat"), what="children")
+        await h.settle(k)
+        k.faults.append(fault := Fault("PATCH", "services", status=429, retry_after=2, times=3,
+                                       content_type=APPLY_PATCH))
+        await h.delete(k, SERVICES, "default", "chat")
+        await h.patch(k, G4D, "default", "chat", {"spec": {"serving": {"maxModelLen": 4096}}})
+        await h.wait_for(lambda: h.obj(k, SERVICES, "default", "chat"), timeout=20, what="Service back after 429s")
+        assert fault.hits == 3
+        gaps = [b - a for a, b in itertools.pairwise(fault.hit_at)]
+        assert min(gaps) >= 1.9, f"Service applied again {min(gaps):.2f}s after a Retry-After of 2 s"
+        assert op.metrics.value("gemma4_operator_reconcile_errors_total", reason="HeldOff") >= 1
 
 
 async def test_malformed_object_is_reported_not_crash_looped(k: Emulator) -> None:

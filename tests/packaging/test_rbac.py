@@ -59,6 +59,9 @@ UNRECORDED: dict[Permission, str] = {
     ("", "persistentvolumeclaims", "get"): (
         "poll mode (operator.children: poll) re-reads every child with GET, the model-cache PVC too; the "
         "poll-mode integration test has no PVC"),
+    ("batch", "jobs", "get"): (
+        "poll mode re-reads the model download Job with GET like every child; the poll-mode integration test "
+        "has no storage.modelCache (the e2e tier's poll-mode tests run under this RBAC)"),
 }
 
 # Paths every authenticated user may read (system:discovery, system:public-info-viewer).

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import copy
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 import celpy
 import jsonschema
+from celpy.adapter import json_to_cel
 
 from gemma4_operator.api.crd import crd_manifest
 
@@ -62,22 +64,63 @@ def _program(rule: str) -> Any:
     return env.program(env.compile(rule))
 
 
-def cel_errors(obj: Json) -> list[str]:
-    """Messages of every x-kubernetes-validations rule the (defaulted) object breaks."""
-    failures: list[str] = []
+@dataclass(frozen=True)
+class CelRuleSite:
+    """One ``x-kubernetes-validations`` entry and where it sits: ``location`` is the schema path of the object
+    it is declared on ("" for the root, ``spec.autoscaling``, list items as ``[]``)."""
 
-    def walk(schema: Json, value: Any) -> None:
+    location: str
+    rule: str
+    message: str
+    field_path: str  # the rule's fieldPath ("" when it has none)
+
+    @property
+    def field(self) -> str:
+        """The field a CEL-capable API server names when the rule fails: location + fieldPath."""
+        return ".".join(p for p in (self.location, self.field_path.removeprefix(".")) if p)
+
+
+def _child(location: str, name: str) -> str:
+    return f"{location}.{name}" if location else name
+
+
+def crd_cel_rules() -> list[CelRuleSite]:
+    """Every CEL rule of the generated CRD, in schema order."""
+    sites: list[CelRuleSite] = []
+
+    def walk(schema: Json, location: str) -> None:
+        sites.extend(CelRuleSite(location, r["rule"], r["message"], r.get("fieldPath", ""))
+                     for r in schema.get("x-kubernetes-validations", []))
+        for name, sub in schema.get("properties", {}).items():
+            walk(sub, _child(location, name))
+        if "items" in schema:
+            walk(schema["items"], f"{location}[]")
+
+    walk(crd_schema(), "")
+    return sites
+
+
+def cel_failures(obj: Json) -> list[CelRuleSite]:
+    """Every x-kubernetes-validations rule the (defaulted) object breaks, where the server would evaluate it."""
+    failures: list[CelRuleSite] = []
+
+    def walk(schema: Json, value: Any, location: str) -> None:
         for rule in schema.get("x-kubernetes-validations", []):
-            result = _program(rule["rule"]).evaluate({"self": celpy.json_to_cel(value)})
+            result = _program(rule["rule"]).evaluate({"self": json_to_cel(value)})
             if isinstance(result, Exception) or not bool(result):
-                failures.append(rule["message"])
+                failures.append(CelRuleSite(location, rule["rule"], rule["message"], rule.get("fieldPath", "")))
         if isinstance(value, dict):
             for name, sub in schema.get("properties", {}).items():
                 if name in value:
-                    walk(sub, value[name])
+                    walk(sub, value[name], _child(location, name))
         elif isinstance(value, list) and "items" in schema:
             for item in value:
-                walk(schema["items"], item)
+                walk(schema["items"], item, f"{location}[]")
 
-    walk(crd_schema(), apply_defaults(crd_schema(), obj))
+    walk(crd_schema(), apply_defaults(crd_schema(), obj), "")
     return failures
+
+
+def cel_errors(obj: Json) -> list[str]:
+    """Messages of every x-kubernetes-validations rule the (defaulted) object breaks."""
+    return [f.message for f in cel_failures(obj)]

@@ -14,6 +14,7 @@
 #                                 with dpkg -x (debian_tools.sh)        -> e2e tier
 #   k8s-1.20.2/bin/               kube-apiserver + kube-controller-manager built from Debian's kubernetes source
 #                                 package (tests/e2e/controlplane/build.sh) -> e2e tier
+#   mitmproxy-11.0.2/             venv with mitmproxy 11.0.2, the fault-injecting proxy (mitmproxy_venv.sh) -> e2e tier
 #
 # GEMMA4_SKIP_E2E=1 skips the e2e tools; GEMMA4_TOOLS_JOBS=1 builds one thing at a time (default 2: the vLLM venv,
 # mostly downloads and unpacking, is made in the background while the control plane compiles).
@@ -82,6 +83,15 @@ if [[ "${GEMMA4_SKIP_E2E:-0}" == 1 ]]; then
 else
   run "control plane (etcd + kube-apiserver/controller-manager 1.20.2)" bash "$REPO/tests/e2e/controlplane/build.sh" \
     || failed+=("control plane")
+fi
+
+if [[ "${GEMMA4_SKIP_E2E:-0}" == 1 ]]; then
+  say "mitmproxy 11.0.2 venv: skipped (GEMMA4_SKIP_E2E=1)"
+else
+  # Left out: pip's "Location ... is ignored" warnings about index dirs configured on this machine.
+  run "mitmproxy 11.0.2 venv (fault proxy)" bash -c \
+    'set -o pipefail; bash "$1" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }' \
+    _ "$HERE/mitmproxy_venv.sh" || failed+=("mitmproxy venv")
 fi
 
 if [[ -n "$vllm_pid" ]]; then

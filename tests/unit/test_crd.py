@@ -33,7 +33,7 @@ def test_crd_has_subresources_columns_and_names() -> None:
         "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
         "labelSelectorPath": ".status.selector"}
     assert [c["name"] for c in version["additionalPrinterColumns"]] == [
-        "Variant", "Engine", "Quant", "GPUs", "Ready", "Status", "Age"]
+        "Variant", "Engine", "Quant", "GPUs", "Ready", "Status", "Model", "Age"]
     assert crd["spec"]["names"]["shortNames"] == ["g4d"]
 
 
@@ -97,7 +97,7 @@ BAD_CEL = [
     ({"model": {"variant": "e2b"}, "autoscaling": {"minReplicaCount": 0, "maxReplicaCount": 2}},
      "minReplicaCount: scale to zero (0) is not supported yet"),
     ({"model": {"variant": "e2b"}, "autoscaling": {"maxReplicaCount": 2, "backend": "keda"}},
-     "backend keda needs at least one autoscalingMetricSpecs entry"),
+     "autoscalingMetricSpecs: backend keda needs at least one entry"),
     ({"model": {"variant": "e2b"}, "autoscaling": {"maxReplicaCount": 2, "autoscalingMetricSpecs": [
         {"metricName": "request_count", "target": 10}, {"metricName": "request_count", "target": 20}]}},
      "autoscalingMetricSpecs: at most one entry per metricName"),
@@ -116,10 +116,10 @@ BAD_CEL = [
     ({"model": {"variant": "e2b", "source": {"uri": ""}}}, "source.uri must be hf://REPO[@REVISION]"),
     # a ReadWriteOnce cache (the default access mode) cannot serve replicas on several nodes
     ({"model": {"variant": "e2b"}, "replicas": 2, "storage": {"modelCache": {}}},
-     "storage.modelCache: a ReadWriteOnce (or ReadWriteOncePod) cache mounts on one node only"),
+     "storage.modelCache.accessModes: a ReadWriteOnce (or ReadWriteOncePod) cache mounts on one node only"),
     ({"model": {"variant": "e2b"}, "autoscaling": {"maxReplicaCount": 3},
       "storage": {"modelCache": {"accessModes": ["ReadWriteOncePod"]}}},
-     "storage.modelCache: a ReadWriteOnce (or ReadWriteOncePod) cache mounts on one node only"),
+     "storage.modelCache.accessModes: a ReadWriteOnce (or ReadWriteOncePod) cache mounts on one node only"),
 ]
 
 

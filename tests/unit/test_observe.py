@@ -144,7 +144,8 @@ def conds(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_fresh_object_all_conditions_present_in_order() -> None:
     st = compute(dep=deployment(observed=None, replicas=0, updated=0))
-    assert [c["type"] for c in st["conditions"]] == ["Planned", "Available", "Progressing", "Degraded", "Ready"]
+    assert [c["type"] for c in st["conditions"]] == ["Planned", "ModelReady", "Available", "Progressing", "Degraded",
+                                                      "Ready"]
     c = conds(st)
     assert c["Planned"]["status"] == "True" and c["Planned"]["reason"] == "Fits"
     assert c["Planned"]["message"] == "e4b fp8 on 1x nvidia-l4 with vllm: 11.1 GiB weights + 4.6 GiB KV"
@@ -261,7 +262,8 @@ def test_status_patch_only_carries_changes() -> None:
     st = compute(dep=deployment())
     assert observe.status_patch(st, st) is None
     assert observe.status_patch({**st, "autoscaling": {"desiredReplicas": 2}}, st) is None  # not ours
-    assert observe.status_patch({}, st) == st
+    # from nothing: every field that has a value (a null one is absent already)
+    assert observe.status_patch({}, st) == {k: v for k, v in st.items() if v is not None}
     changed = {**st, "readyReplicas": 1, "plan": None}
     assert observe.status_patch(st, changed) == {"readyReplicas": 1, "plan": None}
 

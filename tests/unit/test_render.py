@@ -34,15 +34,17 @@ def server(deployment: dict[str, Any]) -> dict[str, Any]:
 
 def test_every_child_is_owned_and_labelled() -> None:
     objs = children(model={"variant": "31b"}, quantization="bf16", accelerator={"type": "nvidia-h100-80gb"},
-                    replicas=2, storage={"modelCache": {"accessModes": ["ReadWriteMany"]}})
-    assert set(objs) == {"Deployment", "Service", "PersistentVolumeClaim", "PodDisruptionBudget"}
+                    replicas=2, storage={"modelCache": {"accessModes": ["ReadWriteMany"], "retainPolicy": "Delete"}})
+    assert set(objs) == {"Deployment", "Service", "PersistentVolumeClaim", "Job", "PodDisruptionBudget"}
     for obj in objs.values():
         assert obj["metadata"]["ownerReferences"] == [{
             "apiVersion": "serving.gemma4.dev/v1alpha1", "kind": "Gemma4Deployment", "name": "chat",
             "uid": OWNER.uid, "controller": True, "blockOwnerDeletion": True}]
+        # the download Job's pods must never match the serving Service's selector
+        component, name = ("download", "gemma4-download") if obj["kind"] == "Job" else ("server", "gemma4")
         assert obj["metadata"]["labels"] == {
-            "app.kubernetes.io/name": "gemma4", "app.kubernetes.io/instance": "chat",
-            "app.kubernetes.io/managed-by": "gemma4-operator", "app.kubernetes.io/component": "server",
+            "app.kubernetes.io/name": name, "app.kubernetes.io/instance": "chat",
+            "app.kubernetes.io/managed-by": "gemma4-operator", "app.kubernetes.io/component": component,
             "serving.gemma4.dev/variant": "31b"}
         assert obj["metadata"]["namespace"] == "ml"
     assert objs["PersistentVolumeClaim"]["metadata"]["name"] == "chat-model-cache"

@@ -89,6 +89,11 @@ the serving pods through a secretKeyRef that the kubelet resolves, never through
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, create, patch, delete]
+# The model download Job (storage.modelCache): replaced (deleted, its pods first) when the checkpoint
+# changes, deleted when the cache is dropped from the spec.
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, create, patch, delete]
 # KEDA ScaledObjects (autoscaling.backend keda; only used where KEDA is installed). Deleted when
 # an object switches back to the built-in autoscaler.
 - apiGroups: [keda.sh]

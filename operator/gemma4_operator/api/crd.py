@@ -36,6 +36,8 @@ PRINTER_COLUMNS: list[Schema] = [
     {"name": "GPUs", "type": "string", "jsonPath": ".status.gpus", "description": "GPUs per replica"},
     {"name": "Ready", "type": "string", "jsonPath": ".status.ready", "description": "Ready/desired replicas"},
     {"name": "Status", "type": "string", "jsonPath": ".status.phase", "description": "Phase"},
+    {"name": "Model", "type": "string", "jsonPath": ".status.model.phase",
+     "description": "Weights: Pending, Downloading, Ready or Failed"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from gemma4_operator.api.metric_names import ACCEPTED_METRIC_NAMES
@@ -71,6 +71,11 @@ class AccessMode(enum.StrEnum):
     READ_WRITE_ONCE_POD = "ReadWriteOncePod"
 
 
+class RetainPolicy(enum.StrEnum):
+    RETAIN = "Retain"
+    DELETE = "Delete"
+
+
 class AutoscalingBackend(enum.StrEnum):
     OPERATOR = "operator"
     KEDA = "keda"
@@ -96,11 +101,18 @@ _UNSERVED_MESSAGES = {
 _GPU_ONLY_ENGINES = ("vllm",)  # engines.yaml devices.cpu false
 _GPU_ONLY_FORMATS = ("fp8", "nvfp4", "int4")  # formats no CPU-capable engine serves
 K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-SOURCE_URI_PATTERN = r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+(@[A-Za-z0-9._/-]+|:[A-Za-z0-9_.-]+)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]*)$"
+# oci://: a registry host[:port], a repository path and a tag or sha256 digest (a bare repository would mean
+# :latest, which changes under a running Deployment: refused)
+_OCI_REFERENCE = (r"oci://[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+"
+                  r"(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}|@sha256:[a-f0-9]{64})")
+SOURCE_URI_PATTERN = (r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+(@[A-Za-z0-9._/-]+|:[A-Za-z0-9_.-]+)?"
+                      r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]*|" + _OCI_REFERENCE + r")$")
 SOURCE_URI_MESSAGE = (
     "source.uri must be hf://REPO[@REVISION] (a Hugging Face repo, e.g. hf://google/gemma-4-E4B-it), "
-    "hf://REPO:GGUF_QUANT (a GGUF repo for llama.cpp, e.g. hf://ggml-org/gemma-4-E4B-it-GGUF:Q4_K_M) or "
-    "pvc://CLAIM/PATH (weights on a PersistentVolumeClaim in this namespace)"
+    "hf://REPO:GGUF_QUANT (a GGUF repo for llama.cpp, e.g. hf://ggml-org/gemma-4-E4B-it-GGUF:Q4_K_M), "
+    "pvc://CLAIM/PATH (weights on a PersistentVolumeClaim in this namespace) or "
+    "oci://REGISTRY/REPO:TAG or oci://REGISTRY/REPO@sha256:DIGEST (a catalog checkpoint packaged as an OCI "
+    "artifact, mounted as an image volume)"
 )
 # metadata.name: a DNS-1035 label (it is the Service's name, which must be one) short enough that every
 # name derived from it stays a valid 63-character label: NAME is the app.kubernetes.io/instance label value,
@@ -123,9 +135,25 @@ def field_path(loc: Sequence[int | str]) -> str:
     return path or "(object)"
 
 
+def validation_problems(error: ValidationError) -> list[str]:
+    """Each problem of ``error`` as one line that starts with the full path of the field it is about
+    (``spec.serving.modalities: audio is only ...``), as the CLI prints them and the operator's status says."""
+    lines: list[str] = []
+    for e in error.errors():
+        message = str(e["msg"]).removeprefix("Value error, ")
+        path = field_path(e["loc"])
+        if e["type"] == "cross_field":
+            # each problem starts with the field it is about, relative to the object that has the rule
+            prefix = f"{path}." if e["loc"] else ""
+            lines += [f"{prefix}{part}" for part in message.split("\n")]
+        else:
+            lines.append(f"{path}: {message}")
+    return lines
+
+
 def cross_field_error(problems: list[str]) -> PydanticCustomError:
     """One error for the rules a model breaks; each problem starts with its field path
-    relative to the model, so the CLI can print full paths."""
+    relative to the model, so that validation_problems can print full paths."""
     return PydanticCustomError("cross_field", "{problems}", {"problems": "\n".join(problems)})
 
 
@@ -170,8 +198,12 @@ class ModelSource(ApiModel):
         description=(
             "Where the weights come from, overriding the catalog's checkpoint. "
             "`hf://REPO[@REVISION]` for a Hugging Face repo (vLLM), `hf://REPO:QUANT` for a GGUF repo "
-            "(llama.cpp, e.g. hf://ggml-org/gemma-4-E4B-it-GGUF:Q4_K_M), or `pvc://CLAIM/PATH` for weights "
-            "already on a PersistentVolumeClaim in this namespace."
+            "(llama.cpp, e.g. hf://ggml-org/gemma-4-E4B-it-GGUF:Q4_K_M), `pvc://CLAIM/PATH` for weights "
+            "already on a PersistentVolumeClaim in this namespace, or `oci://REGISTRY/REPO:TAG` "
+            "(or `@sha256:DIGEST`) for the planner's catalog checkpoint packaged as an OCI artifact (the files "
+            "`hf download REPO --local-dir .` writes, at the artifact's root): mounted read-only as an image "
+            "volume, pulled and cached per node by the container runtime (Kubernetes 1.35+ serves image "
+            "volumes by default; the operator refuses oci:// where the API server does not)."
         ),
         max_length=512,
     )]
@@ -328,7 +360,7 @@ _AUTOSCALING_RULES = cel_rules(
         ),
         CelRule(
             rule="self.backend != 'keda' || size(self.autoscalingMetricSpecs) > 0",
-            message="backend keda needs at least one autoscalingMetricSpecs entry to build its triggers",
+            message="autoscalingMetricSpecs: backend keda needs at least one entry to build its triggers",
             field_path=".autoscalingMetricSpecs",
         ),
         CelRule(
@@ -401,13 +433,22 @@ class ModelCacheSpec(ApiModel):
                                           "ReadWriteOnce (the default) is refused for more than one replica."),
         min_length=1, max_length=4,
     )] = Field(default_factory=lambda: [AccessMode.READ_WRITE_ONCE])
+    retain_policy: Annotated[RetainPolicy, Field(alias="retainPolicy", description=(
+        "What happens to the PVC when the Gemma4Deployment is deleted. Retain (the default): it stays, so "
+        "re-creating the object reuses the downloaded weights instead of downloading them again; delete it "
+        "with `kubectl delete pvc NAME-model-cache`. Delete: it goes with the object (ownerReference)."
+    ))] = RetainPolicy.RETAIN
 
 
 class StorageSpec(ApiModel):
     model_cache: Annotated[ModelCacheSpec | None, Field(
         alias="modelCache",
-        description=("Keep the Hugging Face cache on a PersistentVolumeClaim NAME-model-cache so restarts skip "
-                     "the download."),
+        description=("A PersistentVolumeClaim NAME-model-cache filled once by a download Job NAME-download "
+                     "(huggingface_hub's `hf download`, the token from model.source.tokenSecretRef) before any "
+                     "serving pod starts; serving pods mount it read-only with the Hub offline, so scale-up "
+                     "never downloads. A new checkpoint (variant, format, source) runs a new download and the "
+                     "Deployment keeps the old one until it succeeds. Without it, every pod downloads into an "
+                     "emptyDir sized for the checkpoint. status.model follows the download."),
     )] = None
 
 
@@ -453,8 +494,8 @@ class PodTemplateOverrides(ApiModel):
 
 _SINGLE_NODE_MODES = ("ReadWriteOnce", "ReadWriteOncePod")  # a volume only one node (or pod) can mount
 _SINGLE_NODE_CACHE_MESSAGE = (
-    "storage.modelCache: a ReadWriteOnce (or ReadWriteOncePod) cache mounts on one node only, so a second replica "
-    "on another node never starts; use accessModes [ReadWriteMany] (a StorageClass that offers it) when replicas or "
+    "storage.modelCache.accessModes: a ReadWriteOnce (or ReadWriteOncePod) cache mounts on one node only, so a second "
+    "replica on another node never starts; use [ReadWriteMany] (a StorageClass that offers it) when replicas or "
     "autoscaling.maxReplicaCount is above 1")
 
 _SPEC_RULES = cel_rules(
@@ -690,6 +731,23 @@ class AutoscalingStatus(ApiModel):
         "Built-in autoscaler: the latest recommendation from the metrics (before stabilization)."))] = None
 
 
+class ModelStatus(ApiModel):
+    phase: Annotated[Literal["Pending", "Downloading", "Ready", "Failed"], Field(description=(
+        "Pending: waiting (for the plan or the first pod); Downloading: the download Job runs (with "
+        "storage.modelCache) or pods download at start; Ready: the weights are in place (the Job succeeded, or a "
+        "serving pod loaded them); Failed: the download failed, condition ModelReady says why."))]
+    mode: Annotated[str, Field(description=(
+        "How the weights reach the pods: hub (each pod downloads at start), cache (the download Job filled "
+        "the cache PVC once), volume (pvc:// source), image (oci:// image volume)."))] = ""
+    source: Annotated[str, Field(description="Where the weights come from: the repository or URI.")] = ""
+    checkpoint: Annotated[str, Field(description="The checkpoint served (repository and file).")] = ""
+    bytes: Annotated[int, Field(description="Expected download size in bytes (the catalog's).")] = 0
+    started_at: Annotated[str, Field(alias="startedAt", description="When the download started (RFC 3339).")] = ""
+    finished_at: Annotated[str, Field(alias="finishedAt", description="When it finished (RFC 3339).")] = ""
+    throughput_mbps: Annotated[float | None, Field(alias="throughputMBps", description=(
+        "Measured download rate in MB/s, when known."))] = None
+
+
 class Gemma4DeploymentStatus(ApiModel):
     observed_generation: Annotated[int, Field(alias="observedGeneration",
                                               description="metadata.generation last reconciled.")] = 0
@@ -707,6 +765,8 @@ class Gemma4DeploymentStatus(ApiModel):
     gpus: Annotated[str, Field(description="GPUs per replica for display, e.g. 2x h100-80gb.")] = ""
     ready: Annotated[str, Field(description="Ready and desired replicas for display, e.g. 2/3.")] = ""
     autoscaling: Annotated[AutoscalingStatus | None, Field(description="Autoscaler state.")] = None
+    model: Annotated[ModelStatus | None, Field(description=(
+        "The weights: how they reach the pods and the download's progress (condition ModelReady)."))] = None
 
 __all__ = [
     "API_VERSION",
@@ -744,6 +804,7 @@ __all__ = [
     "ModelCacheSpec",
     "ModelSource",
     "ModelSpec",
+    "ModelStatus",
     "PlanMemory",
     "PlanStatus",
     "PodTemplateMetadata",
@@ -751,6 +812,7 @@ __all__ = [
     "PodTemplateSpecOverrides",
     "QuantizationChoice",
     "RecommendationEntry",
+    "RetainPolicy",
     "SecretKeyRef",
     "ServingSpec",
     "StorageSpec",
@@ -758,4 +820,5 @@ __all__ = [
     "cel_rules",
     "cross_field_error",
     "field_path",
+    "validation_problems",
 ]

@@ -299,6 +299,24 @@ class KnownBadRule(CatalogModel):
         ))
 
 
+class Downloader(CatalogModel):
+    image: str
+    source: str
+
+
+class ImageVolumes(CatalogModel):
+    enabled_by_default_since: str
+    source: str
+
+
+class WeightsInfo(CatalogModel):
+    """catalog/weights.yaml: how the weights reach a serving pod."""
+
+    downloader: Downloader
+    disk_load_bandwidth_mib_s: float
+    image_volumes: ImageVolumes
+
+
 class Catalog(CatalogModel):
     variants: dict[str, VariantInfo]
     formats: dict[str, FormatInfo]
@@ -309,6 +327,7 @@ class Catalog(CatalogModel):
     known_bad: tuple[KnownBadRule, ...]
     prices: dict[str, Price]
     quality_floor: Quality
+    weights: WeightsInfo
 
     def price(self, accelerator: str) -> float:
         """USD per GPU-hour of an accelerator type (per pod-hour for cpu)."""
@@ -355,4 +374,5 @@ def load_catalog() -> Catalog:
         cpu=Accelerator(**accel["cpu"]),
         engines={name: EngineInfo(**e) for name, e in _read("engines.yaml")["engines"].items()},
         known_bad=tuple(KnownBadRule(**r) for r in _read("known_bad.yaml")["rules"]),
+        weights=WeightsInfo(**_read("weights.yaml")),
     )

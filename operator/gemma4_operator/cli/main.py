@@ -21,7 +21,7 @@ from typing import Any, NoReturn, TextIO
 import yaml
 from pydantic import ValidationError
 
-from gemma4_operator.api import API_VERSION, KIND, AutoscalingBackend, Gemma4Deployment, field_path
+from gemma4_operator.api import API_VERSION, KIND, AutoscalingBackend, Gemma4Deployment, validation_problems
 from gemma4_operator.api.crd import crd_yaml
 from gemma4_operator.catalog import load_catalog
 from gemma4_operator.cli import run as operator_main
@@ -42,17 +42,7 @@ class InputError(Exception):
 
 
 def describe_validation_error(error: ValidationError, source: str) -> str:
-    lines = [f"{source}: not a valid {KIND}:"]
-    for e in error.errors():
-        message = str(e["msg"]).removeprefix("Value error, ")
-        path = field_path(e["loc"])
-        if e["type"] == "cross_field":
-            # each problem starts with the field it is about, relative to the object that has the rule
-            prefix = f"{path}." if e["loc"] else ""
-            lines += [f"  {prefix}{part}" for part in message.split("\n")]
-        else:
-            lines.append(f"  {path}: {message}")
-    return "\n".join(lines)
+    return "\n".join([f"{source}: not a valid {KIND}:", *(f"  {line}" for line in validation_problems(error))])
 
 
 _YAML_TYPES = {list: "list", str: "string", int: "integer", float: "number", bool: "boolean", bytes: "binary"}
@@ -155,6 +145,7 @@ def plan_table(d: Gemma4Deployment, p: Plan, assumed: str) -> str:
         ("kv cache", p.kv_cache_dtype),
         ("concurrency", f"{p.concurrency} requested, {p.max_concurrency} fit at max model len"),
         ("modalities", ", ".join(p.modalities)),
+        ("weights", p.weights.describe(p.download_bytes)),
         ("startup budget", f"{p.startup_budget_s // 60} min"),
         ("cost", f"${p.cost_per_replica_hour:.2f} per replica-hour (indicative)"),
     ]

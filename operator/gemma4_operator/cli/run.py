@@ -32,12 +32,12 @@ from gemma4_operator.controller.config import (
     EngineMonitors,
     LogFormat,
     OperatorConfig,
+    image_keys,
     parse_images,
     parse_prices,
     split_list,
 )
 from gemma4_operator.controller.runner import configure_logging, make_context, run_operator
-from gemma4_operator.engines import image_keys
 
 EXIT_OPERATOR_ERROR = 3
 ENV_PREFIX = "GEMMA4_"
@@ -54,8 +54,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                             "(comma-separated). Default: all namespaces")
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (the default)")
     p.add_argument("--image", action="append", default=None, metavar="KEY=IMAGE",
-                   help=f"default engine image, KEY one of {', '.join(image_keys())} (repeatable; a spec's "
-                        "serving.image still wins). Env GEMMA4_IMAGES (comma-separated)")
+                   help=f"default image, KEY one of {', '.join(image_keys())} (an engine's, or the download Job's: "
+                        "any image with python3 and huggingface_hub's hf; repeatable; a spec's serving.image still "
+                        "wins). Env GEMMA4_IMAGES (comma-separated)")
     p.add_argument("--accelerator-price", action="append", default=None, metavar="TYPE=USD",
                    help="your price per GPU-hour of an accelerator type, instead of the catalog's indicative "
                         "on-demand price, for ranking plans by cost (repeatable). Env GEMMA4_ACCELERATOR_PRICES "

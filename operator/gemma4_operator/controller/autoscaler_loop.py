@@ -51,6 +51,7 @@ from gemma4_operator.controller.scraper import ScrapeTarget, scrape
 from gemma4_operator.engines import engine as engine_named
 from gemma4_operator.engines.base import Engine
 from gemma4_operator.planner.plan import Plan
+from gemma4_operator.render.download import is_download_pod
 
 logger = logging.getLogger(__name__)
 
@@ -201,8 +202,8 @@ async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource, m
         return None  # the reconcile is creating it; nothing to scale yet
     replicas = (deployment.get("spec") or {}).get("replicas")
     current = int(replicas) if replicas is not None else 1
-    t = _Tick(ctx, parent, spec, plan, engine_named(plan.engine), [p for p in await source.pods(parent) if _ready(p)],
-              ctx.clock())
+    serving = [p for p in await source.pods(parent) if _ready(p) and not is_download_pod(p)]
+    t = _Tick(ctx, parent, spec, plan, engine_named(plan.engine), serving, ctx.clock())
     try:
         pol = scaling.policy(spec, plan, t.engine)
     except ValueError as e:

@@ -10,7 +10,13 @@ import dataclasses
 import enum
 from collections.abc import Mapping, Sequence
 
-from gemma4_operator.engines import image_keys
+from gemma4_operator.engines import image_keys as engine_image_keys
+from gemma4_operator.render.download import DOWNLOADER_IMAGE_KEY
+
+
+def image_keys() -> tuple[str, ...]:
+    """`--image KEY=IMAGE` keys: each engine's, and the download Job's."""
+    return (*engine_image_keys(), DOWNLOADER_IMAGE_KEY)
 
 
 class ChildrenMode(enum.StrEnum):

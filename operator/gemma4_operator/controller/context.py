@@ -4,7 +4,7 @@
 - Child sources: where a reconcile finds the live children and pods: the indices (watch mode,
   no reads) or the API (poll mode, reads).
 - :class:`OperatorContext`: config, the one API client, metrics, render options, and caches
-  (status as last written, desired children per object, per-object locks, pending retries).
+  (status as last written, desired children per object, per-object locks, pending retries, Retry-After holds).
 """
 
 from __future__ import annotations
@@ -199,8 +199,11 @@ class OperatorContext:
     applied: dict[Key, dict[tuple[str, str], tuple[str, int]]] = dataclasses.field(default_factory=dict)
     locks: dict[Key, asyncio.Lock] = dataclasses.field(default_factory=dict)
     retries: dict[Key, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
+    # time.monotonic() before which no reconcile of the object may call the API (the server's Retry-After).
+    hold_until: dict[Key, float] = dataclasses.field(default_factory=dict)
     last_facts: frozenset[str] | None = None
     keda_checked_at: float = -math.inf  # time.monotonic() of the last KEDA discovery
+    image_volumes_checked_at: float = -math.inf  # ... of the last image-volume dry run
     autoscaler: dict[Key, AutoscalerMemory] = dataclasses.field(default_factory=dict)
     autoscalers: dict[Key, asyncio.Task[None]] = dataclasses.field(default_factory=dict)  # per-object loops
     # The autoscaler's time, seconds since the epoch: a wall clock, because the recommendation history
@@ -243,6 +246,7 @@ class OperatorContext:
         self.desired_cache.pop(key, None)
         self.applied.pop(key, None)
         self.locks.pop(key, None)
+        self.hold_until.pop(key, None)
         self.autoscaler.pop(key, None)
         loop = self.autoscalers.pop(key, None)
         if loop is not None:

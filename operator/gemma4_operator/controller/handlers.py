@@ -77,9 +77,11 @@ from gemma4_operator.controller.context import (
 )
 from gemma4_operator.controller.kube import InvalidRequestError, RetryableApiError
 from gemma4_operator.controller.metrics import ObjectState
+from gemma4_operator.controller.model_status import model_state
 from gemma4_operator.planner import cluster_facts
 from gemma4_operator.planner.plan import ClusterFacts
-from gemma4_operator.render.children import MANAGER
+from gemma4_operator.render.children import IMAGE_VOLUMES, MANAGER, image_volume_probe, keeps_image_volume
+from gemma4_operator.render.download import is_download_pod
 
 logger = logging.getLogger(__name__)
 
@@ -89,14 +91,18 @@ logger = logging.getLogger(__name__)
 # ScaledObjects (autoscaling.backend keda) only exist where KEDA is installed; kopf watches them
 # once their CRD is served.
 CHILD_RESOURCES = (("apps/v1", "deployments"), ("v1", "services"), ("v1", "persistentvolumeclaims"),
-                   ("policy", "poddisruptionbudgets"), ("keda.sh/v1alpha1", "scaledobjects"))
+                   ("batch/v1", "jobs"), ("policy", "poddisruptionbudgets"), ("keda.sh/v1alpha1", "scaledobjects"))
 KEDA = ("keda.sh/v1alpha1", "scaledobjects")
 # The Prometheus Operator's PodMonitors (one per object for its engine pods) unless --engine-monitors off.
 PODMONITORS = ("monitoring.coreos.com/v1", "podmonitors")
 PDB_VERSIONS = ("policy/v1", "policy/v1beta1")
 KEDA_RECHECK_S = 60.0  # at most this often, re-discover KEDA when an object with backend keda is reconciled
+IMAGE_VOLUMES_RECHECK_S = 600.0  # at most this often, re-check image volumes while an oci:// object waits
 POD_RESOURCE = ("v1", "pods")
 CONFLICT_RETRY_S = 10.0
+# Failures whose Retry-After the server chose (429, 5xx): they hold every retry loop of the object (HELD_OFF).
+SERVER_PACED = frozenset({"Throttled", "ServerError"})
+HELD_OFF = "HeldOff"
 
 
 # ---------------------------------------------------------------------------------------
@@ -167,13 +173,20 @@ def object_state(spec: Gemma4DeploymentSpec | None, outcome: observe.PlanOutcome
                        desired_replicas=observe.desired_replicas(spec, deployment))
 
 
+def _owned(live: Sequence[Obj], kind: str, uid: str) -> Obj | None:
+    return next((c for c in live if c.get("kind") == kind and rc.owned_by(c, uid)), None)
+
+
 async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: observe.PlanOutcome,
                    live: Sequence[Obj], pods: Sequence[Obj], previous: Mapping[str, Any],
                    problem: observe.Fault | None, extra_events: Sequence[observe.EventSpec]) -> None:
-    deployment = next((c for c in live if c.get("kind") == "Deployment" and rc.owned_by(c, parent.uid)), None)
+    deployment = _owned(live, "Deployment", parent.uid)
+    serving = [p for p in pods if not is_download_pod(p)]
+    model = model_state(outcome.plan, spec, _owned(live, "Job", parent.uid), [p for p in pods if is_download_pod(p)],
+                        deployment, observe.loading_pods(serving)) if outcome.plan is not None else None
     new = observe.compute_status(owner=parent.owner, generation=parent.generation, spec=spec, outcome=outcome,
-                                 deployment=deployment, pods=pods, previous=previous, now=now_rfc3339(),
-                                 problem=problem)
+                                 deployment=deployment, pods=serving, previous=previous, now=now_rfc3339(),
+                                 problem=problem, model=model)
     patch = observe.status_patch(previous, new)
     if patch is not None:
         await asyncio.to_thread(ctx.kube.patch_status, *parent.key, patch)
@@ -206,10 +219,13 @@ async def reconcile(ctx: OperatorContext, parent: Parent, source: ChildSource, f
     async with ctx.lock(parent.key):
         started, result = time.monotonic(), "error"
         try:
+            _respect_hold(ctx, parent.key)
             result = await _reconcile_locked(ctx, parent, source, facts, only)
         except RetryableApiError as e:
             result = "retry"
             ctx.metrics.reconcile_errors.labels(reason=e.reason).inc()
+            if e.reason in SERVER_PACED and e.retry_after:
+                ctx.hold_until[parent.key] = time.monotonic() + e.retry_after
             raise
         except kopf.PermanentError as e:
             result = "invalid"
@@ -218,6 +234,14 @@ async def reconcile(ctx: OperatorContext, parent: Parent, source: ChildSource, f
         finally:
             ctx.metrics.reconciles.labels(trigger=trigger, result=result).inc()
             ctx.metrics.reconcile_duration.labels(trigger=trigger).observe(time.monotonic() - started)
+
+
+def _respect_hold(ctx: OperatorContext, key: Key) -> None:
+    """An object is reconciled by two retry loops (kopf's for its handlers, ours for watch-triggered repairs):
+    when the server told one of them to wait (Retry-After), the other waits as long instead of asking at once."""
+    wait = ctx.hold_until.get(key, 0.0) - time.monotonic()
+    if wait > 0:
+        raise RetryableApiError(f"the API server asked to wait {wait:.1f}s more (Retry-After)", HELD_OFF, wait)
 
 
 @dataclasses.dataclass
@@ -232,17 +256,23 @@ class _Sync:
 
 async def _apply_children(ctx: OperatorContext, parent: Parent, desired: rc.Desired, sync: _Sync,
                           only: Sequence[tuple[str, str]] | None) -> None:
-    """Server-side apply each child that differs from what was last applied (or is missing)."""
+    """Server-side apply each child that differs from what was last applied (or is missing); the serving
+    children wait for the model download (rc.withheld); a changed Job is replaced (its event brings it back)."""
     seen = ctx.applied.setdefault(parent.key, {})
+    held = rc.withheld(desired, sync.by_name.get(("Job", f"{parent.key[1]}-download")))
     for child in desired.children:
         ident = (child["kind"], child["metadata"]["name"])
-        if only is not None and ident not in only:
+        if (only is not None and ident not in only) or ident in held:
             continue
         reason = rc.apply_reason(child, sync.by_name.get(ident), parent.uid, seen.get(ident))
         if reason is None:
             continue
         if reason == rc.CONFLICT:
             sync.conflicts.append(f"{child['kind']} {child['metadata']['name']}")
+            continue
+        if child["kind"] in rc.REPLACED_KINDS and reason != "missing":
+            if reason == "changed":
+                await _replace(ctx, parent, child, sync)
             continue
         try:
             result = await asyncio.to_thread(ctx.kube.apply, child)
@@ -256,6 +286,16 @@ async def _apply_children(ctx: OperatorContext, parent: Parent, desired: rc.Desi
         sync.applied.append((child, reason))
         ctx.metrics.children_applied.labels(kind=child["kind"], reason=reason.split(" ")[0]).inc()
         logger.info("%s %s/%s: %s applied (%s)", KIND, *parent.key, rc.ChildKey.of(child), reason)
+
+
+async def _replace(ctx: OperatorContext, parent: Parent, child: Obj, sync: _Sync) -> None:
+    """Delete a child whose spec cannot change in place; its pods go first (foreground), so an old download
+    never writes beside the new one. The deletion event brings the new child."""
+    key = rc.ChildKey.of(child)
+    await asyncio.to_thread(ctx.kube.delete, key.api_version, key.kind, key.namespace, key.name, "Foreground")
+    sync.by_name.pop((key.kind, key.name), None)
+    ctx.metrics.children_deleted.labels(kind=key.kind).inc()
+    logger.info("%s %s/%s: %s replaced (a new checkpoint)", KIND, *parent.key, key)
 
 
 async def _delete_stale(ctx: OperatorContext, parent: Parent, desired: rc.Desired, sync: _Sync,
@@ -371,11 +411,39 @@ async def follow_keda(ctx: OperatorContext, body: Mapping[str, Any], indices: Ma
         _schedule(ctx, parent.key, KEDA_RECHECK_S, indices, "keda", 0)
 
 
+def _uses_image_volume(body: Mapping[str, Any]) -> bool:
+    source = ((body.get("spec") or {}).get("model") or {}).get("source") or {}
+    return str(source.get("uri") or "").startswith("oci://")
+
+
+async def follow_image_volumes(ctx: OperatorContext, body: Mapping[str, Any]) -> None:
+    """Whether the API server serves image volumes: a dry-run create at the first oci:// object (in its
+    namespace, where the operator may create Deployments), again at most every IMAGE_VOLUMES_RECHECK_S
+    while it does not, so a cluster upgrade needs no operator restart."""
+    if not _uses_image_volume(body) or ctx.render_options.image_volumes or \
+            time.monotonic() - ctx.image_volumes_checked_at < IMAGE_VOLUMES_RECHECK_S:
+        return
+    ctx.image_volumes_checked_at = time.monotonic()
+    namespace = str((body.get("metadata") or {}).get("namespace") or "")
+    try:
+        served = keeps_image_volume(await asyncio.to_thread(ctx.kube.dry_run_create, image_volume_probe(namespace)))
+        version = "" if served else await asyncio.to_thread(ctx.kube.server_version)
+    except (RetryableApiError, InvalidRequestError) as e:
+        ctx.image_volumes_checked_at = -math.inf  # try again at the next reconcile
+        logger.warning("could not check whether image volumes are served (%s); oci:// sources wait", e)
+        return
+    refusal = "" if served else IMAGE_VOLUMES.replace("this cluster's API server", f"this API server ({version})")
+    ctx.render_options = dataclasses.replace(ctx.render_options, image_volumes=served, image_volumes_refusal=refusal)
+    ctx.desired_cache.clear()
+    logger.info("image volumes (oci:// sources) are %s", "served" if served else f"not served: {refusal}")
+
+
 async def on_parent(body: kopf.Body, reason: str, retry: int, memo: Any, **kwargs: Any) -> None:
     """create / update / resume: every child, then status."""
     ctx = context_of(memo)
     parent = parent_snapshot(body)
     await follow_keda(ctx, body, kwargs)
+    await follow_image_volumes(ctx, body)
     try:
         await reconcile(ctx, parent, ctx.source(kwargs), ctx.facts(kwargs), trigger=str(reason or "resume"))
     except RetryableApiError as e:
@@ -407,8 +475,8 @@ async def on_child_event(body: kopf.Body, namespace: str | None, labels: Mapping
     parent = _parent_from_index(kwargs, (namespace or "", str(labels.get(INSTANCE_LABEL, ""))))
     if parent is None or parent.deleting or rc.controller_uid(body) not in (parent.uid, None):
         return
-    ident = (str(body.get("kind")), str(body.get("metadata", {}).get("name")))
-    await _run_watch_triggered(ctx, parent, kwargs, "child", [ident])
+    only = rc.written_on_event(str(body.get("kind")), str(body.get("metadata", {}).get("name")), parent.key[1])
+    await _run_watch_triggered(ctx, parent, kwargs, "child", only)
 
 
 async def on_pod_event(namespace: str | None, labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
@@ -514,21 +582,36 @@ def index_pod(body: kopf.Body, namespace: str | None, labels: Mapping[str, str],
     return {(namespace or "", instance): pod_snapshot(body)} if instance else None
 
 
-async def detect_capabilities(memo: Any, **_: Any) -> None:
-    """Startup: render PodDisruptionBudgets in the API version the cluster serves."""
+# Failures of a discovery request that say nothing about what the server serves: worth asking again.
+TRANSIENT_REASONS = frozenset({"Throttled", "ServerError", "Timeout", "ConnectionError", "Conflict"})
+
+
+def _retry_startup_if_transient(e: RetryableApiError | InvalidRequestError, retry: int) -> None:
+    """Raise a TemporaryError (kopf runs the startup handler again after the back-off, and starts nothing
+    else meanwhile) when a startup discovery failed for a transient reason. Going on with a guess would
+    keep it for the life of the process: after one 503, PodDisruptionBudgets rendered as policy/v1 on a
+    server that only serves policy/v1beta1 are refused (404) on every reconcile."""
+    if isinstance(e, RetryableApiError) and e.reason in TRANSIENT_REASONS:
+        raise kopf.TemporaryError(f"API discovery at startup: {e}",
+                                  delay=rc.backoff_delay(retry, e.retry_after)) from e
+
+
+async def detect_capabilities(memo: Any, retry: int = 0, **_: Any) -> None:
+    """Startup: render PodDisruptionBudgets in the API version the cluster serves; KEDA; PodMonitors."""
     ctx = context_of(memo)
     try:
         preferred = await asyncio.to_thread(ctx.kube.preferred_group_version, "policy")
     except (RetryableApiError, InvalidRequestError) as e:
+        _retry_startup_if_transient(e, retry)
         logger.warning("API discovery of policy failed (%s); rendering PodDisruptionBudgets as %s",
                        e, ctx.render_options.pdb_api_version)
-        return
+        preferred = None
     if preferred in PDB_VERSIONS and preferred != ctx.render_options.pdb_api_version:
         ctx.render_options = dataclasses.replace(ctx.render_options, pdb_api_version=preferred)
         ctx.desired_cache.clear()
     logger.info("PodDisruptionBudgets are rendered as %s", ctx.render_options.pdb_api_version)
-    await detect_keda(ctx)
-    await detect_pod_monitors(ctx)
+    await detect_keda(ctx, startup_retry=retry)
+    await detect_pod_monitors(ctx, retry)
 
 
 def child_resources(config: OperatorConfig) -> tuple[tuple[str, str], ...]:
@@ -536,7 +619,7 @@ def child_resources(config: OperatorConfig) -> tuple[tuple[str, str], ...]:
     return CHILD_RESOURCES + ((PODMONITORS,) if config.engine_monitors is EngineMonitors.AUTO else ())
 
 
-async def detect_pod_monitors(ctx: OperatorContext) -> None:
+async def detect_pod_monitors(ctx: OperatorContext, retry: int = 0) -> None:
     """Startup: a PodMonitor per object where the Prometheus Operator's PodMonitors are served (and
     --engine-monitors is auto); otherwise the engine pods carry prometheus.io/* scrape annotations."""
     served = False
@@ -544,6 +627,7 @@ async def detect_pod_monitors(ctx: OperatorContext) -> None:
         try:
             served = await asyncio.to_thread(ctx.kube.serves, *PODMONITORS)
         except (RetryableApiError, InvalidRequestError) as e:
+            _retry_startup_if_transient(e, retry)
             logger.warning("API discovery of %s failed (%s); no PodMonitors, scrape annotations instead",
                            PODMONITORS[0], e)
     ctx.render_options = dataclasses.replace(ctx.render_options, pod_monitors=served)
@@ -552,14 +636,17 @@ async def detect_pod_monitors(ctx: OperatorContext) -> None:
                 else "prometheus.io/* annotations (no PodMonitors)")
 
 
-async def detect_keda(ctx: OperatorContext) -> None:
-    """Whether KEDA's ScaledObjects are served (autoscaling.backend keda needs them): at startup, and
-    again from :func:`follow_keda` so a KEDA install or removal needs no operator restart."""
+async def detect_keda(ctx: OperatorContext, *, startup_retry: int | None = None) -> None:
+    """Whether KEDA's ScaledObjects are served (autoscaling.backend keda needs them): at startup
+    (``startup_retry``: kopf's retry count, transient failures retry the startup), and again from
+    :func:`follow_keda` so a KEDA install or removal needs no operator restart."""
     first, ctx.keda_checked_at = ctx.keda_checked_at == -math.inf, time.monotonic()
     before = ctx.render_options.keda_served
     try:
         served = await asyncio.to_thread(ctx.kube.serves, *KEDA)
     except (RetryableApiError, InvalidRequestError) as e:
+        if startup_retry is not None:
+            _retry_startup_if_transient(e, startup_retry)
         logger.warning("API discovery of %s failed (%s); assuming KEDA is installed", KEDA[0], e)
         served = True
     ctx.render_options = dataclasses.replace(ctx.render_options, keda_served=served,

@@ -64,6 +64,7 @@ RESOURCES: dict[tuple[str, str], ResourceType] = {
     ("apps/v1", "Deployment"): ResourceType("apps", "v1", "deployments"),
     ("v1", "Service"): ResourceType("", "v1", "services"),
     ("v1", "PersistentVolumeClaim"): ResourceType("", "v1", "persistentvolumeclaims"),
+    ("batch/v1", "Job"): ResourceType("batch", "v1", "jobs"),
     ("policy/v1", "PodDisruptionBudget"): ResourceType("policy", "v1", "poddisruptionbudgets"),
     ("policy/v1beta1", "PodDisruptionBudget"): ResourceType("policy", "v1beta1", "poddisruptionbudgets"),
     ("v1", "Pod"): ResourceType("", "v1", "pods"),
@@ -184,7 +185,8 @@ class Kube:
                                          _request_timeout=self.request_timeout)
             data = response.read()  # type: ignore[no-untyped-call]
             if not 200 <= response.status <= 299:
-                raise client.ApiException(status=response.status, reason=response.reason, body=data)
+                # http_resp: the exception keeps the response's headers only from it (Retry-After, classify)
+                raise client.ApiException(http_resp=response, body=data)
         except Exception as exc:
             raise classify(exc, what) from exc
         parsed: K8sObject = json.loads(data) if data else {}
@@ -207,6 +209,17 @@ class Kube:
                              content_type=APPLY_PATCH,
                              query={"fieldManager": field_manager or self.field_manager, "force": "true"})
 
+    def dry_run_create(self, obj: Mapping[str, Any]) -> K8sObject:
+        """The object as the API server would store it (defaulted, unknown or disabled fields dropped);
+        nothing is stored (dryRun=All)."""
+        meta = obj["metadata"]
+        return self._request("POST", self.resource(obj["apiVersion"], obj["kind"]).path(meta["namespace"]),
+                             body=dict(obj), query={"dryRun": "All"},
+                             what=f"dry-run create {obj['kind']} {meta['namespace']}/{meta['name']}")
+
+    def server_version(self) -> str:
+        return str(self._request("GET", "/version", what="read the server version").get("gitVersion") or "")
+
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> K8sObject | None:
         try:
             return self._request("GET", self.resource(api_version, kind).path(namespace, name),
@@ -222,10 +235,11 @@ class Kube:
                               what=f"list {kind} in {namespace}").get("items") or []
         return [dict(i) for i in items]
 
-    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+    def delete(self, api_version: str, kind: str, namespace: str, name: str,
+               propagation: str = "Background") -> None:
         try:
             self._request("DELETE", self.resource(api_version, kind).path(namespace, name),
-                          what=f"delete {kind} {namespace}/{name}", query={"propagationPolicy": "Background"})
+                          what=f"delete {kind} {namespace}/{name}", query={"propagationPolicy": propagation})
         except RetryableApiError as e:
             if e.reason != "NotFound":
                 raise

@@ -24,17 +24,21 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gemma4_operator.api import Gemma4Deployment, field_path
+from gemma4_operator.api import Gemma4Deployment, validation_problems
 from gemma4_operator.controller.config import OperatorConfig
+from gemma4_operator.controller.model_status import current_job, job_succeeded
 from gemma4_operator.planner.cluster_facts import sticky_facts
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.planner.select import plan
 from gemma4_operator.render.children import Owner, RenderOptions, UnrenderableError, render_children
+from gemma4_operator.render.download import NEEDS_WEIGHTS, needs_download
 
 HASH_ANNOTATION = "serving.gemma4.dev/applied-hash"
 # Children that may stop being wanted while the object lives on. A PVC is never deleted by the
-# operator: it holds downloaded weights and goes with the object (ownerReference) instead.
-DELETABLE_KINDS = frozenset({"PodDisruptionBudget", "ScaledObject"})
+# operator: it holds downloaded weights and stays (retainPolicy Retain) or goes with the object.
+DELETABLE_KINDS = frozenset({"PodDisruptionBudget", "ScaledObject", "Job"})
+# A Job's pod template is immutable: a changed Job is deleted (its pods first) and created again.
+REPLACED_KINDS = frozenset({"Job"})
 MAX_BACKOFF_S = 60.0
 
 K8sObject = dict[str, Any]
@@ -86,9 +90,7 @@ def parse_parent(body: Mapping[str, Any]) -> Gemma4Deployment:
     try:
         return Gemma4Deployment.model_validate(dict(body))
     except ValidationError as e:
-        problems = [f"{field_path(err['loc'])}: {str(err['msg']).removeprefix('Value error, ')}"
-                    for err in e.errors()]
-        raise InvalidObjectError("invalid Gemma4Deployment: " + "; ".join(problems)) from e
+        raise InvalidObjectError("invalid Gemma4Deployment: " + "; ".join(validation_problems(e))) from e
 
 
 def content_hash(obj: Mapping[str, Any]) -> str:
@@ -276,6 +278,26 @@ def stale_children(desired: Iterable[Mapping[str, Any]], live: Iterable[Mapping[
         if key.kind in DELETABLE_KINDS and (key.kind, key.name) not in wanted and owned_by(obj, owner_uid):
             stale.append(key)
     return stale
+
+
+def withheld(desired: Desired, job: Mapping[str, Any] | None) -> frozenset[tuple[str, str]]:
+    """(kind, name) of the children not to apply yet: those that start engines, until the download Job of
+    this plan's checkpoint has succeeded. A Deployment already serving an older checkpoint is left as it is
+    (no downtime while the new one downloads); a new object gets its Deployment only then."""
+    p = desired.plan
+    if p is None or not needs_download(p):
+        return frozenset()
+    current = current_job(p, job)
+    if current is not None and job_succeeded(current):
+        return frozenset()
+    return frozenset((c["kind"], c["metadata"]["name"]) for c in desired.children if c["kind"] in NEEDS_WEIGHTS)
+
+
+def written_on_event(kind: str, name: str, parent_name: str) -> list[tuple[str, str]]:
+    """(kind, name) a child's event lets the reconcile write: that child; for the download Job also the
+    children it was holding back (its success starts them)."""
+    held = [(k, parent_name) for k in sorted(NEEDS_WEIGHTS)] if kind == "Job" else []
+    return [(kind, name), *held]
 
 
 def backoff_delay(retry: int, retry_after: float | None = None) -> float:

@@ -45,11 +45,16 @@ def make_context(config: OperatorConfig, *, api_client: Any = None, metrics: Met
     from gemma4_operator.controller.kube import Kube, build_api_client
     from gemma4_operator.controller.metrics import Metrics
     from gemma4_operator.render.children import RenderOptions
+    from gemma4_operator.render.download import DOWNLOADER_IMAGE_KEY
 
     api = api_client if api_client is not None else build_api_client(config.server)
     return OperatorContext(config=config, kube=Kube(api, request_timeout=config.request_timeout),
                            metrics=metrics or Metrics(),
-                           render_options=RenderOptions(prometheus_url=config.prometheus_url))
+                           render_options=RenderOptions(
+                               prometheus_url=config.prometheus_url,
+                               downloader_image=config.images.get(DOWNLOADER_IMAGE_KEY, ""),
+                               # checked by a dry run at the first oci:// object (handlers.follow_image_volumes)
+                               image_volumes=False, image_volumes_refusal="not checked yet"))
 
 
 async def run_operator(ctx: OperatorContext, *, stop_flag: Any = None, ready_flag: Any = None) -> None:

@@ -16,18 +16,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gemma4_operator.api import Condition, Gemma4DeploymentSpec
+from gemma4_operator.controller.model_status import MODEL_READY, ModelState
 from gemma4_operator.engines import engine as engine_named
 from gemma4_operator.engines.base import diagnose
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.render.children import GPU_RESOURCE, SERVING_CONTAINER, Owner, endpoint, selector_string
 
 PLANNED, AVAILABLE, PROGRESSING, DEGRADED, READY = "Planned", "Available", "Progressing", "Degraded", "Ready"
-CONDITION_TYPES = (PLANNED, AVAILABLE, PROGRESSING, DEGRADED, READY)
+CONDITION_TYPES = (PLANNED, MODEL_READY, AVAILABLE, PROGRESSING, DEGRADED, READY)
 SCALING_ACTIVE = "ScalingActive"  # the built-in autoscaler's
 _ORDER = {t: i for i, t in enumerate((*CONDITION_TYPES, SCALING_ACTIVE))}
 # Status fields this module owns; anything else in status (autoscaling, other conditions) is left alone.
 OWNED_FIELDS = ("observedGeneration", "phase", "conditions", "plan", "replicas", "readyReplicas",
-                "selector", "endpoint", "gpus", "ready")
+                "selector", "endpoint", "gpus", "ready", "model")
 
 OOM_KILLED = "OOMKilled"
 CRASH_LOOP = "CrashLoopBackOff"
@@ -193,7 +194,7 @@ def degraded(pods: Sequence[Obj], gpus_per_replica: int = 0, plan: Plan | None =
     return Fault(worst.reason, _clip(prefix + worst.message))
 
 
-def _loading(pods: Sequence[Obj]) -> int:
+def loading_pods(pods: Sequence[Obj]) -> int:
     """Pods running but not ready: the engine is downloading or loading the model."""
     count = 0
     for p in pods:
@@ -265,7 +266,12 @@ def _planned(p: Plan | None, outcome: PlanOutcome) -> ConditionValue:
         _cond(PLANNED, False, outcome.reason, outcome.message)
 
 
-def _without_deployment(owner: Owner, p: Plan | None) -> tuple[ConditionValue, ConditionValue]:
+def _without_deployment(owner: Owner, p: Plan | None, model: ModelState | None) -> tuple[
+        ConditionValue, ConditionValue]:
+    if model is not None and not model.ready and not model.failed:
+        # the Deployment is withheld until the download Job has filled the cache
+        return (_cond(AVAILABLE, False, "NoDeployment", f"Deployment {owner.name} waits for the model download"),
+                _cond(PROGRESSING, True, model.reason, model.message))
     available = _cond(AVAILABLE, False, "NoDeployment", "no serving Deployment: the plan failed" if p is None
                       else f"Deployment {owner.name} is not observed yet")
     progressing = _cond(PROGRESSING, p is not None, "Creating" if p is not None else "NotPlanned",
@@ -284,7 +290,7 @@ def _rollout_conditions(deployment: Obj, pods: Sequence[Obj], desired: int, read
         available = _cond(AVAILABLE, False, "NoReplicasReady", f"0/{desired} replicas ready")
     in_progress, reason, message = _rollout(deployment, desired)
     if not in_progress and reason == "RolloutComplete" and ready < desired:
-        loading = _loading(pods)
+        loading = loading_pods(pods)
         in_progress, reason = True, "ModelLoading" if loading else "WaitingForPods"
         message = (f"{ready}/{desired} replicas ready; {loading} loading the model" if loading
                    else f"{ready}/{desired} replicas ready; waiting for pods to start")
@@ -306,21 +312,30 @@ def _aggregate(owner: Owner, planned: ConditionValue, available: ConditionValue,
     return _cond(READY, True, "Serving", f"{ready} replicas serving at {endpoint(owner)}"), "Ready"
 
 
+def _model_condition(model: ModelState | None) -> ConditionValue:
+    if model is None:
+        return _cond(MODEL_READY, False, "NotPlanned", "no plan, no weights")
+    return _cond(MODEL_READY, model.ready, model.reason, model.message)
+
+
 def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec | None, outcome: PlanOutcome,
                    deployment: Obj | None, pods: Sequence[Obj], previous: Obj, now: str,
-                   problem: Fault | None = None) -> dict[str, Any]:
+                   problem: Fault | None = None, model: ModelState | None = None) -> dict[str, Any]:
     """The status fields this operator owns (see OWNED_FIELDS), as JSON-ready values.
 
     ``problem`` is a fault found while applying (a child refused by the API server, or owned by
-    another object); it takes precedence over pod faults in Degraded.
+    another object); it takes precedence over a failed download and pod faults in Degraded. ``pods``
+    are the serving pods; ``model`` the weights' state (model_status.model_state).
     """
     p = outcome.plan
     desired = desired_replicas(spec, deployment)
     ready = int(_get(deployment, "status", "readyReplicas", default=0) or 0)
-    fault = problem or degraded(pods, p.gpus_per_replica if p is not None and p.accelerator.is_gpu else 0, p)
+    download_fault = Fault(model.reason, model.message) if model is not None and model.failed else None
+    fault = problem or download_fault or degraded(
+        pods, p.gpus_per_replica if p is not None and p.accelerator.is_gpu else 0, p)
     planned = _planned(p, outcome)
     if deployment is None:
-        available, progressing = _without_deployment(owner, p)
+        available, progressing = _without_deployment(owner, p, model)
     else:
         available, progressing = _rollout_conditions(deployment, pods, desired, ready)
         if fault is None and progressing.reason == "ProgressDeadlineExceeded":
@@ -336,7 +351,8 @@ def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec 
         "observedGeneration": generation,
         "phase": phase,
         "conditions": merge_conditions(previous.get("conditions") or [],
-                                       [planned, available, progressing, degraded_c, ready_c], generation, now),
+                                       [planned, _model_condition(model), available, progressing, degraded_c,
+                                        ready_c], generation, now),
         "plan": plan_status,
         "replicas": int(_get(deployment, "status", "replicas", default=0) or 0),
         "readyReplicas": ready,
@@ -344,6 +360,8 @@ def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec 
         "endpoint": endpoint(owner) if p is not None or deployment is not None else "",
         "gpus": gpus,
         "ready": f"{ready}/{desired}",
+        # nulls kept: a merge patch deletes what is no longer known (an old download's throughput)
+        "model": model.status.model_dump(by_alias=True, mode="json") if model is not None else None,
     }
 
 
@@ -368,9 +386,16 @@ def status_patch(previous: Obj, new: Mapping[str, Any]) -> dict[str, Any] | None
     """A JSON merge patch for ``/status`` with only the owned fields that changed; None if none."""
     patch: dict[str, Any] = {}
     for field in OWNED_FIELDS:
-        if previous.get(field) != new.get(field):
+        if _without_nulls(previous.get(field)) != _without_nulls(new.get(field)):
             patch[field] = new.get(field)
     return patch or None
+
+
+def _without_nulls(value: Any) -> Any:
+    """As the API server stores a merge-patched value: null members are absent."""
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    return value
 
 
 def condition(status: Obj, type_: str) -> Obj | None:

@@ -22,8 +22,8 @@ from gemma4_operator.api.metric_names import Signal
 from gemma4_operator.catalog import Accelerator, Catalog, Checkpoint, EngineInfo, FormatInfo, VariantInfo
 from gemma4_operator.planner.plan import Candidate, Plan
 from gemma4_operator.planner.sources import SourceRef
+from gemma4_operator.planner.weights import CACHE_MOUNT, WeightsMode
 
-CACHE_MOUNT = "/cache"
 K8sObject = dict[str, Any]
 
 # catalog engines.yaml `metrics` keys -> autoscaling signals
@@ -169,8 +169,8 @@ class Engine(Protocol):
     def refusal(self, accel: Accelerator) -> str | None:
         """Why the engine cannot run on this accelerator at all, or None."""
 
-    def accepts_source(self, source: SourceRef | None) -> bool:
-        """Whether the engine can load weights from this custom source (None: the catalog's)."""
+    def source_refusal(self, source: SourceRef | None) -> str | None:
+        """Why the engine cannot load weights from this custom source, or None (None: the catalog's)."""
 
     def auto_formats(self, accel: Accelerator, catalog: Catalog) -> list[str]:
         """Formats `quantization: auto` tries on this accelerator, best first."""
@@ -241,8 +241,15 @@ class CatalogEngine(Engine):
                 self._refusals[accel.name] = None
         return self._refusals[accel.name]
 
-    def accepts_source(self, source: SourceRef | None) -> bool:
-        return source is None or not source.is_gguf or self._info.weights == "gguf"
+    def source_refusal(self, source: SourceRef | None) -> str | None:
+        """GGUF sources (a quant tag or a .gguf path) for a GGUF engine, anything else for the others: llama.cpp
+        loads one named file, not a safetensors repository (hf://REPO@REV)."""
+        if source is None or source.is_gguf == (self._info.weights == "gguf"):
+            return None
+        if source.is_gguf:
+            return f"{self._name} loads {self._info.weights} repositories, not GGUF files ({source.display})"
+        return (f"{self._name} loads one GGUF file: name it with hf://REPO:QUANT or pvc://CLAIM/PATH.gguf "
+                f"({source.display} is not one)")
 
     def auto_formats(self, accel: Accelerator, catalog: Catalog) -> list[str]:
         key = (id(catalog), accel.name)
@@ -280,14 +287,21 @@ def probes(plan: Plan, info: EngineInfo) -> tuple[K8sObject, K8sObject, K8sObjec
     return startup, readiness, liveness
 
 
-def common_env(spec: Gemma4DeploymentSpec) -> list[K8sObject]:
-    """Token only through secretKeyRef."""
+def hub_env(spec: Gemma4DeploymentSpec) -> list[K8sObject]:
+    """The Hugging Face cache on the cache volume; the token only through secretKeyRef."""
     env: list[K8sObject] = [{"name": "HF_HOME", "value": f"{CACHE_MOUNT}/huggingface"}]
     source = spec.model.source
     if source is not None and source.token_secret_ref is not None:
         ref = source.token_secret_ref
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
     return env
+
+
+def common_env(spec: Gemma4DeploymentSpec, plan: Plan) -> list[K8sObject]:
+    """The serving container's: weights already on a disk keep the Hub offline, so a scale-up never
+    touches it (and an air-gapped cluster works)."""
+    offline = [{"name": "HF_HUB_OFFLINE", "value": "1"}] if plan.weights.local else []
+    return [*hub_env(spec), *offline]
 
 
 def with_user_env(env: list[K8sObject], spec: Gemma4DeploymentSpec) -> list[K8sObject]:
@@ -303,6 +317,8 @@ def with_user_env(env: list[K8sObject], spec: Gemma4DeploymentSpec) -> list[K8sO
     return out
 
 
-def cache_mounts() -> list[K8sObject]:
-    """The model cache volume (PVC or emptyDir) where both engines keep downloaded weights."""
-    return [{"name": "cache", "mountPath": CACHE_MOUNT}]
+def cache_mounts(plan: Plan) -> list[K8sObject]:
+    """The model cache volume (PVC or emptyDir) where both engines keep downloaded weights; read-only
+    when the download Job filled it (serving pods only read)."""
+    read_only = {"readOnly": True} if plan.weights.mode is WeightsMode.CACHE else {}
+    return [{"name": "cache", "mountPath": CACHE_MOUNT, **read_only}]

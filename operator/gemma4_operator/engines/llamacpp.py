@@ -16,7 +16,6 @@ from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.api.metric_names import DEFAULT_TARGETS, DEFAULT_UTILIZATION, Signal
 from gemma4_operator.catalog import GIB, Accelerator, Catalog, Checkpoint, FormatInfo, VariantInfo
 from gemma4_operator.engines.base import (
-    CACHE_MOUNT,
     CatalogEngine,
     EngineContainer,
     EngineSettings,
@@ -32,6 +31,7 @@ from gemma4_operator.engines.base import (
 from gemma4_operator.planner import memory
 from gemma4_operator.planner.plan import Candidate, Plan
 from gemma4_operator.planner.sources import SourceRef
+from gemma4_operator.planner.weights import CACHE_MOUNT, WeightsMode
 
 SERVER_BINARY = "/app/llama-server"  # entry point of the ghcr.io/ggml-org/llama.cpp server images
 MAX_SLOTS = 1024  # upper bound when searching how many slots the KV budget holds
@@ -102,11 +102,12 @@ class Engine(CatalogEngine):
     @override
     def container(self, plan: Plan, spec: Gemma4DeploymentSpec) -> EngineContainer:
         startup, readiness, liveness = probes(plan, self.info)
-        env = with_user_env([*common_env(spec), {"name": "LLAMA_CACHE", "value": f"{CACHE_MOUNT}/llama.cpp"}], spec)
+        llama_cache = {"name": "LLAMA_CACHE", "value": f"{CACHE_MOUNT}/llama.cpp"}
+        env = with_user_env([*common_env(spec, plan), llama_cache], spec)
         return EngineContainer(
             command=[SERVER_BINARY], args=command_line(plan, spec), env=env,
             startup_probe=startup, readiness_probe=readiness, liveness_probe=liveness,
-            volume_mounts=cache_mounts(),
+            volume_mounts=cache_mounts(plan),
         )
 
     @override
@@ -160,9 +161,13 @@ def _largest(ok: Callable[[int], bool], low: int, high: int) -> int:
 
 
 def _model_args(plan: Plan) -> list[str]:
-    source = plan.source
-    if source is not None and source.scheme == "pvc":
-        return ["-m", source.local_path]
+    weights = plan.weights
+    if weights.mode is WeightsMode.VOLUME:
+        return ["-m", weights.directory]
+    if weights.local:
+        # the files the download Job fetched (or the image volume holds); no mmproj when text only
+        mmproj = ["--mmproj", weights.path(weights.mmproj)] if weights.mmproj else []
+        return ["-m", weights.path(weights.gguf), *mmproj]
     # -hf fetches the GGUF and, unless told otherwise, the matching mmproj
     args = ["-hf", plan.model_ref]
     return args + (["--no-mmproj"] if plan.text_only else [])

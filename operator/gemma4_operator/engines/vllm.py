@@ -141,11 +141,11 @@ class Engine(CatalogEngine):
         startup, readiness, liveness = probes(plan, self.info)
         # vLLM's root cause is followed by the API server's traceback: keep it for the termination message
         command, literals = with_termination_log(["vllm", "serve"], ERROR_SIGNATURES)
-        env = with_user_env([*common_env(spec), {"name": "VLLM_NO_USAGE_STATS", "value": "1"}, literals], spec)
+        env = with_user_env([*common_env(spec, plan), {"name": "VLLM_NO_USAGE_STATS", "value": "1"}, literals], spec)
         return EngineContainer(
             command=command, args=command_line(plan, spec), env=env,
             startup_probe=startup, readiness_probe=readiness, liveness_probe=liveness,
-            volume_mounts=cache_mounts(), shm_size=SHM_SIZE if plan.tensor_parallel_size > 1 else "",
+            volume_mounts=cache_mounts(plan), shm_size=SHM_SIZE if plan.tensor_parallel_size > 1 else "",
         )
 
     @override
@@ -253,12 +253,12 @@ def _target(signal: Signal) -> float:
 
 
 def _model_args(plan: Plan) -> list[str]:
-    source = plan.source
-    if source is None:
-        return [plan.model_ref]
-    if source.scheme == "pvc":
-        return [source.local_path]
-    return [source.repo, *(["--revision", source.revision] if source.revision else [])]
+    """A local directory (cache PVC, pvc://, image volume) or the Hub repository the pod downloads."""
+    weights, source = plan.weights, plan.source
+    if weights.local:
+        return [weights.directory]
+    revision = source.revision if source is not None else ""
+    return [weights.repo, *(["--revision", revision] if revision else [])]
 
 
 def _modality_args(plan: Plan) -> list[str]:

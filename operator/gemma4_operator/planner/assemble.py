@@ -12,6 +12,7 @@ from gemma4_operator.catalog import Catalog, EngineInfo
 from gemma4_operator.engines.base import Engine, EngineSettings, MemoryFit
 from gemma4_operator.planner.plan import Candidate, Plan
 from gemma4_operator.planner.sources import SourceRef
+from gemma4_operator.planner.weights import Weights, locate
 
 CPU_CORES_PER_GPU = 4  # host cores per GPU for tokenization, scheduling and the HTTP server
 CPU_POD_CORES = 4  # a CPU-only replica
@@ -41,8 +42,12 @@ def _served_model_name(spec: Gemma4DeploymentSpec) -> str:
     return f"gemma-4-{spec.model.variant.value}" + ("-it" if spec.model.instruction_tuned else "")
 
 
-def _startup_budget_s(download_bytes: int, engine: EngineInfo) -> int:
-    seconds = download_bytes / (engine.load_bandwidth_mib_s * 1024 * 1024) + engine.startup_fixed_s
+def _startup_budget_s(download_bytes: int, engine: EngineInfo, weights: Weights, catalog: Catalog) -> int:
+    """The startup probe's budget follows the path: the Hub's bandwidth when the pod downloads, the disk's
+    when the weights are already there (cache PVC, pvc:// or an image volume, pulled before the container
+    starts), plus the engine's own start."""
+    rate = catalog.weights.disk_load_bandwidth_mib_s if weights.local else engine.load_bandwidth_mib_s
+    seconds = download_bytes / (rate * 1024 * 1024) + engine.startup_fixed_s
     return int(math.ceil(seconds / 60) * 60)
 
 
@@ -113,8 +118,11 @@ def assemble(spec: Gemma4DeploymentSpec, best: Choice, rest: Sequence[Choice], s
              catalog: Catalog, *, chose_accelerator: bool, images: Mapping[str, str]) -> Plan:
     c, fit, engine = best.candidate, best.memory, best.engine
     info, accel = engine.info, c.accelerator
-    settings = engine.settings(c, source)
+    settings = engine.settings(c, source if source is not None and source.custom_weights else None)
     model_ref = source.display if source is not None else (c.checkpoint.reference if c.checkpoint else "")
+    weights = locate(source, c.checkpoint, cache=spec.storage.model_cache is not None,
+                     text_only=c.text_only)
+    download_bytes = c.download_bytes + settings.extra_download_bytes
     return Plan(
         variant=c.variant.name, instruction_tuned=spec.model.instruction_tuned, engine=engine.name,
         image=spec.serving.image or engine.image(accel, images), arch=accel.arch, model_ref=model_ref,
@@ -128,8 +136,8 @@ def assemble(spec: Gemma4DeploymentSpec, best: Choice, rest: Sequence[Choice], s
         memory_needed_gib=fit.needed_gib, max_concurrency=fit.max_concurrency,
         modalities=tuple(m.value for m in spec.serving.modalities),
         reasoning=spec.reasoning_enabled, tool_calling=spec.tool_calling_enabled,
-        served_model_name=_served_model_name(spec), download_bytes=c.download_bytes + settings.extra_download_bytes,
-        startup_budget_s=_startup_budget_s(c.download_bytes + settings.extra_download_bytes, info), port=info.port,
+        served_model_name=_served_model_name(spec), download_bytes=download_bytes, weights=weights,
+        startup_budget_s=_startup_budget_s(download_bytes, info, weights, catalog), port=info.port,
         cpu_request_cores=CPU_CORES_PER_GPU * c.gpus if accel.is_gpu else CPU_POD_CORES,
         cost_per_replica_hour=round(best.cost, 2), alternatives=_runners_up(best, rest, catalog),
         notes=_notes(spec, best, settings, catalog, chose_accelerator),

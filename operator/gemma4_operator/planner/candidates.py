@@ -33,7 +33,7 @@ def allowed_engines(spec: Gemma4DeploymentSpec, engines: dict[str, Engine]) -> l
 
 
 def _runnable(allowed: list[Engine], accel: Accelerator, source: SourceRef | None) -> list[Engine]:
-    return [e for e in allowed if e.refusal(accel) is None and e.accepts_source(source)]
+    return [e for e in allowed if e.refusal(accel) is None and e.source_refusal(source) is None]
 
 
 def engine_formats(spec: Gemma4DeploymentSpec, accel: Accelerator, source: SourceRef | None, catalog: Catalog,
@@ -60,10 +60,13 @@ def engine_formats(spec: Gemma4DeploymentSpec, accel: Accelerator, source: Sourc
     return pairs
 
 
-def engine_refusals(spec: Gemma4DeploymentSpec, accel: Accelerator, allowed: list[Engine]) -> list[Rejection]:
-    """Why no allowed engine runs on this accelerator (when engine_formats found nothing)."""
-    return [Rejection(accel.name, spec.quantization.value, 0, reason)
-            for e in allowed if (reason := e.refusal(accel)) is not None]
+def engine_refusals(spec: Gemma4DeploymentSpec, accel: Accelerator, allowed: list[Engine],
+                    source: SourceRef | None) -> list[Rejection]:
+    """Why no allowed engine runs on this accelerator or loads this source (when engine_formats found nothing);
+    an engine that runs here but cannot load the source first: that is the one thing to change."""
+    here = [e.source_refusal(source) for e in allowed if e.refusal(accel) is None]
+    elsewhere = [e.refusal(accel) for e in allowed]
+    return [Rejection(accel.name, spec.quantization.value, 0, reason) for reason in (*here, *elsewhere) if reason]
 
 
 def gpu_counts(spec: Gemma4DeploymentSpec, accel: Accelerator, engine: Engine, catalog: Catalog) -> list[int]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from gemma4_operator.api import Gemma4DeploymentSpec, Modality, PlanMemory, PlanStatus
 from gemma4_operator.catalog import Accelerator, Catalog, Checkpoint, VariantInfo, load_catalog
 from gemma4_operator.planner.sources import SourceRef
+from gemma4_operator.planner.weights import Weights
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class Plan:
     tool_calling: bool
     served_model_name: str
     download_bytes: int
+    weights: Weights  # where the serving container loads them from, and how they get there
     startup_budget_s: int
     port: int  # the engine container's port: probes, the Service's target and the scraper use it
     cpu_request_cores: int  # the serving container's CPU request (cpu/utilization is relative to it)

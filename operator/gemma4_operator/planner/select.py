@@ -85,7 +85,7 @@ def _fewest_gpus(s: _Search, accel: Accelerator, engine: Engine, fmt: str) -> Ch
 def _choices_on(s: _Search, accel: Accelerator, rejections: list[Rejection]) -> list[Choice]:
     pairs = candidates.engine_formats(s.spec, accel, s.source, s.catalog, s.allowed)
     if not pairs:
-        rejections += candidates.engine_refusals(s.spec, accel, s.allowed)
+        rejections += candidates.engine_refusals(s.spec, accel, s.allowed, s.source)
     found: list[Choice] = []
     for engine, fmt in pairs:
         result = _fewest_gpus(s, accel, engine, fmt)
@@ -114,7 +114,9 @@ def plan(spec: Gemma4DeploymentSpec, facts: ClusterFacts, catalog: Catalog | Non
     catalog's. Raises PlanError (never anything else for a schema-valid spec)."""
     catalog = catalog or load_catalog()
     source = parse_source(spec.model.source.uri) if spec.model.source else None
-    s = _Search(spec, source, catalog, candidates.allowed_engines(spec, registry(catalog)), prices or {})
+    # an oci:// artifact holds a catalog checkpoint: the search treats it as the catalog's
+    custom = source if source is not None and source.custom_weights else None
+    s = _Search(spec, custom, catalog, candidates.allowed_engines(spec, registry(catalog)), prices or {})
     rejections: list[Rejection] = []
     accelerators = candidates.accelerators(spec, facts, catalog)
     found = sorted((c for accel in accelerators for c in _choices_on(s, accel, rejections)), key=rank)

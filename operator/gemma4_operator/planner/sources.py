@@ -1,4 +1,5 @@
-"""Parsing of spec.model.source.uri: hf://REPO[@REVISION], hf://REPO:QUANT (GGUF), pvc://CLAIM/PATH."""
+"""Parsing of spec.model.source.uri: hf://REPO[@REVISION], hf://REPO:QUANT (GGUF), pvc://CLAIM/PATH and
+oci://REGISTRY/REPO:TAG|@DIGEST (an OCI artifact of a catalog checkpoint, mounted as an image volume)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,23 @@ MODEL_MOUNT = "/models"
 
 @dataclass(frozen=True)
 class SourceRef:
-    scheme: str  # hf | pvc
+    scheme: str  # hf | pvc | oci
     repo: str = ""
     revision: str = ""
     quant_tag: str = ""
     claim: str = ""
     path: str = ""
+    image: str = ""  # oci: the artifact's reference, REGISTRY/REPO:TAG or REGISTRY/REPO@sha256:...
 
     @property
     def is_gguf(self) -> bool:
         return bool(self.quant_tag) or self.path.endswith(".gguf")
+
+    @property
+    def custom_weights(self) -> bool:
+        """Weights the catalog does not describe (sized from the format). An oci:// artifact holds a
+        catalog checkpoint as `hf download --local-dir` lays it out, so the catalog still sizes and names it."""
+        return self.scheme != "oci"
 
     @property
     def gguf_format(self) -> str | None:
@@ -28,13 +36,15 @@ class SourceRef:
 
     @property
     def local_path(self) -> str:
-        """Where the weights appear inside the serving container (pvc sources)."""
+        """Where the weights appear inside the serving container (pvc and oci sources)."""
         return f"{MODEL_MOUNT}/{self.path}".rstrip("/")
 
     @property
     def display(self) -> str:
         if self.scheme == "pvc":
             return f"pvc://{self.claim}/{self.path}"
+        if self.scheme == "oci":
+            return f"oci://{self.image}"
         suffix = f"@{self.revision}" if self.revision else (f":{self.quant_tag}" if self.quant_tag else "")
         return self.repo + suffix
 
@@ -42,11 +52,14 @@ class SourceRef:
 def parse_source(uri: str) -> SourceRef:
     """Split a source URI; the CRD pattern has already checked its shape."""
     scheme, sep, rest = uri.partition("://")
-    if not sep or scheme not in ("hf", "pvc") or not rest:
-        raise ValueError(f"model.source.uri {uri!r}: expected hf://REPO[@REVISION], hf://REPO:QUANT or pvc://CLAIM/PATH")
+    if not sep or scheme not in ("hf", "pvc", "oci") or not rest:
+        raise ValueError(f"model.source.uri {uri!r}: expected hf://REPO[@REVISION], hf://REPO:QUANT, pvc://CLAIM/PATH "
+                         "or oci://REGISTRY/REPO:TAG")
     if scheme == "pvc":
         claim, _, path = rest.partition("/")
         return SourceRef("pvc", claim=claim, path=path)
+    if scheme == "oci":
+        return SourceRef("oci", image=rest)
     if "@" in rest:
         repo, _, revision = rest.partition("@")
         return SourceRef("hf", repo=repo, revision=revision)

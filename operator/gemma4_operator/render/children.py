@@ -16,11 +16,21 @@ from typing import Any
 import jinja2
 import yaml
 
-from gemma4_operator.api import API_VERSION, KIND, Gemma4DeploymentSpec
-from gemma4_operator.catalog import GIB, Accelerator
+from gemma4_operator.api import API_VERSION, KIND, Gemma4DeploymentSpec, RetainPolicy
+from gemma4_operator.catalog import Accelerator
 from gemma4_operator.engines import engine as engine_named
 from gemma4_operator.engines.base import EngineContainer, K8sObject
 from gemma4_operator.planner.plan import Plan
+from gemma4_operator.planner.sources import MODEL_MOUNT
+from gemma4_operator.planner.weights import WeightsMode
+from gemma4_operator.render.download import (
+    COMPONENT_LABEL,
+    DOWNLOAD_COMPONENT,
+    downloader_image,
+    job_values,
+    needs_download,
+)
+from gemma4_operator.weights.outcome import required_cache_gib
 
 SERVICE_PORT = 8000
 APP_NAME = "gemma4"
@@ -60,6 +70,10 @@ class RenderOptions:
     # a PodMonitor per object (Prometheus Operator's CRDs served and --engine-monitors auto); otherwise the
     # pods carry prometheus.io/* scrape annotations
     pod_monitors: bool = False
+    # volumes[].image is served (a dry run at the first oci:// object; offline renders assume a current server)
+    image_volumes: bool = True
+    image_volumes_refusal: str = ""  # why not, in words (the server's version)
+    downloader_image: str = ""  # --image downloader=IMAGE; empty: the catalog's
 
 
 KEDA_API_VERSION = "keda.sh/v1alpha1"
@@ -68,6 +82,33 @@ METRICS_PATH = "/metrics"  # both engines serve Prometheus metrics there (llama-
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 # target label of the engine series -> the serving pod label it is copied from
 ENGINE_TARGET_LABELS = {"name": INSTANCE_LABEL, "variant": VARIANT_LABEL}
+
+
+IMAGE_VOLUMES = ("image volumes (volumes[].image) are not served by this cluster's API server: Kubernetes 1.35+ "
+                 "serves them by default (1.33-1.34 behind the ImageVolume feature gate); use hf:// with "
+                 "storage.modelCache instead")
+
+
+IMAGE_VOLUME_PROBE = "gemma4-operator-image-volume-check"
+
+
+def image_volume_probe(namespace: str) -> K8sObject:
+    """A Deployment with an image volume, for a dry-run create: a server that does not serve
+    volumes[].image (older than 1.31, or the ImageVolume gate off) drops the field from the answer."""
+    pod = {"containers": [{"name": "probe", "image": "registry.k8s.io/pause:3.10",
+                           "volumeMounts": [{"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True}]}],
+           "volumes": [{"name": "model", "image": {"reference": "registry.k8s.io/pause:3.10",
+                                                   "pullPolicy": "IfNotPresent"}}]}
+    labels = {"app.kubernetes.io/name": IMAGE_VOLUME_PROBE}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": IMAGE_VOLUME_PROBE, "namespace": namespace, "labels": labels},
+            "spec": {"replicas": 0, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": pod}}}
+
+
+def keeps_image_volume(answer: K8sObject) -> bool:
+    volumes = answer.get("spec", {}).get("template", {}).get("spec", {}).get("volumes") or []
+    return any(isinstance(v, dict) and v.get("image") for v in volumes)
 
 
 class UnrenderableError(ValueError):
@@ -139,10 +180,11 @@ def _affinity(plan: Plan, spec: Gemma4DeploymentSpec) -> K8sObject:
 def model_cache_gib(plan: Plan) -> int:
     """What the model cache must hold: the checkpoint's download (GGUF and mmproj for llama.cpp) plus 20%
     for the repository's small files and the engines' own caches under it. The Hub writes each file once
-    (a blob, renamed from `.incomplete`), so the peak is the total; a pvc:// model is not downloaded."""
-    if plan.source is not None and plan.source.scheme == "pvc":
+    (a blob, renamed from `.incomplete`), so the peak is the total; pvc:// and oci:// weights are mounted,
+    not downloaded."""
+    if plan.weights.mode in (WeightsMode.VOLUME, WeightsMode.IMAGE):
         return 1
-    return math.ceil(plan.download_bytes * 1.2 / GIB)
+    return required_cache_gib(plan.download_bytes)  # the DiskFull status names the same number
 
 
 def _resources(spec: Gemma4DeploymentSpec, plan: Plan) -> K8sObject:
@@ -189,7 +231,11 @@ def _volumes(name: str, spec: Gemma4DeploymentSpec, plan: Plan, engine: EngineCo
     if plan.source is not None and plan.source.scheme == "pvc":
         volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": plan.source.claim,
                                                                     "readOnly": True}})
-        mounts.append({"name": "model", "mountPath": "/models", "readOnly": True})
+        mounts.append({"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True})
+    if plan.source is not None and plan.source.scheme == "oci":
+        # pulled by the container runtime before the container starts and kept in its image store per node
+        volumes.append({"name": "model", "image": {"reference": plan.source.image, "pullPolicy": "IfNotPresent"}})
+        mounts.append({"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True})
     return volumes, mounts
 
 
@@ -229,6 +275,8 @@ def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
     """Deployment, Service, and when asked for a PVC; a PDB when more than one replica runs; a PodMonitor
     where the cluster serves them; KEDA's ScaledObject for ``backend: keda``."""
     options = options or RenderOptions()
+    if plan.weights.mode is WeightsMode.IMAGE and not options.image_volumes:
+        raise UnrenderableError(f"model.source.uri {plan.model_ref}: {options.image_volumes_refusal or IMAGE_VOLUMES}")
     engine = engine_named(plan.engine).container(plan, spec)
     labels = child_labels(owner.name, plan.variant)
     common = {"name": owner.name, "namespace": owner.namespace, "labels": labels,
@@ -249,8 +297,10 @@ def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
         _render("service.yaml.j2", **common, service_port=SERVICE_PORT),
     ]
     if spec.storage.model_cache is not None:
-        children.append(_render("pvc.yaml.j2", **common, cache=spec.storage.model_cache,
-                                cache_size=cache_size(spec, plan)))
+        children.append(_pvc(common, spec, plan))
+    if needs_download(plan):
+        children.append(_render("job.yaml.j2", **common, job_labels=download_labels(owner.name, plan.variant),
+                                **job_values(spec, plan, options.downloader_image or downloader_image())))
     if options.pod_monitors:
         children.append(_render("podmonitor.yaml.j2", **common, metrics_path=METRICS_PATH,
                                 relabelings=relabelings()))
@@ -259,6 +309,20 @@ def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
     if minimum_replicas(spec) > 1 or (spec.autoscaling is not None and spec.autoscaling.max_replica_count > 1):
         children.append(_render("pdb.yaml.j2", **common, pdb_api_version=options.pdb_api_version))
     return children
+
+
+def _pvc(common: dict[str, Any], spec: Gemma4DeploymentSpec, plan: Plan) -> K8sObject:
+    """The cache PVC; owned by the object (deleted with it) only with retainPolicy Delete."""
+    cache = spec.storage.model_cache
+    assert cache is not None
+    owned = common if cache.retain_policy is RetainPolicy.DELETE else {**common, "owner_references": []}
+    return _render("pvc.yaml.j2", **owned, cache=cache, cache_size=cache_size(spec, plan))
+
+
+def download_labels(name: str, variant: str) -> dict[str, str]:
+    """The download Job's pods: never the serving pods' selector (the Service must not route to them)."""
+    return {**child_labels(name, variant), "app.kubernetes.io/name": f"{APP_NAME}-download",
+            COMPONENT_LABEL: DOWNLOAD_COMPONENT}
 
 
 def _scaled_object(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan, labels: dict[str, str],
