@@ -40,7 +40,8 @@ from tests.e2e.test_operator_e2e import (
 
 Obj = dict[str, Any]
 DATA = Path(__file__).resolve().parents[1] / "data"
-CHILD_KINDS = ("Deployment", "Service", "PersistentVolumeClaim", "PodDisruptionBudget", "ScaledObject")
+# Listed to find stale or stray children too (a PVC or a download Job would be one: the fleet has no model cache).
+CHILD_KINDS = ("Deployment", "Service", "PersistentVolumeClaim", "Job", "PodDisruptionBudget", "ScaledObject")
 
 # Small specs that plan on the e2e server: two engines, CPU, L4 and auto (H100 from --accelerators).
 BASES: dict[str, Obj] = {
@@ -54,28 +55,22 @@ BASES: dict[str, Obj] = {
 }
 AUTOSCALING = (None, "operator", "keda")
 CONCURRENCY = (2, 4)
-# ReadWriteMany: a ReadWriteOnce cache is refused for more than one replica, and replicas change here.
-CACHE = {"modelCache": {"accessModes": ["ReadWriteMany"]}}
 
 
 @dataclasses.dataclass
 class Profile:
-    """The test's model of one object's spec; ``had_cache``: a cache PVC was rendered once, and the operator never
-    deletes a PVC (it holds downloaded weights; it goes with the object), so it must still be there."""
+    """The test's model of one object's spec. No ``storage.modelCache``: with one, the serving children wait for the
+    download Job, whose pod nothing runs here (test_operator_e2e plays the kubelet for it)."""
 
     base: str
     replicas: int = 1
-    cache: bool = False
     autoscaling: str | None = None
     concurrency: int = CONCURRENCY[0]
-    had_cache: bool = False
 
     def spec(self) -> Obj:
         base = BASES[self.base]
         spec: Obj = {**base, "replicas": self.replicas,
                      "serving": {**base["serving"], "concurrency": self.concurrency}}
-        if self.cache:
-            spec["storage"] = CACHE
         if self.autoscaling is not None:
             spec["autoscaling"] = {"minReplicaCount": 1, "maxReplicaCount": 3, "backend": self.autoscaling,
                                    "autoscalingMetricSpecs": [{"metricName": "vllm/num_requests_waiting",
@@ -85,8 +80,6 @@ class Profile:
     def expected_kinds(self) -> set[str]:
         """The child kinds this spec implies (the renderer's rules restated, not called)."""
         kinds = {"Deployment", "Service"}
-        if self.cache:
-            kinds.add("PersistentVolumeClaim")
         if self.replicas > 1 or self.autoscaling is not None:  # autoscaling here always has maxReplicaCount 3
             kinds.add("PodDisruptionBudget")
         if self.autoscaling == "keda":
@@ -95,13 +88,10 @@ class Profile:
 
     def mutated(self, rng: random.Random) -> tuple[Profile, Obj]:
         """A random one-field spec change: the new profile and the merge patch of ``spec`` that makes it."""
-        what = rng.choice(["replicas", "cache", "concurrency", "autoscaling"])
+        what = rng.choice(["replicas", "concurrency", "autoscaling"])
         if what == "replicas":
             new = dataclasses.replace(self, replicas=3 - self.replicas)
             return new, {"replicas": new.replicas}
-        if what == "cache":
-            new = dataclasses.replace(self, cache=not self.cache, had_cache=True)
-            return new, {"storage": {"modelCache": CACHE["modelCache"] if new.cache else None}}
         if what == "concurrency":
             new = dataclasses.replace(self, concurrency=rng.choice([c for c in CONCURRENCY if c != self.concurrency]))
             return new, {"serving": {"concurrency": new.concurrency}}
@@ -178,7 +168,7 @@ class Verdict:
 
 def look(fleet: Fleet, expect: Expectations) -> Verdict:
     """Every object's status and children against its profile and the operator's rendering; every managed child
-    in the namespace must belong to an object of the fleet and be wanted (or a retained cache PVC)."""
+    in the namespace must belong to an object of the fleet and be wanted."""
     rest, namespace = fleet.rest, fleet.namespace
     objects = {o["metadata"]["name"]: o for o in rest.objects(KIND, namespace)}
     children = [c for kind in CHILD_KINDS for c in rest.objects(kind, namespace, MANAGED_SELECTOR)]
@@ -225,14 +215,13 @@ def _look_at_one(obj: Obj, profile: Profile, live: list[Obj], expect: Expectatio
                                 f"{sorted(profile.expected_kinds())}")
     counts = Counter(c["kind"] for c in live)
     verdict.duplicates += [f"{name}: {n} x {kind}" for kind, n in counts.items() if n > 1]
-    allowed = set(rendered) | ({"PersistentVolumeClaim"} if profile.had_cache else set())
-    stale = [c for c in live if c["kind"] not in allowed]
+    stale = [c for c in live if c["kind"] not in rendered]
     if stale:
         verdict.problems.append(f"{name}: stale children {kinds_of(stale)}")
     owner_ref = [{"apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": uid, "controller": True,
                   "blockOwnerDeletion": True}]
     for child in live:
-        if child["kind"] in allowed and controller_refs(child) != owner_ref:
+        if child["kind"] in rendered and controller_refs(child) != owner_ref:
             verdict.problems.append(f"{name}: {child['kind']} is not controlled by uid {uid}")
     live_by_kind = {c["kind"]: c for c in live}
     for kind, want in rendered.items():
