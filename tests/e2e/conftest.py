@@ -1,5 +1,7 @@
 """Fixtures for the e2e tier: a real kube-apiserver + kube-controller-manager (1.20.2) on loopback.
 
+* ``control_plane_binaries`` (session): the binaries' directory, built when missing; skips the tier when
+  ``GEMMA4_SKIP_E2E=1``.
 * ``control_plane`` (session): a started :class:`controlplane.ControlPlane`. Builds the binaries with
   ``controlplane/build.sh`` when they are not cached yet (``make test`` does that before pytest starts, in
   ``make tools``; ~5-10 min cold, no root, nothing installed system-wide), showing its progress. Set
@@ -23,12 +25,13 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from tests.e2e.controlplane import ControlPlane, binaries_available, build_binaries
+from tests.e2e.controlplane import ControlPlane, binaries_available, build_binaries, default_bin_dir
 
 # The operator's module fixtures, for the other e2e modules too: each module that uses them gets its own CRD,
 # chart identity (ServiceAccount, ClusterRole, binding) and operator process, and leaves none of them behind.
@@ -45,7 +48,8 @@ from tests.e2e.test_operator_e2e import (  # noqa: F401
 
 
 @pytest.fixture(scope="session")
-def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
+def control_plane_binaries(request: pytest.FixtureRequest) -> Path:
+    """The control plane binaries' directory, built if missing; skips the tier when GEMMA4_SKIP_E2E=1."""
     if os.environ.get("GEMMA4_SKIP_E2E") == "1":
         pytest.skip("GEMMA4_SKIP_E2E=1: real control plane tests skipped")
     if not binaries_available():
@@ -59,7 +63,12 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
             t0 = time.monotonic()
             build_binaries()
             print(f"control plane binaries built in {time.monotonic() - t0:.0f}s", file=sys.stderr, flush=True)
-    cp = ControlPlane()
+    return default_bin_dir()
+
+
+@pytest.fixture(scope="session")
+def control_plane(control_plane_binaries: Path) -> Iterator[ControlPlane]:
+    cp = ControlPlane(control_plane_binaries)
     cp.start()
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in cp.startup_phases.items())
     print(

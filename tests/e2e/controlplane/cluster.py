@@ -20,6 +20,7 @@ Usage::
             ...
         token = cp.service_account_token("ns", "gemma4-operator")   # bearer token of a (new) ServiceAccount
         kubeconfig = cp.write_kubeconfig(token=token)                # e.g. KUBECONFIG for an operator process
+        cp.restart_apiserver(down=1.0)               # an outage: same port, etcd and keys afterwards
         # also: cp.url, cp.admin_token, cp.kubeconfig_path (admin), cp.ca_path, cp.workdir / "logs"
 """
 
@@ -116,6 +117,18 @@ class _Proc:
         return "\n".join(text.splitlines()[-lines:])
 
 
+@dataclass(frozen=True)
+class ApiserverRestart:
+    """Seconds kube-apiserver took to stop (``killed``: SIGKILLed after the grace period) and, started again, to be
+    ready; wall-clock (``time.time()``) bounds of the outage, from the stop signal to ready."""
+
+    stop_seconds: float
+    killed: bool
+    ready_seconds: float
+    down_from: float
+    down_until: float
+
+
 _OPENSSL_CNF = """\
 [req]
 distinguished_name = dn
@@ -178,6 +191,7 @@ class ControlPlane:
         #: Seconds since start() at which each phase was done (pki, etcd, kube-apiserver, kube-controller-manager).
         self.startup_phases: dict[str, float] = {}
         self._procs: list[_Proc] = []
+        self._apiserver_argv: list[str] = []
         self._ssl_context: ssl.SSLContext | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -258,7 +272,7 @@ class ControlPlane:
 
     def _spawn(self, name: str, argv: list[str]) -> _Proc:
         log_path = self.workdir / "logs" / f"{name}.log"
-        log_file = log_path.open("wb")
+        log_file = log_path.open("ab")  # append: a restarted component keeps its earlier log
         popen = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -348,32 +362,64 @@ class ControlPlane:
         port = free_port()
         pki = self.workdir / "pki"
         self.url = f"https://127.0.0.1:{port}"
-        self._spawn(
-            "kube-apiserver",
-            [
-                str(self.bin_dir / "kube-apiserver"),
-                f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={port}",
-                "--insecure-port=0",
-                f"--tls-cert-file={pki / 'apiserver.crt'}",
-                f"--tls-private-key-file={pki / 'apiserver.key'}",
-                f"--client-ca-file={pki / 'ca.crt'}",
-                f"--service-cluster-ip-range={self.SERVICE_CIDR}",
-                f"--service-account-key-file={pki / 'sa.pub'}",
-                f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--service-account-issuer=https://kubernetes.default.svc",
-                "--api-audiences=https://kubernetes.default.svc",
-                "--authorization-mode=RBAC",
-                f"--token-auth-file={pki / 'tokens.csv'}",
-                "--endpoint-reconciler-type=none",
-                "--profiling=false",
-                "--v=1",
-                *self.extra_apiserver_args,
-            ],
-        )
+        self._apiserver_argv = [
+            str(self.bin_dir / "kube-apiserver"),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={port}",
+            "--insecure-port=0",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--service-cluster-ip-range={self.SERVICE_CIDR}",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            "--api-audiences=https://kubernetes.default.svc",
+            "--authorization-mode=RBAC",
+            f"--token-auth-file={pki / 'tokens.csv'}",
+            "--endpoint-reconciler-type=none",
+            "--profiling=false",
+            "--v=1",
+            *self.extra_apiserver_args,
+        ]
+        self._spawn("kube-apiserver", self._apiserver_argv)
         self._wait("kube-apiserver /readyz", deadline, lambda: self._get("/readyz") == "ok")
+
+    def restart_apiserver(self, *, down: float = 0.0, sig: signal.Signals = signal.SIGTERM, grace: float = 2.0,
+                          timeout: float = 60.0) -> ApiserverRestart:
+        """Stop kube-apiserver with ``sig`` (SIGKILL: a crash), SIGKILL it if it has not exited after ``grace``
+        seconds, leave it down ``down`` seconds, start it again with the same arguments (same port, etcd and keys,
+        so clients and tokens keep working) and wait for /readyz. etcd and the controller manager run on.
+
+        On SIGTERM, 1.20 stops listening at once but then waits for its open connections (the controller
+        manager's watches) for more than 30 s: ``grace`` plays the kubelet's termination grace period."""
+        index = next(i for i, p in enumerate(self._procs) if p.name == "kube-apiserver")
+        old = self._procs.pop(index)
+        stopping, wall_stopping = time.monotonic(), time.time()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(old.popen.pid, sig)
+        killed = False
+        try:
+            old.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            killed = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(old.popen.pid, signal.SIGKILL)
+            old.popen.wait(timeout=10)
+        old.log_file.close()
+        stopped = time.monotonic()
+        time.sleep(down)
+        t0 = time.monotonic()
+        new = self._spawn("kube-apiserver", self._apiserver_argv)
+        # back in its place: stop() kills in reverse start order (controller manager before the apiserver)
+        self._procs.remove(new)
+        self._procs.insert(index, new)
+        self._wait("kube-apiserver /readyz after a restart", t0 + timeout, lambda: self._get("/readyz") == "ok")
+        ready = time.monotonic()
+        return ApiserverRestart(stopped - stopping, killed, ready - t0, wall_stopping,
+                                wall_stopping + ready - stopping)
 
     def write_kubeconfig(
         self, path: Path | None = None, *, token: str | None = None, namespace: str = "default"
