@@ -415,10 +415,11 @@ OPERATOR_NEEDS: list[tuple[str, str, str, str, str]] = [
     ("patch", GROUP, PLURAL, "status", "status"),
     *[(verb, group, resource, "", why)
       for group, resource in (("apps", "deployments"), ("", "services"), ("", "persistentvolumeclaims"),
-                              ("policy", "poddisruptionbudgets"))
+                              ("policy", "poddisruptionbudgets"), ("batch", "jobs"))
       for verb, why in (("list", "watch mode index"), ("watch", "watch mode index"), ("patch", "server-side apply"),
                         ("create", "server-side apply of a missing child is authorized as create"))],
     ("delete", "policy", "poddisruptionbudgets", "", "a PDB no longer wanted"),
+    ("delete", "batch", "jobs", "", "a download Job replaced by a new checkpoint's"),
     ("list", "", "pods", "", "status from pods"),
     ("watch", "", "pods", "", "status from pods"),
     ("create", "", "events", "", "events"),
@@ -1241,17 +1242,26 @@ def test_chart_rbac_covers_every_operator_request(control_plane: ControlPlane, r
     binding = f"e2e-{sa}"
     rest.post(f"{RBAC_PATH}/clusterrolebindings", cluster_role_binding(
         binding, role=chart_identity.cluster_role["metadata"]["name"], service_account=sa))
+
+    def allowed(verb: str, group: str, resource: str, subresource: str) -> bool:
+        review = rest.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body={
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {"user": f"system:serviceaccount:{OPERATOR_NAMESPACE}:{sa}",
+                     "groups": ["system:serviceaccounts", f"system:serviceaccounts:{OPERATOR_NAMESPACE}",
+                                "system:authenticated"],
+                     "resourceAttributes": {"verb": verb, "group": group, "resource": resource,
+                                            "subresource": subresource, "namespace": e2e_namespace}}})
+        return bool(review["status"].get("allowed"))
+
     try:
+        # the authorizer sees a new binding through its informer: wait until it does (a loaded machine takes
+        # a moment), then judge every request
+        with contextlib.suppress(AssertionError):
+            wait_for("the new binding in the authorizer", lambda: allowed(*OPERATOR_NEEDS[2][:4]) or None,
+                     timeout=10)
         denied: list[str] = []
         for verb, group, resource, subresource, why in OPERATOR_NEEDS:
-            review = rest.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body={
-                "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-                "spec": {"user": f"system:serviceaccount:{OPERATOR_NAMESPACE}:{sa}",
-                         "groups": ["system:serviceaccounts", f"system:serviceaccounts:{OPERATOR_NAMESPACE}",
-                                    "system:authenticated"],
-                         "resourceAttributes": {"verb": verb, "group": group, "resource": resource,
-                                                "subresource": subresource, "namespace": e2e_namespace}}})
-            if not review["status"].get("allowed"):
+            if not allowed(verb, group, resource, subresource):
                 denied.append(f"{verb} {resource}{'/' + subresource if subresource else ''}.{group or 'core'} "
                               f"({why})")
         token = control_plane.service_account_token(OPERATOR_NAMESPACE, sa)
