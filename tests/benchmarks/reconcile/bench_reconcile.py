@@ -141,6 +141,17 @@ async def _healthy(port: int, proc: subprocess.Popen[bytes], timeout: float = 30
     raise RuntimeError("the operator never answered /healthz")
 
 
+async def _complete_downloads(k: Emulator) -> None:
+    """Play the Job controller (kmock has none): each model download Job succeeds as soon as it exists, so
+    the serving Deployments it holds back are created. Its requests are not the operator's."""
+    while True:
+        for job in h.objects(k, h.JOBS):
+            if not (job.get("status") or {}).get("succeeded"):
+                await h.complete_download(k, job["metadata"]["namespace"],
+                                          job["metadata"]["name"].removesuffix("-download"))
+        await asyncio.sleep(0.05)
+
+
 async def _quiet(k: Emulator, quiet: float, timeout: float) -> None:
     """Until the operator wrote nothing for `quiet` seconds (poll mode never stops reading)."""
     deadline = time.monotonic() + timeout
@@ -175,6 +186,7 @@ async def run_one(mode: str, n: int, idle: float, resync: float, log: Path | Non
             mark = len(h.operator_requests(k))
 
             started = time.monotonic()
+            downloads = asyncio.create_task(_complete_downloads(k))
             await h.gather_limited((h.create(k, h.G4D, h.g4d(f"m{i:04d}", f"ns{i % 5}", **spec_for(i)))
                                     for i in range(n)), limit=n)
 
@@ -185,6 +197,7 @@ async def run_one(mode: str, n: int, idle: float, resync: float, log: Path | Non
 
             await h.wait_for(all_children, timeout=600, interval=0.05, what="all children")
             children_s = time.monotonic() - started
+            downloads.cancel()
             await _quiet(k, 2.0, 600)
             settle_s = time.monotonic() - started - 2.0
             cpu_s = _cpu_seconds(proc.pid)
