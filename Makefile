@@ -58,9 +58,9 @@ pytest: tiers
 ## bench: planner throughput (BENCH_AGAINST=REF: side by side with commit REF), reconcile load and the
 ## autoscaling trace benchmark (the shared Azure trace as recorded and x24, when ../shared/data/traces/
 ## holds it, and the synthetic traces; every policy x trace vs the oracle and static peak)
-bench: setup
+bench: setup tools
 	$(BIN)/python -m tests.benchmarks.planner.run $(if $(BENCH_AGAINST),--against $(BENCH_AGAINST))
-	$(BIN)/python -m tests.benchmarks.reconcile.run
+	$(BIN)/python -m tests.benchmarks.reconcile.run $(if $(BENCH_AGAINST),--against $(BENCH_AGAINST))
 	$(BIN)/python -m tests.benchmarks.autoscaling.run
 
 ## crd: regenerate the committed CRD from api.py

@@ -63,10 +63,12 @@ from gemma4_operator.controller.context import (
     MANAGED_SELECTOR,
     PARENTS,
     PODS,
+    CachedDesired,
     ChildSource,
     Key,
     Obj,
     OperatorContext,
+    Packed,
     Parent,
     child_snapshot,
     context_of,
@@ -117,15 +119,15 @@ def _desired(ctx: OperatorContext, parent: Parent, model: Gemma4Deployment, fact
     fingerprint = rc.content_hash({"uid": parent.uid, "name": parent.key, "spec": parent.body.get("spec"),
                                    "facts": sorted(facts.accelerator_types), "keep": keep})
     cached = ctx.desired_cache.get(parent.key)
-    if cached is not None and cached[0] == fingerprint:
-        return cached[1]
+    if cached is not None and cached.fingerprint == fingerprint:
+        return cached.desired()
     desired = rc.desired_state(model, parent.uid, facts, ctx.config, ctx.render_options, keep=keep)
     p = desired.plan
     ctx.metrics.plans.labels(variant=model.spec.model.variant.value,
                              engine=p.engine if p else model.spec.engine.value,
                              quantization=p.quantization if p else model.spec.quantization.value,
                              outcome="fits" if p else "failed").inc()
-    ctx.desired_cache[parent.key] = (fingerprint, desired)
+    ctx.desired_cache[parent.key] = CachedDesired.of(fingerprint, desired)
     return desired
 
 
@@ -216,7 +218,7 @@ async def reconcile(ctx: OperatorContext, parent: Parent, source: ChildSource, f
     """
     if parent.deleting:
         return
-    async with ctx.lock(parent.key):
+    async with ctx.lock(parent.key), ctx.slots:
         started, result = time.monotonic(), "error"
         try:
             _respect_hold(ctx, parent.key)
@@ -383,7 +385,7 @@ async def _run_watch_triggered(ctx: OperatorContext, parent: Parent, indices: Ma
 
 def _parent_from_index(indices: Mapping[str, Any], key: Key) -> Parent | None:
     for body in store(indices.get(PARENTS), key):
-        return parent_snapshot(body)
+        return Parent(body)  # a fresh copy of the snapshot index_parent packed
     return None
 
 
@@ -568,18 +570,27 @@ async def stop_autoscalers(memo: Any, **_: Any) -> None:
     await ctx.close_http()
 
 
-def index_parent(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Key, Obj]:
-    return {(namespace or "", name): parent_snapshot(body).body}
+# The indices keep each object's snapshot packed (compressed JSON, see Packed): a 1000-object operator
+# holds thousands of them, and a snapshot is only unpacked when a reconcile reads it. The index functions
+# are coroutines so that kopf runs them in the event loop's thread: kopf runs a plain function in its
+# thread pool, and what a pool thread allocates and keeps (the snapshots) lands in that thread's malloc
+# arena, where a burst's short-lived allocations around it keep the arena from shrinking again.
 
 
-def index_child(body: kopf.Body, namespace: str | None, labels: Mapping[str, str], **_: Any) -> dict[Key, Obj] | None:
+async def index_parent(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Key, Packed]:
+    return {(namespace or "", name): Packed.of(parent_snapshot(body).body)}
+
+
+async def index_child(body: kopf.Body, namespace: str | None, labels: Mapping[str, str],
+                **_: Any) -> dict[Key, Packed] | None:
     instance = labels.get(INSTANCE_LABEL)
-    return {(namespace or "", instance): child_snapshot(body)} if instance else None
+    return {(namespace or "", instance): Packed.of(child_snapshot(body))} if instance else None
 
 
-def index_pod(body: kopf.Body, namespace: str | None, labels: Mapping[str, str], **_: Any) -> dict[Key, Obj] | None:
+async def index_pod(body: kopf.Body, namespace: str | None, labels: Mapping[str, str],
+              **_: Any) -> dict[Key, Packed] | None:
     instance = labels.get(INSTANCE_LABEL)
-    return {(namespace or "", instance): pod_snapshot(body)} if instance else None
+    return {(namespace or "", instance): Packed.of(pod_snapshot(body))} if instance else None
 
 
 # Failures of a discovery request that say nothing about what the server serves: worth asking again.

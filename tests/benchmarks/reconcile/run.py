@@ -1,46 +1,105 @@
 #!/usr/bin/env python3
-"""Reconcile benchmark: `python tests/benchmarks/reconcile/run.py [--sizes 50,200] [--idle 120]`.
+"""Reconcile benchmark: `python -m tests.benchmarks.reconcile.run [--real-sizes 200,1000] [--against REF]`.
 
-Starts `gemma4-operator run` as a subprocess against an in-process kmock Emulator, creates N
-Gemma4Deployments at once, and prints a table (see bench_reconcile.py for what is measured).
-Modes: watch (default operator mode: kopf watches the owned kinds) and poll (a per-object kopf
-timer re-reads the children every --resync seconds); both are measured by default so the
-cheaper way to notice drift can be read off the table.
+Two parts, each printing a table:
+
+- the real API server (bench_apiserver.py): the e2e tier's kube-apiserver + kube-controller-manager
+  1.20.2, the operator as a subprocess, N Gemma4Deployments at once (default N = 200 and 1000): time to
+  all children, the operator's requests per object counted from the apiserver's audit log, requests
+  during the idle period, RSS. ``--against REF`` runs git commit REF's operator the same way in the same
+  invocation (a temporary worktree), after this tree's, for a before/after table;
+- kmock (bench_reconcile.py, default N = 50 and 200): watch mode against poll mode (a per-object timer
+  re-reads the children every --resync seconds), so the cheaper way to notice drift can be read off.
+
+``--trace-memory FILE`` runs this tree's operator under tracemalloc in the real-server part and appends
+its memory breakdown (by owner, module and line) to FILE (traced_operator.py; slow, and its RSS is not a
+measurement).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
+import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_apiserver import ROOT, RealResult, real_table, run_real
 from bench_reconcile import environment, run_all, table
+from tests.e2e.controlplane import binaries_available
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(s) for s in text.split(",") if s]
+
+
+@contextlib.contextmanager
+def _checkout(ref: str | None) -> Iterator[Path | None]:
+    """REF's operator sources in a temporary worktree (None: nothing to compare against)."""
+    if not ref:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="reconcile-bench-") as tmp:
+        tree = Path(tmp) / "old"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), ref], cwd=ROOT, check=True)
+        try:
+            yield tree / "operator"
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=True)
+
+
+def real_part(args: argparse.Namespace) -> list[RealResult]:
+    results: list[RealResult] = []
+    with _checkout(args.against) as old:
+        for n in _sizes(args.real_sizes):
+            runs: list[tuple[str, Path | None]] = [("this tree", None)] + ([(args.against, old)] if old else [])
+            for source, tree in runs:
+                trace = args.trace_memory if tree is None else None
+                result = run_real(n, args.real_idle, source, tree, args.logs, trace)
+                print(f"  real apiserver, {source}, N={n}: children {result.children_s:.1f}s, idle writes "
+                      f"{result.idle.writes}, peak RSS {result.peak_rss_mib:.0f} MiB", file=sys.stderr, flush=True)
+                results.append(result)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--sizes", default="50,200", help="comma-separated object counts (default 50,200)")
-    p.add_argument("--modes", default="watch,poll", help="watch and/or poll (default both)")
-    p.add_argument("--idle", type=float, default=120.0, help="idle seconds measured after settling (default 120)")
-    p.add_argument("--resync", type=float, default=30.0, help="poll mode resync interval in seconds (default 30)")
+    p.add_argument("--real-sizes", default="200,1000", help="object counts on the real API server (default 200,1000)")
+    p.add_argument("--real-idle", type=float, default=120.0, help="idle seconds on the real API server (default 120)")
+    p.add_argument("--against", metavar="REF", help="also run git commit REF's operator on the real API server")
+    p.add_argument("--trace-memory", type=Path, metavar="FILE", help="tracemalloc breakdown of this tree's operator")
+    p.add_argument("--sizes", default="50,200", help="object counts on kmock (default 50,200; empty: skip kmock)")
+    p.add_argument("--modes", default="watch,poll", help="kmock: watch and/or poll (default both)")
+    p.add_argument("--idle", type=float, default=120.0, help="kmock: idle seconds after settling (default 120)")
+    p.add_argument("--resync", type=float, default=30.0, help="kmock: poll mode resync interval (default 30)")
     p.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     p.add_argument("--logs", type=Path, help="directory for the operator's logs")
     args = p.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",") if s]
-    modes = [m for m in args.modes.split(",") if m]
     if args.logs:
         args.logs.mkdir(parents=True, exist_ok=True)
-    print(f"reconcile benchmark: sizes {sizes}, modes {modes}, idle {args.idle:.0f}s, poll resync "
-          f"{args.resync:.0f}s ({environment()})", file=sys.stderr)
-    results = asyncio.run(run_all(sizes, modes, args.idle, args.resync, args.logs))
-    print(table(results))
+    print(f"reconcile benchmark ({environment()})", file=sys.stderr)
+    real: list[RealResult] = []
+    if _sizes(args.real_sizes) and not binaries_available():
+        print("real API server part skipped: the control plane is not built (make tools)", file=sys.stderr)
+    elif _sizes(args.real_sizes):
+        real = real_part(args)
+        print(f"real kube-apiserver 1.20.2 + kube-controller-manager, watch mode, idle {args.real_idle:.0f}s:")
+        print(real_table(real))
+    kmock = asyncio.run(run_all(_sizes(args.sizes), [m for m in args.modes.split(",") if m], args.idle,
+                                args.resync, args.logs)) if _sizes(args.sizes) else []
+    if kmock:
+        print(f"\nkmock (a Python fake API server in the benchmark's process), idle {args.idle:.0f}s:")
+        print(table(kmock))
     if args.json:
-        args.json.write_text(json.dumps([dataclasses.asdict(r) for r in results], indent=2) + "\n")
+        args.json.write_text(json.dumps({"real": [dataclasses.asdict(r) for r in real],
+                                         "kmock": [dataclasses.asdict(r) for r in kmock]}, indent=2) + "\n")
     return 0
 
 
