@@ -29,6 +29,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -171,6 +172,13 @@ class Admin:
         with urllib.request.urlopen(req, timeout=60, context=self.ssl) as resp:
             return json.loads(resp.read() or b"{}")
 
+    def patch_status(self, path: str, body: Any) -> None:
+        req = urllib.request.Request(self.url + path + "/status", data=json.dumps(body).encode(), method="PATCH",
+                                     headers={"Authorization": f"Bearer {self.token}",
+                                              "Content-Type": "application/merge-patch+json"})
+        with urllib.request.urlopen(req, timeout=60, context=self.ssl):
+            pass
+
     def count(self, path: str) -> int:
         """Objects at a list path: one item is listed, the server counts the rest (remainingItemCount)."""
         listed = self.request("GET", f"{path}?limit=1")
@@ -271,6 +279,25 @@ def _rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def _finish_downloads(admin: Admin, stop: threading.Event) -> None:
+    """Play the kubelet for the model download Jobs' pods (nothing runs them here): each exits 0, so the Job
+    controller completes its Job and the operator creates the Deployment it held back."""
+    done: set[str] = set()
+    while not stop.wait(0.5):
+        pods = admin.request("GET", "/api/v1/pods?labelSelector=app.kubernetes.io%2Fcomponent%3Ddownload")
+        for pod in pods.get("items") or []:
+            meta = pod["metadata"]
+            if meta["uid"] in done:
+                continue
+            admin.patch_status(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}", {"status": {
+                "phase": "Succeeded", "containerStatuses": [{
+                    "name": "download", "image": pod["spec"]["containers"][0]["image"], "imageID": "",
+                    "ready": False, "restartCount": 0, "state": {"terminated": {
+                        "exitCode": 0, "reason": "Completed", "message": "",
+                        "startedAt": "2026-12-07T10:00:00Z", "finishedAt": "2026-12-07T10:01:00Z"}}}]}})
+            done.add(meta["uid"])
+
+
 def _burst(admin: Admin, audit: AuditLog, n: int) -> tuple[float, float, int]:
     """Create the N objects at once; seconds until all children exist, until quiet, audit mark before."""
     deployments = admin.count("/apis/apps/v1/deployments")
@@ -282,8 +309,15 @@ def _burst(admin: Admin, audit: AuditLog, n: int) -> tuple[float, float, int]:
         list(pool.map(lambda obj: admin.request("POST", path.format(
             group=GROUP, version=API_VERSION.split("/")[1], ns=obj["metadata"]["namespace"], plural=PLURAL), obj),
             (_g4d(i) for i in range(n))))
-    _wait("all children", 900, lambda: admin.count("/apis/apps/v1/deployments") >= deployments + n
-          and admin.count("/api/v1/services") >= services + n, interval=0.25)
+    stop = threading.Event()
+    kubelet = threading.Thread(target=_finish_downloads, args=(admin, stop), daemon=True)
+    kubelet.start()
+    try:
+        _wait("all children", 900, lambda: admin.count("/apis/apps/v1/deployments") >= deployments + n
+              and admin.count("/api/v1/services") >= services + n, interval=0.25)
+    finally:
+        stop.set()
+        kubelet.join()
     children_s = time.monotonic() - started
     _wait_quiet(audit, 900)
     return children_s, time.monotonic() - started - QUIET_S, mark
