@@ -1,5 +1,5 @@
 """What keeps the operator's memory flat in the number of objects: packed index entries and cached
-children, a bound on reconciles in progress at once, and two malloc arenas."""
+children, and a bound on reconciles in progress at once."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import inspect
 from typing import Any
 
 from gemma4_operator.api import API_VERSION, KIND
-from gemma4_operator.cli.run import limit_malloc_arenas
 from gemma4_operator.controller import handlers
 from gemma4_operator.controller import reconcile as rc
 from gemma4_operator.controller.config import OperatorConfig
@@ -91,8 +90,3 @@ async def test_a_burst_of_reconciles_runs_at_most_the_slots_at_once(monkeypatch:
                                               trigger="create") for p in parents))
     assert most == RECONCILE_SLOTS
     assert ctx.metrics.value("gemma4_operator_reconciles_total", trigger="create", result="unchanged") == len(parents)
-
-
-def test_the_operator_limits_malloc_arenas_unless_the_environment_does() -> None:
-    assert limit_malloc_arenas({"MALLOC_ARENA_MAX": "8"}) is False  # the operator's environment wins
-    assert limit_malloc_arenas({}) is True  # glibc's mallopt(M_ARENA_MAX, 2) accepted

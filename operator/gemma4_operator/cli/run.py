@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
-import ctypes.util
 import os
 import sys
 from collections.abc import Mapping
@@ -169,24 +167,7 @@ def no_credentials_message(error: Exception, env: Mapping[str, str] | None = Non
     return f"no Kubernetes credentials: {where} and {kubeconfig} (set KUBECONFIG or --server)"
 
 
-M_ARENA_MAX = -8  # glibc malloc.h: mallopt's parameter for the number of malloc arenas
-
-
-def limit_malloc_arenas(env: Mapping[str, str] | None = None) -> bool:
-    """Two malloc arenas, as MALLOC_ARENA_MAX=2 would give, unless the environment sets it. glibc gives each
-    thread that allocates its own arena (up to 8 per core) and memory freed in one is not reused by another:
-    with the worker threads of kopf and of the API calls that was most of the operator's peak RSS at 1000
-    objects. True when set; a C library without mallopt (musl, macOS) is left as it is."""
-    if "MALLOC_ARENA_MAX" in (os.environ if env is None else env):
-        return False
-    try:
-        return bool(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(M_ARENA_MAX, 2))
-    except (OSError, AttributeError):
-        return False
-
-
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:  # noqa: ARG001 - the CLI's command signature
-    limit_malloc_arenas()
     try:
         config = config_from_args(args)
     except ConfigError as e:
