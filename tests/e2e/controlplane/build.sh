@@ -28,7 +28,7 @@
 #      point at the runtime's shared zero value, so every empty string in a custom resource or in a CRD default
 #      was rejected as `Invalid value: "null": ... must be of type string: "null"`; built with Go 1.15, as the
 #      1.20.2 release was, that comparison is never true for a decoded value, so only nil counts as null).
-# The toolchain, source package and patches are the same as when this script apt-get installed them system-wide,
+# The toolchain, source package and patches are the same as when this script once installed them system-wide with apt,
 # so the BUILD_ID (and binaries cached by that version) stay valid.
 set -euo pipefail
 
