@@ -82,7 +82,7 @@ from gemma4_operator.controller.metrics import ObjectState
 from gemma4_operator.controller.model_status import model_state
 from gemma4_operator.planner import cluster_facts
 from gemma4_operator.planner.plan import ClusterFacts
-from gemma4_operator.render.children import IMAGE_VOLUMES, MANAGER, image_volume_probe, keeps_image_volume
+from gemma4_operator.render.children import MANAGER, image_volume_probe, image_volumes_refusal, keeps_image_volume
 from gemma4_operator.render.download import is_download_pod
 
 logger = logging.getLogger(__name__)
@@ -183,9 +183,12 @@ async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: obs
                    live: Sequence[Obj], pods: Sequence[Obj], previous: Mapping[str, Any],
                    problem: observe.Fault | None, extra_events: Sequence[observe.EventSpec]) -> None:
     deployment = _owned(live, "Deployment", parent.uid)
-    serving = [p for p in pods if not is_download_pod(p)]
-    model = model_state(outcome.plan, spec, _owned(live, "Job", parent.uid), [p for p in pods if is_download_pod(p)],
-                        deployment, observe.loading_pods(serving)) if outcome.plan is not None else None
+    downloads: list[Obj] = []
+    serving: list[Obj] = []
+    for pod in pods:
+        (downloads if is_download_pod(pod) else serving).append(pod)
+    model = model_state(outcome.plan, spec, _owned(live, "Job", parent.uid), downloads, deployment,
+                        observe.loading_pods(serving)) if outcome.plan is not None else None
     new = observe.compute_status(owner=parent.owner, generation=parent.generation, spec=spec, outcome=outcome,
                                  deployment=deployment, pods=serving, previous=previous, now=now_rfc3339(),
                                  problem=problem, model=model)
@@ -261,7 +264,7 @@ async def _apply_children(ctx: OperatorContext, parent: Parent, desired: rc.Desi
     """Server-side apply each child that differs from what was last applied (or is missing); the serving
     children wait for the model download (rc.withheld); a changed Job is replaced (its event brings it back)."""
     seen = ctx.applied.setdefault(parent.key, {})
-    held = rc.withheld(desired, sync.by_name.get(("Job", f"{parent.key[1]}-download")))
+    held = rc.withheld(desired, _owned(list(sync.by_name.values()), "Job", parent.uid))
     for child in desired.children:
         ident = (child["kind"], child["metadata"]["name"])
         if (only is not None and ident not in only) or ident in held:
@@ -434,7 +437,7 @@ async def follow_image_volumes(ctx: OperatorContext, body: Mapping[str, Any]) ->
         ctx.image_volumes_checked_at = -math.inf  # try again at the next reconcile
         logger.warning("could not check whether image volumes are served (%s); oci:// sources wait", e)
         return
-    refusal = "" if served else IMAGE_VOLUMES.replace("this cluster's API server", f"this API server ({version})")
+    refusal = "" if served else image_volumes_refusal(f"this API server ({version})")
     ctx.render_options = dataclasses.replace(ctx.render_options, image_volumes=served, image_volumes_refusal=refusal)
     ctx.desired_cache.clear()
     logger.info("image volumes (oci:// sources) are %s", "served" if served else f"not served: {refusal}")

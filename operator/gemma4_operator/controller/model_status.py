@@ -8,13 +8,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gemma4_operator.api import Gemma4DeploymentSpec, ModelStatus
+from gemma4_operator.controller.status import get_path
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.render.children import cache_size
 from gemma4_operator.render.download import CHECKPOINT_ANNOTATION, checkpoint_id, needs_download
 from gemma4_operator.weights.outcome import DownloadOutcome, read_outcome
 
 Obj = Mapping[str, Any]
-MODEL_READY = "ModelReady"
 DOWNLOAD_CONTAINER = "download"
 
 
@@ -39,36 +39,28 @@ class ModelState:
         return self.status.phase == "Downloading"
 
 
-def _get(obj: Any, *path: str) -> Any:
-    for part in path:
-        if not isinstance(obj, Mapping):
-            return None
-        obj = obj.get(part)
-    return obj
-
-
 def current_job(plan: Plan, job: Obj | None) -> Obj | None:
     """The download Job, when it is the one for this plan's checkpoint (an older one is being replaced)."""
-    if job is None or _get(job, "metadata", "annotations", CHECKPOINT_ANNOTATION) != checkpoint_id(plan):
+    if job is None or get_path(job, "metadata", "annotations", CHECKPOINT_ANNOTATION) != checkpoint_id(plan):
         return None
-    return None if _get(job, "metadata", "deletionTimestamp") else job
+    return None if get_path(job, "metadata", "deletionTimestamp") else job
 
 
 def job_finished(job: Obj, kind: str) -> bool:
     """The Job's own terminal condition (Complete or Failed) is True."""
-    return any(c.get("type") == kind and c.get("status") == "True" for c in _get(job, "status", "conditions") or [])
+    return any(c.get("type") == kind and c.get("status") == "True" for c in get_path(job, "status", "conditions") or [])
 
 
 def job_succeeded(job: Obj) -> bool:
-    return job_finished(job, "Complete") or int(_get(job, "status", "succeeded") or 0) >= 1
+    return job_finished(job, "Complete") or int(get_path(job, "status", "succeeded") or 0) >= 1
 
 
 def _last_outcome(plan: Plan, cache: str, pods: Sequence[Obj]) -> DownloadOutcome | None:
     """What the newest finished download container reported (the wrapper's JSON termination message)."""
     finished = []
     for pod in pods:
-        for cs in _get(pod, "status", "containerStatuses") or []:
-            terminated = _get(cs, "state", "terminated")
+        for cs in get_path(pod, "status", "containerStatuses") or []:
+            terminated = get_path(cs, "state", "terminated")
             if cs.get("name") == DOWNLOAD_CONTAINER and isinstance(terminated, Mapping):
                 finished.append((str(terminated.get("finishedAt") or ""), terminated))
     if not finished:
@@ -89,8 +81,8 @@ def _from_job(plan: Plan, job: Obj | None, pods: Sequence[Obj], cache: str) -> M
     if job is None:
         return ModelState(_base(plan, "Pending"), "DownloadPending",
                           "the download Job is being created (a previous one is replaced first)")
-    times = {"started_at": str(_get(job, "status", "startTime") or ""),
-             "finished_at": str(_get(job, "status", "completionTime") or "")}
+    times = {"started_at": str(get_path(job, "status", "startTime") or ""),
+             "finished_at": str(get_path(job, "status", "completionTime") or "")}
     outcome = _last_outcome(plan, cache, pods)
     gib = plan.download_bytes / 2**30
     if job_succeeded(job):
@@ -98,12 +90,12 @@ def _from_job(plan: Plan, job: Obj | None, pods: Sequence[Obj], cache: str) -> M
         return ModelState(_base(plan, "Ready", throughput_mbps=round(rate, 1) if rate else None, **times),
                           "Downloaded", f"{checkpoint_id(plan)} is on the cache PVC ({gib:.1f} GiB expected)")
     if job_finished(job, "Failed"):
-        said = next((str(c.get("message") or "") for c in _get(job, "status", "conditions") or []
+        said = next((str(c.get("message") or "") for c in get_path(job, "status", "conditions") or []
                      if c.get("type") == "Failed"), "")
         reason, message = (outcome.reason, outcome.message) if outcome is not None and not outcome.succeeded else (
             "DownloadFailed", said or "the download Job failed")
         return ModelState(_base(plan, "Failed", **times), reason,
-                          f"{message} (delete Job {_get(job, 'metadata', 'name')} to retry)")
+                          f"{message} (delete Job {get_path(job, 'metadata', 'name')} to retry)")
     retrying = f"; the last attempt failed: {outcome.message}" if outcome is not None and not outcome.succeeded else ""
     return ModelState(_base(plan, "Downloading", **times), "Downloading",
                       f"downloading {checkpoint_id(plan)} ({gib:.1f} GiB) into the cache PVC; the serving "
@@ -112,7 +104,7 @@ def _from_job(plan: Plan, job: Obj | None, pods: Sequence[Obj], cache: str) -> M
 
 def _from_pods(plan: Plan, deployment: Obj | None, loading: int) -> ModelState:
     """Without a download Job: the weights are ready once a serving pod has loaded them."""
-    ready = int(_get(deployment, "status", "readyReplicas") or 0)
+    ready = int(get_path(deployment, "status", "readyReplicas") or 0)
     if ready >= 1:
         return ModelState(_base(plan, "Ready"), "Loaded", f"{ready} serving pods have loaded {plan.model_ref}")
     if loading and not plan.weights.local:

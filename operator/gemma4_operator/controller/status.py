@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gemma4_operator.api import Condition, Gemma4DeploymentSpec
-from gemma4_operator.controller.model_status import MODEL_READY, ModelState
 from gemma4_operator.engines import engine as engine_named
 from gemma4_operator.engines.base import diagnose
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.render.children import GPU_RESOURCE, SERVING_CONTAINER, Owner, endpoint, selector_string
 
+if TYPE_CHECKING:  # model_status reads pods and Jobs with get_path from here
+    from gemma4_operator.controller.model_status import ModelState
+
 PLANNED, AVAILABLE, PROGRESSING, DEGRADED, READY = "Planned", "Available", "Progressing", "Degraded", "Ready"
+MODEL_READY = "ModelReady"  # its value comes from model_status.model_state
 CONDITION_TYPES = (PLANNED, MODEL_READY, AVAILABLE, PROGRESSING, DEGRADED, READY)
 SCALING_ACTIVE = "ScalingActive"  # the built-in autoscaler's
 _ORDER = {t: i for i, t in enumerate((*CONDITION_TYPES, SCALING_ACTIVE))}
@@ -69,7 +72,7 @@ class EventSpec:
     message: str
 
 
-def _get(obj: Obj | None, *path: str, default: Any = None) -> Any:
+def get_path(obj: Obj | None, *path: str, default: Any = None) -> Any:
     cur: Any = obj
     for part in path:
         if not isinstance(cur, Mapping) or part not in cur:
@@ -103,12 +106,12 @@ def termination_message(cs: Obj) -> str:
     """The serving container's termination message while it is down: its state's if it terminated, else
     its last state's unless it has since become ready (the kubelet fills it from the last log lines
     with ``terminationMessagePolicy: FallbackToLogsOnError``)."""
-    current = str(_get(cs, "state", "terminated", "message", default="") or "")
+    current = str(get_path(cs, "state", "terminated", "message", default="") or "")
     if current:
         return current
-    if cs.get("ready") or not _get(cs, "lastState", "terminated"):
+    if cs.get("ready") or not get_path(cs, "lastState", "terminated"):
         return ""
-    return str(_get(cs, "lastState", "terminated", "message", default="") or "")
+    return str(get_path(cs, "lastState", "terminated", "message", default="") or "")
 
 
 def engine_fault(pod_name: str, cs: Obj, plan: Plan | None) -> Fault | None:
@@ -129,9 +132,9 @@ def _container_fault(pod_name: str, cs: Obj, plan: Plan | None = None) -> Fault 
         return diagnosed
     name = cs.get("name", "?")
     restarts = int(cs.get("restartCount") or 0)
-    waiting = _get(cs, "state", "waiting") or {}
-    terminated = _get(cs, "state", "terminated") or {}
-    last = _get(cs, "lastState", "terminated") or {}
+    waiting = get_path(cs, "state", "waiting") or {}
+    terminated = get_path(cs, "state", "terminated") or {}
+    last = get_path(cs, "lastState", "terminated") or {}
     if terminated.get("reason") == OOM_KILLED or (last.get("reason") == OOM_KILLED and (
             waiting.get("reason") == CRASH_LOOP or restarts > 0)):
         return Fault(OOM_KILLED, f"pod {pod_name}: container {name} was OOM-killed (restarts: {restarts}); "
@@ -155,10 +158,10 @@ def _container_fault(pod_name: str, cs: Obj, plan: Plan | None = None) -> Fault 
 
 
 def _scheduling_fault(pod: Obj, gpus_per_replica: int) -> Fault | None:
-    for cond in _get(pod, "status", "conditions", default=[]) or []:
+    for cond in get_path(pod, "status", "conditions", default=[]) or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False" \
                 and cond.get("reason") == UNSCHEDULABLE:
-            name = _get(pod, "metadata", "name", default="?")
+            name = get_path(pod, "metadata", "name", default="?")
             scheduler = str(cond.get("message") or "").strip()
             if f"insufficient {GPU_RESOURCE}" in scheduler.lower():
                 need = f" (the plan needs {gpus_per_replica} per replica)" if gpus_per_replica else ""
@@ -170,11 +173,11 @@ def _scheduling_fault(pod: Obj, gpus_per_replica: int) -> Fault | None:
 
 def pod_fault(pod: Obj, gpus_per_replica: int = 0, plan: Plan | None = None) -> Fault | None:
     """The most severe problem of one pod, or None."""
-    if _get(pod, "metadata", "deletionTimestamp"):
+    if get_path(pod, "metadata", "deletionTimestamp"):
         return None
-    name = str(_get(pod, "metadata", "name", default="?"))
-    statuses = [*(_get(pod, "status", "initContainerStatuses", default=[]) or []),
-                *(_get(pod, "status", "containerStatuses", default=[]) or [])]
+    name = str(get_path(pod, "metadata", "name", default="?"))
+    statuses = [*(get_path(pod, "status", "initContainerStatuses", default=[]) or []),
+                *(get_path(pod, "status", "containerStatuses", default=[]) or [])]
     faults = [f for cs in statuses if (f := _container_fault(name, cs, plan)) is not None]
     if (sched := _scheduling_fault(pod, gpus_per_replica)) is not None:
         faults.append(sched)
@@ -189,7 +192,7 @@ def degraded(pods: Sequence[Obj], gpus_per_replica: int = 0, plan: Plan | None =
         return None
     worst = min(faults, key=_rank)
     same = sum(1 for f in faults if f.reason == worst.reason)
-    live = sum(1 for p in pods if not _get(p, "metadata", "deletionTimestamp"))
+    live = sum(1 for p in pods if not get_path(p, "metadata", "deletionTimestamp"))
     prefix = f"{same} of {live} pods: " if live > 1 else ""
     return Fault(worst.reason, _clip(prefix + worst.message))
 
@@ -198,10 +201,10 @@ def loading_pods(pods: Sequence[Obj]) -> int:
     """Pods running but not ready: the engine is downloading or loading the model."""
     count = 0
     for p in pods:
-        if _get(p, "metadata", "deletionTimestamp") or _get(p, "status", "phase") != "Running":
+        if get_path(p, "metadata", "deletionTimestamp") or get_path(p, "status", "phase") != "Running":
             continue
         ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                    for c in _get(p, "status", "conditions", default=[]) or [])
+                    for c in get_path(p, "status", "conditions", default=[]) or [])
         count += not ready
     return count
 
@@ -236,24 +239,24 @@ def _cond(type_: str, ok: bool | None, reason: str, message: str) -> ConditionVa
 def desired_replicas(spec: Gemma4DeploymentSpec | None, deployment: Obj | None) -> int:
     """The replicas the object asks for now: spec.replicas, or the autoscaler's count within its bounds."""
     if spec is None:
-        return int(_get(deployment, "spec", "replicas", default=0) or 0)
+        return int(get_path(deployment, "spec", "replicas", default=0) or 0)
     if spec.autoscaling is None:
         return spec.replicas
-    live = _get(deployment, "spec", "replicas")
+    live = get_path(deployment, "spec", "replicas")
     return int(live) if live is not None else spec.autoscaling.min_replica_count
 
 
 def _rollout(deployment: Obj, desired: int) -> tuple[bool, str, str]:
     """(in progress, reason, message) from the Deployment's own status."""
-    generation = _get(deployment, "metadata", "generation")
-    observed = _get(deployment, "status", "observedGeneration")
+    generation = get_path(deployment, "metadata", "generation")
+    observed = get_path(deployment, "status", "observedGeneration")
     if generation is not None and (observed is None or int(observed) < int(generation)):
         return True, "RolloutInProgress", "the Deployment controller has not seen the newest pod template yet"
-    for cond in _get(deployment, "status", "conditions", default=[]) or []:
+    for cond in get_path(deployment, "status", "conditions", default=[]) or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             return False, "ProgressDeadlineExceeded", str(cond.get("message") or "rollout exceeded its deadline")
-    updated = int(_get(deployment, "status", "updatedReplicas", default=0) or 0)
-    total = int(_get(deployment, "status", "replicas", default=0) or 0)
+    updated = int(get_path(deployment, "status", "updatedReplicas", default=0) or 0)
+    total = int(get_path(deployment, "status", "replicas", default=0) or 0)
     if updated < desired:
         return True, "RolloutInProgress", f"{updated}/{desired} replicas run the newest pod template"
     if total > desired:
@@ -329,7 +332,7 @@ def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec 
     """
     p = outcome.plan
     desired = desired_replicas(spec, deployment)
-    ready = int(_get(deployment, "status", "readyReplicas", default=0) or 0)
+    ready = int(get_path(deployment, "status", "readyReplicas", default=0) or 0)
     download_fault = Fault(model.reason, model.message) if model is not None and model.failed else None
     fault = problem or download_fault or degraded(
         pods, p.gpus_per_replica if p is not None and p.accelerator.is_gpu else 0, p)
@@ -354,7 +357,7 @@ def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec 
                                        [planned, _model_condition(model), available, progressing, degraded_c,
                                         ready_c], generation, now),
         "plan": plan_status,
-        "replicas": int(_get(deployment, "status", "replicas", default=0) or 0),
+        "replicas": int(get_path(deployment, "status", "replicas", default=0) or 0),
         "readyReplicas": ready,
         "selector": selector_string(owner.name),
         "endpoint": endpoint(owner) if p is not None or deployment is not None else "",

@@ -11,7 +11,7 @@ from gemma4_operator.api import Gemma4DeploymentSpec, KvCacheDtypeChoice, PlanMe
 from gemma4_operator.catalog import Catalog, EngineInfo
 from gemma4_operator.engines.base import Engine, EngineSettings, MemoryFit
 from gemma4_operator.planner.plan import Candidate, Plan
-from gemma4_operator.planner.sources import SourceRef
+from gemma4_operator.planner.sources import SourceRef, custom
 from gemma4_operator.planner.weights import Weights, locate
 
 CPU_CORES_PER_GPU = 4  # host cores per GPU for tokenization, scheduling and the HTTP server
@@ -118,7 +118,7 @@ def assemble(spec: Gemma4DeploymentSpec, best: Choice, rest: Sequence[Choice], s
              catalog: Catalog, *, chose_accelerator: bool, images: Mapping[str, str]) -> Plan:
     c, fit, engine = best.candidate, best.memory, best.engine
     info, accel = engine.info, c.accelerator
-    settings = engine.settings(c, source if source is not None and source.custom_weights else None)
+    settings = engine.settings(c, custom(source))
     model_ref = source.display if source is not None else (c.checkpoint.reference if c.checkpoint else "")
     named = catalog.checkpoint_named(source.repo, source.quant_tag) if source is not None and source.quant_tag \
         else None

@@ -19,7 +19,7 @@ from gemma4_operator.planner import candidates
 from gemma4_operator.planner.alternatives import nearest_alternatives
 from gemma4_operator.planner.assemble import Choice, assemble
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError, Rejection
-from gemma4_operator.planner.sources import SourceRef, parse_source
+from gemma4_operator.planner.sources import SourceRef, custom, parse_source
 
 
 @dataclass(frozen=True)
@@ -114,9 +114,7 @@ def plan(spec: Gemma4DeploymentSpec, facts: ClusterFacts, catalog: Catalog | Non
     catalog's. Raises PlanError (never anything else for a schema-valid spec)."""
     catalog = catalog or load_catalog()
     source = parse_source(spec.model.source.uri) if spec.model.source else None
-    # an oci:// artifact holds a catalog checkpoint: the search treats it as the catalog's
-    custom = source if source is not None and source.custom_weights else None
-    s = _Search(spec, custom, catalog, candidates.allowed_engines(spec, registry(catalog)), prices or {})
+    s = _Search(spec, custom(source), catalog, candidates.allowed_engines(spec, registry(catalog)), prices or {})
     rejections: list[Rejection] = []
     accelerators = candidates.accelerators(spec, facts, catalog)
     found = sorted((c for accel in accelerators for c in _choices_on(s, accel, rejections)), key=rank)

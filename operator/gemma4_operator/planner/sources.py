@@ -49,6 +49,12 @@ class SourceRef:
         return self.repo + suffix
 
 
+def custom(source: SourceRef | None) -> SourceRef | None:
+    """The source when the catalog does not describe its weights; None for the catalog's checkpoint (no
+    source, or an oci:// artifact of one): what the search and the engine settings go by."""
+    return source if source is not None and source.custom_weights else None
+
+
 def parse_source(uri: str) -> SourceRef:
     """Split a source URI; the CRD pattern has already checked its shape."""
     scheme, sep, rest = uri.partition("://")

@@ -84,9 +84,10 @@ INSTANCE_LABEL = "app.kubernetes.io/instance"
 ENGINE_TARGET_LABELS = {"name": INSTANCE_LABEL, "variant": VARIANT_LABEL}
 
 
-IMAGE_VOLUMES = ("image volumes (volumes[].image) are not served by this cluster's API server: Kubernetes 1.35+ "
-                 "serves them by default (1.33-1.34 behind the ImageVolume feature gate); use hf:// with "
-                 "storage.modelCache instead")
+def image_volumes_refusal(server: str = "this cluster's API server") -> str:
+    """Why an oci:// source cannot be mounted, naming the server (with its version once the operator knows it)."""
+    return (f"image volumes (volumes[].image) are not served by {server}: Kubernetes 1.35+ serves them by default "
+            "(1.33-1.34 behind the ImageVolume feature gate); use hf:// with storage.modelCache instead")
 
 
 IMAGE_VOLUME_PROBE = "gemma4-operator-image-volume-check"
@@ -276,7 +277,8 @@ def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
     where the cluster serves them; KEDA's ScaledObject for ``backend: keda``."""
     options = options or RenderOptions()
     if plan.weights.mode is WeightsMode.IMAGE and not options.image_volumes:
-        raise UnrenderableError(f"model.source.uri {plan.model_ref}: {options.image_volumes_refusal or IMAGE_VOLUMES}")
+        refusal = options.image_volumes_refusal or image_volumes_refusal()
+        raise UnrenderableError(f"model.source.uri {plan.model_ref}: {refusal}")
     engine = engine_named(plan.engine).container(plan, spec)
     labels = child_labels(owner.name, plan.variant)
     common = {"name": owner.name, "namespace": owner.namespace, "labels": labels,
