@@ -164,15 +164,23 @@ def test_metric_sources_are_the_real_captures() -> None:
 
 
 def _registry_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
-    """name -> (type, label names) of the operator's registry, from prometheus_client's wrappers."""
+    """name -> (type, label names) of the operator's registry: prometheus_client's wrappers, and the per-object
+    gauges as one exported object's samples show them."""
     from prometheus_client.metrics import MetricWrapperBase
 
-    from gemma4_operator.controller.metrics import Metrics
+    from gemma4_operator.controller.metrics import Metrics, ObjectState
 
+    metrics = Metrics()
     found = {}
-    for value in vars(Metrics()).values():
+    for value in vars(metrics).values():
         if isinstance(value, MetricWrapperBase):
             found[value._name] = (value._type, tuple(value._labelnames))
+    metrics.observe_object("ml", "chat", ObjectState("e4b", "vllm", {"Ready": "True"}, 1, 1, 1, 2, model_phase="Ready",
+                                                     phase="Ready", desired_replicas=1))
+    metrics.observe_autoscaler("ml", "chat", 1, 2)
+    for family in metrics.objects.collect():
+        assert family.samples, f"{family.name}: no sample for an exported object"
+        found[family.name] = (family.type, tuple(family.samples[0].labels))
     return found
 
 

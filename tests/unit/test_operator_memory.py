@@ -12,6 +12,7 @@ from gemma4_operator.controller import handlers
 from gemma4_operator.controller import reconcile as rc
 from gemma4_operator.controller.config import OperatorConfig
 from gemma4_operator.controller.context import (
+    PARENTS,
     RECONCILE_SLOTS,
     CachedDesired,
     IndexedSource,
@@ -90,3 +91,46 @@ async def test_a_burst_of_reconciles_runs_at_most_the_slots_at_once(monkeypatch:
                                               trigger="create") for p in parents))
     assert most == RECONCILE_SLOTS
     assert ctx.metrics.value("gemma4_operator_reconciles_total", trigger="create", result="unchanged") == len(parents)
+
+
+async def test_event_handlers_mark_and_return_while_the_object_is_busy(monkeypatch: Any) -> None:
+    """No handler waits for its object's turn (kopf would keep each waiting event's body): with the object's
+    lock held, create, child and pod events all return at once. A worker took the create's mark and waits for
+    the lock; the child's and the pod's marks, made meanwhile, merge into one reconcile after it."""
+    ctx = OperatorContext(config=OperatorConfig(), kube=None, metrics=Metrics())  # type: ignore[arg-type]
+    seen: list[tuple[str, Any]] = []
+
+    async def work(_ctx: Any, _parent: Any, _source: Any, _facts: Any, only: Any) -> str:
+        seen.append(("reconcile", only))
+        return "unchanged"
+
+    monkeypatch.setattr(handlers, "_reconcile_locked", work)
+    parent = await handlers.index_parent(_g4d(), "ml", "chat")  # type: ignore[arg-type]
+    indices = {PARENTS: {key: [packed] for key, packed in parent.items()}}
+    memo = {"ctx": ctx}
+    labels = {"app.kubernetes.io/instance": "chat"}
+    async with ctx.lock(("ml", "chat")):
+        await asyncio.wait_for(handlers.on_parent(namespace="ml", name="chat", reason="create", memo=memo,
+                                                  **indices), 0.5)
+        await asyncio.wait_for(handlers.on_child_event(body=DEPLOYMENT, namespace="ml", labels=labels,  # type: ignore[arg-type]
+                                                       memo=memo, **indices), 0.5)
+        await asyncio.wait_for(handlers.on_pod_event(namespace="ml", labels=labels, memo=memo, **indices), 0.5)
+        await asyncio.sleep(0.05)
+        assert seen == []  # the worker waits for the lock; the handlers did not
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert ctx.work is not None
+    await ctx.work.stop()
+    assert seen == [("reconcile", None), ("reconcile", frozenset({("Deployment", "chat")}))]
+    assert ctx.metrics.value("gemma4_operator_reconciles_total", trigger="create", result="unchanged") == 1
+    assert ctx.metrics.value("gemma4_operator_reconciles_total", trigger="child", result="unchanged") == 1
+
+
+def test_the_status_cache_keeps_status_packed() -> None:
+    ctx = OperatorContext(config=OperatorConfig(), kube=None, metrics=Metrics())  # type: ignore[arg-type]
+    parent = parent_snapshot(_g4d())
+    status = {"phase": "Ready", "conditions": [{"type": "Ready", "status": "True"}]}
+    ctx.remember_status(parent, status)
+    assert isinstance(ctx.status_cache[parent.key][1], Packed)
+    assert ctx.previous_status(parent) == status
+    assert ctx.previous_status(parent_snapshot(_g4d(uid="u2"))) == {"phase": "Pending"}  # a new object: its own

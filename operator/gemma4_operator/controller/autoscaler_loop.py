@@ -238,8 +238,7 @@ async def _report(ctx: OperatorContext, parent: Parent, current: int, desired: i
                   last_scale: str, steps: Mapping[str, Any] | None = None) -> None:
     """Gauges, then ``status.autoscaling`` and ScalingActive when they changed."""
     namespace, name = parent.key
-    ctx.metrics.autoscaler_current.labels(namespace=namespace, name=name).set(current)
-    ctx.metrics.autoscaler_desired.labels(namespace=namespace, name=name).set(desired)
+    ctx.metrics.observe_autoscaler(namespace, name, current, desired)
     async with ctx.lock(parent.key):
         previous = ctx.previous_status(parent)
         if not last_scale:
@@ -258,6 +257,6 @@ async def _report(ctx: OperatorContext, parent: Parent, current: int, desired: i
             logger.warning("Gemma4Deployment %s/%s: autoscaling status refused: %s", namespace, name, e)
             return
         ctx.metrics.status_patches.inc()
-        ctx.status_cache[parent.key] = (parent.uid, {**previous, **patch})
+        ctx.remember_status(parent, {**previous, **patch})
         ctx.metrics.observe_condition(namespace, name, observe.SCALING_ACTIVE,
                                       "True" if active else "False")

@@ -4,7 +4,8 @@
 - Child sources: where a reconcile finds the live children and pods: the indices (watch mode,
   no reads) or the API (poll mode, reads).
 - :class:`OperatorContext`: config, the one API client, metrics, render options, and caches
-  (status as last written, desired children per object, per-object locks, pending retries, Retry-After holds).
+  (status as last written, desired children per object, per-object locks, the work queue, pending retries,
+  Retry-After holds).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from gemma4_operator.controller import reconcile as rc
 from gemma4_operator.controller.config import ChildrenMode, OperatorConfig
 from gemma4_operator.controller.kube import Kube
 from gemma4_operator.controller.metrics import Metrics
+from gemma4_operator.controller.workqueue import WorkQueue
 from gemma4_operator.planner import cluster_facts
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.render.children import MANAGER, Owner, RenderOptions
@@ -239,7 +241,7 @@ class OperatorContext:
     render_options: RenderOptions = dataclasses.field(default_factory=RenderOptions)
     instance: str = dataclasses.field(default_factory=socket.gethostname)
     # Status as last written by this process (newer than a watch snapshot that has not caught up).
-    status_cache: dict[Key, tuple[str, Obj]] = dataclasses.field(default_factory=dict)
+    status_cache: dict[Key, tuple[str, Packed]] = dataclasses.field(default_factory=dict)  # (uid, status)
     desired_cache: dict[Key, CachedDesired] = dataclasses.field(default_factory=dict)
     # (uid, generation) of each child as the last apply returned it, per object and (kind, name).
     applied: dict[Key, dict[tuple[str, str], tuple[str, int]]] = dataclasses.field(default_factory=dict)
@@ -248,6 +250,8 @@ class OperatorContext:
     # objects runs N reconciles that all hold their parsed spec, desired children and API responses while
     # they queue for the few API threads: memory grows with N for no gain in throughput.
     slots: asyncio.Semaphore = dataclasses.field(default_factory=lambda: asyncio.Semaphore(RECONCILE_SLOTS))
+    # Objects due for a reconcile (watch mode; built by the first handler that marks one, see handlers._mark).
+    work: WorkQueue | None = None
     retries: dict[Key, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
     # time.monotonic() before which no reconcile of the object may call the API (the server's Retry-After).
     hold_until: dict[Key, float] = dataclasses.field(default_factory=dict)
@@ -288,8 +292,13 @@ class OperatorContext:
     def previous_status(self, parent: Parent) -> Mapping[str, Any]:
         cached = self.status_cache.get(parent.key)
         if cached is not None and cached[0] == parent.uid:
-            return cached[1]
+            status: Mapping[str, Any] = cached[1].unpack()
+            return status
         return parent.status
+
+    def remember_status(self, parent: Parent, status: Mapping[str, Any]) -> None:
+        """The object's status as this process last wrote it (packed: ~1 KiB instead of ~7 KiB of dicts)."""
+        self.status_cache[parent.key] = (parent.uid, Packed.of(status))
 
     def forget(self, key: Key) -> None:
         self.status_cache.pop(key, None)
@@ -302,6 +311,8 @@ class OperatorContext:
         if loop is not None:
             loop.cancel()
         self.metrics.forget(*key)
+        if self.work is not None:
+            self.work.discard(key)
         task = self.retries.pop(key, None)
         if task is not None:
             task.cancel()

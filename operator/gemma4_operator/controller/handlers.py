@@ -4,9 +4,11 @@ status logic lives here (that is ``controller.reconcile``, ``controller.status``
 
 Registered on a fresh ``kopf.OperatorRegistry`` by :func:`build_registry`:
 
-- Gemma4Deployment create/update/resume -> :func:`reconcile` of every child (``kubectl scale``
+- Every reconcile runs from the work queue (``controller.workqueue``): handlers only mark their object
+  due and return, so no event body waits in memory for its object's turn; marks merge.
+- Gemma4Deployment create/update/resume -> a full :func:`reconcile` (every child; ``kubectl scale``
   arrives here too: it changes ``spec.replicas``). No delete handler, so no finalizer: children
-  go with the object through their ownerReferences.
+  go with the object through their ownerReferences. A temporary failure marks it again after a back-off.
 - Watch mode (default): kopf indices over the owned kinds and their pods (label
   ``app.kubernetes.io/managed-by=gemma4-operator``, filtered server-side). A child event
   re-applies that one child if it vanished or drifted; pod and Deployment events refresh the
@@ -32,11 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import math
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import kopf
@@ -63,6 +66,7 @@ from gemma4_operator.controller.context import (
     MANAGED_SELECTOR,
     PARENTS,
     PODS,
+    RECONCILE_SLOTS,
     CachedDesired,
     ChildSource,
     Key,
@@ -80,6 +84,7 @@ from gemma4_operator.controller.context import (
 from gemma4_operator.controller.kube import InvalidRequestError, RetryableApiError
 from gemma4_operator.controller.metrics import ObjectState
 from gemma4_operator.controller.model_status import model_state
+from gemma4_operator.controller.workqueue import Mark, WorkQueue, writable
 from gemma4_operator.planner import cluster_facts
 from gemma4_operator.planner.plan import ClusterFacts
 from gemma4_operator.render.children import MANAGER, image_volume_probe, image_volumes_refusal, keeps_image_volume
@@ -101,6 +106,7 @@ PDB_VERSIONS = ("policy/v1", "policy/v1beta1")
 KEDA_RECHECK_S = 60.0  # at most this often, re-discover KEDA when an object with backend keda is reconciled
 IMAGE_VOLUMES_RECHECK_S = 600.0  # at most this often, re-check image volumes while an oci:// object waits
 POD_RESOURCE = ("v1", "pods")
+INDEX_IDS = (PARENTS, CHILDREN, PODS, ACCELERATORS)
 CONFLICT_RETRY_S = 10.0
 # Failures whose Retry-After the server chose (429, 5xx): they hold every retry loop of the object (HELD_OFF).
 SERVER_PACED = frozenset({"Throttled", "ServerError"})
@@ -197,7 +203,7 @@ async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: obs
         await asyncio.to_thread(ctx.kube.patch_status, *parent.key, patch)
         ctx.metrics.status_patches.inc()
         merged = {k: v for k, v in {**previous, **new}.items() if v is not None}
-        ctx.status_cache[parent.key] = (parent.uid, merged)
+        ctx.remember_status(parent, merged)
     ctx.metrics.observe_object(*parent.key, object_state(spec, outcome, {**previous, **new}, deployment))
     await _post_events(ctx, parent, [*extra_events, *observe.transition_events(previous, new, outcome)])
 
@@ -211,7 +217,7 @@ def _applied_event(applied: Sequence[tuple[Obj, str]]) -> list[observe.EventSpec
 
 
 async def reconcile(ctx: OperatorContext, parent: Parent, source: ChildSource, facts: ClusterFacts,
-                    *, trigger: str, only: Sequence[tuple[str, str]] | None = None) -> None:
+                    *, trigger: str, only: Collection[tuple[str, str]] | None = None) -> None:
     """Bring one Gemma4Deployment's children and status up to date.
 
     ``only`` limits which children may be written: None (all, for spec changes and resyncs),
@@ -260,7 +266,7 @@ class _Sync:
 
 
 async def _apply_children(ctx: OperatorContext, parent: Parent, desired: rc.Desired, sync: _Sync,
-                          only: Sequence[tuple[str, str]] | None) -> None:
+                          only: Collection[tuple[str, str]] | None) -> None:
     """Server-side apply each child that differs from what was last applied (or is missing); the serving
     children wait for the model download (rc.withheld); a changed Job is replaced (its event brings it back)."""
     seen = ctx.applied.setdefault(parent.key, {})
@@ -304,7 +310,7 @@ async def _replace(ctx: OperatorContext, parent: Parent, child: Obj, sync: _Sync
 
 
 async def _delete_stale(ctx: OperatorContext, parent: Parent, desired: rc.Desired, sync: _Sync,
-                        only: Sequence[tuple[str, str]] | None) -> None:
+                        only: Collection[tuple[str, str]] | None) -> None:
     """Delete children of ours that the plan no longer renders (e.g. the PDB after scaling to one)."""
     for stale in rc.stale_children(desired.children, sync.by_name.values(), parent.uid):
         if only is not None and (stale.kind, stale.name) not in only:
@@ -315,7 +321,7 @@ async def _delete_stale(ctx: OperatorContext, parent: Parent, desired: rc.Desire
 
 
 async def _reconcile_locked(ctx: OperatorContext, parent: Parent, source: ChildSource,
-                            facts: ClusterFacts, only: Sequence[tuple[str, str]] | None) -> str:
+                            facts: ClusterFacts, only: Collection[tuple[str, str]] | None) -> str:
     previous = ctx.previous_status(parent)
     model: Gemma4Deployment | None = None
     invalid: rc.InvalidObjectError | None = None
@@ -357,33 +363,46 @@ async def _reconcile_locked(ctx: OperatorContext, parent: Parent, source: ChildS
 
 def _schedule(ctx: OperatorContext, key: Key, delay: float, indices: Mapping[str, Any], trigger: str,
               retry: int) -> None:
-    """Retry a failed watch-triggered reconcile later, as a full one (every child, then status), from
-    the state the indices hold then; one pending retry per object covers every failure before it."""
+    """Mark a failed object again later, for a full reconcile (every child, then status) from the state the
+    indices hold then; one pending retry per object covers every failure before it."""
     if key in ctx.retries and not ctx.retries[key].done():
         return
 
     async def later() -> None:
         await asyncio.sleep(delay)
         ctx.retries.pop(key, None)
-        parent = _parent_from_index(indices, key)
-        if parent is not None:
-            await _run_watch_triggered(ctx, parent, indices, trigger, None, retry + 1)
+        _mark(ctx, indices, key, None, trigger, retry + 1)
 
     ctx.retries[key] = asyncio.get_running_loop().create_task(later(), name=f"retry {key[0]}/{key[1]}")
 
 
-async def _run_watch_triggered(ctx: OperatorContext, parent: Parent, indices: Mapping[str, Any], trigger: str,
-                               only: Sequence[tuple[str, str]] | None, retry: int = 0) -> None:
-    if trigger == "keda":
+def _mark(ctx: OperatorContext, indices: Mapping[str, Any], key: Key, only: Collection[tuple[str, str]] | None,
+          trigger: str, retry: int = 0) -> None:
+    """Queue the object for a reconcile (see ``workqueue``): None writes every child, else these children
+    and status. The queue keeps kopf's indices (live views), never a handler's event body."""
+    if ctx.work is None:
+        kept = {name: indices[name] for name in INDEX_IDS if name in indices}
+        ctx.work = WorkQueue(RECONCILE_SLOTS, functools.partial(_process, ctx, kept))
+    ctx.work.add(key, Mark(writable(only), trigger, retry))
+
+
+async def _process(ctx: OperatorContext, indices: Mapping[str, Any], key: Key, mark: Mark) -> None:
+    """One reconcile of a marked object, from the newest snapshot in the index; a temporary failure marks it
+    again after the back-off (a permanent one is in its status)."""
+    parent = _parent_from_index(indices, key)
+    if parent is None or parent.deleting:
+        return
+    if mark.only is None:
         await follow_keda(ctx, parent.body, indices)
+        await follow_image_volumes(ctx, parent.body)
     try:
-        await reconcile(ctx, parent, ctx.source(indices), ctx.facts(indices), trigger=trigger, only=only)
+        await reconcile(ctx, parent, ctx.source(indices), ctx.facts(indices), trigger=mark.trigger, only=mark.only)
     except RetryableApiError as e:
-        delay = rc.backoff_delay(retry, e.retry_after)
-        logger.warning("%s %s/%s: %s; retrying in %.0fs", KIND, *parent.key, e, delay)
-        _schedule(ctx, parent.key, delay, indices, trigger, retry)
+        delay = rc.backoff_delay(mark.retry, e.retry_after)
+        logger.warning("%s %s/%s: %s; retrying in %.0fs", KIND, *key, e, delay)
+        _schedule(ctx, key, delay, indices, mark.trigger, mark.retry)
     except kopf.PermanentError as e:
-        logger.warning("%s %s/%s: %s", KIND, *parent.key, e)
+        logger.warning("%s %s/%s: %s", KIND, *key, e)
 
 
 def _parent_from_index(indices: Mapping[str, Any], key: Key) -> Parent | None:
@@ -443,16 +462,9 @@ async def follow_image_volumes(ctx: OperatorContext, body: Mapping[str, Any]) ->
     logger.info("image volumes (oci:// sources) are %s", "served" if served else f"not served: {refusal}")
 
 
-async def on_parent(body: kopf.Body, reason: str, retry: int, memo: Any, **kwargs: Any) -> None:
-    """create / update / resume: every child, then status."""
-    ctx = context_of(memo)
-    parent = parent_snapshot(body)
-    await follow_keda(ctx, body, kwargs)
-    await follow_image_volumes(ctx, body)
-    try:
-        await reconcile(ctx, parent, ctx.source(kwargs), ctx.facts(kwargs), trigger=str(reason or "resume"))
-    except RetryableApiError as e:
-        raise kopf.TemporaryError(str(e), delay=rc.backoff_delay(retry, e.retry_after)) from e
+async def on_parent(namespace: str | None, name: str, reason: str, memo: Any, **kwargs: Any) -> None:
+    """create / update / resume: mark the object for a full reconcile (every child, then status)."""
+    _mark(context_of(memo), kwargs, (namespace or "", name), None, str(reason or "resume"))
 
 
 async def on_parent_event(type: str | None, namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
@@ -481,7 +493,7 @@ async def on_child_event(body: kopf.Body, namespace: str | None, labels: Mapping
     if parent is None or parent.deleting or rc.controller_uid(body) not in (parent.uid, None):
         return
     only = rc.written_on_event(str(body.get("kind")), str(body.get("metadata", {}).get("name")), parent.key[1])
-    await _run_watch_triggered(ctx, parent, kwargs, "child", only)
+    _mark(ctx, kwargs, parent.key, only, "child")
 
 
 async def on_pod_event(namespace: str | None, labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
@@ -489,7 +501,7 @@ async def on_pod_event(namespace: str | None, labels: Mapping[str, str], memo: A
     ctx = context_of(memo)
     parent = _parent_from_index(kwargs, (namespace or "", str(labels.get(INSTANCE_LABEL, ""))))
     if parent is not None and not parent.deleting:
-        await _run_watch_triggered(ctx, parent, kwargs, "pod", [])
+        _mark(ctx, kwargs, parent.key, [], "pod")
 
 
 async def on_node_event(memo: Any, **kwargs: Any) -> None:
@@ -509,7 +521,7 @@ async def on_node_event(memo: Any, **kwargs: Any) -> None:
             continue
         planned = observe.condition(ctx.previous_status(parent), observe.PLANNED)
         if planned is None or planned.get("status") != "True":
-            await _run_watch_triggered(ctx, parent, kwargs, "facts", None)
+            _mark(ctx, kwargs, key, None, "facts")
 
 
 async def autoscale_tick(ctx: OperatorContext, parent: Parent, indices: Mapping[str, Any]) -> bool:
@@ -562,9 +574,12 @@ def _ensure_autoscaler(ctx: OperatorContext, key: Key, indices: Mapping[str, Any
             _autoscaler_loop(ctx, key, indices), name=f"autoscaler {key[0]}/{key[1]}")
 
 
-async def stop_autoscalers(memo: Any, **_: Any) -> None:
-    """Cleanup: stop the autoscaler loops before kopf's shutdown waits for stray tasks."""
+async def stop_tasks(memo: Any, **_: Any) -> None:
+    """Cleanup: stop the reconcile workers and the autoscaler loops before kopf's shutdown waits for stray
+    tasks."""
     ctx = context_of(memo)
+    if ctx.work is not None:
+        await ctx.work.stop()
     tasks = list(ctx.autoscalers.values())
     ctx.autoscalers.clear()
     for task in tasks:
@@ -697,7 +712,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
 
     kopf.on.probe(id="gemma4", registry=registry)(probe_info)
     kopf.on.startup(id="detect_capabilities", registry=registry)(detect_capabilities)
-    kopf.on.cleanup(id="stop_autoscalers", registry=registry)(stop_autoscalers)
+    kopf.on.cleanup(id="stop_tasks", registry=registry)(stop_tasks)
 
     kopf.index(*g4d, id=PARENTS, registry=registry)(index_parent)
     kopf.on.event(*g4d, id="g4d_parent_event", registry=registry)(on_parent_event)

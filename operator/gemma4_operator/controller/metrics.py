@@ -6,12 +6,12 @@ share counters. Names use the ``gemma4_operator_`` prefix.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
 
 # Reconcile results: applied (children written), unchanged, plan_failed, invalid (malformed
 # object), retry (temporary API failure, retried with backoff), error (anything else).
@@ -22,7 +22,7 @@ MODEL_PHASES = ("Downloading", "Ready", "Failed")
 PHASES = ("Pending", "Progressing", "Ready", "Degraded", "Failed")  # status.phase
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObjectState:
     """One Gemma4Deployment as its per-object series show it (kube-state-metrics style)."""
 
@@ -38,11 +38,75 @@ class ObjectState:
     desired_replicas: int = 0  # the replicas the object asks for now (status.ready's denominator)
 
 
-@dataclass
-class _Exported:
-    info: tuple[str, str]
-    condition_types: frozenset[str]
-    model_phase: bool
+PER_OBJECT = ("namespace", "name")
+# The per-Gemma4Deployment gauges (tests/packaging/observability.py OPERATOR_OBJECT_METRICS): name -> (help,
+# labels after namespace and name). Built at scrape time from one ObjectState per object: prometheus-client's
+# labelled Gauges keep an object with a lock per series, ~32 series and ~20 KiB per Gemma4Deployment.
+OBJECT_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gemma4_operator_deployment_info": (
+        "Always 1: one series per Gemma4Deployment, labelled with its planned variant and engine.",
+        ("variant", "engine")),
+    "gemma4_operator_deployment_condition": (
+        "1 for the condition's current status, 0 for the other two.", ("type", "status")),
+    "gemma4_operator_deployment_replicas": ("status.replicas: the serving Deployment's current replicas.", ()),
+    "gemma4_operator_deployment_ready_replicas": ("status.readyReplicas.", ()),
+    "gemma4_operator_deployment_min_replicas": ("spec.minReplicaCount (spec.replicas without autoscaling).", ()),
+    "gemma4_operator_deployment_max_replicas": ("spec.maxReplicaCount (minReplicaCount when unset).", ()),
+    "gemma4_operator_deployment_phase": ("1 for status.phase, 0 for the other phases.", ("phase",)),
+    "gemma4_operator_deployment_desired_replicas": (
+        "Replicas the object asks for now: spec.replicas, or the autoscaler's count within its bounds.", ()),
+    "gemma4_operator_model_phase": ("1 for status.model.phase, 0 for the others.", ("phase",)),
+    "gemma4_operator_autoscaler_desired_replicas": ("Replicas the built-in autoscaler last decided on.", ()),
+    "gemma4_operator_autoscaler_current_replicas": (
+        "The Deployment's replicas when the autoscaler last looked.", ()),
+}
+Sample = tuple[str, tuple[str, ...], float]  # gauge name, label values after namespace and name, value
+
+
+def _one_of(name: str, choices: Sequence[str], current: str | None, *before: str) -> list[Sample]:
+    return [(name, (*before, choice), 1.0 if choice == current else 0.0) for choice in choices]
+
+
+def object_samples(state: ObjectState) -> list[Sample]:
+    """The series of one object in ``state`` (the autoscaler's two come from its ticks)."""
+    samples: list[Sample] = [("gemma4_operator_deployment_info", (state.variant, state.engine), 1.0)]
+    for type_, current in state.conditions.items():
+        samples += _one_of("gemma4_operator_deployment_condition", CONDITION_STATUSES, current, type_)
+    samples += [("gemma4_operator_deployment_replicas", (), state.replicas),
+                ("gemma4_operator_deployment_ready_replicas", (), state.ready_replicas),
+                ("gemma4_operator_deployment_min_replicas", (), state.min_replicas),
+                ("gemma4_operator_deployment_max_replicas", (), state.max_replicas),
+                ("gemma4_operator_deployment_desired_replicas", (), state.desired_replicas)]
+    samples += _one_of("gemma4_operator_deployment_phase", PHASES, state.phase)
+    if state.model_phase is not None:
+        samples += _one_of("gemma4_operator_model_phase", MODEL_PHASES, state.model_phase)
+    return samples
+
+
+class ObjectSeries:
+    """The collector of the per-object gauges: each object's last state, turned into samples when scraped."""
+
+    def __init__(self) -> None:
+        self.states: dict[tuple[str, str], ObjectState] = {}
+        self.autoscaler: dict[tuple[str, str], tuple[int, int]] = {}  # (current, desired) of the last tick
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return self._families()
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        families = {f.name: f for f in self._families()}
+        for (namespace, name), state in list(self.states.items()):
+            for metric, labels, value in object_samples(state):
+                families[metric].add_metric([namespace, name, *labels], value)
+        for (namespace, name), (current, desired) in list(self.autoscaler.items()):
+            families["gemma4_operator_autoscaler_current_replicas"].add_metric([namespace, name], current)
+            families["gemma4_operator_autoscaler_desired_replicas"].add_metric([namespace, name], desired)
+        return list(families.values())
+
+    @staticmethod
+    def _families() -> list[GaugeMetricFamily]:
+        return [GaugeMetricFamily(name, help_, labels=[*PER_OBJECT, *labels])
+                for name, (help_, labels) in OBJECT_GAUGES.items()]
 
 
 class Metrics:
@@ -75,107 +139,32 @@ class Metrics:
             "gemma4_operator_autoscaler_decisions", "Built-in autoscaler decisions by direction (up, down, none) "
             "and whether they could be made (inactive: a metric source was unavailable).", ["direction"],
             registry=self.registry)
-        self.autoscaler_desired = Gauge(
-            "gemma4_operator_autoscaler_desired_replicas", "Replicas the built-in autoscaler last decided on.",
-            ["namespace", "name"], registry=self.registry)
-        self.autoscaler_current = Gauge(
-            "gemma4_operator_autoscaler_current_replicas", "The Deployment's replicas when the autoscaler last looked.",
-            ["namespace", "name"], registry=self.registry)
         self.autoscaler_scrapes = Counter(
             "gemma4_operator_autoscaler_scrapes", "Engine /metrics scrapes by result (ok, failed).", ["result"],
             registry=self.registry)
-        self._object_gauges()
-        self._exported: dict[tuple[str, str], _Exported] = {}
-
-    def _object_gauges(self) -> None:
-        """Per-Gemma4Deployment series (tests/packaging/observability.py OPERATOR_OBJECT_METRICS)."""
-        per_object = ["namespace", "name"]
-        self.deployment_info = Gauge(
-            "gemma4_operator_deployment_info", "Always 1: one series per Gemma4Deployment, labelled with its planned "
-            "variant and engine.", [*per_object, "variant", "engine"], registry=self.registry)
-        self.deployment_condition = Gauge(
-            "gemma4_operator_deployment_condition", "1 for the condition's current status, 0 for the other two.",
-            [*per_object, "type", "status"], registry=self.registry)
-        self.deployment_replicas = Gauge(
-            "gemma4_operator_deployment_replicas", "status.replicas: the serving Deployment's current replicas.",
-            per_object, registry=self.registry)
-        self.deployment_ready_replicas = Gauge(
-            "gemma4_operator_deployment_ready_replicas", "status.readyReplicas.", per_object, registry=self.registry)
-        self.deployment_min_replicas = Gauge(
-            "gemma4_operator_deployment_min_replicas", "spec.minReplicaCount (spec.replicas without autoscaling).",
-            per_object, registry=self.registry)
-        self.deployment_max_replicas = Gauge(
-            "gemma4_operator_deployment_max_replicas", "spec.maxReplicaCount (minReplicaCount when unset).",
-            per_object, registry=self.registry)
-        self.deployment_phase = Gauge(
-            "gemma4_operator_deployment_phase", "1 for status.phase, 0 for the other phases.",
-            [*per_object, "phase"], registry=self.registry)
-        self.deployment_desired_replicas = Gauge(
-            "gemma4_operator_deployment_desired_replicas",
-            "Replicas the object asks for now: spec.replicas, or the autoscaler's count within its bounds.",
-            per_object, registry=self.registry)
-        self.model_phase = Gauge(
-            "gemma4_operator_model_phase", "1 for status.model.phase, 0 for the others.",
-            [*per_object, "phase"], registry=self.registry)
-
-    def _replica_gauges(self) -> Sequence[Gauge]:
-        return (self.deployment_replicas, self.deployment_ready_replicas, self.deployment_min_replicas,
-                self.deployment_max_replicas, self.deployment_desired_replicas, self.autoscaler_desired,
-                self.autoscaler_current)
+        self.objects = ObjectSeries()
+        self.registry.register(self.objects)
 
     def observe_object(self, namespace: str, name: str, state: ObjectState) -> None:
-        """Set the object's per-object series to ``state``, dropping those it no longer has."""
-        key = (namespace, name)
-        before = self._exported.get(key)
-        info = (state.variant, state.engine)
-        if before is not None and before.info != info:
-            _remove(self.deployment_info, namespace, name, *before.info)
-        self.deployment_info.labels(namespace, name, *info).set(1)
-        for type_, current in state.conditions.items():
-            for status in CONDITION_STATUSES:
-                self.deployment_condition.labels(namespace, name, type_, status).set(1 if status == current else 0)
-        for type_ in (before.condition_types if before else frozenset()) - set(state.conditions):
-            for status in CONDITION_STATUSES:
-                _remove(self.deployment_condition, namespace, name, type_, status)
-        self.deployment_replicas.labels(namespace, name).set(state.replicas)
-        self.deployment_ready_replicas.labels(namespace, name).set(state.ready_replicas)
-        self.deployment_min_replicas.labels(namespace, name).set(state.min_replicas)
-        self.deployment_max_replicas.labels(namespace, name).set(state.max_replicas)
-        self.deployment_desired_replicas.labels(namespace, name).set(state.desired_replicas)
-        for phase in PHASES:
-            self.deployment_phase.labels(namespace, name, phase).set(1 if phase == state.phase else 0)
-        for phase in MODEL_PHASES:
-            if state.model_phase is not None:
-                self.model_phase.labels(namespace, name, phase).set(1 if phase == state.model_phase else 0)
-            elif before is not None and before.model_phase:
-                _remove(self.model_phase, namespace, name, phase)
-        self._exported[key] = _Exported(info, frozenset(state.conditions), state.model_phase is not None)
+        """Set the object's per-object series to ``state`` (those it no longer has go)."""
+        self.objects.states[(namespace, name)] = state
 
     def observe_condition(self, namespace: str, name: str, type_: str, status: str) -> None:
         """One condition changed outside a reconcile (the built-in autoscaler's ScalingActive); only for
         objects a reconcile has exported, so that forget drops it too."""
-        before = self._exported.get((namespace, name))
-        if before is None:
-            return
-        for value in CONDITION_STATUSES:
-            self.deployment_condition.labels(namespace, name, type_, value).set(1 if value == status else 0)
-        before.condition_types = before.condition_types | {type_}
+        state = self.objects.states.get((namespace, name))
+        if state is not None:
+            self.objects.states[(namespace, name)] = dataclasses.replace(
+                state, conditions={**state.conditions, type_: status})
+
+    def observe_autoscaler(self, namespace: str, name: str, current: int, desired: int) -> None:
+        """The built-in autoscaler's last tick: the Deployment's replicas and its decision."""
+        self.objects.autoscaler[(namespace, name)] = (current, desired)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop the per-object series of a deleted Gemma4Deployment."""
-        for gauge in self._replica_gauges():
-            _remove(gauge, namespace, name)
-        before = self._exported.pop((namespace, name), None)
-        if before is None:
-            return
-        _remove(self.deployment_info, namespace, name, *before.info)
-        for phase in PHASES:
-            _remove(self.deployment_phase, namespace, name, phase)
-        for type_ in before.condition_types:
-            for status in CONDITION_STATUSES:
-                _remove(self.deployment_condition, namespace, name, type_, status)
-        for phase in MODEL_PHASES if before.model_phase else ():
-            _remove(self.model_phase, namespace, name, phase)
+        self.objects.states.pop((namespace, name), None)
+        self.objects.autoscaler.pop((namespace, name), None)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """Start the /metrics HTTP endpoint in a daemon thread."""
@@ -189,8 +178,3 @@ class Metrics:
     def has(self, name: str, /, **labels: str) -> bool:
         """Whether the sample exists (tests)."""
         return self.registry.get_sample_value(name, labels) is not None
-
-
-def _remove(gauge: Any, *labels: str) -> None:
-    with contextlib.suppress(KeyError):
-        gauge.remove(*labels)

@@ -76,5 +76,7 @@ async def run_operator(ctx: OperatorContext, *, stop_flag: Any = None, ready_fla
             task.cancel()
         ctx.retries.clear()
         ctx.autoscalers.clear()
+        if ctx.work is not None:
+            await ctx.work.stop()
 
 
