@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 import yaml
@@ -110,9 +111,9 @@ def test_scraper_reads_queue_and_running_while_requests_are_in_flight(server: Ll
 
     async def watch(deadline: float) -> dict[Signal, float]:
         best: dict[Signal, float] = {}
-        async with httpx.AsyncClient(timeout=5) as client:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
             while time.monotonic() < deadline:
-                result, = await scrape(client, [target], names, now=time.time())
+                result, = await scrape(session, [target], names, now=time.time())
                 assert isinstance(result, PodMetrics), result
                 if sum(result.values.values()) > sum(best.values()):
                     best = dict(result.values)

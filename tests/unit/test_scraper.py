@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -21,6 +21,7 @@ from gemma4_operator.autoscaling.exposition import (
     parse_exposition,
     to_samples,
 )
+from gemma4_operator.controller.autoscaler_loop import duty_cycle
 from gemma4_operator.controller.scraper import ScrapeTarget, scrape
 from gemma4_operator.engines import engine
 
@@ -119,7 +120,14 @@ async def engines() -> AsyncIterator[str]:
     async def garbage_route(_: web.Request) -> web.Response:
         return await text("{not: prometheus")
 
+    async def prometheus_route(request: web.Request) -> web.Response:
+        assert request.query["query"].startswith("avg by (pod) (DCGM_FI_DEV_GPU_UTIL{")
+        return web.json_response({"status": "success", "data": {"resultType": "vector", "result": [
+            {"metric": {"pod": "chat-0"}, "value": [1.0, "87.5"]}]}})
+
     app = web.Application()
+    app.router.add_get("/prometheus/api/v1/query", prometheus_route)
+    app.router.add_get("/error/api/v1/query", error_route)
     app.router.add_get("/vllm/metrics", vllm_route)
     app.router.add_get("/llama/metrics", llama_route)
     app.router.add_get("/slow/metrics", slow)
@@ -139,20 +147,30 @@ async def test_scrape_real_servers_isolates_every_failure(engines: str) -> None:
     targets = [ScrapeTarget(name, f"{engines}/{name}/metrics")
                for name in ("vllm", "slow", "error", "garbage", "gone")]
     targets.append(ScrapeTarget("refused", "http://127.0.0.1:9/metrics"))
-    async with httpx.AsyncClient(timeout=httpx.Timeout(0.5)) as client:
-        results = {r.pod: r for r in await scrape(client, targets, VLLM_NAMES, now=42.0, concurrency=3)}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.5)) as session:
+        results = {r.pod: r for r in await scrape(session, targets, VLLM_NAMES, now=42.0, concurrency=3)}
     ok = results["vllm"]
     assert isinstance(ok, PodMetrics) and ok.values[Signal.QUEUE_LENGTH] == 7.0 and ok.at == 42.0
     failures = {pod: r.reason for pod, r in results.items() if isinstance(r, ScrapeFailure)}
     assert failures["slow"] == "timed out"
     assert failures["error"] == "HTTP 500"
     assert failures["garbage"].startswith("not Prometheus text format")
-    assert failures["gone"].startswith(("RemoteProtocolError", "ReadError"))
-    assert failures["refused"].startswith("ConnectError")
+    assert failures["gone"] == "ServerDisconnectedError: Server disconnected"
+    assert failures["refused"].startswith("ClientConnectorError: Cannot connect to host 127.0.0.1:9")
 
 
 async def test_scrape_llamacpp_pod(engines: str) -> None:
-    async with httpx.AsyncClient(timeout=2.0) as client:
-        result, = await scrape(client, [ScrapeTarget("p", f"{engines}/llama/metrics")], LLAMA_NAMES, now=1.0)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0)) as session:
+        result, = await scrape(session, [ScrapeTarget("p", f"{engines}/llama/metrics")], LLAMA_NAMES, now=1.0)
     assert isinstance(result, PodMetrics)
     assert result.values == {Signal.QUEUE_LENGTH: 2.0, Signal.BATCH_SIZE: 2.0}
+
+
+async def test_duty_cycle_reads_prometheus_and_words_its_failures(engines: str) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0)) as session:
+        samples = await duty_cycle(session, f"{engines}/prometheus", "chat", "ml", ["chat-0"], now=5.0)
+        assert [(s.pod, s.signal, s.value, s.ready) for s in samples] == [("chat-0", Signal.DUTY_CYCLE, 87.5, True)]
+        with pytest.raises(ValueError, match=r"^Prometheus answered HTTP 500$"):
+            await duty_cycle(session, f"{engines}/error", "chat", "ml", [], now=5.0)
+        with pytest.raises(ValueError, match=r"^Prometheus unreachable: ClientConnectorError: Cannot connect"):
+            await duty_cycle(session, "http://127.0.0.1:9", "chat", "ml", [], now=5.0)

@@ -7,7 +7,7 @@ One tick per autoscaled object every ``autoscale_interval`` seconds (an asyncio 
 - Pods: the ready serving pods with an IP, from the same source as the reconcile (the pod index in
   watch mode, a list in poll mode).
 - Engine metrics: each pod's ``/metrics`` on the plan's container port through the context's one
-  shared ``httpx.AsyncClient`` (timeouts, bounded concurrency; ``controller.scraper.scrape``);
+  shared aiohttp session (timeouts, bounded concurrency; ``controller.scraper.scrape``);
   counters become rates against the previous scrape kept in memory.
 - ``accelerator/duty_cycle``: DCGM's ``DCGM_FI_DEV_GPU_UTIL`` per pod from the Prometheus HTTP
   API (``--prometheus-url``); ``cpu/utilization`` from metrics.k8s.io (metrics-server) as a
@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
 from gemma4_operator.api import AutoscalingBackend, Gemma4Deployment, Gemma4DeploymentSpec
 from gemma4_operator.api.metric_names import Signal
@@ -81,20 +81,20 @@ async def cpu_utilization(ctx: OperatorContext, namespace: str, name: str, reque
     return cpu_utilization_samples(items, ready, requested, now)
 
 
-async def duty_cycle(client: httpx.AsyncClient, prometheus_url: str, name: str, namespace: str,
+async def duty_cycle(session: aiohttp.ClientSession, prometheus_url: str, name: str, namespace: str,
                      ready: Sequence[str], now: float) -> list[Sample]:
     """Per-pod GPU utilization (average over the pod's GPUs) from the Prometheus HTTP API.
     Raises ValueError (with the reason) when Prometheus cannot answer."""
     query = f"avg by (pod) ({DCGM_GPU_UTIL}{{{pod_selector(name, namespace)}}})"
     try:
-        response = await client.get(f"{prometheus_url}/api/v1/query", params={"query": query})
-        response.raise_for_status()
-        data = response.json()
+        async with session.get(f"{prometheus_url}/api/v1/query", params={"query": query}, allow_redirects=False,
+                               raise_for_status=True) as response:
+            data = await response.json(content_type=None)
         results = data["data"]["result"]
         values = {str(r["metric"]["pod"]): float(r["value"][1]) for r in results if "pod" in r.get("metric", {})}
-    except httpx.HTTPStatusError as e:
-        raise ValueError(f"Prometheus answered HTTP {e.response.status_code}") from e
-    except httpx.HTTPError as e:
+    except aiohttp.ClientResponseError as e:
+        raise ValueError(f"Prometheus answered HTTP {e.status}") from e
+    except (aiohttp.ClientError, TimeoutError) as e:
         raise ValueError(f"Prometheus unreachable: {type(e).__name__}: {e}") from e
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise ValueError(f"unexpected Prometheus answer: {e}") from e

@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 
 from gemma4_operator.autoscaling.decision import Recommendation
 from gemma4_operator.autoscaling.exposition import PodMetrics
@@ -263,21 +263,20 @@ class OperatorContext:
     # The autoscaler's time, seconds since the epoch: a wall clock, because the recommendation history
     # kept in status must mean the same after a restart (tests may replace it).
     clock: Callable[[], float] = time.time
-    _http: httpx.AsyncClient | None = None
+    _http: aiohttp.ClientSession | None = None
 
-    def http(self) -> httpx.AsyncClient:
-        """The one HTTP client of the autoscaler's scrapes and Prometheus queries (created in the
+    def http(self) -> aiohttp.ClientSession:
+        """The one HTTP session of the autoscaler's scrapes and Prometheus queries (created in the
         operator's event loop on first use; closed by :meth:`close_http`)."""
         if self._http is None:
             n = self.config.scrape_concurrency
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.config.scrape_timeout),
-                                           limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
-                                           follow_redirects=False)
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.config.scrape_timeout),
+                                               connector=aiohttp.TCPConnector(limit=n))
         return self._http
 
     async def close_http(self) -> None:
         if self._http is not None:
-            await self._http.aclose()
+            await self._http.close()
             self._http = None
 
     def autoscaler_memory(self, key: Key, uid: str) -> AutoscalerMemory:
