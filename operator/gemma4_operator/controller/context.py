@@ -41,7 +41,8 @@ MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGER}"
 # kopf index ids: also the names under which kopf passes the indices to handlers
 PARENTS, CHILDREN, PODS, ACCELERATORS = "g4d_parents", "g4d_children", "g4d_pods", "g4d_accelerators"
 
-# Reconciles at once: a few more than asyncio's API threads (min(32, CPUs + 4)) keep them all busy.
+# Reconciles at once (the work queue's workers; poll-mode timers share the bound): a few more than asyncio's
+# API threads (min(32, CPUs + 4)) keep them all busy.
 RECONCILE_SLOTS = 16
 
 Key = tuple[str, str]
