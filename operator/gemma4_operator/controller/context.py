@@ -280,6 +280,19 @@ class OperatorContext:
             await self._http.close()
             self._http = None
 
+    async def stop_tasks(self) -> None:
+        """Stop the reconcile workers, pending retries and autoscaler loops, and close the HTTP session; a
+        second call finds nothing to do."""
+        if self.work is not None:
+            await self.work.stop()
+        tasks = [*self.retries.values(), *self.autoscalers.values()]
+        self.retries.clear()
+        self.autoscalers.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.close_http()
+
     def autoscaler_memory(self, key: Key, uid: str) -> AutoscalerMemory:
         memory = self.autoscaler.get(key)
         if memory is None or memory.uid != uid:

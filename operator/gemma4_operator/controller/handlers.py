@@ -497,11 +497,10 @@ async def on_child_event(body: kopf.Body, namespace: str | None, labels: Mapping
 
 
 async def on_pod_event(namespace: str | None, labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
-    """A serving pod changed: status only."""
-    ctx = context_of(memo)
-    parent = _parent_from_index(kwargs, (namespace or "", str(labels.get(INSTANCE_LABEL, ""))))
-    if parent is not None and not parent.deleting:
-        _mark(ctx, kwargs, parent.key, [], "pod")
+    """A serving pod changed: status only (the worker skips an object that is gone or being deleted)."""
+    instance = labels.get(INSTANCE_LABEL)
+    if instance:
+        _mark(context_of(memo), kwargs, (namespace or "", str(instance)), [], "pod")
 
 
 async def on_node_event(memo: Any, **kwargs: Any) -> None:
@@ -575,17 +574,8 @@ def _ensure_autoscaler(ctx: OperatorContext, key: Key, indices: Mapping[str, Any
 
 
 async def stop_tasks(memo: Any, **_: Any) -> None:
-    """Cleanup: stop the reconcile workers and the autoscaler loops before kopf's shutdown waits for stray
-    tasks."""
-    ctx = context_of(memo)
-    if ctx.work is not None:
-        await ctx.work.stop()
-    tasks = list(ctx.autoscalers.values())
-    ctx.autoscalers.clear()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await ctx.close_http()
+    """Cleanup: stop the operator's own tasks before kopf's shutdown waits for stray ones."""
+    await context_of(memo).stop_tasks()
 
 
 # The indices keep each object's snapshot packed (compressed JSON, see Packed): a 1000-object operator

@@ -72,11 +72,6 @@ async def run_operator(ctx: OperatorContext, *, stop_flag: Any = None, ready_fla
             stop_flag=stop_flag, ready_flag=ready_flag,
         )
     finally:
-        for task in [*ctx.retries.values(), *ctx.autoscalers.values()]:
-            task.cancel()
-        ctx.retries.clear()
-        ctx.autoscalers.clear()
-        if ctx.work is not None:
-            await ctx.work.stop()
+        await ctx.stop_tasks()  # kopf's cleanup handler did this unless kopf stopped before it ran
 
 
