@@ -273,6 +273,51 @@ class EnvVar(ApiModel):
     )] = None
 
 
+# huggingface_hub reads the token from either name (HF_TOKEN; HUGGING_FACE_HUB_TOKEN, its older spelling)
+HF_TOKEN_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+LITERAL_TOKEN_MESSAGE = (
+    "serving.env: HF_TOKEN and HUGGING_FACE_HUB_TOKEN must not have a literal value: anyone who can read the "
+    "Gemma4Deployment or its pods would read the token; put it in a Secret and name it in "
+    "model.source.tokenSecretRef (only the pods that download get it), or use valueFrom.secretKeyRef")
+NON_ROOT_MESSAGE = ("runAsNonRoot: true contradicts runAsUser 0 (the kubelet would refuse to start "
+                    "the container); set runAsNonRoot false to run as root where the namespace's policy allows it")
+_SECURITY_RULES = cel_rules(CelRule(
+    rule="!has(self.runAsUser) || self.runAsUser != 0 || !has(self.runAsNonRoot) || !self.runAsNonRoot",
+    message=NON_ROOT_MESSAGE, field_path=".runAsNonRoot",
+))
+_ID_BOUND = 2**31 - 1  # core/v1 user and group IDs are int64, Linux's are 31-bit
+
+
+class SecurityContextSpec(ApiModel):
+    """The serving pods' identity: by default they pass Pod Security "restricted" as a non-root user."""
+
+    model_config = ConfigDict(json_schema_extra=_SECURITY_RULES)
+
+    run_as_user: Annotated[int | None, Field(alias="runAsUser", ge=0, le=_ID_BOUND, description=(
+        "UID the engine (and the download Job) runs as. Default 1000: the engine images run as root unless told "
+        "otherwise, and every path the engines write is on a volume, so any non-root UID works. 0 (root) needs "
+        "runAsNonRoot false and a namespace whose Pod Security level allows it (not restricted)."))] = None
+    run_as_group: Annotated[int | None, Field(alias="runAsGroup", ge=0, le=_ID_BOUND, description=(
+        "Primary GID of the engine's processes. Default 1000."))] = None
+    fs_group: Annotated[int | None, Field(alias="fsGroup", ge=0, le=_ID_BOUND, description=(
+        "GID that owns the pod's volumes (the model cache PVC included: the kubelet makes it group-writable for "
+        "this GID when the volume's root does not match, fsGroupChangePolicy OnRootMismatch). Default 1000. Set "
+        "the GID that can read a pvc:// source's files if they are not world-readable."))] = None
+    run_as_non_root: Annotated[bool | None, Field(alias="runAsNonRoot", description=(
+        "Whether the kubelet refuses to start a container as UID 0. Default: true unless runAsUser is 0."))] = None
+    read_only_root_filesystem: Annotated[bool | None, Field(alias="readOnlyRootFilesystem", description=(
+        "Mount the engine container's root filesystem read-only. Default per engine: true for llama.cpp (it "
+        "writes only its cache, HOME and /tmp, all on volumes), false for vLLM (its JIT compilers write caches "
+        "in places the operator does not control)."))] = None
+
+    @model_validator(mode="after")
+    def _root_needs_consent(self) -> SecurityContextSpec:
+        """The pydantic twin of the CEL rule."""
+        if self.run_as_user == 0 and self.run_as_non_root:
+            raise cross_field_error([NON_ROOT_MESSAGE])
+        return self
+
+
 class ServingSpec(ApiModel):
     max_model_len: Annotated[int, Field(
         alias="maxModelLen",
@@ -320,6 +365,16 @@ class ServingSpec(ApiModel):
     )] = Field(default_factory=list)
     env: Annotated[list[EnvVar], Field(description="Extra environment variables for the engine container.",
                                        max_length=64)] = Field(default_factory=list)
+    security_context: Annotated[SecurityContextSpec, Field(alias="securityContext", description=(
+        "Override the serving pods' non-root identity (UID, GID, fsGroup) and read-only root filesystem. By "
+        "default the serving pods and the download Job pass Pod Security \"restricted\": non-root UID 1000, "
+        "seccomp RuntimeDefault, no privilege escalation, all capabilities dropped."))] = Field(
+        default_factory=SecurityContextSpec)
+    api_key_secret_ref: Annotated[SecretKeyRef | None, Field(alias="apiKeySecretRef", description=(
+        "Secret key holding an API key the engine's OpenAI endpoint requires (`Authorization: Bearer KEY`), "
+        "passed through the environment (never in arguments or status). The health and metrics paths stay "
+        "open to the probes and the autoscaler where the engine allows it (vLLM); llama.cpp guards /metrics "
+        "with the key too, so it is refused together with autoscaling."))] = None
 
 
 class AutoscalingMetricSpec(ApiModel):
@@ -542,7 +597,23 @@ _SPEC_RULES = cel_rules(
         message="quantization: fp8, nvfp4 and int4 need an NVIDIA GPU; on cpu use q4_k_m, q8_0, bf16 or auto",
         field_path=".quantization",
     ),
+    CelRule(
+        rule=(f"!has(self.serving) || !has(self.serving.env) || self.serving.env.all(e, "
+              f"!(e.name in {list(HF_TOKEN_NAMES)!r}) || !has(e.value))"),
+        message=LITERAL_TOKEN_MESSAGE,
+        field_path=".serving.env",
+    ),
 )
+
+
+class NetworkPolicySpec(ApiModel):
+    enabled: Annotated[bool | None, Field(description=(
+        "Render a NetworkPolicy NAME that admits ingress to the serving pods' port only from pods in this "
+        "namespace, from the operator's namespace (its autoscaler scrapes /metrics) and from ingressFrom. "
+        "Unset: the operator's default (Helm value networkPolicy.enabled)."))] = None
+    ingress_from: Annotated[list[dict[str, Any]], Field(alias="ingressFrom", max_length=16, description=(
+        "Extra core/v1 NetworkPolicyPeers (podSelector, namespaceSelector, ipBlock) allowed to reach the "
+        "serving port, e.g. an ingress controller's namespace."))] = Field(default_factory=list)
 
 
 class Gemma4DeploymentSpec(ApiModel):
@@ -574,6 +645,9 @@ class Gemma4DeploymentSpec(ApiModel):
     pod_template: Annotated[PodTemplateOverrides, Field(
         alias="podTemplate", description="Pass-through settings for the serving pods.",
     )] = Field(default_factory=PodTemplateOverrides)
+    network_policy: Annotated[NetworkPolicySpec | None, Field(alias="networkPolicy", description=(
+        "Restrict ingress to the serving pods with a NetworkPolicy (enforced by the cluster's network plugin)."
+    ))] = None
 
     @model_validator(mode="after")
     def _check_cross_field(self) -> Gemma4DeploymentSpec:
@@ -601,6 +675,8 @@ class Gemma4DeploymentSpec(ApiModel):
             problems.append(_UNSERVED_MESSAGES[self.engine.value])
         if cpu and quant.value in _GPU_ONLY_FORMATS:
             problems.append(_CPU_FORMAT_MESSAGE)
+        if any(e.name in HF_TOKEN_NAMES and e.value is not None for e in self.serving.env):
+            problems.append(LITERAL_TOKEN_MESSAGE)
         if problems:
             raise cross_field_error(problems)
         return self
@@ -772,12 +848,15 @@ __all__ = [
     "API_VERSION",
     "DNS1035_LABEL_PATTERN",
     "GROUP",
+    "HF_TOKEN_NAMES",
     "K8S_NAME_PATTERN",
     "KIND",
+    "LITERAL_TOKEN_MESSAGE",
     "METRIC_NAMES",
     "NAME_MAX_LENGTH",
     "NAME_MESSAGE",
     "NAME_RULES",
+    "NON_ROOT_MESSAGE",
     "PLURAL",
     "SINGULAR",
     "SOURCE_URI_MESSAGE",
@@ -805,6 +884,7 @@ __all__ = [
     "ModelSource",
     "ModelSpec",
     "ModelStatus",
+    "NetworkPolicySpec",
     "PlanMemory",
     "PlanStatus",
     "PodTemplateMetadata",
@@ -814,6 +894,7 @@ __all__ = [
     "RecommendationEntry",
     "RetainPolicy",
     "SecretKeyRef",
+    "SecurityContextSpec",
     "ServingSpec",
     "StorageSpec",
     "Variant",

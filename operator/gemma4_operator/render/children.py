@@ -30,6 +30,12 @@ from gemma4_operator.render.download import (
     job_values,
     needs_download,
 )
+from gemma4_operator.render.pod_security import (
+    container_security_context,
+    pod_security_context,
+    scratch_volumes,
+    serving_read_only_root,
+)
 from gemma4_operator.weights.outcome import required_cache_gib
 
 SERVICE_PORT = 8000
@@ -237,7 +243,8 @@ def _volumes(name: str, spec: Gemma4DeploymentSpec, plan: Plan, engine: EngineCo
         # pulled by the container runtime before the container starts and kept in its image store per node
         volumes.append({"name": "model", "image": {"reference": plan.source.image, "pullPolicy": "IfNotPresent"}})
         mounts.append({"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True})
-    return volumes, mounts
+    scratch, scratch_mounts = scratch_volumes()
+    return volumes + scratch, mounts + scratch_mounts
 
 
 def scrape_annotations(plan: Plan) -> dict[str, str]:
@@ -262,6 +269,16 @@ def cache_size(spec: Gemma4DeploymentSpec, plan: Plan) -> str:
     return f"{model_cache_gib(plan)}Gi"
 
 
+def api_key_refusal(spec: Gemma4DeploymentSpec, plan: Plan) -> str | None:
+    """An API key on an engine that guards /metrics with it leaves the autoscaler blind: the operator does not
+    read tenants' Secrets, so it cannot send the key."""
+    info = engine_named(plan.engine).info
+    if spec.serving.api_key_secret_ref is None or spec.autoscaling is None or info.api_key.is_open(METRICS_PATH):
+        return None
+    return (f"serving.apiKeySecretRef: {plan.engine} requires the API key on {METRICS_PATH} too, where autoscaling "
+            f"reads its metrics, and the operator does not read Secrets; remove spec.autoscaling or the API key")
+
+
 def replicas_owned_by_operator(spec: Gemma4DeploymentSpec) -> bool:
     """With autoscaling, replicas belong to the autoscaler and are left out of the applied object."""
     return spec.autoscaling is None
@@ -279,6 +296,8 @@ def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
     if plan.weights.mode is WeightsMode.IMAGE and not options.image_volumes:
         refusal = options.image_volumes_refusal or image_volumes_refusal()
         raise UnrenderableError(f"model.source.uri {plan.model_ref}: {refusal}")
+    if (key_refusal := api_key_refusal(spec, plan)) is not None:
+        raise UnrenderableError(key_refusal)
     engine = engine_named(plan.engine).container(plan, spec)
     labels = child_labels(owner.name, plan.variant)
     common = {"name": owner.name, "namespace": owner.namespace, "labels": labels,
@@ -295,6 +314,9 @@ def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
                 replicas=spec.replicas if replicas_owned_by_operator(spec) else None,
                 pod_labels=pod_labels, pod_annotations={**scrape, **spec.pod_template.metadata.annotations},
                 pod_settings=_pod_settings(spec, plan), resources=_resources(spec, plan),
+                pod_security=pod_security_context(spec),
+                container_security=container_security_context(
+                    serving_read_only_root(spec, engine.read_only_root_filesystem)),
                 volume_mounts=mounts, volumes=volumes),
         _render("service.yaml.j2", **common, service_port=SERVICE_PORT),
     ]
@@ -302,7 +324,7 @@ def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
         children.append(_pvc(common, spec, plan))
     if needs_download(plan):
         children.append(_render("job.yaml.j2", **common, job_labels=download_labels(owner.name, plan.variant),
-                                **job_values(spec, plan, options.downloader_image or downloader_image())))
+                                **job_values(owner.name, spec, plan, options.downloader_image or downloader_image())))
     if options.pod_monitors:
         children.append(_render("podmonitor.yaml.j2", **common, metrics_path=METRICS_PATH,
                                 relabelings=relabelings()))
