@@ -115,10 +115,12 @@ the serving pods through a secretKeyRef that the kubelet resolves, never through
 - apiGroups: [metrics.k8s.io]
   resources: [pods]
   verbs: [list]
-# Events about plans, faults and readiness (kopf's and the operator's own, both core/v1).
+# Events about plans, faults and readiness (kopf's and the operator's own, both core/v1); listed only for a
+# download Job that has no pod yet, whose FailedCreate Event is the one place the namespace's admission refusal
+# of its pods shows.
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]
 {{- if and .Values.ha.enabled (not (include "gemma4-operator.clusterwide" .)) }}
 # kopf peering (HA): keep-alives in the namespace's KopfPeering.
 - apiGroups: [kopf.dev]

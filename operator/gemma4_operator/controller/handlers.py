@@ -83,8 +83,9 @@ from gemma4_operator.controller.context import (
 )
 from gemma4_operator.controller.kube import InvalidRequestError, RetryableApiError
 from gemma4_operator.controller.metrics import ObjectState
-from gemma4_operator.controller.model_status import model_state
+from gemma4_operator.controller.model_status import current_job, model_state
 from gemma4_operator.controller.workqueue import Mark, WorkQueue, writable
+from gemma4_operator.observe import admission
 from gemma4_operator.planner import cluster_facts
 from gemma4_operator.planner.plan import ClusterFacts
 from gemma4_operator.render.children import MANAGER, image_volume_probe, image_volumes_refusal, keeps_image_volume
@@ -193,8 +194,11 @@ async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: obs
     serving: list[Obj] = []
     for pod in pods:
         (downloads if is_download_pod(pod) else serving).append(pod)
-    model = model_state(outcome.plan, spec, _owned(live, "Job", parent.uid), downloads, deployment,
+    job = _owned(live, "Job", parent.uid)
+    model = model_state(outcome.plan, spec, job, downloads, deployment,
                         observe.loading_pods(serving)) if outcome.plan is not None else None
+    if problem is None and outcome.plan is not None:
+        problem = await _job_refusal(ctx, current_job(outcome.plan, job), downloads)
     new = observe.compute_status(owner=parent.owner, generation=parent.generation, spec=spec, outcome=outcome,
                                  deployment=deployment, pods=serving, previous=previous, now=now_rfc3339(),
                                  problem=problem, model=model)
@@ -206,6 +210,23 @@ async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: obs
         ctx.remember_status(parent, merged)
     ctx.metrics.observe_object(*parent.key, object_state(spec, outcome, {**previous, **new}, deployment))
     await _post_events(ctx, parent, [*extra_events, *observe.transition_events(previous, new, outcome)])
+
+
+async def _job_refusal(ctx: OperatorContext, job: Mapping[str, Any] | None, pods: Sequence[Obj]) -> observe.Fault | None:
+    """The download Job's pods refused by the namespace's admission: the Job controller says so only in an
+    Event, read while the Job has no pod at all. Best effort: a failed read leaves the status as it is."""
+    if job is None or not admission.job_may_be_refused(job, pods):
+        return None
+    meta = job.get("metadata") or {}
+    try:
+        events = await asyncio.to_thread(ctx.kube.list, "v1", "Event", str(meta.get("namespace")),
+                                         field_selector=f"involvedObject.name={meta.get('name')},"
+                                                        f"reason={admission.FAILED_CREATE}")
+    except (RetryableApiError, InvalidRequestError) as e:
+        logger.warning("could not read the events of Job %s/%s: %s", meta.get("namespace"), meta.get("name"), e)
+        return None
+    refused = admission.job_create_failure(job, pods, events)
+    return observe.Fault(refused.reason, refused.message) if refused is not None else None
 
 
 def _applied_event(applied: Sequence[tuple[Obj, str]]) -> list[observe.EventSpec]:
