@@ -47,7 +47,8 @@ MODE_ONLY: dict[Permission, tuple[str, str]] = {
        for verb in ("list", "watch")},
     **{(group, resource, "get"): ("ha-clusterwide", _POLL)
        for group, resource in (("apps", "deployments"), ("", "services"), ("policy", "poddisruptionbudgets"),
-                               ("keda.sh", "scaledobjects"), ("monitoring.coreos.com", "podmonitors"))},
+                               ("keda.sh", "scaledobjects"), ("monitoring.coreos.com", "podmonitors"),
+                               ("networking.k8s.io", "networkpolicies"))},
 }
 
 # Granted although the integration tests never make the request: each entry says why.

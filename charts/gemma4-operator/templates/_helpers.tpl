@@ -94,6 +94,10 @@ the serving pods through a secretKeyRef that the kubelet resolves, never through
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, create, patch, delete]
+# NetworkPolicies (spec.networkPolicy or operator.networkPolicy): deleted when an object turns its off.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, create, patch, delete]
 # KEDA ScaledObjects (autoscaling.backend keda; only used where KEDA is installed). Deleted when
 # an object switches back to the built-in autoscaler.
 - apiGroups: [keda.sh]

@@ -93,6 +93,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto (default): a PodMonitor per Gemma4Deployment for its engine pods where the Prometheus "
                         "Operator's PodMonitors are served; off: never (the pods carry prometheus.io/* scrape "
                         "annotations instead). Env GEMMA4_ENGINE_MONITORS")
+    p.add_argument("--network-policy", action="store_true", default=None,
+                   help="give every Gemma4Deployment a NetworkPolicy (ingress to its serving port only from its "
+                        "namespace, the operator's and spec.networkPolicy.ingressFrom) unless its "
+                        "spec.networkPolicy.enabled is false. Env GEMMA4_NETWORK_POLICY=true")
     p.add_argument("--server", metavar="URL", help="API server URL without credentials (local testing; default: "
                                                    "in-cluster service account, else kubeconfig)")
 
@@ -142,6 +146,8 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
             server=args.server or None,
             prometheus_url=str(args.prometheus_url or _env("PROMETHEUS_URL", "", env) or "").rstrip("/"),
             engine_monitors=EngineMonitors(pick(args.engine_monitors, "ENGINE_MONITORS", EngineMonitors.AUTO.value)),
+            network_policy=bool(args.network_policy) or pick(None, "NETWORK_POLICY", "").lower() in ("true", "1"),
+            operator_namespace=(env if env is not None else os.environ).get("POD_NAMESPACE", ""),
         )
     except ValueError as e:
         raise ConfigError(str(e)) from e

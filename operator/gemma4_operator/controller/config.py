@@ -66,6 +66,8 @@ class OperatorConfig:
     scrape_concurrency: int = 16  # /metrics requests in flight at once
     # Where a serving pod's metrics are: {ip} and {port} are filled in. Tests point it at local servers.
     metrics_url_template: str = "http://{ip}:{port}/metrics"
+    network_policy: bool = False  # --network-policy: a NetworkPolicy per object unless its spec says otherwise
+    operator_namespace: str = ""  # POD_NAMESPACE (the chart sets it): the autoscaler's scrapes come from there
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.images) - set(image_keys()))

@@ -99,7 +99,8 @@ logger = logging.getLogger(__name__)
 # ScaledObjects (autoscaling.backend keda) only exist where KEDA is installed; kopf watches them
 # once their CRD is served.
 CHILD_RESOURCES = (("apps/v1", "deployments"), ("v1", "services"), ("v1", "persistentvolumeclaims"),
-                   ("batch/v1", "jobs"), ("policy", "poddisruptionbudgets"), ("keda.sh/v1alpha1", "scaledobjects"))
+                   ("batch/v1", "jobs"), ("policy", "poddisruptionbudgets"), ("keda.sh/v1alpha1", "scaledobjects"),
+                   ("networking.k8s.io/v1", "networkpolicies"))
 KEDA = ("keda.sh/v1alpha1", "scaledobjects")
 # The Prometheus Operator's PodMonitors (one per object for its engine pods) unless --engine-monitors off.
 PODMONITORS = ("monitoring.coreos.com/v1", "podmonitors")
@@ -212,7 +213,8 @@ async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: obs
     await _post_events(ctx, parent, [*extra_events, *observe.transition_events(previous, new, outcome)])
 
 
-async def _job_refusal(ctx: OperatorContext, job: Mapping[str, Any] | None, pods: Sequence[Obj]) -> observe.Fault | None:
+async def _job_refusal(ctx: OperatorContext, job: Mapping[str, Any] | None,
+                       pods: Sequence[Obj]) -> observe.Fault | None:
     """The download Job's pods refused by the namespace's admission: the Job controller says so only in an
     Event, read while the Job has no pod at all. Best effort: a failed read leaves the status as it is."""
     if job is None or not admission.job_may_be_refused(job, pods):

@@ -72,6 +72,7 @@ RESOURCES: dict[tuple[str, str], ResourceType] = {
     ("monitoring.coreos.com/v1", "PodMonitor"): ResourceType("monitoring.coreos.com", "v1", "podmonitors"),
     ("metrics.k8s.io/v1beta1", "PodMetrics"): ResourceType("metrics.k8s.io", "v1beta1", "pods"),
     ("v1", "Event"): ResourceType("", "v1", "events"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ResourceType("networking.k8s.io", "v1", "networkpolicies"),
     (f"{GROUP}/{VERSION}", "Gemma4Deployment"): ResourceType(GROUP, VERSION, PLURAL),
 }
 

@@ -36,7 +36,7 @@ from gemma4_operator.render.download import NEEDS_WEIGHTS, needs_download
 HASH_ANNOTATION = "serving.gemma4.dev/applied-hash"
 # Children that may stop being wanted while the object lives on. A PVC is never deleted by the
 # operator: it holds downloaded weights and stays (retainPolicy Retain) or goes with the object.
-DELETABLE_KINDS = frozenset({"PodDisruptionBudget", "ScaledObject", "Job"})
+DELETABLE_KINDS = frozenset({"PodDisruptionBudget", "ScaledObject", "Job", "NetworkPolicy"})
 # A Job's pod template is immutable: a changed Job is deleted (its pods first) and created again.
 REPLACED_KINDS = frozenset({"Job"})
 MAX_BACKOFF_S = 60.0

@@ -30,6 +30,7 @@ from gemma4_operator.render.download import (
     job_values,
     needs_download,
 )
+from gemma4_operator.render.network_policy import network_policy, wants_network_policy
 from gemma4_operator.render.pod_security import (
     container_security_context,
     pod_security_context,
@@ -80,6 +81,8 @@ class RenderOptions:
     image_volumes: bool = True
     image_volumes_refusal: str = ""  # why not, in words (the server's version)
     downloader_image: str = ""  # --image downloader=IMAGE; empty: the catalog's
+    network_policy: bool = False  # --network-policy: a NetworkPolicy per object unless its spec says otherwise
+    operator_namespace: str = ""  # where the operator runs (its autoscaler's scrapes come from there)
 
 
 KEDA_API_VERSION = "keda.sh/v1alpha1"
@@ -291,7 +294,7 @@ def minimum_replicas(spec: Gemma4DeploymentSpec) -> int:
 def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
                     options: RenderOptions | None = None) -> list[K8sObject]:
     """Deployment, Service, and when asked for a PVC; a PDB when more than one replica runs; a PodMonitor
-    where the cluster serves them; KEDA's ScaledObject for ``backend: keda``."""
+    where the cluster serves them; KEDA's ScaledObject for ``backend: keda``; a NetworkPolicy when asked for."""
     options = options or RenderOptions()
     if plan.weights.mode is WeightsMode.IMAGE and not options.image_volumes:
         refusal = options.image_volumes_refusal or image_volumes_refusal()
@@ -330,6 +333,8 @@ def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
                                 relabelings=relabelings()))
     if spec.autoscaling is not None and spec.autoscaling.backend.value == "keda":
         children.append(_scaled_object(owner, spec, plan, labels, options))
+    if wants_network_policy(spec, options.network_policy):
+        children.append(network_policy(common, spec, plan.port, options.operator_namespace))
     if minimum_replicas(spec) > 1 or (spec.autoscaling is not None and spec.autoscaling.max_replica_count > 1):
         children.append(_render("pdb.yaml.j2", **common, pdb_api_version=options.pdb_api_version))
     return children
