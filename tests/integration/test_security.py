@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import harness as h
+import pytest
 from harness import EVENTS, G4D, JOBS, NETWORK_POLICIES
 from kmock_plus import Emulator
 
@@ -49,22 +50,29 @@ REFUSAL = ('pods "chat-download-8kq2v" is forbidden: violates PodSecurity "restr
            "set runAsUser=0)")
 
 
-async def test_a_download_job_whose_pods_are_refused_turns_the_object_degraded(k: Emulator) -> None:
+def failed_create(job: dict[str, Any]) -> dict[str, Any]:
+    """The Event the Job controller records when the namespace refuses the Job's pod."""
+    return {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "chat-download.1", "namespace": "default"},
+            "type": "Warning", "reason": "FailedCreate", "message": f"Error creating: {REFUSAL}",
+            "lastTimestamp": "2026-12-07T21:00:00Z", "source": {"component": "job-controller"},
+            "involvedObject": {"apiVersion": "batch/v1", "kind": "Job", "namespace": "default",
+                               "name": "chat-download", "uid": job["metadata"]["uid"]}}
+
+
+@pytest.mark.parametrize("job_update", [True, False], ids=["event-then-job-update", "event-after-the-last-update"])
+async def test_a_download_job_whose_pods_are_refused_turns_the_object_degraded(k: Emulator, job_update: bool) -> None:
+    """The Event may land after the Job's last status update (the controller records it asynchronously and its
+    retries change nothing on the Job): the operator looks again a few times while the Job has no pod."""
     await h.create(k, G4D, h.g4d("chat", accelerator=CPU, storage={"modelCache": {}},
                                  serving={"securityContext": {"runAsUser": 0}}))
     async with h.OperatorRun(k):
         job = await h.wait_for(lambda: h.obj(k, JOBS, "default", "chat-download"), what="download Job")
         await h.settle(k)
         assert degraded(k, "chat")["status"] == "False"  # type: ignore[index]
-        # what the Job controller records when the namespace refuses the pod, and its status update after
-        await h.create(k, EVENTS, {
-            "apiVersion": "v1", "kind": "Event", "metadata": {"name": "chat-download.1", "namespace": "default"},
-            "type": "Warning", "reason": "FailedCreate", "message": f"Error creating: {REFUSAL}",
-            "lastTimestamp": "2026-12-07T21:00:00Z", "source": {"component": "job-controller"},
-            "involvedObject": {"apiVersion": "batch/v1", "kind": "Job", "namespace": "default",
-                               "name": "chat-download", "uid": job["metadata"]["uid"]}})
-        await h.patch(k, JOBS, "default", "chat-download", {"status": {"startTime": "2026-12-07T21:00:00Z"}},
-                      subresource="status")
+        await h.create(k, EVENTS, failed_create(job))
+        if job_update:
+            await h.patch(k, JOBS, "default", "chat-download", {"status": {"startTime": "2026-12-07T21:00:00Z"}},
+                          subresource="status")
         condition = await h.wait_for(lambda: (c := degraded(k, "chat")) and c["status"] == "True" and c,
                                      what="Degraded FailedCreate")
         assert condition["reason"] == "FailedCreate"
