@@ -35,9 +35,9 @@ from gemma4_operator.planner.weights import CACHE_MOUNT, WeightsMode
 
 SERVER_BINARY = "/app/llama-server"  # entry point of the ghcr.io/ggml-org/llama.cpp server images
 # Read-only root by default: llama-server is one native binary that writes only what -hf downloads (LLAMA_CACHE,
-# on the cache volume: common/arg.cpp fs_get_cache_directory), and the slot and log files it is not asked for;
-# HOME and /tmp are volumes anyway (engines/base.py). Its images run as root (.devops/*.Dockerfile set no USER)
-# but need no passwd entry for the UID.
+# on the cache volume: common/arg.cpp fs_get_cache_directory) and files it is told to write (--slot-save-path,
+# --log-file: never rendered); HOME and /tmp are volumes anyway (engines/base.py). Its images run as root
+# (.devops/cuda.Dockerfile and cpu.Dockerfile set no USER) and need no passwd entry for the UID.
 READ_ONLY_ROOT_FILESYSTEM = True
 MAX_SLOTS = 1024  # upper bound when searching how many slots the KV budget holds
 
