@@ -65,7 +65,7 @@ def _binary_version(path: Path) -> str:
     return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr).strip() else "?"
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
+def pytest_report_header() -> list[str]:
     """The control plane this run uses, from the binaries themselves (``--version``)."""
     release = selected_release()
     bin_dir = default_bin_dir(release)

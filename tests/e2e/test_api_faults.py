@@ -112,7 +112,7 @@ def rest(k8s_api: client.ApiClient) -> Rest:
 
 
 @pytest.fixture(scope="module")
-def fault_crd(rest: Rest, k8s_api: client.ApiClient) -> Iterator[str]:
+def fault_crd(rest: Rest) -> Iterator[str]:
     """The CRD, installed once an earlier module's copy is gone, and removed before the next module starts."""
     path = f"{CRD_PATH}/{CRD_NAME}"
     wait_absent(rest, path)

@@ -31,7 +31,7 @@ import pytest
 import yaml
 from kubernetes.client import ApiException
 
-from gemma4_operator.api import KIND, VERSION
+from gemma4_operator.api import KIND
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.test_operator_e2e import OperatorProcess, Rest, condition, wait_for
 from tests.support.bad_input import Case, Judge, cases

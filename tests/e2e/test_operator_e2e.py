@@ -681,7 +681,8 @@ def wait_settled(rest: Rest, operator: OperatorProcess, quiet: float = 1.5,
 
 
 @pytest.mark.floor
-def test_crd_is_served_with_defaulting_pruning_and_scale(rest: Rest, g4d_crd: Obj, e2e_namespace: str) -> None:
+@pytest.mark.usefixtures("g4d_crd")
+def test_crd_is_served_with_defaulting_pruning_and_scale(rest: Rest, e2e_namespace: str) -> None:
     """The generated CRD (CEL rules included) is accepted as structural; the server defaults and prunes like the
     schema says."""
     created = rest.create(g4d("defaults", e2e_namespace,
@@ -1004,7 +1005,8 @@ def test_bad_spec_is_refused_with_a_warning_and_no_children(rest: Rest, operator
     assert rest.objects("Deployment", e2e_namespace) == []
 
 
-def test_cel_rule_is_enforced_by_the_api_server(rest: Rest, operator: OperatorProcess, e2e_namespace: str) -> None:
+@pytest.mark.usefixtures("g4d_crd")
+def test_cel_rule_is_enforced_by_the_api_server(rest: Rest, e2e_namespace: str) -> None:
     """Audio on 31B breaks a CEL rule: the API server refuses the object with the rule's message, so nothing is
     stored and the operator never sees it (its pydantic twin of the rule, for specs that reach it another way, is
     in the unit tier; every CEL case of the bad-input corpus is in test_bad_input.py)."""
@@ -1488,8 +1490,8 @@ def test_oci_source_is_served_as_an_image_volume(rest: Rest, operator: OperatorP
         assert rest.children(e2e_namespace, "oci")["Deployment"] == []
         return
     assert planned["status"] == "True", planned
-    wait_children(rest, e2e_namespace, "oci", {"Deployment"}, operator)
-    deployment = rest.children(e2e_namespace, "oci")["Deployment"][0]
+    deployment = wait_for("the Deployment", lambda: next(iter(rest.children(e2e_namespace, "oci")["Deployment"]), None),
+                          operator=operator)
     volumes = deployment["spec"]["template"]["spec"]["volumes"]
     images = [v["image"] for v in volumes if "image" in v]
     assert [i["reference"] for i in images] == [reference], volumes
