@@ -9,6 +9,7 @@ import gzip
 import re
 import tracemalloc
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -32,6 +33,7 @@ from gemma4_operator.controller.scraper import ScrapeTarget, scrape
 from gemma4_operator.engines import engine
 
 NAMES = engine("vllm").metric_names()
+VLLM_METRICS = Path(__file__).resolve().parents[1] / "data" / "metrics" / "vllm-0.32.0.txt"
 NEEDED = 'vllm:num_requests_waiting{engine="0"} 7\n'
 OVER_BODY = "metrics body exceeds 1 MiB (the operator's limit); the rest was not read"
 FILLER = b'# HELP filler not a metric the autoscaler reads\nhostile_series{pod="x"} 1\n' * 512  # ~37 KiB
@@ -78,6 +80,22 @@ def test_only_the_needed_series_are_kept() -> None:
 def test_a_needed_series_in_a_malformed_line_is_refused_with_its_line_number() -> None:
     with pytest.raises(ValueError, match=r"^not Prometheus text format: line 2: "):
         parse_exposition(f"# ok\nvllm:num_requests_waiting{{engine=\"0\" 7\n{NEEDED}", NAMES)
+
+
+def test_chunk_boundaries_do_not_matter() -> None:
+    """vLLM's real body fed 7 bytes at a time reads as it does whole; line numbers count across chunks."""
+    body = VLLM_METRICS.read_bytes()
+    reader = ExpositionReader(NAMES)
+    for i in range(0, len(body), 7):
+        reader.feed(body[i:i + 7])
+    assert reader.values() == parse_exposition(body.decode(), NAMES)
+    bad = body + b'vllm:num_requests_waiting{engine="1" 7\n'
+    reader = ExpositionReader(NAMES)
+    for i in range(0, len(body), 4096):
+        reader.feed(body[i:i + 4096])
+    line = body.count(b"\n") + 1
+    with pytest.raises(ValueError, match=f"^not Prometheus text format: line {line}: "):
+        reader.feed(bad[len(body):])
 
 
 def test_quoted_utf8_names_are_read() -> None:

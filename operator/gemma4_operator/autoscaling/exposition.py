@@ -86,34 +86,42 @@ class BoundedBody:
 
 
 class ExpositionReader:
-    """The values per signal of a Prometheus text exposition fed in chunks, in bounded memory.
+    """The values per signal of a Prometheus text exposition fed in chunks, in bounded memory and time.
 
     ``feed`` raises :class:`OverLimitError` past ``max_bytes`` in all or ``max_line`` in one line, and
-    ValueError for a line that is not the Prometheus format; lines whose metric is not in ``names`` are
-    dropped as they arrive."""
+    ValueError when the first sample line or a needed one is not the Prometheus format. Complete lines are
+    handled a block at a time: the needed ones are found by one regular expression over the block (no
+    per-line work for the rest, which is dropped as it arrives)."""
 
     def __init__(self, names: MetricNames, max_bytes: int = MAX_BODY_BYTES, max_line: int = MAX_LINE_BYTES) -> None:
         self._names = names
-        self._wanted = frozenset(n for candidates in names.values() for n in candidates)
         self._max_bytes, self._max_line = max_bytes, max_line
         self._read = self._lines = 0
         self._partial = b""
+        self._checked = False  # the first sample line was checked for the format
         self._series: dict[str, tuple[float, int]] = {}  # name -> (sum, count)
+        self._wanted_names = sorted({n.encode() for ns in names.values() for n in ns}, key=len, reverse=True)
+        names_re = b"|".join(re.escape(n) for n in self._wanted_names) or b"(?!)"
+        # a whole line that starts with a needed name, classic or quoted
+        self._wanted = re.compile(rb'^[ \t]*(?:(?:%b)(?=[{ \t\r]|$)|\{[ \t]*"(?:%b)")[^\n]*' % (names_re, names_re),
+                                  re.MULTILINE)
 
     def feed(self, chunk: bytes) -> None:
         self._read += len(chunk)
         if self._read > self._max_bytes:
             raise body_too_large("metrics body", self._max_bytes)
-        *lines, self._partial = (self._partial + chunk).split(b"\n")
-        for line in lines:
-            self._line(line)
+        block = self._partial + chunk
+        end = block.rfind(b"\n") + 1
+        self._partial = block[end:]
+        if end:
+            self._block(block[:end])
         if len(self._partial) > self._max_line:
-            raise self._too_long()
+            raise self._too_long(self._lines + 1)
 
     def values(self) -> dict[Signal, float]:
         """The values at the end of the body; a signal whose metric is absent is left out."""
         if self._partial:
-            self._line(self._partial)
+            self._block(self._partial + b"\n")
             self._partial = b""
         values: dict[Signal, float] = {}
         for signal, candidates in self._names.items():
@@ -123,30 +131,42 @@ class ExpositionReader:
                 values[signal] = total / count if signal in _AVERAGED else total
         return values
 
-    def _too_long(self) -> OverLimitError:
-        return OverLimitError(f"metrics line {self._lines + 1} exceeds {size_words(self._max_line)} "
+    def _too_long(self, number: int) -> OverLimitError:
+        return OverLimitError(f"metrics line {number} exceeds {size_words(self._max_line)} "
                               "(the operator's limit); the rest was not read")
 
-    def _line(self, line: bytes) -> None:
-        if len(line) > self._max_line:
-            raise self._too_long()
-        self._lines += 1
-        stripped = line.strip()
-        if not stripped or stripped.startswith(b"#"):
-            return
-        match = _NAME.match(stripped)
-        if match is None:
-            shown = stripped[:60].decode("utf-8", "replace")
-            raise ValueError(f"not Prometheus text format: line {self._lines}: {shown!r}")
-        name = (match.group(1) or match.group(2) or b"").decode("utf-8", "replace")
-        if name in self._wanted:
-            self._sample(stripped.decode("utf-8", "replace"))
+    def _block(self, block: bytes) -> None:
+        """Complete lines (``block`` ends with a newline)."""
+        lines = block.split(b"\n")
+        if max(map(len, lines)) > self._max_line:
+            first = next(i for i, line in enumerate(lines) if len(line) > self._max_line)
+            raise self._too_long(self._lines + 1 + first)
+        if not self._checked:
+            self._check_first(lines)
+        number, counted = self._lines + 1, 0
+        needed = any(name in block for name in self._wanted_names)  # a substring search is 30x a regex's speed
+        for found in self._wanted.finditer(block) if needed else ():
+            number += block.count(b"\n", counted, found.start())
+            counted = found.start()
+            self._sample(found.group(0).decode("utf-8", "replace").strip(), number)
+        self._lines += len(lines) - 1
 
-    def _sample(self, text: str) -> None:
+    def _check_first(self, lines: list[bytes]) -> None:
+        """The first sample line names a metric (so an HTML error page or JSON is refused, not read as empty)."""
+        for number, line in enumerate(lines, self._lines + 1):
+            stripped = line.strip()
+            if stripped and not stripped.startswith(b"#"):
+                self._checked = True
+                if _NAME.match(stripped) is None:
+                    raise ValueError(f"not Prometheus text format: line {number}: "
+                                     f"{stripped[:60].decode('utf-8', 'replace')!r}")
+                return
+
+    def _sample(self, text: str, number: int) -> None:
         try:
             samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
         except (ValueError, TypeError, IndexError) as e:
-            raise ValueError(f"not Prometheus text format: line {self._lines}: {e}") from e
+            raise ValueError(f"not Prometheus text format: line {number}: {e}") from e
         for sample in samples:
             total, count = self._series.get(sample.name, (0.0, 0))
             self._series[sample.name] = (total + float(sample.value), count + 1)
