@@ -8,8 +8,8 @@ The pods are aiohttp servers on 127.0.0.1 in a process of their own (pods.py); t
 
 ``--against REF`` also runs git commit REF's scraper the same way (its ``operator/`` tree from ``git archive``).
 A scraper without bounds reads each hostile body to the end, so the pods stop after ``--hostile-mib`` per
-answer (default 64 MiB; keep it small with ``--against``: an unbounded scraper holds 16 such bodies at once,
-each several times over while parsing).
+answer (default 64 MiB; keep it small with ``--against``: an unbounded scraper holds 16 such bodies at once
+and parses each whole, e.g. e9fbfa8 with 8 MiB answers: peak 236 MiB against 51, 38 s per round).
 """
 
 from __future__ import annotations
