@@ -172,9 +172,9 @@ class ExpositionReader:
             self._series[sample.name] = (total + float(sample.value), count + 1)
 
 
-def parse_exposition(text: str, names: MetricNames, max_bytes: int = MAX_BODY_BYTES) -> dict[Signal, float]:
+def parse_exposition(text: str, names: MetricNames) -> dict[Signal, float]:
     """Values per signal from a whole Prometheus text exposition (see :class:`ExpositionReader`)."""
-    reader = ExpositionReader(names, max_bytes)
+    reader = ExpositionReader(names)
     reader.feed(text.encode("utf-8"))
     return reader.values()
 

@@ -16,7 +16,6 @@ from typing import Protocol
 import aiohttp
 
 from gemma4_operator.autoscaling.exposition import (
-    MAX_BODY_BYTES,
     BoundedBody,
     ExpositionReader,
     MetricNames,
@@ -48,19 +47,18 @@ async def _stream(session: aiohttp.ClientSession, url: str, sink: _Sink,
             sink.feed(chunk)
 
 
-async def get_bounded(session: aiohttp.ClientSession, url: str, params: Mapping[str, str], what: str,
-                      limit: int = MAX_BODY_BYTES) -> bytes:
-    """A whole body of at most ``limit`` bytes; raises OverLimitError (naming ``what``) past it."""
-    body = BoundedBody(what, limit)
+async def get_bounded(session: aiohttp.ClientSession, url: str, params: Mapping[str, str], what: str) -> bytes:
+    """A whole body of at most 1 MiB (``MAX_BODY_BYTES``); raises OverLimitError (naming ``what``) past it."""
+    body = BoundedBody(what)
     await _stream(session, url, body, params)
     return bytes(body.data)
 
 
 async def _scrape_one(session: aiohttp.ClientSession, target: ScrapeTarget, names: MetricNames,
-                      limit: asyncio.Semaphore, clock: float, max_bytes: int) -> PodMetrics | ScrapeFailure:
+                      limit: asyncio.Semaphore, clock: float) -> PodMetrics | ScrapeFailure:
     async with limit:
         try:
-            reader = ExpositionReader(names, max_bytes)
+            reader = ExpositionReader(names)
             await _stream(session, target.url, reader)
             return PodMetrics(target.pod, clock, reader.values())
         except TimeoutError:
@@ -75,8 +73,8 @@ async def _scrape_one(session: aiohttp.ClientSession, target: ScrapeTarget, name
             return ScrapeFailure(target.pod, clock, str(e))
 
 
-async def scrape(session: aiohttp.ClientSession, targets: Sequence[ScrapeTarget], names: MetricNames, *, now: float,
-                 concurrency: int = 16, max_bytes: int = MAX_BODY_BYTES) -> list[PodMetrics | ScrapeFailure]:
+async def scrape(session: aiohttp.ClientSession, targets: Sequence[ScrapeTarget], names: MetricNames, *,
+                 now: float, concurrency: int = 16) -> list[PodMetrics | ScrapeFailure]:
     """Scrape every target; a failing pod yields a ScrapeFailure, never an exception."""
     limit = asyncio.Semaphore(concurrency)
-    return list(await asyncio.gather(*(_scrape_one(session, t, names, limit, now, max_bytes) for t in targets)))
+    return list(await asyncio.gather(*(_scrape_one(session, t, names, limit, now) for t in targets)))
