@@ -6,7 +6,7 @@ Here, with the chart rendered by helm:
 
 - every recorded request is allowed by the ClusterRole of the default (cluster-wide, watch-mode)
   install, except the few that kopf or the operator make only in another mode (MODE_ONLY: namespaced
-  mode, poll mode), which the RBAC of that mode must allow instead;
+  mode), which the RBAC of that mode must allow instead;
 - every permission any rendering grants was recorded, or is in UNRECORDED, a short list of what the
   integration tests cannot exercise, each with its reason;
 - no wildcards, no Secrets, no privilege-escalation verbs, no non-resource URLs;
@@ -40,14 +40,10 @@ CLUSTER_SCOPED = {
 
 # Recorded requests made only in a mode the default install does not use: (the value set that
 # renders that mode, why). The default ClusterRole must not grant them.
-_POLL = "poll mode (operator.children: poll) re-reads children with GET; watch mode has them from its watches"
 MODE_ONLY: dict[Permission, tuple[str, str]] = {
-    **{("", "namespaces", verb): ("ha-namespaced", "kopf lists and watches namespaces only when it watches a "
-                                                   "subset of them (kopf _core/reactor/observation.py)")
-       for verb in ("list", "watch")},
-    **{(group, resource, "get"): ("ha-clusterwide", _POLL)
-       for group, resource in (("apps", "deployments"), ("", "services"), ("policy", "poddisruptionbudgets"),
-                               ("keda.sh", "scaledobjects"), ("monitoring.coreos.com", "podmonitors"))},
+    ("", "namespaces", verb): ("ha-namespaced", "kopf lists and watches namespaces only when it watches a "
+                                                "subset of them (kopf _core/reactor/observation.py)")
+    for verb in ("list", "watch")
 }
 
 # Granted although the integration tests never make the request: each entry says why.
@@ -56,12 +52,6 @@ _PEERING = ("HA only (ha.enabled): kopf reads its peering object and patches its
 UNRECORDED: dict[Permission, str] = {
     **{("kopf.dev", "clusterkopfpeerings", verb): _PEERING for verb in ("list", "watch", "patch")},
     **{("kopf.dev", "kopfpeerings", verb): _PEERING for verb in ("list", "watch", "patch")},
-    ("", "persistentvolumeclaims", "get"): (
-        "poll mode (operator.children: poll) re-reads every child with GET, the model-cache PVC too; the "
-        "poll-mode integration test has no PVC"),
-    ("batch", "jobs", "get"): (
-        "poll mode re-reads the model download Job with GET like every child; the poll-mode integration test "
-        "has no storage.modelCache (the e2e tier's poll-mode tests run under this RBAC)"),
 }
 
 # Paths every authenticated user may read (system:discovery, system:public-info-viewer).
