@@ -13,6 +13,7 @@ from harness import DEPLOYMENTS, G4D, JOBS, PVCS, SERVICES
 from kmock_plus import Emulator
 
 from gemma4_operator.controller import handlers
+from gemma4_operator.controller.config import ChildrenMode
 
 L4_ONLY = {"accelerator_types": ("nvidia-l4",)}
 OUR_LABELS = {"app.kubernetes.io/managed-by": "gemma4-operator", "app.kubernetes.io/instance": "chat"}
@@ -144,3 +145,17 @@ async def test_conflict_retries_write_nothing_and_known_children_are_never_read(
         # a restart re-reads nothing the index holds: only the conflicted Service's name is looked up
         assert set(gets(k, mark)) <= {"GET /api/v1/namespaces/default/services/chat"}
         assert h.writes(k, mark) == []
+
+
+async def test_poll_mode_reports_the_conflict_from_its_own_reads(k: Emulator) -> None:
+    theirs = await h.create(k, SERVICES, foreign_service())
+    await h.create(k, G4D, h.g4d("chat", accelerator={"type": "nvidia-l4"}))
+    async with h.OperatorRun(k, children=ChildrenMode.POLL, resync_interval=0.5, **L4_ONLY):
+        await h.wait_for(lambda: degraded(k).get("reason") == "NameConflict", what="Degraded/NameConflict")
+        await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
+        assert degraded(k)["message"] == SERVICE_CONFLICT
+        assert h.obj(k, SERVICES, "default", "chat") == theirs
+        await h.delete(k, SERVICES, "default", "chat")
+        await h.wait_for(lambda: (h.obj(k, SERVICES, "default", "chat") or {}).get("metadata", {}).get(
+            "ownerReferences"), timeout=15, what="our Service")
+        await h.wait_for(lambda: degraded(k).get("status") == "False", what="no longer degraded")
