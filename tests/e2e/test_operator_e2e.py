@@ -407,7 +407,8 @@ OPERATOR_NEEDS: list[tuple[str, str, str, str, str]] = [
       for group, resource in (("apps", "deployments"), ("", "services"), ("", "persistentvolumeclaims"),
                               ("policy", "poddisruptionbudgets"), ("batch", "jobs"))
       for verb, why in (("list", "watch mode index"), ("watch", "watch mode index"), ("patch", "server-side apply"),
-                        ("create", "server-side apply of a missing child is authorized as create"))],
+                        ("create", "server-side apply of a missing child is authorized as create"),
+                        ("get", "a child the index does not hold is read before its first apply (NameConflict)"))],
     ("delete", "policy", "poddisruptionbudgets", "", "a PDB no longer wanted"),
     ("delete", "batch", "jobs", "", "a download Job replaced by a new checkpoint's"),
     ("list", "", "pods", "", "status from pods"),
@@ -868,6 +869,55 @@ def test_child_edits_are_reverted(rest: Rest, operator: OperatorProcess, e2e_nam
         return messages if drift and created_twice else None
 
     wait_for("Applied events for the repairs", applied_messages, timeout=10, operator=operator)
+
+
+def test_an_unowned_service_named_like_a_child_is_left_untouched(rest: Rest, operator: OperatorProcess,
+                                                                  e2e_namespace: str) -> None:
+    """Someone's Service already has the name of a child (no labels: the operator's watch does not see it). The
+    operator reads it before its first apply, writes nothing to it (no field, no ownerReference, so the garbage
+    collector never deletes it with the Gemma4Deployment) and says so: Degraded/NameConflict naming the
+    Service, and a Warning event. The rest of the object is still applied. Once the Service is deleted, the
+    operator's own takes its place (the conflict is looked at again after a back-off of 10 s or more)."""
+    obj = load_example(ROOT / "manifests/examples/e2b-cpu.yaml", e2e_namespace)
+    name = obj["metadata"]["name"]
+    theirs = rest.create({"apiVersion": "v1", "kind": "Service",
+                          "metadata": {"name": name, "namespace": e2e_namespace, "labels": {"app": "web"}},
+                          "spec": {"selector": {"app": "web"}, "ports": [{"name": "web", "port": 80}]}})
+    create_g4d(rest, obj)
+    message = (f"Service/{name} already exists and was not created by this Gemma4Deployment (it has no "
+               "controller): the operator leaves it untouched; delete or rename it, or rename this Gemma4Deployment")
+
+    def name_conflict() -> Obj | None:
+        live = rest.get(KIND, e2e_namespace, name)
+        degraded = condition(live, "Degraded") if live else None
+        return live if degraded and degraded.get("reason") == "NameConflict" else None
+
+    live = wait_for("Degraded/NameConflict", name_conflict, operator=operator)
+    degraded = condition(live, "Degraded")
+    assert degraded is not None and degraded["status"] == "True" and degraded["message"] == message
+    assert live["status"]["phase"] == "Degraded"
+    wait_for("the NameConflict Warning event", lambda: [
+        e for e in rest.events_for(e2e_namespace, name)
+        if e["type"] == "Warning" and e["reason"] == "NameConflict" and e["message"] == message] or None,
+        timeout=10, operator=operator)
+    wait_children(rest, e2e_namespace, name, {"Deployment"}, operator)  # what is ours is still applied
+    wait_settled(rest, operator)
+    service = rest.get("Service", e2e_namespace, name)
+    assert service is not None
+    assert service["metadata"]["resourceVersion"] == theirs["metadata"]["resourceVersion"]
+    assert not service["metadata"].get("ownerReferences") and not managed_entries(service, MANAGER)
+    assert service["spec"]["selector"] == {"app": "web"}
+
+    rest.delete("Service", e2e_namespace, name)
+
+    def ours_in_its_place() -> Obj | None:
+        s = rest.get("Service", e2e_namespace, name)
+        return s if s is not None and controller_refs(s) else None
+
+    ours = wait_for("the operator's Service in its place", ours_in_its_place, timeout=60, operator=operator)
+    assert controller_refs(ours)[0]["uid"] == live["metadata"]["uid"]
+    wait_for("Degraded=False", lambda: (o := rest.get(KIND, e2e_namespace, name)) is not None
+             and (condition(o, "Degraded") or {}).get("status") == "False", operator=operator)
 
 
 def test_concurrent_edits_with_resource_version_conflicts_converge(

@@ -9,7 +9,7 @@ from tests.packaging.chart import HelmError, one, workload
 from tests.packaging.conftest import Renderer
 from tests.packaging.test_rbac import all_grants
 
-PODMONITORS = {("monitoring.coreos.com", "podmonitors", verb) for verb in ("list", "watch", "create", "patch")}
+PODMONITORS = {("monitoring.coreos.com", "podmonitors", verb) for verb in ("get", "list", "watch", "create", "patch")}
 
 
 def args(renderer: Renderer, value_set: str) -> list[str]:
