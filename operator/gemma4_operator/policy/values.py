@@ -2,7 +2,7 @@
 
 The keys are the Helm chart's ``tenantPolicy`` values (camelCase, as in values.yaml); the chart hands them to the
 operator as JSON (``--tenant-policy`` / ``GEMMA4_TENANT_POLICY``) and to its ValidatingAdmissionPolicy as a
-ConfigMap. A key left out takes the restrictive default; ``*`` in a list allows anything.
+ConfigMap. A key left out takes the chart's (restrictive) default; ``*`` in a list allows anything.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ class TenantPolicyError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class TenantPolicy:
-    """Each field is a Helm value ``tenantPolicy.<camelCase name>``; the defaults refuse everything optional."""
+    """Each field is a Helm value ``tenantPolicy.<camelCase name>`` with the chart's default: everything optional
+    is refused but the Secret ``hf-token`` (the Hugging Face token of the documented examples)."""
 
     image_prefixes: tuple[str, ...] = ()  # spec.serving.image, besides the catalog's and the operator's images
     extra_arg_prefixes: tuple[str, ...] = ()  # spec.serving.extraArgs
-    secret_names: tuple[str, ...] = ()  # env valueFrom.secretKeyRef and model.source.tokenSecretRef
+    secret_names: tuple[str, ...] = ("hf-token",)  # env valueFrom.secretKeyRef and model.source.tokenSecretRef
     service_account_names: tuple[str, ...] = ()
     priority_class_names: tuple[str, ...] = ()
     runtime_class_names: tuple[str, ...] = ()
