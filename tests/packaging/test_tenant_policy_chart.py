@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -284,9 +283,3 @@ def test_aggregated_roles_for_tenants(renderer: Renderer) -> None:
     assert not [r for r in of_kind(renderer.objects("--set", "rbac.aggregatedRoles=false"), "ClusterRole")
                 if is_aggregated(r)]
 
-
-def test_policy_template_is_commented_with_its_twin() -> None:
-    """The admission policy names the Python module that must change with it."""
-    text = (CHART / "templates" / "tenant-policy.yaml").read_text(encoding="utf-8")
-    assert "operator/gemma4_operator/policy/rules.py" in text
-    assert Path(ROOT / "operator" / "gemma4_operator" / "policy" / "rules.py").is_file()

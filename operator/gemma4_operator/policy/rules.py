@@ -1,7 +1,7 @@
 """The tenant policy's rules over a parsed spec, worded as the chart's ValidatingAdmissionPolicy words them.
 
 Each rule here has a twin validation in charts/gemma4-operator/templates/tenant-policy.yaml, in the same order
-and with the same message; tests/unit/test_tenant_policy.py runs one table of specs through both.
+and with the same message; tests/packaging/test_tenant_policy_chart.py runs one table of specs through both.
 """
 
 from __future__ import annotations

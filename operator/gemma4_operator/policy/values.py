@@ -65,7 +65,7 @@ def parse_tenant_policy(text: str) -> TenantPolicy:
     values: dict[str, Any] = {}
     for key, value in data.items():
         field = _FIELDS[key]
-        if field.type == "bool":
+        if isinstance(field.default, bool):
             if not isinstance(value, bool):
                 raise TenantPolicyError(f"tenantPolicy.{key}: expected true or false, got {value!r}")
             values[field.name] = value
