@@ -23,6 +23,7 @@ from kubernetes.client import ApiException
 from gemma4_operator.api import KIND
 from tests.e2e.test_operator_e2e import OPERATOR_NAMESPACE, Rest, g4d, render_chart, wait_for
 from tests.packaging.chart import Manifest, one
+from tests.packaging.test_tenant_policy_chart import policy_params
 
 pytestmark = pytest.mark.e2e
 
@@ -59,8 +60,8 @@ def tenant_policy(rest: Rest, version: tuple[int, int], g4d_crd: Obj, operator_n
                     f"{version[0]}.{version[1]}")
     assert g4d_crd and operator_namespace == OPERATOR_NAMESPACE
     objects = render_chart(helm_home)
-    params, policy = one(objects, "ConfigMap"), one(objects, "ValidatingAdmissionPolicy")
-    binding = one(objects, "ValidatingAdmissionPolicyBinding")
+    policy, binding = one(objects, "ValidatingAdmissionPolicy"), one(objects, "ValidatingAdmissionPolicyBinding")
+    params = policy_params(objects)
     assert params["metadata"]["namespace"] == OPERATOR_NAMESPACE
     rest.create(g4d(LEGACY, OPERATOR_NAMESPACE, {**CPU, "podTemplate": {"spec": {"serviceAccountName": LEGACY}}}))
     rest.post(f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/configmaps", params)

@@ -147,13 +147,22 @@ def g4d(spec: Json, name: str = "chat") -> Json:
             "metadata": {"name": name, "namespace": "ml"}, "spec": spec}
 
 
+def policy_params(objects: list[Manifest]) -> Manifest:
+    """The ConfigMap the policy's binding names as its parameters."""
+    ref = one(objects, "ValidatingAdmissionPolicyBinding")["spec"]["paramRef"]
+    found = [o for o in of_kind(objects, "ConfigMap") if (o["metadata"]["namespace"], o["metadata"]["name"]) == (
+        ref["namespace"], ref["name"])]
+    assert len(found) == 1, ref
+    return found[0]
+
+
 class RenderedPolicy:
     """One rendering of the chart: its admission policy and parameters, and the operator's configuration."""
 
     def __init__(self, objects: list[Manifest]) -> None:
         self.objects = objects
         self.policy = one(objects, "ValidatingAdmissionPolicy")
-        self.params = one(objects, "ConfigMap")
+        self.params = policy_params(objects)
         container = workload(objects)["spec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
         self.config: OperatorConfig = config_from_args(build_parser().parse_args(["run", *container["args"]]), env=env)
@@ -242,7 +251,8 @@ def test_params_and_binding(renderer: Renderer, rendered: dict[str, RenderedPoli
                          ids=["kubernetes 1.29", "admission disabled"])
 def test_without_admission_the_operator_still_checks(args: tuple[str, ...], renderer: Renderer) -> None:
     objects = renderer.objects(*args)
-    assert not [o for o in objects if o["kind"].startswith("ValidatingAdmissionPolicy") or o["kind"] == "ConfigMap"]
+    assert not [o for o in objects if o["kind"].startswith("ValidatingAdmissionPolicy")
+                or o["metadata"]["name"].endswith("-tenant-policy")]
     env = {e["name"]: e.get("value") for e in workload(objects)["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert json.loads(env["GEMMA4_TENANT_POLICY"])["affinity"] is False
 
