@@ -11,10 +11,8 @@ from collections.abc import Callable, Iterable
 from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.catalog import Catalog, load_catalog
 from gemma4_operator.planner.plan import PlanError
+from gemma4_operator.planner.sources import parse_source
 from gemma4_operator.policy.values import ANY, TenantPolicy, helm_key
-
-PVC_SCHEME = "pvc://"
-
 
 
 class PolicyViolationError(PlanError):
@@ -124,8 +122,8 @@ def _affinity(spec: Gemma4DeploymentSpec, policy: TenantPolicy, _: frozenset[str
 
 def _pvc_source(spec: Gemma4DeploymentSpec, policy: TenantPolicy, _: frozenset[str]) -> str | None:
     uri = spec.model.source.uri if spec.model.source else ""
-    if not uri.startswith(PVC_SCHEME) or any(c == ANY or uri.startswith(f"{PVC_SCHEME}{c}/")
-                                             for c in policy.pvc_claims):
+    source = parse_source(uri) if uri else None
+    if source is None or source.scheme != "pvc" or _named(policy.pvc_claims, source.claim):
         return None
     return refusal("spec.model.source.uri", f'the claim of "{uri}"', "pvcClaims")
 
