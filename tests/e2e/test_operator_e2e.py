@@ -55,7 +55,7 @@ from gemma4_operator.render.download import NEEDS_WEIGHTS
 from tests.e2e import waiting
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.controlplane.cluster import free_port
-from tests.packaging.chart import Manifest, load_objects, one, template, workload
+from tests.packaging.chart import Manifest, load_objects, one, operator_cluster_role, template, workload
 from tests.tools.binaries import kubectl_path
 
 pytestmark = pytest.mark.e2e
@@ -450,7 +450,7 @@ class ChartIdentity:
 
 def install_chart_identity(cp: ControlPlane, rest: Rest, objects: list[Manifest], workdir: Path) -> ChartIdentity:
     sa = one(objects, "ServiceAccount")
-    role = one(objects, "ClusterRole")
+    role = operator_cluster_role(objects)
     binding = one(objects, "ClusterRoleBinding")
     rest.post(f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/serviceaccounts", sa)
     rest.post(f"{RBAC_PATH}/clusterroles", role)

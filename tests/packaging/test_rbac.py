@@ -25,7 +25,16 @@ from typing import Any
 
 import pytest
 
-from tests.packaging.chart import NAMESPACE, ROOT, Manifest, of_kind, one, workload
+from tests.packaging.chart import (
+    NAMESPACE,
+    ROOT,
+    Manifest,
+    of_kind,
+    one,
+    operator_cluster_role,
+    operator_roles,
+    workload,
+)
 from tests.packaging.conftest import VALUE_SETS, Renderer
 
 RECORD = ROOT / "tests" / "data" / "recorded-api-requests.json"
@@ -90,7 +99,8 @@ def grants(rules: Iterable[dict[str, Any]]) -> set[Permission]:
 
 
 def roles(objects: list[Manifest]) -> list[Manifest]:
-    return of_kind(objects, "ClusterRole") + of_kind(objects, "Role")
+    """The operator's roles (the tenants' aggregated gemma4-view/-edit are tested in test_tenant_policy_chart)."""
+    return operator_roles(objects)
 
 
 def all_grants(objects: list[Manifest]) -> set[Permission]:
@@ -102,7 +112,7 @@ def _missing(needed: set[Permission], granted: set[Permission]) -> list[str]:
 
 
 def test_every_recorded_request_is_allowed_by_the_cluster_role(renderer: Renderer) -> None:
-    default = grants(one(renderer.value_set("default"), "ClusterRole")["rules"])
+    default = grants(operator_cluster_role(renderer.value_set("default"))["rules"])
     missing = _missing(recorded() - set(MODE_ONLY), default)
     assert not missing, f"the operator makes requests its ClusterRole forbids: {missing}"
     for permission, (value_set, why) in MODE_ONLY.items():
@@ -144,10 +154,10 @@ def test_non_resource_urls_are_discovery_only() -> None:
 
 
 def test_namespaced_mode_uses_roles(renderer: Renderer) -> None:
-    clusterwide_rules = grants(one(renderer.value_set("default"), "ClusterRole")["rules"])
+    clusterwide_rules = grants(operator_cluster_role(renderer.value_set("default"))["rules"])
     objects = renderer.value_set("ha-namespaced")
     namespaces = ["ml", "team-a"]
-    cluster_role = one(objects, "ClusterRole")
+    cluster_role = operator_cluster_role(objects)
     cluster_grants = grants(cluster_role["rules"])
     assert {(g, r) for g, r, _ in cluster_grants} <= CLUSTER_SCOPED, "namespaced mode: only cluster-scoped reads"
     assert {(g, r, v) for g, r, v in cluster_grants if (g, r) != ("", "namespaces")} == {
@@ -179,7 +189,7 @@ def test_bindings_name_the_operator_service_account(value_set: str, renderer: Re
 
 
 def test_fixed_accelerators_need_no_node_access(renderer: Renderer) -> None:
-    granted = grants(one(renderer.value_set("ha-clusterwide"), "ClusterRole")["rules"])
+    granted = grants(operator_cluster_role(renderer.value_set("ha-clusterwide"))["rules"])
     assert not {p for p in granted if p[:2] == ("", "nodes")}
     assert {("kopf.dev", "clusterkopfpeerings", v) for v in ("list", "watch", "patch")} <= granted
 

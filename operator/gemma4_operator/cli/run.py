@@ -38,6 +38,7 @@ from gemma4_operator.controller.config import (
     split_list,
 )
 from gemma4_operator.controller.runner import configure_logging, make_context, run_operator
+from gemma4_operator.policy import TenantPolicyError, parse_tenant_policy
 
 EXIT_OPERATOR_ERROR = 3
 ENV_PREFIX = "GEMMA4_"
@@ -93,6 +94,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto (default): a PodMonitor per Gemma4Deployment for its engine pods where the Prometheus "
                         "Operator's PodMonitors are served; off: never (the pods carry prometheus.io/* scrape "
                         "annotations instead). Env GEMMA4_ENGINE_MONITORS")
+    p.add_argument("--tenant-policy", metavar="JSON",
+                   help="what a Gemma4Deployment may set, as the Helm chart's tenantPolicy values in JSON (e.g. "
+                        "'{\"imagePrefixes\": [\"registry.example.com/\"]}'; a key left out refuses everything "
+                        "optional it covers): the operator refuses a spec that breaks it with Planned=False "
+                        "(PolicyViolation). Default: no policy. Env GEMMA4_TENANT_POLICY")
     p.add_argument("--server", metavar="URL", help="API server URL without credentials (local testing; default: "
                                                    "in-cluster service account, else kubeconfig)")
 
@@ -121,6 +127,11 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         unknown = [a for a in accelerators if a not in load_catalog().accelerators]
         if unknown:
             raise ConfigError(f"--accelerators {', '.join(unknown)}: not a catalog GPU type")
+    policy_json = args.tenant_policy if args.tenant_policy is not None else _env("TENANT_POLICY", None, env)
+    try:
+        tenant_policy = parse_tenant_policy(policy_json) if policy_json is not None else None
+    except TenantPolicyError as e:
+        raise ConfigError(f"--tenant-policy: {e}") from e
     children = ChildrenMode(pick(args.children, "CHILDREN", ChildrenMode.WATCH.value))
     resync_default = "60" if children is ChildrenMode.POLL else "0"
     try:
@@ -142,6 +153,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
             server=args.server or None,
             prometheus_url=str(args.prometheus_url or _env("PROMETHEUS_URL", "", env) or "").rstrip("/"),
             engine_monitors=EngineMonitors(pick(args.engine_monitors, "ENGINE_MONITORS", EngineMonitors.AUTO.value)),
+            tenant_policy=tenant_policy,
         )
     except ValueError as e:
         raise ConfigError(str(e)) from e

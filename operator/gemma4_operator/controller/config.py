@@ -11,6 +11,7 @@ import enum
 from collections.abc import Mapping, Sequence
 
 from gemma4_operator.engines import image_keys as engine_image_keys
+from gemma4_operator.policy import TenantPolicy
 from gemma4_operator.render.download import DOWNLOADER_IMAGE_KEY
 
 
@@ -66,6 +67,8 @@ class OperatorConfig:
     scrape_concurrency: int = 16  # /metrics requests in flight at once
     # Where a serving pod's metrics are: {ip} and {port} are filled in. Tests point it at local servers.
     metrics_url_template: str = "http://{ip}:{port}/metrics"
+    # What a Gemma4Deployment may set (--tenant-policy); None: no policy (the chart always passes one)
+    tenant_policy: TenantPolicy | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.images) - set(image_keys()))

@@ -142,7 +142,7 @@ def _outcome(desired: rc.Desired | None, invalid: rc.InvalidObjectError | None) 
         return observe.PlanOutcome(None, "InvalidSpec", invalid.message, invalid.message)
     assert desired is not None
     if desired.error is not None:
-        return observe.PlanOutcome(None, "PlanFailed", desired.error.one_line, desired.error.message)
+        return observe.PlanOutcome(None, desired.error.reason, desired.error.one_line, desired.error.message)
     return observe.PlanOutcome(desired.plan)
 
 

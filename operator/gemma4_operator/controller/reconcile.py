@@ -30,6 +30,7 @@ from gemma4_operator.controller.model_status import current_job, job_succeeded
 from gemma4_operator.planner.cluster_facts import sticky_facts
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.planner.select import plan
+from gemma4_operator.policy import check_policy
 from gemma4_operator.render.children import Owner, RenderOptions, UnrenderableError, render_children
 from gemma4_operator.render.download import NEEDS_WEIGHTS, needs_download
 from gemma4_operator.render.ownership import owned_by
@@ -120,8 +121,10 @@ def keep_accelerator(spec_accelerator: str, previous_status: Mapping[str, Any], 
 def desired_state(parent: Gemma4Deployment, uid: str, facts: ClusterFacts, config: OperatorConfig,
                   options: RenderOptions | None = None, *, keep: str | None = None) -> Desired:
     """Plan and render. ``keep`` (see :func:`keep_accelerator`) pins an unchanged auto object to
-    the accelerator it runs on when the full cluster facts would move it elsewhere."""
+    the accelerator it runs on when the full cluster facts would move it elsewhere. A spec the tenant policy
+    refuses gets no plan (PolicyViolation)."""
     try:
+        check_policy(parent.spec, config.tenant_policy, config.images.values())
         p = plan(parent.spec, facts, images=config.images, prices=config.prices)
     except PlanError as e:
         return Desired(None, e, ())

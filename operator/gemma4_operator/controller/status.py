@@ -51,7 +51,7 @@ class PlanOutcome:
     """What the planner said: a plan, or a refusal with a one-line and a full message."""
 
     plan: Plan | None
-    reason: str = "Fits"  # Fits | PlanFailed | InvalidSpec
+    reason: str = "Fits"  # Fits | PlanFailed | PolicyViolation | InvalidSpec
     message: str = ""  # one line, for the condition
     detail: str = ""  # full text, for the Warning event
 
