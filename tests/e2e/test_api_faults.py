@@ -61,7 +61,7 @@ from tests.e2e.test_operator_e2e import (
     expected_state,
     load_example,
 )
-from tests.packaging.chart import load_objects, one, template, workload
+from tests.packaging.chart import load_objects, one, operator_cluster_role, template, workload
 
 pytestmark = pytest.mark.e2e
 
@@ -139,7 +139,8 @@ def identity(control_plane: ControlPlane, rest: Rest, tmp_path_factory: pytest.T
     objects = load_objects(template("--set", f"operator.accelerators={{{ACCELERATORS}}}", home=home,
                                     include_crds=False, release=RELEASE, namespace=RELEASE))
     rest.post("/api/v1/namespaces", {"metadata": {"name": RELEASE}})
-    sa, role, binding = (one(objects, k) for k in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding"))
+    sa, binding = (one(objects, k) for k in ("ServiceAccount", "ClusterRoleBinding"))
+    role = operator_cluster_role(objects)
     rest.post(f"/api/v1/namespaces/{RELEASE}/serviceaccounts", sa)
     rest.post(f"{RBAC_PATH}/clusterroles", role)
     rest.post(f"{RBAC_PATH}/clusterrolebindings", binding)

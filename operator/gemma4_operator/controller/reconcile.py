@@ -19,7 +19,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
@@ -162,7 +162,7 @@ def _quantity(value: str) -> Decimal | None:
             break
     try:
         return Decimal(number) * factor
-    except InvalidOperation:
+    except ArithmeticError:  # not a number (InvalidOperation), or one like a hash "030e7910178389704709" (Overflow)
         return None
 
 
