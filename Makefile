@@ -57,11 +57,13 @@ pytest: tiers
 
 ## bench: planner throughput (BENCH_AGAINST=REF: side by side with commit REF), reconcile load and the
 ## autoscaling trace benchmark (the shared Azure trace as recorded and x24, when ../shared/data/traces/
-## holds it, and the synthetic traces; every policy x trace vs the oracle and static peak)
+## holds it, and the synthetic traces; every policy x trace vs the oracle and static peak), and the scraper's
+## memory while 20 hostile pods answer endless /metrics bodies against 20 well-behaved ones
 bench: setup tools
 	$(BIN)/python -m tests.benchmarks.planner.run $(if $(BENCH_AGAINST),--against $(BENCH_AGAINST))
 	$(BIN)/python -m tests.benchmarks.reconcile.run $(if $(BENCH_AGAINST),--against $(BENCH_AGAINST))
 	$(BIN)/python -m tests.benchmarks.autoscaling.run
+	$(BIN)/python -m tests.benchmarks.scrape.run
 
 ## crd: regenerate the committed CRD from api.py
 crd: setup

@@ -1,11 +1,13 @@
-"""Fixtures for the e2e tier: a real kube-apiserver + kube-controller-manager (1.20.2) on loopback.
+"""Fixtures for the e2e tier: a real etcd + kube-apiserver + kube-controller-manager on loopback, built from Go
+modules: Kubernetes 1.37 by default, the 1.29 floor with ``GEMMA4_K8S_RELEASE=1.29`` (``make test`` runs the tests
+marked ``floor`` on it as the ``e2e-floor`` tier). The tier's header names the binaries' versions.
 
 * ``control_plane_binaries`` (session): the binaries' directory, built when missing; skips the tier when
-  ``GEMMA4_SKIP_E2E=1``.
+  ``GEMMA4_SKIP_E2E=1`` (``make test`` then fails the tier: a tier that runs nothing is a failure).
 * ``control_plane`` (session): a started :class:`controlplane.ControlPlane`. Builds the binaries with
   ``controlplane/build.sh`` when they are not cached yet (``make test`` does that before pytest starts, in
-  ``make tools``; ~5-10 min cold, no root, nothing installed system-wide), showing its progress. Set
-  ``GEMMA4_SKIP_E2E=1`` to skip instead.
+  ``make tools``; no root, nothing installed system-wide), showing its progress. Set ``GEMMA4_SKIP_E2E=1`` to
+  skip instead.
 * ``k8s_api`` (session): ``kubernetes.client.ApiClient`` with the admin (system:masters) token.
 * ``e2e_namespace`` (function): a fresh namespace, deleted afterwards.
 * the module fixtures of ``test_operator_e2e`` (``rest``, ``g4d_crd``, ``operator`` and what they need), for
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -31,7 +34,14 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.e2e.controlplane import ControlPlane, binaries_available, build_binaries, default_bin_dir
+from tests.e2e.controlplane import (
+    ControlPlane,
+    binaries_available,
+    build_binaries,
+    default_bin_dir,
+    selected_release,
+)
+from tests.e2e.controlplane.cluster import find_etcd
 
 # The operator's module fixtures, for the other e2e modules too: each module that uses them gets its own CRD,
 # chart identity (ServiceAccount, ClusterRole, binding) and operator process, and leaves none of them behind.
@@ -45,6 +55,23 @@ from tests.e2e.test_operator_e2e import (  # noqa: F401
     rest,
     version,
 )
+
+
+def _binary_version(path: Path) -> str:
+    try:
+        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except OSError:
+        return "not built yet"
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr).strip() else "?"
+
+
+def pytest_report_header() -> list[str]:
+    """The control plane this run uses, from the binaries themselves (``--version``)."""
+    release = selected_release()
+    bin_dir = default_bin_dir(release)
+    versions = [_binary_version(bin_dir / "kube-apiserver"), _binary_version(bin_dir / "kube-controller-manager"),
+                _binary_version(find_etcd())]
+    return [f"control plane (GEMMA4_K8S_RELEASE={release}): " + "; ".join(versions)]
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +99,8 @@ def control_plane(control_plane_binaries: Path) -> Iterator[ControlPlane]:
     cp.start()
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in cp.startup_phases.items())
     print(
-        f"\ncontrol plane up at {cp.url} in {cp.startup_seconds:.1f}s ({phases}; workdir {cp.workdir})", file=sys.stderr
+        f"\ncontrol plane {cp.version} up at {cp.url} in {cp.startup_seconds:.1f}s ({phases}; workdir {cp.workdir})",
+        file=sys.stderr,
     )
     try:
         yield cp

@@ -57,13 +57,11 @@ from tests.e2e.test_operator_e2e import (
     Rest,
     condition,
     controller_refs,
-    crd_for_server,
     download_pod_status,
     expected_state,
     load_example,
-    server_version,
 )
-from tests.packaging.chart import load_objects, one, template, workload
+from tests.packaging.chart import load_objects, one, operator_cluster_role, template, workload
 
 pytestmark = pytest.mark.e2e
 
@@ -82,7 +80,7 @@ MAX_PER_WINDOW = 40  # measured: 9-15
 OUTAGE_S, OUTAGE_RETRY_AFTER = 12.0, 3
 KINDS = (*FAULTS.kinds, "outage")
 # The operator's discovery of the PodDisruptionBudget version (GET /apis/policy) fails while it starts: it must
-# ask again, not go on rendering policy/v1, which a 1.20 server refuses on every reconcile.
+# ask again, not go on with a guess that a server serving another version refuses on every reconcile.
 STARTUP_OUTAGE = ("/apis/policy", 5.0)
 # kopf's words for an unexpected failure (a handler's exception, a dead worker or root task); a traceback is one
 # too, except on kopf's "Throttling for N seconds due to an unexpected error": an API call of its own that failed
@@ -114,12 +112,11 @@ def rest(k8s_api: client.ApiClient) -> Rest:
 
 
 @pytest.fixture(scope="module")
-def fault_crd(rest: Rest, k8s_api: client.ApiClient) -> Iterator[str]:
+def fault_crd(rest: Rest) -> Iterator[str]:
     """The CRD, installed once an earlier module's copy is gone, and removed before the next module starts."""
     path = f"{CRD_PATH}/{CRD_NAME}"
     wait_absent(rest, path)
-    crd, _ = crd_for_server(crd_manifest(), server_version(k8s_api))
-    rest.post(CRD_PATH, crd)
+    rest.post(CRD_PATH, crd_manifest())
     waiting.wait_for("the CRD to be Established", lambda: any(
         c["type"] == "Established" and c["status"] == "True"
         for c in rest.request("GET", path).get("status", {}).get("conditions") or []))
@@ -142,7 +139,8 @@ def identity(control_plane: ControlPlane, rest: Rest, tmp_path_factory: pytest.T
     objects = load_objects(template("--set", f"operator.accelerators={{{ACCELERATORS}}}", home=home,
                                     include_crds=False, release=RELEASE, namespace=RELEASE))
     rest.post("/api/v1/namespaces", {"metadata": {"name": RELEASE}})
-    sa, role, binding = (one(objects, k) for k in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding"))
+    sa, binding = (one(objects, k) for k in ("ServiceAccount", "ClusterRoleBinding"))
+    role = operator_cluster_role(objects)
     rest.post(f"/api/v1/namespaces/{RELEASE}/serviceaccounts", sa)
     rest.post(f"{RBAC_PATH}/clusterroles", role)
     rest.post(f"{RBAC_PATH}/clusterrolebindings", binding)

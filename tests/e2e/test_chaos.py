@@ -47,10 +47,8 @@ from tests.e2e.test_operator_e2e import (
     OPERATOR_NAMESPACE,
     OperatorProcess,
     Rest,
-    crd_for_server,
     install_chart_identity,
     render_chart,
-    server_version,
 )
 
 pytestmark = pytest.mark.e2e
@@ -111,8 +109,7 @@ def chaos(plane: ControlPlane, helm_home: Path, tmp_path_factory: pytest.TempPat
     with plane.api_client() as api:
         policy = Rest(api, "policy/v1").request("GET", "/apis/policy")["preferredVersion"]["groupVersion"]
         rest = rest_with_keda(Rest(api, str(policy)))
-        crd, _ = crd_for_server(crd_manifest(), server_version(api))
-        for definition in (crd, keda_crd()):
+        for definition in (crd_manifest(), keda_crd()):
             rest.post(CRD_PATH, definition)
             _wait_established(rest, definition["metadata"]["name"])
         for namespace in (OPERATOR_NAMESPACE, NAMESPACE):

@@ -14,7 +14,7 @@ from kubernetes.client import ApiException
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.waiting import wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.floor]
 
 GROUP = "smoke.gemma4-e2e.example.com"
 PLURAL = "widgets"

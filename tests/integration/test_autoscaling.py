@@ -44,6 +44,19 @@ def exposition(waiting: float, running: float = 3.0, kv: float = 0.42) -> str:
     return re.sub(r"^(vllm:kv_cache_usage_perc\{[^}]*\}) \S+$", rf"\g<1> {kv}", text, flags=re.M)
 
 
+async def endless(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+    """A hostile image's /metrics: series after series until the scraper hangs up (256 MiB at most)."""
+    response = aiohttp.web.StreamResponse(headers={"Content-Type": "text/plain"})
+    await response.prepare(request)
+    chunk = b'hostile_series{i="0"} 1\n' * 4096
+    try:
+        for _ in range((256 << 20) // len(chunk)):
+            await response.write(chunk)
+    except ConnectionError:
+        pass
+    return response
+
+
 class FakeEngines:
     """One aiohttp server per fake pod, all on one port, each on its own loopback address
     (127.0.0.2, 127.0.0.3, ...) as pods share a port on distinct IPs; plus a fake Prometheus."""
@@ -57,6 +70,7 @@ class FakeEngines:
         self.port = 0
         self.container_port = 0  # the serving container's port, set by a test that checks the scrape port
         self.prometheus_url = ""
+        self.endless: set[str] = set()  # pods that answer an endless body
 
     async def _serve(self, app: aiohttp.web.Application, host: str, port: int) -> int:
         runner = aiohttp.web.AppRunner(app, access_log=None)
@@ -71,8 +85,10 @@ class FakeEngines:
         ip = f"127.0.0.{len(self.ips) + 2}"
         self.ips[name], self.waiting[name], self.scrapes[name] = ip, waiting, 0
 
-        async def metrics(_: aiohttp.web.Request) -> aiohttp.web.Response:
+        async def metrics(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
             self.scrapes[name] += 1
+            if name in self.endless:
+                return await endless(request)
             return aiohttp.web.Response(text=exposition(self.waiting[name]),
                                         content_type="text/plain", charset="utf-8")
 
@@ -237,6 +253,22 @@ async def test_scrapes_the_port_the_engine_container_listens_on(k: Emulator, eng
         await add_pod(k, engines, "chat-a", waiting=12)
         await h.wait_for(lambda: replicas(k) == 3, what="scale up to 3 from metrics read on the container port")
         assert engines.scrapes["chat-a"] >= 1
+
+
+async def test_a_pod_with_an_endless_metrics_body_is_named_on_the_object(k: Emulator, engines: FakeEngines) -> None:
+    """The other pod's metrics still scale; ScalingActive names the one left out and the limit it broke."""
+    async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
+                             metrics_url_template=engines.url_template):
+        await h.create(k, G4D, cr(autoscalingMetricSpecs=[QUEUE]))
+        await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
+        engines.endless.add("chat-b")
+        await add_pod(k, engines, "chat-a", waiting=12)
+        await add_pod(k, engines, "chat-b", waiting=0)
+        over = "left out pod chat-b: metrics body exceeds 1 MiB (the operator's limit); the rest was not read"
+        await h.wait_for(lambda: over in (cond(k, "ScalingActive") or {}).get("message", ""),
+                         what="ScalingActive naming the pod over the limit")
+        assert cond(k, "ScalingActive")["status"] == "True"  # type: ignore[index]
+        await h.wait_for(lambda: replicas(k) == 3, what="scale up on chat-a's 12 waiting against a target of 5")
 
 
 async def test_duty_cycle_from_prometheus(k: Emulator, engines: FakeEngines) -> None:

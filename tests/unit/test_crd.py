@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from gemma4_operator.api import NAME_MAX_LENGTH, NAME_MESSAGE, SOURCE_URI_MESSAGE, Gemma4Deployment
-from gemma4_operator.api.crd import crd_manifest, crd_yaml, without_cel
+from gemma4_operator.api.crd import crd_manifest, crd_yaml
 from tests.support.crd_schema import cel_errors, schema_errors
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,13 +59,6 @@ def test_schema_is_structural_and_every_field_is_described() -> None:
             for name, sub in node["properties"].items():
                 if path.startswith(".spec") or path.startswith(".status"):
                     assert sub.get("description"), f"{path}.{name} has no description (kubectl explain)"
-
-
-def test_version_without_cel_keeps_everything_else() -> None:
-    crd = crd_manifest()
-    stripped = without_cel(crd)
-    assert "x-kubernetes-validations" not in yaml.safe_dump(stripped)
-    assert len(yaml.safe_dump(stripped)) < len(yaml.safe_dump(crd))
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])

@@ -116,6 +116,18 @@ def test_crash_loop_with_a_kv_cache_error_is_kv_cache_too_small() -> None:
     assert "serving.maxModelLen" in fault.message and "vllm said: To serve at least one request" in fault.message
 
 
+def test_only_the_end_of_an_overlong_termination_message_is_read() -> None:
+    """The error at the end of a 4 MiB message is found; one before the last 4096 bytes is not looked at."""
+    noise = "x" * (4 << 20)
+    fault = observe.degraded([pod(server(last_message=noise + engine_errors.KV_CACHE))], 1, vllm_plan())
+    assert fault is not None and fault.reason == "KVCacheTooSmall"
+    assert observe.degraded([pod(server(last_message=engine_errors.KV_CACHE + noise))], 1, vllm_plan()).reason == \
+        "CrashLoopBackOff"
+    read = observe.termination_message(server(message=noise + "the end"))
+    assert read == f"[{len(noise) + 7 - 4096} characters cut: the operator reads the last 4096 bytes] " + \
+        noise[-4089:] + "the end"
+
+
 def test_a_terminated_container_is_read_from_its_current_state() -> None:
     fault = observe.pod_fault(pod(server(message=engine_errors.QUANTIZATION, restarts=0)), 1, vllm_plan())
     assert fault is not None and fault.reason == "QuantizationUnsupported"

@@ -163,6 +163,16 @@ def test_a_message_that_is_not_the_report_is_a_download_failure_with_what_is_kno
     assert result.message.startswith("the download stopped with ") and words in result.message
 
 
+def test_a_report_longer_than_the_kubelet_keeps_is_read_only_to_its_last_4096_bytes() -> None:
+    """The script never writes more; a longer message is someone else's, and only its end is read."""
+    long = message("Error: Access denied. Model 'x' requires approval.\n" + "y" * (8 << 20))
+    result = read(long)
+    assert (result.reason, result.bytes) == ("DownloadFailed", None)
+    marker = f"[{len(long) - 4096} characters cut: the operator reads the last 4096 bytes] "
+    assert result.message == "the download stopped with exit code 1 before it could report: " + \
+        (marker + "y" * 300)[:299] + "…"
+
+
 def test_wrong_types_in_the_report_are_unknowns_not_crashes() -> None:
     result = read(json.dumps({"exitCode": 1, "bytes": "many", "seconds": True, "log": 7}))
     assert (result.reason, result.bytes, result.seconds) == ("DownloadFailed", None, None)

@@ -57,7 +57,7 @@ async def test_indices_keep_packed_snapshots_that_readers_get_unpacked() -> None
     parent = await handlers.index_parent(_g4d(), "ml", "chat")  # type: ignore[arg-type]
     assert child is not None and isinstance(child[("ml", "chat")], Packed)
     index = {("ml", "chat"): [child[("ml", "chat")]]}
-    (live,) = await IndexedSource(index, {}).children(Parent(_g4d()), [])
+    (live,) = await IndexedSource(index, {}, None).children(Parent(_g4d()), [])  # type: ignore[arg-type]
     assert "managedFields" not in live["metadata"] and live["status"] == DEPLOYMENT["status"]
     assert store({("ml", "chat"): [parent[("ml", "chat")]]}, ("ml", "chat")) == [parent_snapshot(_g4d()).body]
     assert store(None, ("ml", "chat")) == [] and store(index, ("ml", "other")) == []
@@ -87,7 +87,8 @@ async def test_a_burst_of_reconciles_runs_at_most_the_slots_at_once(monkeypatch:
     monkeypatch.setattr(handlers, "_reconcile_locked", work)
     parents = [Parent(parent_snapshot(_g4d(f"u{i}")).body | {"metadata": {"name": f"m{i}", "namespace": "ml"}})
                for i in range(RECONCILE_SLOTS * 3)]
-    await asyncio.gather(*(handlers.reconcile(ctx, p, IndexedSource({}, {}), ClusterFacts(frozenset()),
+    await asyncio.gather(*(handlers.reconcile(ctx, p, IndexedSource({}, {}, None),  # type: ignore[arg-type]
+                                              ClusterFacts(frozenset()),
                                               trigger="create") for p in parents))
     assert most == RECONCILE_SLOTS
     assert ctx.metrics.value("gemma4_operator_reconciles_total", trigger="create", result="unchanged") == len(parents)

@@ -79,37 +79,39 @@ the serving pods through a secretKeyRef that the kubelet resolves, never through
   resources: [gemma4deployments/status]
   verbs: [patch]
 # Children: {{ if $poll }}re-read one by one on a timer (--children=poll){{ else }}watched through kopf (--children=watch){{ end }} and applied.
+# `get`: {{ if $poll }}each resync reads every child{{ else }}a child the watch has not shown is read before its first apply{{ end }}: an
+# object of a child's name that someone else owns is found that way and never written (NameConflict).
 # Server-side apply is a PATCH, authorized as `create` when the object does not exist yet.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, create, patch]
+  verbs: [get{{ if not $poll }}, list, watch{{ end }}, create, patch]
 - apiGroups: [""]
   resources: [services, persistentvolumeclaims]
-  verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, create, patch]
+  verbs: [get{{ if not $poll }}, list, watch{{ end }}, create, patch]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, create, patch, delete]
+  verbs: [get{{ if not $poll }}, list, watch{{ end }}, create, patch, delete]
 # The model download Job (storage.modelCache): replaced (deleted, its pods first) when the checkpoint
 # changes, deleted when the cache is dropped from the spec.
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, create, patch, delete]
+  verbs: [get{{ if not $poll }}, list, watch{{ end }}, create, patch, delete]
 # NetworkPolicies (spec.networkPolicy or operator.networkPolicy): deleted when an object turns its off.
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
-  verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, create, patch, delete]
+  verbs: [get{{ if not $poll }}, list, watch{{ end }}, create, patch, delete]
 # KEDA ScaledObjects (autoscaling.backend keda; only used where KEDA is installed). Deleted when
 # an object switches back to the built-in autoscaler.
 - apiGroups: [keda.sh]
   resources: [scaledobjects]
-  verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, create, patch, delete]
+  verbs: [get{{ if not $poll }}, list, watch{{ end }}, create, patch, delete]
 {{- if ne .Values.operator.engineMonitors "off" }}
 # The Prometheus Operator's PodMonitors: one per Gemma4Deployment for its engine pods, only where the
 # CRD is served (operator.engineMonitors: off grants nothing). Never deleted by the operator: they go
 # with their Gemma4Deployment (ownerReferences).
 - apiGroups: [monitoring.coreos.com]
   resources: [podmonitors]
-  verbs: [{{ if $poll }}get{{ else }}list, watch{{ end }}, create, patch]
+  verbs: [get{{ if not $poll }}, list, watch{{ end }}, create, patch]
 {{- end }}
 # Serving pods, read-only: crash loops, image pulls and readiness for the status.
 - apiGroups: [""]

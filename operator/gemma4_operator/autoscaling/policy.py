@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.api.metric_names import Signal
 from gemma4_operator.autoscaling.decision import MetricTarget, Policy, Recommendation, Sample, decide
+from gemma4_operator.autoscaling.exposition import ScrapeFailure
 from gemma4_operator.engines.base import Engine
 from gemma4_operator.planner.plan import Plan
 
+_SHOWN = 5  # per-pod scrape problems named in ScalingActive's message at most
 ENGINE_SIGNALS = frozenset({Signal.QUEUE_LENGTH, Signal.BATCH_SIZE, Signal.KV_CACHE_USAGE, Signal.REQUEST_COUNT})
 
 
@@ -74,10 +76,10 @@ def _rounded(value: float | None) -> float | None:
 
 
 def tick(pol: Policy, current: int, samples: Sequence[Sample], history: Sequence[Recommendation], now: float,
-         unreadable: Mapping[Signal, str], failures: Sequence[str] = ()) -> Tick:
+         unreadable: Mapping[Signal, str], failures: Sequence[ScrapeFailure] = ()) -> Tick:
     """Decide, unless a metric source is unavailable: then replicas stay put and ScalingActive=False
     names the metric and why. ``failures`` are per-pod scrape problems, reported when a metric has
-    no fresh sample at all."""
+    no fresh sample at all; a pod over one of the operator's read limits is named in any case."""
     if unreadable:
         # Like the HPA: without metrics only the bounds act (a count outside them is brought back).
         bounded = min(max(current, pol.min_replicas), pol.max_replicas)
@@ -89,7 +91,8 @@ def tick(pol: Policy, current: int, samples: Sequence[Sample], history: Sequence
     metrics = tuple((m.signal.value, _rounded(m.current), m.target) for m in decision.reasons)
     blind = [m.reason for m in decision.reasons if m.current is None]
     if blind:
-        detail = "; ".join([*blind, *(f"scrape failed: {f}" for f in failures[:5])])
+        detail = "; ".join([*blind, *(f"scrape failed: pod {f.pod}: {f.reason}" for f in failures[:_SHOWN])])
         return Tick(decision.desired, False, "MissingMetrics", detail, metrics, decision.summary, decision.history)
-    return Tick(decision.desired, True, "ValidMetrics", decision.summary, metrics, decision.summary,
-                decision.history)
+    over = [f"left out pod {f.pod}: {f.reason}" for f in failures if f.over_limit][:_SHOWN]
+    return Tick(decision.desired, True, "ValidMetrics", "; ".join([decision.summary, *over]), metrics,
+                decision.summary, decision.history)

@@ -38,6 +38,7 @@ from gemma4_operator.controller.config import (
     split_list,
 )
 from gemma4_operator.controller.runner import configure_logging, make_context, run_operator
+from gemma4_operator.policy import TenantPolicyError, parse_tenant_policy
 
 EXIT_OPERATOR_ERROR = 3
 ENV_PREFIX = "GEMMA4_"
@@ -97,6 +98,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="give every Gemma4Deployment a NetworkPolicy (ingress to its serving port only from its "
                         "namespace, the operator's and spec.networkPolicy.ingressFrom) unless its "
                         "spec.networkPolicy.enabled is false. Env GEMMA4_NETWORK_POLICY=true")
+    p.add_argument("--tenant-policy", metavar="JSON",
+                   help="what a Gemma4Deployment may set, as the Helm chart's tenantPolicy values in JSON (e.g. "
+                        "'{\"imagePrefixes\": [\"registry.example.com/\"]}'; a key left out refuses everything "
+                        "optional it covers): the operator refuses a spec that breaks it with Planned=False "
+                        "(PolicyViolation). Default: no policy. Env GEMMA4_TENANT_POLICY")
     p.add_argument("--server", metavar="URL", help="API server URL without credentials (local testing; default: "
                                                    "in-cluster service account, else kubeconfig)")
 
@@ -125,6 +131,11 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         unknown = [a for a in accelerators if a not in load_catalog().accelerators]
         if unknown:
             raise ConfigError(f"--accelerators {', '.join(unknown)}: not a catalog GPU type")
+    policy_json = args.tenant_policy if args.tenant_policy is not None else _env("TENANT_POLICY", None, env)
+    try:
+        tenant_policy = parse_tenant_policy(policy_json) if policy_json is not None else None
+    except TenantPolicyError as e:
+        raise ConfigError(f"--tenant-policy: {e}") from e
     children = ChildrenMode(pick(args.children, "CHILDREN", ChildrenMode.WATCH.value))
     resync_default = "60" if children is ChildrenMode.POLL else "0"
     try:
@@ -148,6 +159,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
             engine_monitors=EngineMonitors(pick(args.engine_monitors, "ENGINE_MONITORS", EngineMonitors.AUTO.value)),
             network_policy=bool(args.network_policy) or pick(None, "NETWORK_POLICY", "").lower() in ("true", "1"),
             operator_namespace=(env if env is not None else os.environ).get("POD_NAMESPACE", ""),
+            tenant_policy=tenant_policy,
         )
     except ValueError as e:
         raise ConfigError(str(e)) from e

@@ -7,8 +7,9 @@ One tick per autoscaled object every ``autoscale_interval`` seconds (an asyncio 
 - Pods: the ready serving pods with an IP, from the same source as the reconcile (the pod index in
   watch mode, a list in poll mode).
 - Engine metrics: each pod's ``/metrics`` on the plan's container port through the context's one
-  shared aiohttp session (timeouts, bounded concurrency; ``controller.scraper.scrape``);
-  counters become rates against the previous scrape kept in memory.
+  shared aiohttp session (timeouts, bounded concurrency, bounded reads: ``controller.scraper.scrape``);
+  counters become rates against the previous scrape kept in memory. A pod over a read limit is
+  named in ScalingActive's message even while the others answer.
 - ``accelerator/duty_cycle``: DCGM's ``DCGM_FI_DEV_GPU_UTIL`` per pod from the Prometheus HTTP
   API (``--prometheus-url``); ``cpu/utilization`` from metrics.k8s.io (metrics-server) as a
   percent of the plan's CPU request.
@@ -39,7 +40,9 @@ from gemma4_operator.autoscaling import policy as scaling
 from gemma4_operator.autoscaling.decision import Policy, Sample
 from gemma4_operator.autoscaling.exposition import (
     PodMetrics,
+    ScrapeFailure,
     cpu_utilization_samples,
+    duty_cycle_samples,
     to_samples,
 )
 from gemma4_operator.autoscaling.scaled_object import DCGM_GPU_UTIL, pod_selector
@@ -47,11 +50,12 @@ from gemma4_operator.controller import reconcile as rc
 from gemma4_operator.controller import status as observe
 from gemma4_operator.controller.context import ChildSource, Obj, OperatorContext, Parent, now_rfc3339
 from gemma4_operator.controller.kube import InvalidRequestError, RetryableApiError
-from gemma4_operator.controller.scraper import ScrapeTarget, scrape
+from gemma4_operator.controller.scraper import ScrapeTarget, get_bounded, scrape
 from gemma4_operator.engines import engine as engine_named
 from gemma4_operator.engines.base import Engine
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.render.download import is_download_pod
+from gemma4_operator.render.ownership import owned_by
 
 logger = logging.getLogger(__name__)
 
@@ -87,18 +91,12 @@ async def duty_cycle(session: aiohttp.ClientSession, prometheus_url: str, name: 
     Raises ValueError (with the reason) when Prometheus cannot answer."""
     query = f"avg by (pod) ({DCGM_GPU_UTIL}{{{pod_selector(name, namespace)}}})"
     try:
-        async with session.get(f"{prometheus_url}/api/v1/query", params={"query": query}, allow_redirects=False,
-                               raise_for_status=True) as response:
-            data = await response.json(content_type=None)
-        results = data["data"]["result"]
-        values = {str(r["metric"]["pod"]): float(r["value"][1]) for r in results if "pod" in r.get("metric", {})}
+        answer = await get_bounded(session, f"{prometheus_url}/api/v1/query", {"query": query}, "Prometheus answer")
     except aiohttp.ClientResponseError as e:
         raise ValueError(f"Prometheus answered HTTP {e.status}") from e
     except (aiohttp.ClientError, TimeoutError) as e:
         raise ValueError(f"Prometheus unreachable: {type(e).__name__}: {e}") from e
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise ValueError(f"unexpected Prometheus answer: {e}") from e
-    return [Sample(pod, Signal.DUTY_CYCLE, value, now, pod in ready) for pod, value in values.items()]
+    return duty_cycle_samples(answer, ready, now)
 
 
 @dataclass
@@ -113,7 +111,7 @@ class _Tick:
     pods: list[Obj]
     now: float
     samples: list[Sample] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
+    failures: list[ScrapeFailure] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -145,7 +143,7 @@ async def _read_engines(t: _Tick, signals: set[Signal]) -> None:
         ip=p["status"]["podIP"], port=t.plan.port)) for p in t.pods]
     results = await scrape(t.ctx.http(), targets, names, now=t.now, concurrency=t.ctx.config.scrape_concurrency)
     ok = [r for r in results if isinstance(r, PodMetrics)]
-    t.failures += [f"pod {r.pod}: {r.reason}" for r in results if not isinstance(r, PodMetrics)]
+    t.failures += [r for r in results if isinstance(r, ScrapeFailure)]
     t.ctx.metrics.autoscaler_scrapes.labels(result="ok").inc(len(ok))
     t.ctx.metrics.autoscaler_scrapes.labels(result="failed").inc(len(results) - len(ok))
     t.samples += to_samples(ok, memory.scrapes)
@@ -197,7 +195,7 @@ async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource, m
     if deployment_key is None:
         return []
     live = await source.children(parent, [deployment_key])
-    deployment = next((c for c in live if c.get("kind") == "Deployment" and rc.owned_by(c, parent.uid)), None)
+    deployment = next((c for c in live if c.get("kind") == "Deployment" and owned_by(c, parent.uid)), None)
     if deployment is None:
         return None  # the reconcile is creating it; nothing to scale yet
     replicas = (deployment.get("spec") or {}).get("replicas")

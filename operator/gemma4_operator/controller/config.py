@@ -11,6 +11,7 @@ import enum
 from collections.abc import Mapping, Sequence
 
 from gemma4_operator.engines import image_keys as engine_image_keys
+from gemma4_operator.policy import TenantPolicy
 from gemma4_operator.render.download import DOWNLOADER_IMAGE_KEY
 
 
@@ -68,6 +69,8 @@ class OperatorConfig:
     metrics_url_template: str = "http://{ip}:{port}/metrics"
     network_policy: bool = False  # --network-policy: a NetworkPolicy per object unless its spec says otherwise
     operator_namespace: str = ""  # POD_NAMESPACE (the chart sets it): the autoscaler's scrapes come from there
+    # What a Gemma4Deployment may set (--tenant-policy); None: no policy (the chart always passes one)
+    tenant_policy: TenantPolicy | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.images) - set(image_keys()))

@@ -34,9 +34,9 @@ from gemma4_operator.controller.workqueue import WorkQueue
 from gemma4_operator.planner import cluster_facts
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.render.children import MANAGER, Owner, RenderOptions
+from gemma4_operator.render.ownership import MANAGED_BY_LABEL, NameConflict
 
 INSTANCE_LABEL = "app.kubernetes.io/instance"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGER}"
 # kopf index ids: also the names under which kopf passes the indices to handlers
 PARENTS, CHILDREN, PODS, ACCELERATORS = "g4d_parents", "g4d_children", "g4d_pods", "g4d_accelerators"
@@ -153,6 +153,9 @@ def pod_snapshot(body: Mapping[str, Any]) -> Obj:
 class ChildSource(Protocol):
     async def children(self, parent: Parent, wanted: Sequence[rc.ChildKey]) -> list[Obj]: ...
 
+    async def look_up(self, key: rc.ChildKey) -> Obj | None:
+        """An object with a child's name that :meth:`children` did not return, if the API server has one."""
+
     async def pods(self, parent: Parent) -> list[Obj]: ...
 
 
@@ -163,13 +166,21 @@ def store(index: Any, key: Key) -> list[Obj]:
 
 @dataclasses.dataclass(frozen=True)
 class IndexedSource:
-    """Watch mode: kopf keeps every owned child and pod in memory; no reads."""
+    """Watch mode: kopf keeps every owned child and pod in memory; no reads, except a look-up of a child the
+    index does not hold before it is applied (a first apply, or a deleted child: rare)."""
 
     children_index: Any
     pods_index: Any
+    kube: Kube
 
     async def children(self, parent: Parent, wanted: Sequence[rc.ChildKey]) -> list[Obj]:  # noqa: ARG002
         return store(self.children_index, parent.key)
+
+    async def look_up(self, key: rc.ChildKey) -> Obj | None:
+        """The index holds only objects labelled as ours: one with a child's name but not those labels (someone
+        else's) is only found by a read."""
+        found = await asyncio.to_thread(self.kube.get, key.api_version, key.kind, key.namespace, key.name)
+        return child_snapshot(found) if found is not None else None
 
     async def pods(self, parent: Parent) -> list[Obj]:
         return store(self.pods_index, parent.key)
@@ -190,6 +201,9 @@ class PolledSource:
         found = await asyncio.gather(*(asyncio.to_thread(self.kube.get, k.api_version, k.kind, k.namespace, k.name)
                                        for k in keys))
         return [child_snapshot(o) for o in found if o is not None]
+
+    async def look_up(self, key: rc.ChildKey) -> Obj | None:  # noqa: ARG002
+        return None  # children() has just read every wanted child: what it did not return does not exist
 
     async def pods(self, parent: Parent) -> list[Obj]:
         namespace, name = parent.key
@@ -246,6 +260,9 @@ class OperatorContext:
     desired_cache: dict[Key, CachedDesired] = dataclasses.field(default_factory=dict)
     # (uid, generation) of each child as the last apply returned it, per object and (kind, name).
     applied: dict[Key, dict[tuple[str, str], tuple[str, int]]] = dataclasses.field(default_factory=dict)
+    # Children whose name another object holds, per object (see render.ownership): kept between reconciles, as
+    # one that looks at some children only (a pod's or a child's event) must still report the others.
+    conflicts: dict[Key, dict[tuple[str, str], NameConflict]] = dataclasses.field(default_factory=dict)
     locks: dict[Key, asyncio.Lock] = dataclasses.field(default_factory=dict)
     # Reconciles in progress at once (taken after the object's lock). Without a bound, a burst of N new
     # objects runs N reconciles that all hold their parsed spec, desired children and API responses while
@@ -319,6 +336,7 @@ class OperatorContext:
         self.status_cache.pop(key, None)
         self.desired_cache.pop(key, None)
         self.applied.pop(key, None)
+        self.conflicts.pop(key, None)
         self.locks.pop(key, None)
         self.hold_until.pop(key, None)
         self.admission_checks.pop(key, None)
@@ -342,7 +360,7 @@ class OperatorContext:
     def source(self, indices: Mapping[str, Any]) -> ChildSource:
         if self.config.children is ChildrenMode.POLL:
             return PolledSource(self.kube, self.render_options.pdb_api_version)
-        return IndexedSource(indices.get(CHILDREN), indices.get(PODS))
+        return IndexedSource(indices.get(CHILDREN), indices.get(PODS), self.kube)
 
 
 def context_of(memo: Any) -> OperatorContext:

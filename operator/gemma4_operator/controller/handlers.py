@@ -62,7 +62,6 @@ from gemma4_operator.controller.context import (
     ACCELERATORS,
     CHILDREN,
     INSTANCE_LABEL,
-    MANAGED_BY_LABEL,
     MANAGED_SELECTOR,
     PARENTS,
     PODS,
@@ -88,6 +87,7 @@ from gemma4_operator.controller.workqueue import Mark, WorkQueue, writable
 from gemma4_operator.observe import admission
 from gemma4_operator.planner import cluster_facts
 from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.render import ownership
 from gemma4_operator.render.children import MANAGER, image_volume_probe, image_volumes_refusal, keeps_image_volume
 from gemma4_operator.render.download import is_download_pod
 
@@ -147,7 +147,7 @@ def _outcome(desired: rc.Desired | None, invalid: rc.InvalidObjectError | None) 
         return observe.PlanOutcome(None, "InvalidSpec", invalid.message, invalid.message)
     assert desired is not None
     if desired.error is not None:
-        return observe.PlanOutcome(None, "PlanFailed", desired.error.one_line, desired.error.message)
+        return observe.PlanOutcome(None, desired.error.reason, desired.error.one_line, desired.error.message)
     return observe.PlanOutcome(desired.plan)
 
 
@@ -187,7 +187,7 @@ def object_state(spec: Gemma4DeploymentSpec | None, outcome: observe.PlanOutcome
 
 
 def _owned(live: Sequence[Obj], kind: str, uid: str) -> Obj | None:
-    return next((c for c in live if c.get("kind") == kind and rc.owned_by(c, uid)), None)
+    return next((c for c in live if c.get("kind") == kind and ownership.owned_by(c, uid)), None)
 
 
 async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: observe.PlanOutcome,
@@ -289,17 +289,38 @@ def _respect_hold(ctx: OperatorContext, key: Key) -> None:
 
 @dataclasses.dataclass
 class _Sync:
-    """What writing one object's children did: applied (child, reason), a refusal, conflicts."""
+    """What writing one object's children did: applied (child, reason), a refusal, the children it looked at
+    and the name conflicts it found among them."""
 
     by_name: dict[tuple[Any, Any], Obj]
     applied: list[tuple[Obj, str]] = dataclasses.field(default_factory=list)
     problem: observe.Fault | None = None
-    conflicts: list[str] = dataclasses.field(default_factory=list)
+    checked: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+    conflicts: dict[tuple[str, str], ownership.NameConflict] = dataclasses.field(default_factory=dict)
 
 
-async def _apply_children(ctx: OperatorContext, parent: Parent, desired: rc.Desired, sync: _Sync,
-                          only: Collection[tuple[str, str]] | None) -> None:
-    """Server-side apply each child that differs from what was last applied (or is missing); the serving
+async def _ours(source: ChildSource, parent: Parent, child: Obj, sync: _Sync) -> bool:
+    """Whether the child may be written: the API server holds nothing under its name, or an object of this
+    Gemma4Deployment's (render.ownership). A child the source did not return is looked up first (in watch mode a
+    read, only for a child the index does not hold: a first apply or a deleted child, never an idle resync);
+    someone else's object is recorded as a conflict and left untouched."""
+    ident = (child["kind"], child["metadata"]["name"])
+    sync.checked.add(ident)
+    live = sync.by_name.get(ident)
+    if live is None:
+        live = await source.look_up(rc.ChildKey.of(child))
+        if live is None:
+            return True
+        sync.by_name[ident] = live
+    conflict = ownership.name_conflict(child, live, parent.uid)
+    if conflict is not None:
+        sync.conflicts[ident] = conflict
+    return conflict is None
+
+
+async def _apply_children(ctx: OperatorContext, parent: Parent, source: ChildSource, desired: rc.Desired,
+                          sync: _Sync, only: Collection[tuple[str, str]] | None) -> None:
+    """Server-side apply each child of ours that differs from what was last applied (or is missing); the serving
     children wait for the model download (rc.withheld); a changed Job is replaced (its event brings it back)."""
     seen = ctx.applied.setdefault(parent.key, {})
     held = rc.withheld(desired, _owned(list(sync.by_name.values()), "Job", parent.uid))
@@ -307,11 +328,10 @@ async def _apply_children(ctx: OperatorContext, parent: Parent, desired: rc.Desi
         ident = (child["kind"], child["metadata"]["name"])
         if (only is not None and ident not in only) or ident in held:
             continue
-        reason = rc.apply_reason(child, sync.by_name.get(ident), parent.uid, seen.get(ident))
-        if reason is None:
+        if not await _ours(source, parent, child, sync):
             continue
-        if reason == rc.CONFLICT:
-            sync.conflicts.append(f"{child['kind']} {child['metadata']['name']}")
+        reason = rc.apply_reason(child, sync.by_name.get(ident), seen.get(ident))
+        if reason is None:
             continue
         if child["kind"] in rc.REPLACED_KINDS and reason != "missing":
             if reason == "changed":
@@ -352,6 +372,20 @@ async def _delete_stale(ctx: OperatorContext, parent: Parent, desired: rc.Desire
         ctx.metrics.children_deleted.labels(kind=stale.kind).inc()
 
 
+def _remember_conflicts(ctx: OperatorContext, parent: Parent, desired: rc.Desired | None,
+                        sync: _Sync) -> observe.Fault | None:
+    """The object's name conflicts after this reconcile (those of the children it did not look at stay), kept
+    for the next one; the Degraded fault that reports them, None when there are none."""
+    rendered = [(c["kind"], c["metadata"]["name"]) for c in desired.children] if desired is not None else []
+    conflicts = ownership.still_conflicting(ctx.conflicts.get(parent.key, {}), sync.checked, sync.conflicts,
+                                            rendered)
+    if not conflicts:
+        ctx.conflicts.pop(parent.key, None)
+        return None
+    ctx.conflicts[parent.key] = conflicts
+    return observe.Fault(ownership.NAME_CONFLICT, ownership.conflict_message(conflicts.values()))
+
+
 async def _reconcile_locked(ctx: OperatorContext, parent: Parent, source: ChildSource,
                             facts: ClusterFacts, only: Collection[tuple[str, str]] | None) -> str:
     previous = ctx.previous_status(parent)
@@ -369,20 +403,20 @@ async def _reconcile_locked(ctx: OperatorContext, parent: Parent, source: ChildS
     live = await source.children(parent, [rc.ChildKey.of(c) for c in desired.children] if desired else [])
     sync = _Sync({(c.get("kind"), (c.get("metadata") or {}).get("name")): c for c in live})
     if desired is not None and desired.plan is not None:
-        await _apply_children(ctx, parent, desired, sync, only)
+        await _apply_children(ctx, parent, source, desired, sync, only)
         await _delete_stale(ctx, parent, desired, sync, only)
-    if sync.conflicts and sync.problem is None:
-        sync.problem = observe.Fault("ChildConflict", f"{', '.join(sync.conflicts)} exist and are controlled by "
-                                                      "another object; delete them or rename this Gemma4Deployment")
+    conflicts = _remember_conflicts(ctx, parent, desired, sync)
+    if conflicts is not None and sync.problem is None:
+        sync.problem = conflicts
     await _publish(ctx, parent, model.spec if model else None, outcome, list(sync.by_name.values()),
                    await source.pods(parent), previous, sync.problem, _applied_event(sync.applied))
     if invalid is not None:
         raise kopf.PermanentError(invalid.message)
     if sync.problem is not None and sync.problem.reason == "ApplyRejected":
         raise InvalidRequestError(sync.problem.message, "ApplyRejected")
-    if sync.conflicts:
-        raise RetryableApiError(sync.problem.message if sync.problem else "child conflict", "ChildConflict",
-                                CONFLICT_RETRY_S)
+    if conflicts is not None:
+        # The other object is not labelled as ours, so no watch event tells when it goes: look again later.
+        raise RetryableApiError(conflicts.message, ownership.NAME_CONFLICT, CONFLICT_RETRY_S)
     if sync.applied:
         return "applied"
     return "unchanged" if outcome.ok else "plan_failed"
@@ -522,10 +556,11 @@ async def on_resync(body: kopf.Body, memo: Any, retry: int = 0, **kwargs: Any) -
 
 async def on_child_event(body: kopf.Body, namespace: str | None, labels: Mapping[str, str],
                          memo: Any, **kwargs: Any) -> None:
-    """An owned child changed or vanished: repair that child if needed, refresh status."""
+    """A child changed or vanished: repair that child if needed, refresh status. Also when another object now
+    controls it: the reconcile then reports the conflict (and writes nothing to it)."""
     ctx = context_of(memo)
     parent = _parent_from_index(kwargs, (namespace or "", str(labels.get(INSTANCE_LABEL, ""))))
-    if parent is None or parent.deleting or rc.controller_uid(body) not in (parent.uid, None):
+    if parent is None or parent.deleting:
         return
     only = rc.written_on_event(str(body.get("kind")), str(body.get("metadata", {}).get("name")), parent.key[1])
     _mark(ctx, kwargs, parent.key, only, "child")
@@ -745,7 +780,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         cause(*g4d, id="reconcile", registry=registry)(on_parent)
 
     if config.children is ChildrenMode.WATCH:
-        managed = {MANAGED_BY_LABEL: MANAGER}
+        managed = {ownership.MANAGED_BY_LABEL: MANAGER}
         for res in child_resources(config):
             kopf.index(*res, id=CHILDREN, labels=managed, registry=registry)(index_child)
             kopf.on.event(*res, id="child_event", labels=managed, registry=registry)(on_child_event)

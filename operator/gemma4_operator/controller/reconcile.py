@@ -19,7 +19,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
@@ -30,8 +30,10 @@ from gemma4_operator.controller.model_status import current_job, job_succeeded
 from gemma4_operator.planner.cluster_facts import sticky_facts
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.planner.select import plan
+from gemma4_operator.policy import check_policy
 from gemma4_operator.render.children import Owner, RenderOptions, UnrenderableError, render_children
 from gemma4_operator.render.download import NEEDS_WEIGHTS, needs_download
+from gemma4_operator.render.ownership import owned_by
 
 HASH_ANNOTATION = "serving.gemma4.dev/applied-hash"
 # Children that may stop being wanted while the object lives on. A PVC is never deleted by the
@@ -119,8 +121,10 @@ def keep_accelerator(spec_accelerator: str, previous_status: Mapping[str, Any], 
 def desired_state(parent: Gemma4Deployment, uid: str, facts: ClusterFacts, config: OperatorConfig,
                   options: RenderOptions | None = None, *, keep: str | None = None) -> Desired:
     """Plan and render. ``keep`` (see :func:`keep_accelerator`) pins an unchanged auto object to
-    the accelerator it runs on when the full cluster facts would move it elsewhere."""
+    the accelerator it runs on when the full cluster facts would move it elsewhere. A spec the tenant policy
+    refuses gets no plan (PolicyViolation)."""
     try:
+        check_policy(parent.spec, config.tenant_policy, config.images.values())
         p = plan(parent.spec, facts, images=config.images, prices=config.prices)
     except PlanError as e:
         return Desired(None, e, ())
@@ -158,7 +162,7 @@ def _quantity(value: str) -> Decimal | None:
             break
     try:
         return Decimal(number) * factor
-    except InvalidOperation:
+    except ArithmeticError:  # not a number (InvalidOperation), or one like a hash "030e7910178389704709" (Overflow)
         return None
 
 
@@ -221,21 +225,11 @@ def first_difference(want: Any, have: Any, path: str = "") -> str | None:
     return None if _same_scalar(want, have) else path
 
 
-CONFLICT = "conflict"
-
-
-def controller_uid(obj: Mapping[str, Any]) -> str | None:
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller"):
-            return str(ref.get("uid"))
-    return None
-
-
-def apply_reason(desired: Mapping[str, Any], live: Mapping[str, Any] | None, owner_uid: str,
+def apply_reason(desired: Mapping[str, Any], live: Mapping[str, Any] | None,
                  applied: tuple[str, int] | None = None) -> str | None:
     """Why the child must be (re-)applied: ``missing``, ``changed`` (new desired state),
-    ``drifted at PATH``; ``conflict`` when another object controls it; None when it is current
-    (or terminating: its deletion event brings it back).
+    ``drifted at PATH``; None when it is current (or terminating: its deletion event brings it back).
+    Only for a child that is ours (``render.ownership.name_conflict`` found no conflict).
 
     ``applied`` is (uid, metadata.generation) of this child as the operator's last apply returned
     it: a live copy of the same object with a lower generation is a stale watch event from before
@@ -246,9 +240,6 @@ def apply_reason(desired: Mapping[str, Any], live: Mapping[str, Any] | None, own
     meta = live.get("metadata") or {}
     if meta.get("deletionTimestamp"):
         return None
-    controller = controller_uid(live)
-    if controller is not None and controller != owner_uid:
-        return CONFLICT
     generation = meta.get("generation")
     if applied is not None and applied[0] == meta.get("uid") and isinstance(generation, int) \
             and generation < applied[1]:
@@ -261,11 +252,6 @@ def apply_reason(desired: Mapping[str, Any], live: Mapping[str, Any] | None, own
     if (diff := first_difference(want, live)) is not None:
         return f"drifted at {diff}"
     return None
-
-
-def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return any(r.get("uid") == uid and r.get("controller") for r in refs)
 
 
 def stale_children(desired: Iterable[Mapping[str, Any]], live: Iterable[Mapping[str, Any]],

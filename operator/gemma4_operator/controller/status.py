@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gemma4_operator.api import Condition, Gemma4DeploymentSpec
+from gemma4_operator.api.limits import termination_message_tail
 from gemma4_operator.engines import engine as engine_named
 from gemma4_operator.engines.base import diagnose
 from gemma4_operator.observe.admission import deployment_create_failure
@@ -51,7 +52,7 @@ class PlanOutcome:
     """What the planner said: a plan, or a refusal with a one-line and a full message."""
 
     plan: Plan | None
-    reason: str = "Fits"  # Fits | PlanFailed | InvalidSpec
+    reason: str = "Fits"  # Fits | PlanFailed | PolicyViolation | InvalidSpec
     message: str = ""  # one line, for the condition
     detail: str = ""  # full text, for the Warning event
 
@@ -106,13 +107,13 @@ def _rank(fault: Fault) -> int:
 def termination_message(cs: Obj) -> str:
     """The serving container's termination message while it is down: its state's if it terminated, else
     its last state's unless it has since become ready (the kubelet fills it from the last log lines
-    with ``terminationMessagePolicy: FallbackToLogsOnError``)."""
+    with ``terminationMessagePolicy: FallbackToLogsOnError``), at most its last 4096 bytes."""
     current = str(get_path(cs, "state", "terminated", "message", default="") or "")
     if current:
-        return current
+        return termination_message_tail(current)
     if cs.get("ready") or not get_path(cs, "lastState", "terminated"):
         return ""
-    return str(get_path(cs, "lastState", "terminated", "message", default="") or "")
+    return termination_message_tail(str(get_path(cs, "lastState", "terminated", "message", default="") or ""))
 
 
 def engine_fault(pod_name: str, cs: Obj, plan: Plan | None) -> Fault | None:

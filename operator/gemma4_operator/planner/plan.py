@@ -128,6 +128,8 @@ class Plan:
 class PlanError(Exception):
     """Nothing fits. The message says what, by how much, and the nearest alternatives that do."""
 
+    reason = "PlanFailed"  # the Planned=False condition's reason
+
     def __init__(self, summary: str, rejections: Sequence[Rejection], alternatives: Sequence[str] = ()) -> None:
         self.summary = summary
         self.rejections = tuple(rejections)

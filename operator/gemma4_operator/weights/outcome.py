@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from gemma4_operator.api.limits import termination_message_tail
 from gemma4_operator.catalog import GIB
 
 # The cache holds the download plus 20% for the repository's small files and the engines' own caches under it;
@@ -160,7 +161,9 @@ def _unreported(termination_message: str, exit_code: int) -> DownloadOutcome:
 
 def read_outcome(termination_message: str, *, exit_code: int, repo: str, expected_bytes: int,
                  cache_size: str) -> DownloadOutcome:
-    """The outcome of the download container that ended with ``exit_code`` and ``termination_message``."""
+    """The outcome of the download container that ended with ``exit_code`` and ``termination_message``
+    (at most its last 4096 bytes are read: the script's report is never longer)."""
+    termination_message = termination_message_tail(termination_message)
     report = _parse(termination_message)
     if exit_code == 0:
         size, seconds = (report.bytes, report.seconds) if report is not None else (None, None)

@@ -1,5 +1,5 @@
 """Reconcile benchmark against the real control plane of the e2e tier (etcd + kube-apiserver +
-kube-controller-manager 1.20.2, ``tests/e2e/controlplane``): the operator as a subprocess, as in e2e,
+kube-controller-manager 1.37, ``tests/e2e/controlplane``): the operator as a subprocess, as in e2e,
 and N Gemma4Deployments created at once (the kmock benchmark's mix of specs and nodes).
 
 Measured per (operator source, N), each on a fresh control plane:
@@ -44,7 +44,7 @@ from bench_reconcile import NODES, _cpu_seconds, _free_port, _peak_rss_mib, spec
 from tests.e2e.controlplane import ControlPlane  # noqa: E402
 
 from gemma4_operator.api import API_VERSION, GROUP, KIND, PLURAL  # noqa: E402
-from gemma4_operator.api.crd import crd_manifest, without_cel  # noqa: E402
+from gemma4_operator.api.crd import crd_manifest  # noqa: E402
 
 NAMESPACE = "gemma4-bench"  # the operator's ServiceAccount
 SERVICE_ACCOUNT = "gemma4-operator"
@@ -191,14 +191,10 @@ def _g4d(i: int) -> dict[str, Any]:
 
 
 def prepare(cp: ControlPlane, admin: Admin) -> str:
-    """The CRD (without CEL before 1.25), nodes, namespaces, and the operator's ServiceAccount bound to
-    cluster-admin (the chart's RBAC is the e2e tier's subject); returns a kubeconfig for it."""
-    version = admin.request("GET", "/version")
-    crd = crd_manifest()
-    if (int(version["major"]), int("".join(c for c in version["minor"] if c.isdigit()))) < (1, 25):
-        crd = without_cel(crd)
+    """The CRD, nodes, namespaces, and the operator's ServiceAccount bound to cluster-admin (the chart's RBAC
+    is the e2e tier's subject); returns a kubeconfig for it."""
     crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-    admin.request("POST", crds, crd)
+    admin.request("POST", crds, crd_manifest())
     for ns in [NAMESPACE, *(f"ns{i}" for i in range(OBJECT_NAMESPACES))]:
         admin.request("POST", "/api/v1/namespaces", {"metadata": {"name": ns}})
     for name, labels in NODES:

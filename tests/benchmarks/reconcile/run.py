@@ -4,7 +4,7 @@
 Two parts, each printing a table:
 
 - the real API server (bench_apiserver.py): the e2e tier's kube-apiserver + kube-controller-manager
-  1.20.2, the operator as a subprocess, N Gemma4Deployments at once (default N = 200 and 1000): time to
+  (1.37), the operator as a subprocess, N Gemma4Deployments at once (default N = 200 and 1000): time to
   all children, the operator's requests per object counted from the apiserver's audit log, requests
   during the idle period, RSS. ``--against REF`` runs git commit REF's operator the same way in the same
   invocation (a temporary worktree), after this tree's, for a before/after table;
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_apiserver import ROOT, RealResult, real_table, run_real
 from bench_reconcile import environment, run_all, table
-from tests.e2e.controlplane import binaries_available
+from tests.e2e.controlplane import binaries_available, selected_release
 
 
 def _sizes(text: str) -> list[int]:
@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         print("real API server part skipped: the control plane is not built (make tools)", file=sys.stderr)
     elif _sizes(args.real_sizes):
         real = real_part(args)
-        print(f"real kube-apiserver 1.20.2 + kube-controller-manager, watch mode, idle {args.real_idle:.0f}s:")
+        print(f"real kube-apiserver + kube-controller-manager {selected_release()}, watch mode, "
+              f"idle {args.real_idle:.0f}s:")
         print(real_table(real))
     kmock = asyncio.run(run_all(_sizes(args.sizes), [m for m in args.modes.split(",") if m], args.idle,
                                 args.resync, args.logs)) if _sizes(args.sizes) else []

