@@ -5,6 +5,8 @@ forced to root there turns Degraded within a minute with the server's refusal, n
 deadline ten minutes later.
 
 Pod Security admission is on by default from Kubernetes 1.23 (beta; GA in 1.25): older servers skip the module.
+The tier's operator runs with the chart's args and no tenant policy; under the chart's default tenantPolicy
+(runAsRoot: false) the root spec would be refused before any pod (Planned=False, PolicyViolation).
 """
 
 from __future__ import annotations
