@@ -46,8 +46,7 @@ async def test_poll_mode_re_reads_the_network_policy(k: Emulator) -> None:
 
 
 REFUSAL = ('pods "chat-download-8kq2v" is forbidden: violates PodSecurity "restricted:latest": runAsNonRoot != true '
-           '(pod or container "download" must set securityContext.runAsNonRoot=true), runAsUser=0 (pod must not '
-           "set runAsUser=0)")
+           "(pod must not set securityContext.runAsNonRoot=false), runAsUser=0 (pod must not set runAsUser=0)")
 
 
 def failed_create(job: dict[str, Any]) -> dict[str, Any]:
