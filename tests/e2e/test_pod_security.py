@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from kubernetes.client import ApiException
 
 from gemma4_operator.api import KIND
 from tests.e2e.test_operator_e2e import (
@@ -133,3 +134,31 @@ def test_a_spec_forced_to_root_turns_degraded_within_a_minute_with_the_admission
     warnings = [e for e in rest.events_for(restricted_namespace, name)
                 if e.get("type") == "Warning" and e.get("reason") == "FailedCreate"]
     assert warnings and "violates PodSecurity" in warnings[0]["message"]
+
+
+NETWORK_POLICIES = "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/{name}"
+
+
+def test_the_network_policy_is_applied_and_pruned_by_the_real_server(rest: Rest, operator: OperatorProcess,
+                                                                    e2e_namespace: str) -> None:
+    """The rendered NetworkPolicy is valid for the server (server-side apply, strict field validation) and goes
+    when the spec turns it off."""
+    peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    create_g4d(rest, g4d("fenced", e2e_namespace, {**CPU_SPEC, "networkPolicy": {"enabled": True,
+                                                                                 "ingressFrom": [peer]}}))
+    path = NETWORK_POLICIES.format(namespace=e2e_namespace, name="fenced")
+
+    def policy() -> dict[str, Any] | None:
+        try:
+            return rest.request("GET", path)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    found = wait_for("the NetworkPolicy", policy, operator=operator)
+    assert found["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "fenced"
+    assert peer in found["spec"]["ingress"][0]["from"]
+    assert found["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 8000}]
+    rest.patch(KIND, e2e_namespace, "fenced", {"spec": {"networkPolicy": {"enabled": False}}})
+    wait_for("the NetworkPolicy pruned", lambda: policy() is None or None, operator=operator)
