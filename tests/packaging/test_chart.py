@@ -203,6 +203,17 @@ def test_accelerator_prices_reach_the_operator(renderer: Renderer) -> None:
     assert config.prices == {"nvidia-h100-80gb": 2.49, "nvidia-l4": 0.6}
 
 
+def test_the_network_policy_default_reaches_the_operator(renderer: Renderer) -> None:
+    """`operator.networkPolicy` becomes --network-policy; the operator's namespace (the NetworkPolicy's scraper
+    peer) comes from POD_NAMESPACE, which the chart sets from the pod's own namespace."""
+    for value, expected in (("false", False), ("true", True)):
+        container = _container(renderer.objects("--set", f"operator.networkPolicy={value}"))
+        config = config_from_args(build_parser().parse_args(["run", *container["args"]]),
+                                  env={"POD_NAMESPACE": "gemma4-system"})
+        assert config.network_policy is expected and config.operator_namespace == "gemma4-system"
+        assert _env(container)["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+
+
 def test_servicemonitor_follows_the_cluster_capabilities(renderer: Renderer) -> None:
     monitor = one(renderer.value_set("servicemonitor-capability"), "ServiceMonitor")
     # The operator's per-object series carry the Gemma4Deployment's namespace: Prometheus keeps it.
