@@ -133,7 +133,8 @@ if [[ "$present" != "$allowed" ]]; then
 fi
 TORCH_BUILD="$TORCH_BUILD" "$VENV/bin/python" - <<'PY'
 import os, torch
-assert torch.__version__ == os.environ["TORCH_BUILD"], f"expected PyPI's torch {os.environ['TORCH_BUILD']}, got {torch.__version__}"
+expected = os.environ["TORCH_BUILD"]
+assert torch.__version__ == expected, f"expected PyPI's torch {expected}, got {torch.__version__}"
 PY
 
 t "smoke test: import vLLM's serve CLI"
@@ -146,9 +147,10 @@ fi
 
 if [[ $REFREEZE -eq 1 ]]; then
   {
-    echo "# Every distribution of tests/tools/vllm_venv.sh's venv, installed as-is with pip --no-deps (regenerate with:"
-    echo "# tests/tools/vllm_venv.sh --refreeze). torch is PyPI's 2.13.0 (CUDA 13.0 build); the nvidia-* wheels are only"
-    echo "# the runtime libraries its import loads. vllm, torch and xgrammar declare more; none of it is installed."
+    echo "# Every distribution of tests/tools/vllm_venv.sh's venv, installed as-is with pip --no-deps"
+    echo "# (regenerate with: tests/tools/vllm_venv.sh --refreeze). torch is PyPI's 2.13.0 (CUDA 13.0 build);"
+    echo "# the nvidia-* wheels are only the runtime libraries its import loads. vllm, torch and xgrammar"
+    echo "# declare more; none of it is installed."
     "$VENV/bin/python" -m pip list --format=freeze --exclude pip --exclude setuptools --exclude wheel \
       | LC_ALL=C sort -f
   } >"$CONSTRAINTS"
