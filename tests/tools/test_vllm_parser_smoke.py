@@ -1,4 +1,4 @@
-"""Smoke test of the vLLM 0.32.0 argument checker (builds the ~3.3 GB vLLM venv on first use, ~2-4 min)."""
+"""Smoke test of the vLLM 0.32.0 argument checker (builds the ~5.1 GB vLLM venv on first use, ~3-4 min)."""
 
 from __future__ import annotations
 

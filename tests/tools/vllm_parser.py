@@ -1,7 +1,7 @@
 """Check rendered `vllm serve` command lines with vLLM 0.32.0's own argument parser, from our test suite.
 
 vLLM cannot be imported in the project venv (it would drag in torch and CUDA), so this runs
-``vllm_argcheck.py`` in a dedicated CPU-only venv made by ``vllm_venv.sh`` (first use: ~2-4 min, 3.3 GB under
+``vllm_argcheck.py`` in a dedicated venv (vLLM on the CPU) made by ``vllm_venv.sh`` (first use: ~3-4 min, 5.1 GB under
 ``${GEMMA4_TOOLS_CACHE:-~/.cache/gemma4-operator}``). Every call costs one subprocess that builds the parser
 (~10-15 s on 2 cores), so check all command lines of a test module in one batch::
 

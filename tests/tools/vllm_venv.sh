@@ -1,21 +1,33 @@
 #!/usr/bin/env bash
-# Create (once) a CPU-only Python venv holding vLLM 0.32.0, used only to run vLLM's own `vllm serve` argument
-# parser against the command lines the operator renders (see tests/tools/vllm_argcheck.py).
+# Create (once) a Python venv holding vLLM 0.32.0, used only to run vLLM's own `vllm serve` argument parser on the
+# CPU against the command lines the operator renders (see tests/tools/vllm_argcheck.py). Everything comes from PyPI.
 #
 #   tests/tools/vllm_venv.sh              # idempotent; prints the venv's python path on the last stdout line
-#   tests/tools/vllm_venv.sh --refreeze   # rebuild without constraints and rewrite vllm-constraints.txt
+#   tests/tools/vllm_venv.sh --refreeze   # rebuild from the recipe below and rewrite vllm-constraints.txt
 #
 # Location: ${GEMMA4_TOOLS_CACHE:-$HOME/.cache/gemma4-operator}/vllm-0.32.0/
-# Base interpreter: ${GEMMA4_VLLM_PYTHON:-python3} (must be CPython 3.11: the local torch wheel is cp311).
+# Base interpreter: ${GEMMA4_VLLM_PYTHON:-python3}; must be CPython 3.11, the interpreter the pins were frozen on
+# (vLLM declares extra dependencies above 3.11, and some pinned wheels are per-interpreter builds).
 #
-# Recipe (test-tooling.md §8): torch==2.13.0 is the local CPU wheel; vllm is installed with --no-deps and then only
-# the pure-Python distributions needed to build its parser. NEVER replace this by a plain `pip install vllm`, which
-# pulls ~13 nvidia-*/CUDA packages (GBs). The torch pin in the constraints file is `2.13.0+cpu`, so pip fails
-# instead of silently downloading a CUDA torch if the local CPU wheel is missing.
+# Why torch brings NVIDIA libraries: vLLM 0.32.0 requires exactly torch==2.13.0, and PyPI's only Linux x86_64 build
+# of it is the CUDA 13.0 one (torch.__version__ 2.13.0+cu130; there is no CPU build on PyPI). Its libtorch_cpu.so
+# and libtorch_python.so name libcudart, libcublas, libcudnn, libnccl, ... as DT_NEEDED, so `import torch` fails
+# without them even where no GPU is used. The recipe therefore installs torch with --no-deps plus exactly the 13
+# NVIDIA runtime wheels whose libraries the dynamic loader needs to import torch (CUDA_RUNTIME below, measured with
+# readelf and /proc/self/maps), and leaves out the rest of torch's CUDA requirements (cusolver, nvtx, the cuda-toolkit
+# metapackage, cuda-bindings, triton) and all of vLLM's (flashinfer, cutlass-dsl, torchvision/torchaudio/torchcodec).
+# The GPU is never touched: torch.cuda.is_available() is False on a machine without a driver.
+#
+# Recipe (test-tooling.md §8): every distribution is installed with --no-deps from the complete list in
+# vllm-constraints.txt; no resolver runs, so nothing that torch, vllm or xgrammar declare can slip in. NEVER replace
+# this by a plain `pip install vllm` (or let pip resolve torch's or xgrammar's dependencies): that pulls every
+# CUDA package of torch and vLLM (GBs more). The guard below fails the build if the venv holds any nvidia-*/cuda-*
+# distribution other than CUDA_RUNTIME, or a torch other than the PyPI 2.13.0+cu130 build.
 set -euo pipefail
 
 VLLM_VERSION=0.32.0
-TORCH_VERSION=2.13.0
+TORCH_VERSION=2.13.0  # vLLM 0.32.0's METADATA: Requires-Dist: torch==2.13.0
+TORCH_BUILD=2.13.0+cu130  # torch.__version__ of PyPI's torch-2.13.0-cp311-cp311-manylinux_2_28_x86_64.whl
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CONSTRAINTS="$HERE/vllm-constraints.txt"
 CACHE="${GEMMA4_TOOLS_CACHE:-$HOME/.cache/gemma4-operator}"
@@ -50,12 +62,25 @@ if [[ $REFREEZE -eq 0 && -f "$MARKER" && "$(cat "$MARKER")" == "$(stamp)" ]]; th
   exit 0
 fi
 
+# The NVIDIA runtime wheels `import torch` needs (torch 2.13.0's DT_NEEDED closure), at the versions torch 2.13.0
+# declares (its own pins, and those of its cuda-toolkit==13.0.3 extras; nvjitlink at the toolkit's 13.0 release).
+# Used by --refreeze, and by the guard: no other nvidia-*/cuda-* distribution may be in the venv.
+CUDA_RUNTIME=(
+  nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85 nvidia-cuda-nvrtc==13.0.88 nvidia-nvjitlink==13.0.88
+  nvidia-cublas==13.1.1.3 nvidia-cufft==12.0.0.61 nvidia-cufile==1.15.1.6 nvidia-curand==10.4.0.35
+  nvidia-cusparse==12.6.3.3 nvidia-cudnn-cu13==9.20.0.48 nvidia-cusparselt-cu13==0.8.1 nvidia-nccl-cu13==2.29.7
+  nvidia-nvshmem-cu13==3.4.5
+)
+# Installed with --no-deps by --refreeze: their declared dependencies include torch, whose CUDA requirements pip
+# would then resolve. xgrammar's other dependencies are in DEPS; its triton (a GPU kernel compiler) is not needed.
+NO_DEPS=("torch==$TORCH_VERSION" "vllm==$VLLM_VERSION" 'xgrammar==0.2.8')
 # Pure-Python runtime dependencies needed to import vLLM's CLI/arg parser (test-tooling.md §8, exactly this list),
 # narrowed to vLLM 0.32.0's own Requires-Dist bounds where it declares one (pip does not enforce those, because
-# vllm is installed with --no-deps; apache-tvm-ffi arrives through xgrammar).
+# vllm is installed with --no-deps). They include torch's own (filelock, Jinja2, networkx, sympy, typing_extensions;
+# fsspec arrives through huggingface_hub). None of them may depend on torch: pip would resolve its CUDA requirements.
 DEPS=(
   'transformers>=5.16.1,<5.20.0' 'fastapi>=0.133.0,<0.137.0' 'llguidance>=1.7.0,<1.8.0' 'apache-tvm-ffi==0.1.11'
-  'xgrammar==0.2.8' 'requests>=2.33.0' 'huggingface_hub>=1.31.0' 'tokenizers>=0.23.2' 'starlette>=1.0.1'
+  'requests>=2.33.0' 'huggingface_hub>=1.31.0' 'tokenizers>=0.23.2' 'starlette>=1.0.1'
   'aiohttp>=3.14.3' 'openai>=2.25.0' 'pydantic>=2.12.0' 'pillow>=12.3.0' 'opencv-python-headless>=4.13.0'
   # not needed by the parser: lets gen_vllm_metrics.py mount vLLM's real /metrics route (http_* metrics)
   'prometheus-fastapi-instrumentator>=8.0.0'
@@ -77,48 +102,55 @@ START=$(date +%s)
 t() { echo "[vllm_venv +$(( $(date +%s) - START ))s] $*" >&2; }
 
 if ! "$BASE_PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
-  echo "error: $BASE_PY is not Python 3.11 (the local torch $TORCH_VERSION CPU wheel is cp311);" \
-    "set GEMMA4_VLLM_PYTHON" >&2
+  echo "error: $BASE_PY is not Python 3.11 (vllm-constraints.txt was frozen on CPython 3.11);" \
+    "set GEMMA4_VLLM_PYTHON to a python3.11" >&2
   exit 1
 fi
 
-t "creating $VENV (cold build, ~1-2 min)"
+t "creating $VENV (cold build: ~3 GB of wheels from PyPI, a few minutes)"
 rm -rf "$VENV"
 "$BASE_PY" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check --quiet)
 if [[ $REFREEZE -eq 1 ]]; then
-  CONS=()
-  TORCH_REQ="torch==$TORCH_VERSION"
+  t "pip install --no-deps ${NO_DEPS[*]} + ${#CUDA_RUNTIME[@]} NVIDIA runtime wheels"
+  "${PIP[@]}" install --no-deps "${NO_DEPS[@]}" "${CUDA_RUNTIME[@]}"
+  t "pip install ${#DEPS[@]} pure-Python dependencies"
+  "${PIP[@]}" install "${DEPS[@]}"
 else
-  CONS=(-c "$CONSTRAINTS")
-  TORCH_REQ="torch==$TORCH_VERSION+cpu"
+  t "pip install --no-deps -r $(basename "$CONSTRAINTS") ($(grep -vc '^#' "$CONSTRAINTS") pins)"
+  "${PIP[@]}" install --no-deps -r "$CONSTRAINTS"
 fi
 
-t "pip install $TORCH_REQ"
-"${PIP[@]}" install "${CONS[@]}" "$TORCH_REQ"
-t "pip install --no-deps vllm==$VLLM_VERSION"
-"${PIP[@]}" install "${CONS[@]}" --no-deps "vllm==$VLLM_VERSION"
-t "pip install ${#DEPS[@]} pure-Python dependencies"
-"${PIP[@]}" install "${CONS[@]}" "torch==$TORCH_VERSION" "${DEPS[@]}"
-
-# Guard: the CPU recipe must never have pulled CUDA packages or replaced the CPU torch.
-if "$VENV/bin/python" -m pip list --format=freeze 2>/dev/null | grep -Eiq '^(nvidia-|cuda-)'; then
-  echo "error: CUDA packages were installed into $VENV; refusing to continue" >&2
+# Guard: the only CUDA distributions are the runtime libraries `import torch` needs, and torch is PyPI's build.
+allowed=$(printf '%s\n' "${CUDA_RUNTIME[@]%%==*}" | LC_ALL=C sort)
+present=$("$VENV/bin/python" -m pip list --format=freeze 2>/dev/null | grep -Ei '^(nvidia-|cuda-)' | cut -d= -f1 \
+  | tr 'A-Z_' 'a-z-' | LC_ALL=C sort || true)
+if [[ "$present" != "$allowed" ]]; then
+  echo "error: the CUDA distributions in $VENV are not exactly the ${#CUDA_RUNTIME[@]} runtime wheels torch needs;" \
+    "unexpected or missing:" >&2
+  diff <(echo "$allowed") <(echo "$present") | grep '^[<>]' >&2 || true
   exit 1
 fi
-"$VENV/bin/python" - <<'PY'
-import torch
-assert torch.__version__.endswith("+cpu"), f"expected the CPU torch wheel, got {torch.__version__}"
+TORCH_BUILD="$TORCH_BUILD" "$VENV/bin/python" - <<'PY'
+import os, torch
+expected = os.environ["TORCH_BUILD"]
+assert torch.__version__ == expected, f"expected PyPI's torch {expected}, got {torch.__version__}"
 PY
 
 t "smoke test: import vLLM's serve CLI"
-VLLM_TARGET_DEVICE=cpu "$VENV/bin/python" -c \
-  'import vllm.entrypoints.cli.serve, vllm.engine.arg_utils, vllm.tool_parsers, vllm.reasoning' 2>/dev/null
+if ! smoke=$(VLLM_TARGET_DEVICE=cpu "$VENV/bin/python" -c \
+  'import vllm.entrypoints.cli.serve, vllm.engine.arg_utils, vllm.tool_parsers, vllm.reasoning' 2>&1); then
+  echo "error: vLLM's serve CLI does not import in $VENV:" >&2
+  tail -n 20 <<<"$smoke" >&2
+  exit 1
+fi
 
 if [[ $REFREEZE -eq 1 ]]; then
   {
-    echo "# Exact versions for tests/tools/vllm_venv.sh (regenerate with: tests/tools/vllm_venv.sh --refreeze)."
-    echo "# torch is the local CPU wheel; vllm itself is installed with --no-deps."
+    echo "# Every distribution of tests/tools/vllm_venv.sh's venv, installed as-is with pip --no-deps"
+    echo "# (regenerate with: tests/tools/vllm_venv.sh --refreeze). torch is PyPI's 2.13.0 (CUDA 13.0 build);"
+    echo "# the nvidia-* wheels are only the runtime libraries its import loads. vllm, torch and xgrammar"
+    echo "# declare more; none of it is installed."
     "$VENV/bin/python" -m pip list --format=freeze --exclude pip --exclude setuptools --exclude wheel \
       | LC_ALL=C sort -f
   } >"$CONSTRAINTS"

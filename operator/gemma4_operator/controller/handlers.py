@@ -429,15 +429,15 @@ async def _reconcile_locked(ctx: OperatorContext, parent: Parent, source: ChildS
 
 def _schedule(ctx: OperatorContext, key: Key, delay: float, indices: Mapping[str, Any], trigger: str,
               retry: int) -> None:
-    """Mark a failed object again later, for a full reconcile (every child, then status) from the state the
-    indices hold then; one pending retry per object covers every failure before it."""
+    """Mark a failed object again later (as attempt ``retry``), for a full reconcile (every child, then status)
+    from the state the indices hold then; one pending retry per object covers every failure before it."""
     if key in ctx.retries and not ctx.retries[key].done():
         return
 
     async def later() -> None:
         await asyncio.sleep(delay)
         ctx.retries.pop(key, None)
-        _mark(ctx, indices, key, None, trigger, retry + 1)
+        _mark(ctx, indices, key, None, trigger, retry)
 
     ctx.retries[key] = asyncio.get_running_loop().create_task(later(), name=f"retry {key[0]}/{key[1]}")
 
@@ -469,7 +469,7 @@ async def _process(ctx: OperatorContext, indices: Mapping[str, Any], key: Key, m
     except RetryableApiError as e:
         delay = rc.backoff_delay(mark.retry, e.retry_after)
         logger.warning("%s %s/%s: %s; retrying in %.0fs", KIND, *key, e, delay)
-        _schedule(ctx, key, delay, indices, mark.trigger, mark.retry)
+        _schedule(ctx, key, delay, indices, mark.trigger, rc.next_retry(mark.retry, e.retry_after))
     except kopf.PermanentError as e:
         logger.warning("%s %s/%s: %s", KIND, *key, e)
 

@@ -291,3 +291,11 @@ def backoff_delay(retry: int, retry_after: float | None = None) -> float:
     and never sooner than the server's Retry-After."""
     delay = min(float(2 ** min(retry, 16)), MAX_BACKOFF_S)
     return max(delay, retry_after or 0.0)
+
+
+def next_retry(retry: int, retry_after: float | None) -> int:
+    """The attempt number after a temporary failure. A failure that came with the server's Retry-After (429,
+    503 from a throttled or starting API server) is the server pacing us: we wait as long as it says and do not
+    grow our own back-off, so that an outage does not leave a long back-off behind it (client-go's rule too).
+    Every other failure doubles the next delay."""
+    return retry if retry_after else retry + 1
