@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gemma4_operator.api.core_v1 import shape_problems
 from gemma4_operator.api.metric_names import ACCEPTED_METRIC_NAMES
+from gemma4_operator.api.problems import (
+    QUANTITY_PATTERN,
+    cross_field_error,
+    field_path,
+    shown,
+    validation_problems,
+)
 
 GROUP = "serving.gemma4.dev"
 VERSION = "v1alpha1"
@@ -119,42 +125,14 @@ SOURCE_URI_MESSAGE = (
 # and NAME-download (9 more characters) names a Job whose name is also its pods' job-name label value.
 NAME_MAX_LENGTH = 63 - len("-download")
 DNS1035_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+NAMESPACE_MESSAGE = ("metadata.namespace must be a namespace name: at most 63 lowercase letters, digits and '-', "
+                     "starting and ending with a letter or digit")
 NAME_MESSAGE = (
     f"metadata.name must be a DNS-1035 label of at most {NAME_MAX_LENGTH} characters: lowercase letters, "
     "digits and '-', starting with a letter and ending with a letter or digit (it is the Service name and the "
     "app.kubernetes.io/instance label value, and derived names such as NAME-download, a Job name that is also "
     "a pod label value, must stay within 63 characters)"
 )
-
-
-def field_path(loc: Sequence[int | str]) -> str:
-    """A validation error's location as a user writes it: ``spec.serving.env[0].name``."""
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "(object)"
-
-
-def validation_problems(error: ValidationError) -> list[str]:
-    """Each problem of ``error`` as one line that starts with the full path of the field it is about
-    (``spec.serving.modalities: audio is only ...``), as the CLI prints them and the operator's status says."""
-    lines: list[str] = []
-    for e in error.errors():
-        message = str(e["msg"]).removeprefix("Value error, ")
-        path = field_path(e["loc"])
-        if e["type"] == "cross_field":
-            # each problem starts with the field it is about, relative to the object that has the rule
-            prefix = f"{path}." if e["loc"] else ""
-            lines += [f"{prefix}{part}" for part in message.split("\n")]
-        else:
-            lines.append(f"{path}: {message}")
-    return lines
-
-
-def cross_field_error(problems: list[str]) -> PydanticCustomError:
-    """One error for the rules a model breaks; each problem starts with its field path
-    relative to the model, so that validation_problems can print full paths."""
-    return PydanticCustomError("cross_field", "{problems}", {"problems": "\n".join(problems)})
 
 
 class CelRule(BaseModel):
@@ -271,6 +249,13 @@ class EnvVar(ApiModel):
     value_from: Annotated[dict[str, Any] | None, Field(
         alias="valueFrom", description="core/v1 EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef, ...).",
     )] = None
+
+    @model_validator(mode="after")
+    def _check_value_from(self) -> EnvVar:
+        problems = [] if self.value_from is None else shape_problems("valueFrom", self.value_from)
+        if problems:
+            raise cross_field_error(problems)
+        return self
 
 
 class ServingSpec(ApiModel):
@@ -423,7 +408,7 @@ class AutoscalingSpec(ApiModel):
 class ModelCacheSpec(ApiModel):
     size: Annotated[str, Field(description=(
         "PVC size, e.g. 80Gi. Empty: the checkpoint size plus 20% headroom, rounded up to whole GiB."
-    ), pattern=r"^([0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?)?$", max_length=32)] = ""
+    ), pattern=QUANTITY_PATTERN, max_length=32)] = ""
     storage_class_name: Annotated[str, Field(
         alias="storageClassName", description="StorageClass of the PVC; empty uses the cluster default.",
         max_length=253,
@@ -483,6 +468,14 @@ class PodTemplateSpecOverrides(ApiModel):
     runtime_class_name: Annotated[str, Field(alias="runtimeClassName",
                                              description="RuntimeClass, e.g. nvidia.")] = ""
     scheduler_name: Annotated[str, Field(alias="schedulerName", description="Scheduler to use.")] = ""
+
+    @model_validator(mode="after")
+    def _check_core_v1_shapes(self) -> PodTemplateSpecOverrides:
+        """Free-form in the CRD, checked here with their paths (api.core_v1)."""
+        problems = shape_problems("tolerations", self.tolerations) + shape_problems("affinity", self.affinity)
+        if problems:
+            raise cross_field_error(problems)
+        return self
 
 
 class PodTemplateOverrides(ApiModel):
@@ -646,9 +639,15 @@ class Gemma4Deployment(ApiModel):
     def _check_name(self) -> Gemma4Deployment:
         """The pydantic twin of NAME_RULES (the CRD's top-level CEL rule)."""
         name = self.metadata.get("name")
+        namespace = self.metadata.get("namespace", "default")
+        problems = []
         if not isinstance(name, str) or len(name) > NAME_MAX_LENGTH or not re.fullmatch(DNS1035_LABEL_PATTERN, name):
-            got = "it is missing" if name is None or name == "" else f"got {name!r}"
-            raise cross_field_error([f"{NAME_MESSAGE}; {got}"])
+            got = "it is missing" if name is None or name == "" else f"got {shown(name, kind=False)}"
+            problems.append(f"{NAME_MESSAGE}; {got}")
+        if not isinstance(namespace, str) or len(namespace) > 63 or not re.fullmatch(K8S_NAME_PATTERN, namespace):
+            problems.append(f"{NAMESPACE_MESSAGE}; got {shown(namespace, kind=False)}")
+        if problems:
+            raise cross_field_error(problems)
         return self
 
     @property
@@ -775,6 +774,7 @@ __all__ = [
     "K8S_NAME_PATTERN",
     "KIND",
     "METRIC_NAMES",
+    "NAMESPACE_MESSAGE",
     "NAME_MAX_LENGTH",
     "NAME_MESSAGE",
     "NAME_RULES",

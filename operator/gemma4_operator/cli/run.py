@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import enum
+import math
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from gemma4_operator.controller.config import (
     ChildrenMode,
@@ -41,6 +43,7 @@ from gemma4_operator.controller.runner import configure_logging, make_context, r
 
 EXIT_OPERATOR_ERROR = 3
 ENV_PREFIX = "GEMMA4_"
+_Choice = TypeVar("_Choice", bound=enum.StrEnum)
 
 
 def _env(name: str, default: str | None = None, env: Mapping[str, str] | None = None) -> str | None:
@@ -97,12 +100,47 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                                                    "in-cluster service account, else kubeconfig)")
 
 
+class _Settings:
+    """Each setting from its flag, else its GEMMA4_* environment variable, else its default; a value that
+    does not parse is a ConfigError naming where it came from (``GEMMA4_METRICS_PORT 'abc': ...``)."""
+
+    def __init__(self, env: Mapping[str, str] | None) -> None:
+        self.env = env
+
+    def text(self, flag_value: Any, flag: str, name: str, default: str) -> tuple[str, str]:
+        """The raw value and where it came from: the flag, or the environment variable."""
+        if flag_value is not None:
+            return str(flag_value), flag
+        return str(_env(name, default, self.env)), ENV_PREFIX + name
+
+    def integer(self, flag_value: Any, flag: str, name: str, default: int) -> int:
+        raw, source = self.text(flag_value, flag, name, str(default))
+        try:
+            return int(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{source} {raw[:60]!r}: expected a whole number") from None
+
+    def seconds(self, flag_value: Any, flag: str, name: str, default: str) -> float:
+        raw, source = self.text(flag_value, flag, name, default)
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{source} {raw[:60]!r}: expected a number of seconds, 0 or more")
+        return value
+
+    def choice(self, kind: type[_Choice], flag_value: Any, flag: str, name: str, default: _Choice) -> _Choice:
+        raw, source = self.text(flag_value, flag, name, default.value)
+        try:
+            return kind(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{source} {raw[:60]!r}: expected one of {', '.join(m.value for m in kind)}") from None
+
+
 def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> OperatorConfig:
     """Flags win over GEMMA4_* environment variables, which win over defaults."""
-
-    def pick(flag: Any, name: str, default: str) -> str:
-        return str(flag) if flag is not None else str(_env(name, default, env))
-
+    settings = _Settings(env)
     namespaces: tuple[str, ...] = ()
     if args.namespace:
         namespaces = tuple(args.namespace)
@@ -111,40 +149,44 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
     images = parse_images(args.image if args.image is not None else split_list(_env("IMAGES", None, env)))
     prices = parse_prices(args.accelerator_price if args.accelerator_price is not None
                           else split_list(_env("ACCELERATOR_PRICES", None, env)))
-    accelerators_raw = args.accelerators if args.accelerators is not None else _env("ACCELERATORS", None, env)
-    accelerators: tuple[str, ...] | None = None
-    if accelerators_raw is not None:
-        # 'none' or 'cpu': CPU nodes only (as `plan --accelerator cpu`)
-        accelerators = tuple(a for a in split_list(accelerators_raw) if a.lower() not in ("none", "cpu"))
-        from gemma4_operator.catalog import load_catalog
+    children = settings.choice(ChildrenMode, args.children, "--children", "CHILDREN", ChildrenMode.WATCH)
+    return OperatorConfig(
+        namespaces=namespaces,
+        images=images,
+        prices=prices,
+        accelerator_types=_accelerators(args.accelerators, env),
+        metrics_port=settings.integer(args.metrics_port, "--metrics-port", "METRICS_PORT", 8080),
+        health_port=settings.integer(args.health_port, "--health-port", "HEALTH_PORT", 8081),
+        log_format=settings.choice(LogFormat, args.log_format, "--log-format", "LOG_FORMAT", LogFormat.TEXT),
+        verbose=bool(args.verbose),
+        peering_name=args.peering or _env("PEERING", None, env),
+        standalone=bool(args.standalone),
+        priority=settings.integer(args.priority, "--priority", "PRIORITY", 0),
+        children=children,
+        resync_interval=settings.seconds(args.resync_interval, "--resync-interval", "RESYNC_INTERVAL",
+                                         "60" if children is ChildrenMode.POLL else "0"),
+        request_timeout=settings.seconds(args.request_timeout, "--request-timeout", "REQUEST_TIMEOUT", "30"),
+        server=args.server or None,
+        prometheus_url=str(args.prometheus_url or _env("PROMETHEUS_URL", "", env) or "").rstrip("/"),
+        engine_monitors=settings.choice(EngineMonitors, args.engine_monitors, "--engine-monitors",
+                                        "ENGINE_MONITORS", EngineMonitors.AUTO),
+    )
 
-        unknown = [a for a in accelerators if a not in load_catalog().accelerators]
-        if unknown:
-            raise ConfigError(f"--accelerators {', '.join(unknown)}: not a catalog GPU type")
-    children = ChildrenMode(pick(args.children, "CHILDREN", ChildrenMode.WATCH.value))
-    resync_default = "60" if children is ChildrenMode.POLL else "0"
-    try:
-        return OperatorConfig(
-            namespaces=namespaces,
-            images=images,
-            prices=prices,
-            accelerator_types=accelerators,
-            metrics_port=int(pick(args.metrics_port, "METRICS_PORT", "8080")),
-            health_port=int(pick(args.health_port, "HEALTH_PORT", "8081")),
-            log_format=LogFormat(pick(args.log_format, "LOG_FORMAT", LogFormat.TEXT.value)),
-            verbose=bool(args.verbose),
-            peering_name=args.peering or _env("PEERING", None, env),
-            standalone=bool(args.standalone),
-            priority=int(pick(args.priority, "PRIORITY", "0")),
-            children=children,
-            resync_interval=float(pick(args.resync_interval, "RESYNC_INTERVAL", resync_default)),
-            request_timeout=float(pick(args.request_timeout, "REQUEST_TIMEOUT", "30")),
-            server=args.server or None,
-            prometheus_url=str(args.prometheus_url or _env("PROMETHEUS_URL", "", env) or "").rstrip("/"),
-            engine_monitors=EngineMonitors(pick(args.engine_monitors, "ENGINE_MONITORS", EngineMonitors.AUTO.value)),
-        )
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
+
+def _accelerators(flag: str | None, env: Mapping[str, str] | None) -> tuple[str, ...] | None:
+    """--accelerators / GEMMA4_ACCELERATORS: fixed GPU types; 'none' or 'cpu': CPU nodes only (as
+    `plan --accelerator cpu`); None: read node labels."""
+    raw = flag if flag is not None else _env("ACCELERATORS", None, env)
+    if raw is None:
+        return None
+    accelerators = tuple(a for a in split_list(raw) if a.lower() not in ("none", "cpu"))
+    from gemma4_operator.catalog import load_catalog
+
+    unknown = [a for a in accelerators if a not in load_catalog().accelerators]
+    if unknown:
+        source = "--accelerators" if flag is not None else ENV_PREFIX + "ACCELERATORS"
+        raise ConfigError(f"{source} {', '.join(unknown)}: not a catalog GPU type")
+    return accelerators
 
 
 DEFAULT_KUBECONFIG = "~/.kube/config"

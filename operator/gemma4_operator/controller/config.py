@@ -16,7 +16,7 @@ from gemma4_operator.render.download import DOWNLOADER_IMAGE_KEY
 
 def image_keys() -> tuple[str, ...]:
     """`--image KEY=IMAGE` keys: each engine's, and the download Job's."""
-    return (*engine_image_keys(), DOWNLOADER_IMAGE_KEY)
+    return tuple(dict.fromkeys((*engine_image_keys(), DOWNLOADER_IMAGE_KEY)))  # engines share keys
 
 
 class ChildrenMode(enum.StrEnum):

@@ -1,0 +1,21 @@
+"""A Gemma4Deployment read as the API server reads it: JSON types, no coercion.
+
+Pydantic's default (lax) mode turns ``true`` into 1, ``"3"`` into 3 and ``"yes"`` into true, so a file the API
+server refuses (``concurrency: true`` is not an integer) would plan and render offline. Validating the JSON
+form strictly keeps the CLI, the operator and the server in agreement; enums still come from strings, as in
+JSON they must.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from gemma4_operator.api.models import Gemma4Deployment
+
+
+def parse_object(doc: Mapping[str, Any]) -> Gemma4Deployment:
+    """The object as a model; pydantic's ValidationError (see ``validation_problems``) when it is not one.
+    Values JSON cannot hold (a YAML timestamp or binary) are read as their text, as kubectl sends them."""
+    return Gemma4Deployment.model_validate_json(json.dumps(doc, default=str), strict=True)

@@ -1,0 +1,181 @@
+"""Reading Gemma4Deployment files for `plan` and `render`, within limits a hostile file cannot stretch.
+
+A file is read up to MAX_INPUT_BYTES (so `/dev/zero` or an endless pipe is refused, not read forever) and
+parsed by libyaml with a safe constructor that also refuses what YAML allows but Kubernetes does not
+(duplicate keys), what would grow without bound (aliases that expand a small file into billions of values,
+numbers too long to convert) and values JSON cannot hold (timestamps are read as their text, as kubectl
+sends them). Each refusal is an InputError with one message naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import codecs
+import sys
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from gemma4_operator.api import API_VERSION, KIND, Gemma4Deployment, validation_problems
+from gemma4_operator.api.wire import parse_object
+from gemma4_operator.render.children import YAML_LOADER
+
+MAX_INPUT_BYTES = 1 << 20  # a Gemma4Deployment is about 1 KiB; a thousand of them fit
+MAX_EXPANDED_VALUES = 100_000  # per document, aliases expanded; a Gemma4Deployment has a few hundred
+MAX_DEPTH = 64  # nesting levels per document; the deepest field (pod affinity) is about 12 levels down
+
+
+class InputError(Exception):
+    """A file that cannot be read as Gemma4Deployments; the message is for the user."""
+
+
+class _LimitError(yaml.YAMLError):
+    def __init__(self, problem: str, mark: Any) -> None:
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def check_expansion(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand it past MAX_EXPANDED_VALUES, that nests deeper than MAX_DEPTH
+    or whose alias refers to a node that contains it. Iterative and linear in the distinct nodes: an alias
+    is a shared node, counted once per reference by its memoized size, never expanded."""
+    size: dict[int, int] = {}
+    height: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            on_path.discard(key)
+            children = _children(node)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            height[key] = 1 + max((height[id(c)] for c in children), default=0)
+            if size[key] > MAX_EXPANDED_VALUES:
+                raise _LimitError(f"its aliases expand to more than {MAX_EXPANDED_VALUES} values (a YAML alias "
+                                  "bomb?); write the values out instead of repeating aliases", node.start_mark)
+            if height[key] > MAX_DEPTH:
+                raise _LimitError(f"nested more than {MAX_DEPTH} levels deep", node.start_mark)
+        elif key in on_path:
+            raise _LimitError("an alias refers to a node that contains it (a recursive structure)", node.start_mark)
+        elif key not in size:
+            on_path.add(key)
+            stack.append((node, True))
+            stack.extend((c, False) for c in _children(node) if id(c) not in size)
+
+
+class BoundedLoader(YAML_LOADER):  # type: ignore[misc, valid-type]  # libyaml's safe loader when present
+    """The safe loader, with the checks above."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        check_expansion(node)
+        return super().construct_document(node)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[tuple[str, str], yaml.Node] = {}
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                first = seen.setdefault((key.tag, key.value), key)
+                if first is not key:
+                    raise _LimitError(f"duplicate key {key.value[:60]!r} (first at line {first.start_mark.line + 1})",
+                                      key.start_mark)
+        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return super().construct_yaml_int(node)  # type: ignore[no-any-return]
+        except ValueError as e:  # Python refuses to convert more than 4300 digits
+            raise _LimitError(f"a number with {len(node.value)} digits is too long", node.start_mark) from e
+
+
+BoundedLoader.add_constructor("tag:yaml.org,2002:int", BoundedLoader.construct_yaml_int)
+BoundedLoader.add_constructor("tag:yaml.org,2002:timestamp", BoundedLoader.construct_yaml_str)
+
+
+def _read_bytes(path: str, source: str) -> bytes:
+    try:
+        if path == "-":
+            stream = getattr(sys.stdin, "buffer", None)
+            if stream is None:  # a text-mode stdin (tests): its text, as UTF-8
+                return sys.stdin.read(MAX_INPUT_BYTES + 1).encode("utf-8", "surrogateescape")
+            data: bytes = stream.read(MAX_INPUT_BYTES + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(MAX_INPUT_BYTES + 1)
+    except OSError as e:
+        raise InputError(f"{source}: cannot read: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:  # a text-mode stdin without a byte buffer
+        raise InputError(f"{source}: not a text file ({e.reason} at byte {e.start}); "
+                         f"expected YAML with {KIND} documents") from e
+    if len(data) > MAX_INPUT_BYTES:
+        raise InputError(f"{source}: larger than {MAX_INPUT_BYTES >> 20} MiB, the limit for a file of {KIND}s "
+                         "(each is about 1 KiB); split it")
+    return data
+
+
+def read_text(path: str) -> str:
+    """The file ('-': stdin) as UTF-8 text; InputError for what cannot be read, is too large or is not text."""
+    source = "stdin" if path == "-" else path
+    data = _read_bytes(path, source)
+    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "UTF-32" if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)) else "UTF-16"
+        raise InputError(f"{source}: not UTF-8 text ({encoding}, by its byte order mark): save it as UTF-8")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{source}: not a text file (byte 0x{data[e.start]:02x} at offset {e.start} is not "
+                         f"UTF-8); expected YAML with {KIND} documents") from e
+    if "\x00" in text:
+        raise InputError(f"{source}: not a text file (NUL byte at offset {text.index(chr(0))}); "
+                         f"expected YAML with {KIND} documents")
+    return text
+
+
+def _documents(text: str, source: str) -> list[Any]:
+    try:
+        return [d for d in yaml.load_all(text, Loader=BoundedLoader) if d is not None]
+    except RecursionError as e:
+        raise InputError(f"{source}: invalid YAML: nested too deeply") from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise InputError(f"{source}: {'refused' if isinstance(e, _LimitError) else 'invalid'} YAML{where}: "
+                         f"{problem}") from e
+
+
+_YAML_TYPES = {list: "list", str: "string", int: "integer", float: "number", bool: "boolean", bytes: "binary"}
+
+
+def _deployment(doc: Any, source: str) -> Gemma4Deployment:
+    if not isinstance(doc, dict):
+        found = _YAML_TYPES.get(type(doc), type(doc).__name__)
+        raise InputError(f"{source}: expected a {KIND} mapping (apiVersion: {API_VERSION}, kind: {KIND}, "
+                         f"metadata, spec), found a YAML {found}")
+    if doc.get("kind") != KIND:
+        raise InputError(f"{source}: expected kind {KIND} ({API_VERSION}), found {doc.get('kind')!r:.80}")
+    try:
+        return parse_object(doc)
+    except ValidationError as e:
+        lines = [f"{source}: not a valid {KIND}:", *(f"  {line}" for line in validation_problems(e))]
+        raise InputError("\n".join(lines)) from e
+    except (TypeError, ValueError) as e:  # a mapping key JSON cannot hold (binary), a recursive structure
+        raise InputError(f"{source}: not a {KIND}: {e}") from e
+
+
+def load_deployments(path: str) -> list[Gemma4Deployment]:
+    """Every Gemma4Deployment document in a YAML file ('-' for stdin)."""
+    source = "stdin" if path == "-" else path
+    documents = _documents(read_text(path), source)
+    if not documents:
+        raise InputError(f"{source}: no {KIND} found: the file is empty or only has comments")
+    many = len(documents) > 1
+    return [_deployment(doc, f"{source} (document {i + 1})" if many else source) for i, doc in enumerate(documents)]
