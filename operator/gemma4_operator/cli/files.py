@@ -144,6 +144,11 @@ def _documents(text: str, source: str) -> list[Any]:
         return [d for d in yaml.load_all(text, Loader=BoundedLoader) if d is not None]
     except RecursionError as e:
         raise InputError(f"{source}: invalid YAML: nested too deeply") from e
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow (no mark: a position)
+        line = text.count("\n", 0, e.position) + 1
+        column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        raise InputError(f"{source}: invalid YAML at line {line}, column {column}: {e.reason} "
+                         f"(#x{e.character:04x})") from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -167,8 +172,9 @@ def _deployment(doc: Any, source: str) -> Gemma4Deployment:
     except ValidationError as e:
         lines = [f"{source}: not a valid {KIND}:", *(f"  {line}" for line in validation_problems(e))]
         raise InputError("\n".join(lines)) from e
-    except (TypeError, ValueError) as e:  # a mapping key JSON cannot hold (binary), a recursive structure
-        raise InputError(f"{source}: not a {KIND}: {e}") from e
+    except TypeError as e:  # json.dumps: a mapping key JSON cannot hold
+        raise InputError(f"{source}: not a {KIND}: a mapping key is not a string, number or boolean "
+                         "(binary data?)") from e
 
 
 def load_deployments(path: str) -> list[Gemma4Deployment]:

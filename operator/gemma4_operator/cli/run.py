@@ -108,10 +108,10 @@ class _Settings:
         self.env = env
 
     def text(self, flag_value: Any, flag: str, name: str, default: str) -> tuple[str, str]:
-        """The raw value and where it came from: the flag, or the environment variable."""
+        """The raw value and where it came from: the flag, or the environment variable (empty: unset)."""
         if flag_value is not None:
             return str(flag_value), flag
-        return str(_env(name, default, self.env)), ENV_PREFIX + name
+        return _env(name, None, self.env) or default, ENV_PREFIX + name
 
     def integer(self, flag_value: Any, flag: str, name: str, default: int) -> int:
         raw, source = self.text(flag_value, flag, name, str(default))
@@ -209,11 +209,33 @@ def no_credentials_message(error: Exception, env: Mapping[str, str] | None = Non
     return f"no Kubernetes credentials: {where} and {kubeconfig} (set KUBECONFIG or --server)"
 
 
+MAX_KUBECONFIG_BYTES = 16 << 20  # the client reads a kubeconfig whole: not /dev/zero, not a pipe that never ends
+
+
+def kubeconfig_problem(env: Mapping[str, str] | None = None) -> str | None:
+    """Why the KUBECONFIG files cannot be handed to the kubernetes client (which reads each one whole, without
+    a limit), or None. Missing files are the client's to report (with the in-cluster attempt)."""
+    env = env if env is not None else os.environ
+    for name in (env.get("KUBECONFIG") or "").split(os.pathsep):
+        path = os.path.expanduser(name)
+        if not name or not os.path.exists(path):
+            continue
+        if not os.path.isfile(path):
+            return f"KUBECONFIG {name}: not a regular file"
+        if os.path.getsize(path) > MAX_KUBECONFIG_BYTES:
+            return f"KUBECONFIG {name}: larger than {MAX_KUBECONFIG_BYTES >> 20} MiB, not a kubeconfig"
+    return None
+
+
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:  # noqa: ARG001 - the CLI's command signature
     try:
         config = config_from_args(args)
     except ConfigError as e:
         print(f"gemma4-operator run: {e}", file=sys.stderr)
+        return 1
+    problem = None if config.server or os.environ.get("KUBERNETES_SERVICE_HOST") else kubeconfig_problem()
+    if problem:
+        print(f"gemma4-operator run: {problem}", file=sys.stderr)
         return 1
     configure_logging(config)
     try:
