@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import io
 import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gemma4_operator.cli import run as operator_main
 from gemma4_operator.cli.main import main
 from tests.support.bad_input import Case as ApiCase
 from tests.support.bad_input import expand, load_cases, merge_patch
@@ -146,3 +152,158 @@ def test_well_formed_scheduling_is_rendered_as_written(tmp_path: Path, capsys: p
     assert pod["affinity"]["podAntiAffinity"] == wanted["affinity"]["podAntiAffinity"]
     assert pod["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"] == \
         wanted["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+
+
+# --- as processes: signals, endless input, memory ------------------------------------------------------------
+
+BILLION_LAUGHS = ROOT / "tests" / "data" / "bad-input" / "billion-laughs.yaml"
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMMA4_", "KUBERNETES_"))}
+    return {**env, **extra}
+
+
+def spawn(argv: list[str], *, stdin: Any = subprocess.DEVNULL, env: dict[str, str] | None = None,
+          ) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "gemma4_operator", *argv], stdin=stdin, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT, env=env or _env(), preexec_fn=_limit_memory)
+
+
+def finish(proc: subprocess.Popen[bytes], code: int, message: str) -> str:
+    """Wait (bounded), then check the exit code, the message, an empty stdout and no traceback; stderr. Stdin is
+    left alone (closing it would end an endless pipe); the outputs are small enough for the pipes' buffers."""
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        proc.wait(timeout=PROCESS_SECONDS)
+    finally:
+        proc.kill()
+    out, err = proc.stdout.read(), proc.stderr.read().decode(errors="replace")
+    assert proc.returncode == code, err
+    assert message in err, err
+    assert "Traceback" not in err and "MemoryError" not in err, err
+    if code:
+        assert out == b""
+    return err
+
+
+def wait_until_caught(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """Until the process handles ``sig`` (SigCgt in /proc). Before cli.entry installs its handler, a signal
+    finds the interpreter starting (its default action, or a KeyboardInterrupt in its own start-up code)."""
+    deadline = time.monotonic() + PROCESS_SECONDS
+    while time.monotonic() < deadline and proc.poll() is None:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        caught = int(next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16)
+        if caught & (1 << (sig - 1)):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"{sig.name} never handled")
+
+
+@pytest.mark.parametrize("command", ["plan", "render"])
+def test_an_alias_bomb_is_refused_in_bounded_memory(command: str) -> None:
+    finish(spawn([command, str(BILLION_LAUGHS)]), 1,
+           f"{BILLION_LAUGHS}: refused YAML at line 8, column 6: its aliases expand to more than 100000 values")
+
+
+def test_dev_zero_is_read_up_to_the_limit() -> None:
+    finish(spawn(["render", "/dev/zero"]), 1, "/dev/zero: larger than 1 MiB, the limit for a file of Gemma4Deployments")
+
+
+def test_stdin_from_dev_zero() -> None:
+    with open("/dev/zero", "rb") as zero:
+        finish(spawn(["plan", "-"], stdin=zero), 1, "stdin: larger than 1 MiB")
+
+
+def test_an_endless_pipe_on_stdin() -> None:
+    proc = spawn(["render", "-"], stdin=subprocess.PIPE)
+    assert proc.stdin is not None
+    pipe = proc.stdin
+
+    def write_forever() -> None:
+        try:
+            while True:
+                pipe.write(b"spec: {model: {variant: e2b}}\n" * 1000)
+        except (BrokenPipeError, ValueError, OSError):
+            pass
+
+    threading.Thread(target=write_forever, daemon=True).start()
+    finish(proc, 1, "stdin: larger than 1 MiB")
+
+
+def test_stdin_closed_at_once() -> None:
+    finish(spawn(["plan", "-"]), 1, "stdin: no Gemma4Deployment found")
+
+
+@pytest.mark.parametrize(("sig", "code", "word"), [(signal.SIGINT, 130, "interrupted"),
+                                                   (signal.SIGTERM, 143, "terminated")], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("delay", [0.0, 2.0], ids=["while-starting", "while-reading-stdin"])
+def test_signals_end_the_cli_with_a_code_and_one_line(sig: signal.Signals, code: int, word: str,
+                                                      delay: float) -> None:
+    """Ctrl-C (or SIGTERM) as soon as the process handles it (its modules are still loading), or while
+    `plan -` waits for stdin that never comes."""
+    proc = spawn(["plan", "-"], stdin=subprocess.PIPE)
+    wait_until_caught(proc, signal.SIGTERM)  # cli.entry runs: from here on, no signal gives a traceback
+    time.sleep(delay)
+    proc.send_signal(sig)
+    err = finish(proc, code, word)
+    assert err.count("\n") == 1, err
+
+
+UNUSABLE = "gemma4-operator run: no Kubernetes credentials: not in a cluster (no KUBERNETES_SERVICE_HOST) and "
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("garbage", bytes(range(256)) * 4, UNUSABLE + "kubeconfig {path} is unusable: "),
+    ("empty", b"", UNUSABLE + "kubeconfig {path} is unusable: "),
+    ("a-list", b"- 1\n- 2\n", UNUSABLE + "kubeconfig {path} is unusable: TypeError: "),
+    ("no-context", b"apiVersion: v1\nkind: Config\n", UNUSABLE + "kubeconfig {path} is unusable: "),
+    ("directory", None, "gemma4-operator run: KUBECONFIG {path}: not a regular file"),
+    ("huge", None, "gemma4-operator run: KUBECONFIG {path}: larger than 16 MiB, not a kubeconfig"),
+])
+def test_run_with_a_hostile_kubeconfig(name: str, content: bytes | None, message: str, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """In-process (kopf's logging configuration left alone): what reaches the kubernetes client is refused in one
+    line; what it would read whole (not a regular file, too large) is refused before."""
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    elif name == "directory":
+        path.mkdir()
+    else:
+        with path.open("wb") as f:
+            f.truncate(17 << 20)  # sparse: nothing is written
+    _isolate_run(monkeypatch, tmp_path, {"KUBECONFIG": str(path)})
+    monkeypatch.setattr(operator_main, "configure_logging", lambda _: None)
+    start = time.monotonic()
+    code = main(["run", "--metrics-port", "0", "--health-port", "0"])
+    captured = capsys.readouterr()
+    case = Case(name, ["run"], 1, message.replace("{path}", str(path)))
+    check(case, code, captured.out, captured.err, time.monotonic() - start)
+    assert captured.err.count("\n") == 1, captured.err
+
+
+@pytest.mark.parametrize(("kubeconfig", "message"), [
+    (BILLION_LAUGHS, f"kubeconfig {BILLION_LAUGHS} is unusable: Invalid kube-config file."),
+    (Path("/dev/zero"), "gemma4-operator run: KUBECONFIG /dev/zero: not a regular file"),
+], ids=["alias-bomb", "dev-zero"])
+def test_run_with_a_kubeconfig_that_could_eat_memory(kubeconfig: Path, message: str) -> None:
+    proc = spawn(["run", "--metrics-port", "0", "--health-port", "0"], env=_env(KUBECONFIG=str(kubeconfig)))
+    finish(proc, 1, message)
+
+
+def test_run_stops_gracefully_on_sigterm_while_the_api_server_is_unreachable(tmp_path: Path) -> None:
+    """No API server answers: the operator keeps retrying (it may come up later) and logs why; SIGTERM, once
+    kopf handles it, stops the operator gracefully with exit 0 (before that: 143, as for the offline commands)."""
+    proc = spawn(["run", "--server", "http://127.0.0.1:9", "--metrics-port", "0", "--health-port", "0",
+                  "--standalone", "--request-timeout", "1"], env=_env(KUBECONFIG=str(tmp_path / "none")))
+    assert proc.stderr is not None
+    first_log_line = proc.stderr.readline().decode()  # kopf's, once it runs (and handles signals)
+    assert "kopf" in first_log_line, first_log_line
+    proc.send_signal(signal.SIGTERM)
+    err = finish(proc, 0, "Operator is stopping")
+    assert "gemma4-operator run: stopped with an error" not in err
