@@ -235,6 +235,12 @@ def test_an_endless_pipe_on_stdin() -> None:
     finish(proc, 1, "stdin: larger than 1 MiB")
 
 
+def test_a_named_pipe_nobody_writes_to(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    finish(spawn(["render", str(fifo)]), 1, f"{fifo}: no Gemma4Deployment found")
+
+
 def test_stdin_closed_at_once() -> None:
     finish(spawn(["plan", "-"]), 1, "stdin: no Gemma4Deployment found")
 

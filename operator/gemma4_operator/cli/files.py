@@ -10,6 +10,7 @@ sends them). Each refusal is an InputError with one message naming the file and 
 from __future__ import annotations
 
 import codecs
+import os
 import sys
 from typing import Any
 
@@ -21,6 +22,7 @@ from gemma4_operator.api.wire import parse_object
 from gemma4_operator.render.children import YAML_LOADER
 
 MAX_INPUT_BYTES = 1 << 20  # a Gemma4Deployment is about 1 KiB; a thousand of them fit
+MAX_DOCUMENTS = 500  # per file: planning takes milliseconds each, so a file stays within seconds
 MAX_EXPANDED_VALUES = 100_000  # per document, aliases expanded; a Gemma4Deployment has a few hundred
 MAX_DEPTH = 64  # nesting levels per document; the deepest field (pod affinity) is about 12 levels down
 
@@ -100,6 +102,15 @@ BoundedLoader.add_constructor("tag:yaml.org,2002:int", BoundedLoader.construct_y
 BoundedLoader.add_constructor("tag:yaml.org,2002:timestamp", BoundedLoader.construct_yaml_str)
 
 
+def _read_file(path: str) -> bytes:
+    """At most MAX_INPUT_BYTES + 1 bytes. Opened without blocking, so that a named pipe nobody writes to reads
+    as empty instead of waiting forever; reads then block as usual (a pipe with a writer is read to its end)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as f:
+        return f.read(MAX_INPUT_BYTES + 1)
+
+
 def _read_bytes(path: str, source: str) -> bytes:
     try:
         if path == "-":
@@ -108,10 +119,11 @@ def _read_bytes(path: str, source: str) -> bytes:
                 return sys.stdin.read(MAX_INPUT_BYTES + 1).encode("utf-8", "surrogateescape")
             data: bytes = stream.read(MAX_INPUT_BYTES + 1)
         else:
-            with open(path, "rb") as f:
-                data = f.read(MAX_INPUT_BYTES + 1)
+            data = _read_file(path)
     except OSError as e:
         raise InputError(f"{source}: cannot read: {e.strerror or e}") from e
+    except ValueError as e:  # a NUL in the path (in-process callers; argv cannot hold one)
+        raise InputError(f"{source!r}: cannot read: {e}") from e
     except UnicodeDecodeError as e:  # a text-mode stdin without a byte buffer
         raise InputError(f"{source}: not a text file ({e.reason} at byte {e.start}); "
                          f"expected YAML with {KIND} documents") from e
@@ -183,5 +195,8 @@ def load_deployments(path: str) -> list[Gemma4Deployment]:
     documents = _documents(read_text(path), source)
     if not documents:
         raise InputError(f"{source}: no {KIND} found: the file is empty or only has comments")
+    if len(documents) > MAX_DOCUMENTS:
+        raise InputError(f"{source}: {len(documents)} documents, more than the {MAX_DOCUMENTS} a file may hold; "
+                         "split it")
     many = len(documents) > 1
     return [_deployment(doc, f"{source} (document {i + 1})" if many else source) for i, doc in enumerate(documents)]
