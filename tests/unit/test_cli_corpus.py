@@ -241,6 +241,22 @@ def test_a_named_pipe_nobody_writes_to(tmp_path: Path) -> None:
     finish(spawn(["render", str(fifo)]), 1, f"{fifo}: no Gemma4Deployment found")
 
 
+def test_output_that_cannot_be_written() -> None:
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.Popen([sys.executable, "-m", "gemma4_operator", "render", str(EXAMPLE)],
+                                stdout=full, stderr=subprocess.PIPE, cwd=ROOT, env=_env(), preexec_fn=_limit_memory)
+        _, err = proc.communicate(timeout=PROCESS_SECONDS)
+    assert proc.returncode == 1, err
+    assert err.decode() == "gemma4-operator render: cannot write the output: No space left on device\n"
+
+
+def test_an_ascii_only_output_encoding_loses_no_message(tmp_path: Path) -> None:
+    path = tmp_path / "accent.yaml"
+    path.write_bytes(_content({"doc": {"metadata": {"name": "gemmá"}}}))
+    env = _env(PYTHONIOENCODING="ascii", LC_ALL="C")
+    finish(spawn(["plan", str(path)], env=env), 1, "; got 'gemm\\xe1'")
+
+
 def test_stdin_closed_at_once() -> None:
     finish(spawn(["plan", "-"]), 1, "stdin: no Gemma4Deployment found")
 

@@ -26,6 +26,9 @@ def _terminate(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 - 
 
 def run() -> NoReturn:
     signal.signal(signal.SIGTERM, _terminate)
+    for stream in (sys.stdout, sys.stderr):  # a message is never lost to an ASCII-only PYTHONIOENCODING
+        if stream is not None and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         from gemma4_operator.cli.main import main
 

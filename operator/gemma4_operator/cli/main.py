@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
@@ -126,6 +127,9 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
     facts, _ = _facts(args.accelerator)
     prices = _prices(args.accelerator_price)
+    if args.owner_uid is not None and not re.fullmatch(r"[A-Za-z0-9-]{1,128}", args.owner_uid):
+        raise InputError(f"--owner-uid {args.owner_uid[:80]!r}: expected the object's uid, e.g. from "
+                         "kubectl get gemma4deployment NAME -o jsonpath='{.metadata.uid}'")
     url = (args.prometheus_url or "").rstrip("/")
     if url and not url.startswith(("http://", "https://")):
         raise InputError(f"--prometheus-url {args.prometheus_url!r}: expected an http(s) URL")
@@ -212,14 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stdout_gone() -> int:
-    """The reader of stdout went away (`| head`): stop quietly, as other command line tools do."""
+def _detach_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush of what could not be written does not
+    complain (with exit status 120) after the command has reported it."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not complain
+        os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):
         pass
-    return 0
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
@@ -227,13 +231,20 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (1)
         return e.code if isinstance(e.code, int) else EXIT_INVALID
+    stream = out or sys.stdout
     try:
-        code: int = args.func(args, out or sys.stdout)
+        code: int = args.func(args, stream)
+        stream.flush()
     except InputError as e:
         print(str(e), file=sys.stderr)
         return EXIT_INVALID
-    except BrokenPipeError:
-        return _stdout_gone()
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly, as other tools do
+        _detach_stdout()
+        return 0
+    except OSError as e:  # writing the output failed (`> /dev/full`, a full disk)
+        _detach_stdout()
+        print(f"gemma4-operator {args.command}: cannot write the output: {e.strerror or e}", file=sys.stderr)
+        return EXIT_INVALID
     except KeyboardInterrupt:
         print(f"gemma4-operator {args.command}: interrupted", file=sys.stderr)
         return 130
