@@ -251,8 +251,11 @@ class EnvVar(ApiModel):
     )] = None
 
     @model_validator(mode="after")
-    def _check_value_from(self) -> EnvVar:
-        problems = [] if self.value_from is None else shape_problems("valueFrom", self.value_from)
+    def _check_core_v1_shape(self) -> EnvVar:
+        """Free-form in the CRD (extra keys kept), checked here with their paths (api.core_v1)."""
+        problems = [f"{key}: unknown field (a core/v1 EnvVar has name, value and valueFrom)"
+                    for key in self.model_extra or {}]
+        problems += [] if self.value_from is None else shape_problems("valueFrom", self.value_from)
         if problems:
             raise cross_field_error(problems)
         return self
