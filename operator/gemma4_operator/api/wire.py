@@ -8,6 +8,7 @@ JSON they must.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -15,7 +16,18 @@ from typing import Any
 from gemma4_operator.api.models import Gemma4Deployment
 
 
+def _as_json(value: Any) -> Any:
+    """What JSON cannot hold, as YAML-to-JSON conversion (kubectl's) writes it."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, set | frozenset):  # YAML !!set: a mapping to nulls
+        return dict.fromkeys(value)
+    if isinstance(value, bytes):  # YAML !!binary
+        return base64.b64encode(value).decode("ascii")
+    return str(value)  # a timestamp
+
+
 def parse_object(doc: Mapping[str, Any]) -> Gemma4Deployment:
-    """The object as a model; pydantic's ValidationError (see ``validation_problems``) when it is not one.
-    Values JSON cannot hold (a YAML timestamp or binary) are read as their text, as kubectl sends them."""
-    return Gemma4Deployment.model_validate_json(json.dumps(doc, default=str), strict=True)
+    """The object as a model; pydantic's ValidationError (see ``validation_problems``) when it is not one;
+    TypeError for a mapping key JSON cannot hold (binary)."""
+    return Gemma4Deployment.model_validate_json(json.dumps(doc, default=_as_json), strict=True)
