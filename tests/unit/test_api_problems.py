@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from gemma4_operator.api.core_v1 import shape_problems
-from gemma4_operator.api.problems import quantity_hint, shown
+from gemma4_operator.api.problems import quantity_hint, shown, validation_problems
+from gemma4_operator.api.wire import parse_object
 
 QUANTITY = ("is not a Kubernetes quantity: a number with a binary suffix Ki, Mi, Gi, Ti, Pi (or a decimal one k, M, "
             "G, T, P), e.g. 80Gi")
@@ -85,3 +87,30 @@ def test_affinity(value: Any, problems: list[str]) -> None:
 ])
 def test_env_value_from(value: Any, problems: list[str]) -> None:
     assert shape_problems("valueFrom", value) == problems
+
+
+def _object(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "serving.gemma4.dev/v1alpha1", "kind": "Gemma4Deployment", "metadata": {"name": "a"},
+            "spec": {"model": {"variant": "e2b"}, **spec}}
+
+
+def test_parse_object_is_strict_as_the_api_server() -> None:
+    with pytest.raises(ValidationError) as refused:
+        parse_object(_object(replicas=True, serving={"concurrency": "4"}, model={"variant": "e2b",
+                                                                                 "instructionTuned": 1}))
+    assert validation_problems(refused.value) == [
+        "spec.model.instructionTuned: expected true or false, got 1",
+        "spec.serving.concurrency: expected a whole number, got '4' (a string)",
+        "spec.replicas: expected a whole number, got true (a boolean)",
+    ]
+
+
+def test_parse_object_refuses_deep_nesting_where_it_starts() -> None:
+    """The API server stores free-form fields as deep as a tenant nests them; JSON encoding is recursive."""
+    deep: Any = 1
+    for _ in range(5000):
+        deep = {"a": deep}
+    with pytest.raises(ValidationError) as refused:
+        parse_object(_object(podTemplate={"spec": {"affinity": {"nodeAffinity": deep}}}))
+    assert validation_problems(refused.value) == [
+        "spec.podTemplate.spec.affinity.nodeAffinity.a.a.a: nested more than 64 levels deep"]

@@ -13,7 +13,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from gemma4_operator.api.models import Gemma4Deployment
+from pydantic import ValidationError
+from pydantic_core import PydanticCustomError
+
+from gemma4_operator.api.models import KIND, Gemma4Deployment
+
+MAX_DEPTH = 64  # nesting levels of an object; its deepest field (pod affinity) is about 12 levels down
 
 
 def _as_json(value: Any) -> Any:
@@ -27,7 +32,23 @@ def _as_json(value: Any) -> Any:
     return str(value)  # a timestamp
 
 
+def _check_depth(doc: Mapping[str, Any]) -> None:
+    """A ValidationError at the first value nested deeper than MAX_DEPTH (the free-form fields let a tenant
+    nest as deep as the API server stores; JSON encoding and parsing are recursive)."""
+    stack: list[tuple[Any, tuple[int | str, ...]]] = [(doc, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            problem = PydanticCustomError("too_deep", "nested more than {limit} levels deep", {"limit": MAX_DEPTH})
+            raise ValidationError.from_exception_data(KIND, [{"type": problem, "loc": path[:8], "input": None}])
+        if isinstance(value, Mapping):
+            stack += [(v, (*path, str(k))) for k, v in value.items()]
+        elif isinstance(value, list | tuple):
+            stack += [(v, (*path, i)) for i, v in enumerate(value)]
+
+
 def parse_object(doc: Mapping[str, Any]) -> Gemma4Deployment:
     """The object as a model; pydantic's ValidationError (see ``validation_problems``) when it is not one;
     TypeError for a mapping key JSON cannot hold (binary)."""
+    _check_depth(doc)
     return Gemma4Deployment.model_validate_json(json.dumps(doc, default=_as_json), strict=True)

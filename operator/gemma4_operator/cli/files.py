@@ -18,13 +18,12 @@ import yaml
 from pydantic import ValidationError
 
 from gemma4_operator.api import API_VERSION, KIND, Gemma4Deployment, validation_problems
-from gemma4_operator.api.wire import parse_object
+from gemma4_operator.api.wire import MAX_DEPTH, parse_object
 from gemma4_operator.render.children import YAML_LOADER
 
 MAX_INPUT_BYTES = 1 << 20  # a Gemma4Deployment is about 1 KiB; a thousand of them fit
 MAX_DOCUMENTS = 500  # per file: planning takes milliseconds each, so a file stays within seconds
 MAX_EXPANDED_VALUES = 100_000  # per document, aliases expanded; a Gemma4Deployment has a few hundred
-MAX_DEPTH = 64  # nesting levels per document; the deepest field (pod affinity) is about 12 levels down
 
 
 class InputError(Exception):
