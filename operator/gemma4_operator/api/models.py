@@ -642,7 +642,7 @@ class Gemma4Deployment(ApiModel):
     def _check_name(self) -> Gemma4Deployment:
         """The pydantic twin of NAME_RULES (the CRD's top-level CEL rule)."""
         name = self.metadata.get("name")
-        namespace = self.metadata.get("namespace", "default")
+        namespace = self.metadata.get("namespace") or "default"  # unset, null or empty: the default namespace
         problems = []
         if not isinstance(name, str) or len(name) > NAME_MAX_LENGTH or not re.fullmatch(DNS1035_LABEL_PATTERN, name):
             got = "it is missing" if name is None or name == "" else f"got {shown(name, kind=False)}"
