@@ -261,8 +261,10 @@ def test_stdin_closed_at_once() -> None:
     finish(spawn(["plan", "-"]), 1, "stdin: no Gemma4Deployment found")
 
 
-@pytest.mark.parametrize(("sig", "code", "word"), [(signal.SIGINT, 130, "interrupted"),
-                                                   (signal.SIGTERM, 143, "terminated")], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(("sig", "code", "word"), [
+    (signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)"),
+    (signal.SIGHUP, 129, "terminated (SIGHUP)"),
+], ids=["SIGINT", "SIGTERM", "SIGHUP"])
 @pytest.mark.parametrize("delay", [0.0, 2.0], ids=["while-starting", "while-reading-stdin"])
 def test_signals_end_the_cli_with_a_code_and_one_line(sig: signal.Signals, code: int, word: str,
                                                       delay: float) -> None:

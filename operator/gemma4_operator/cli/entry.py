@@ -1,8 +1,9 @@
-"""The process's entry point: Ctrl-C and SIGTERM end it with an exit code and one line, never a traceback,
-whenever they arrive, even while the CLI's modules are still being imported (which is why this module
-imports nothing heavy and imports the CLI inside the handlers' reach).
+"""The process's entry point: Ctrl-C, SIGTERM and SIGHUP end it with an exit code (128 + the signal's number,
+as shells report it) and one line, never a traceback, whenever they arrive, even while the CLI's modules are
+still being imported (which is why this module imports nothing heavy and imports the CLI inside the handlers'
+reach).
 
-`run` hands both signals to kopf once the operator starts (a graceful stop, exit 0).
+`run` hands SIGINT and SIGTERM to kopf once the operator starts (a graceful stop, exit 0).
 """
 
 from __future__ import annotations
@@ -12,20 +13,24 @@ import sys
 from types import FrameType
 from typing import NoReturn
 
-EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, as shells report a process Ctrl-C stopped
-EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
+TERMINATING = (signal.SIGTERM, signal.SIGHUP)
 
 
 class Terminated(BaseException):
-    """SIGTERM, raised where the program is, like KeyboardInterrupt for SIGINT."""
+    """A terminating signal, raised where the program is, like KeyboardInterrupt for SIGINT."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 - a signal handler's signature
-    raise Terminated
+    raise Terminated(signum)
 
 
 def run() -> NoReturn:
-    signal.signal(signal.SIGTERM, _terminate)
+    for sig in TERMINATING:
+        signal.signal(sig, _terminate)
     for stream in (sys.stdout, sys.stderr):  # a message is never lost to an ASCII-only PYTHONIOENCODING
         if stream is not None and hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
@@ -35,8 +40,8 @@ def run() -> NoReturn:
         code = main()
     except KeyboardInterrupt:
         print("gemma4-operator: interrupted", file=sys.stderr)
-        code = EXIT_INTERRUPTED
-    except Terminated:
-        print("gemma4-operator: terminated", file=sys.stderr)
-        code = EXIT_TERMINATED
+        code = 128 + signal.SIGINT
+    except Terminated as e:
+        print(f"gemma4-operator: terminated ({signal.Signals(e.signum).name})", file=sys.stderr)
+        code = 128 + e.signum
     sys.exit(code)

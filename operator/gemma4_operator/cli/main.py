@@ -5,7 +5,7 @@ text, not YAML or not a valid Gemma4Deployment, or (`run`) a bad flag or environ
 Kubernetes credentials; 2 the spec cannot be served or rendered as asked: the planner refused
 (PlanError) or a child cannot be rendered (UnrenderableError, e.g. KEDA without --prometheus-url);
 3 the operator stopped with an error, or an unexpected internal error (a bug), reported in one line,
-never a traceback. Signals (cli.entry): 130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM).
+never a traceback. Signals (cli.entry): 128 + the signal, e.g. 130 for SIGINT (Ctrl-C), 143 for SIGTERM.
 """
 
 from __future__ import annotations
