@@ -43,6 +43,7 @@ from gemma4_operator.controller.runner import configure_logging, make_context, r
 
 EXIT_OPERATOR_ERROR = 3
 ENV_PREFIX = "GEMMA4_"
+HOUR_S, DAY_S = 3600.0, 86400.0
 _Choice = TypeVar("_Choice", bound=enum.StrEnum)
 
 
@@ -120,14 +121,15 @@ class _Settings:
         except ValueError:
             raise ConfigError(f"{source} {raw[:60]!r}: expected a whole number") from None
 
-    def seconds(self, flag_value: Any, flag: str, name: str, default: str) -> float:
+    def seconds(self, flag_value: Any, flag: str, name: str, default: str, most: float) -> float:
+        """A duration from 0 to ``most`` seconds (a huge one overflows the socket and timer calls that get it)."""
         raw, source = self.text(flag_value, flag, name, default)
         try:
             value = float(raw)
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or value < 0:
-            raise ConfigError(f"{source} {raw[:60]!r}: expected a number of seconds, 0 or more")
+        if not 0 <= value <= most:  # also refuses nan
+            raise ConfigError(f"{source} {raw[:60]!r}: expected a number of seconds from 0 to {most:.0f}")
         return value
 
     def choice(self, kind: type[_Choice], flag_value: Any, flag: str, name: str, default: _Choice) -> _Choice:
@@ -164,8 +166,9 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         priority=settings.integer(args.priority, "--priority", "PRIORITY", 0),
         children=children,
         resync_interval=settings.seconds(args.resync_interval, "--resync-interval", "RESYNC_INTERVAL",
-                                         "60" if children is ChildrenMode.POLL else "0"),
-        request_timeout=settings.seconds(args.request_timeout, "--request-timeout", "REQUEST_TIMEOUT", "30"),
+                                         "60" if children is ChildrenMode.POLL else "0", most=DAY_S),
+        request_timeout=settings.seconds(args.request_timeout, "--request-timeout", "REQUEST_TIMEOUT", "30",
+                                         most=HOUR_S),
         server=args.server or None,
         prometheus_url=str(args.prometheus_url or _env("PROMETHEUS_URL", "", env) or "").rstrip("/"),
         engine_monitors=settings.choice(EngineMonitors, args.engine_monitors, "--engine-monitors",
