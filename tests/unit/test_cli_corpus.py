@@ -207,7 +207,7 @@ def wait_until_caught(proc: subprocess.Popen[bytes], sig: signal.Signals) -> Non
 @pytest.mark.parametrize("command", ["plan", "render"])
 def test_an_alias_bomb_is_refused_in_bounded_memory(command: str) -> None:
     finish(spawn([command, str(BILLION_LAUGHS)]), 1,
-           f"{BILLION_LAUGHS}: refused YAML at line 8, column 6: its aliases expand to more than 100000 values")
+           f"{BILLION_LAUGHS}: refused YAML at line 8, column 6: more than 100000 values, counting each alias")
 
 
 def test_dev_zero_is_read_up_to_the_limit() -> None:
@@ -263,8 +263,8 @@ def test_stdin_closed_at_once() -> None:
 
 @pytest.mark.parametrize(("sig", "code", "word"), [
     (signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)"),
-    (signal.SIGHUP, 129, "terminated (SIGHUP)"),
-], ids=["SIGINT", "SIGTERM", "SIGHUP"])
+    (signal.SIGHUP, 129, "terminated (SIGHUP)"), (signal.SIGUSR1, 138, "terminated (SIGUSR1)"),
+], ids=["SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1"])
 @pytest.mark.parametrize("delay", [0.0, 2.0], ids=["while-starting", "while-reading-stdin"])
 def test_signals_end_the_cli_with_a_code_and_one_line(sig: signal.Signals, code: int, word: str,
                                                       delay: float) -> None:

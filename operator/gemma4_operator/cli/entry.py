@@ -1,7 +1,7 @@
-"""The process's entry point: Ctrl-C, SIGTERM and SIGHUP end it with an exit code (128 + the signal's number,
-as shells report it) and one line, never a traceback, whenever they arrive, even while the CLI's modules are
-still being imported (which is why this module imports nothing heavy and imports the CLI inside the handlers'
-reach).
+"""The process's entry point: Ctrl-C, SIGTERM, SIGHUP and the other terminating signals end it with an exit
+code (128 + the signal's number, as shells report it) and one line, never a traceback, whenever they arrive,
+even while the CLI's modules are still being imported (which is why this module imports nothing heavy and
+imports the CLI inside the handlers' reach).
 
 `run` hands SIGINT and SIGTERM to kopf once the operator starts (a graceful stop, exit 0).
 """
@@ -13,7 +13,8 @@ import sys
 from types import FrameType
 from typing import NoReturn
 
-TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+# the signals whose default action ends the process without a core dump (SIGPIPE: Python ignores it)
+TERMINATING = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
 
 
 class Terminated(BaseException):

@@ -63,8 +63,9 @@ def check_expansion(root: yaml.Node) -> None:
             size[key] = 1 + sum(size[id(c)] for c in children)
             height[key] = 1 + max((height[id(c)] for c in children), default=0)
             if size[key] > MAX_EXPANDED_VALUES:
-                raise _LimitError(f"its aliases expand to more than {MAX_EXPANDED_VALUES} values (a YAML alias "
-                                  "bomb?); write the values out instead of repeating aliases", node.start_mark)
+                raise _LimitError(f"more than {MAX_EXPANDED_VALUES} values, counting each alias as the values "
+                                  "it repeats (a YAML alias bomb, or far more than a Gemma4Deployment holds)",
+                                  node.start_mark)
             if height[key] > MAX_DEPTH:
                 raise _LimitError(f"nested more than {MAX_DEPTH} levels deep", node.start_mark)
         elif key in on_path:
