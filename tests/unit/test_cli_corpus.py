@@ -115,6 +115,8 @@ def check(case: Case, code: int, out: str, err: str, seconds: float) -> None:
     assert case.message in err or (not case.message and case.code == 0), f"{case}: {case.message!r} not in\n{err}"
     if case.code != 0:
         assert out == "" and err.strip(), (out, err)
+    else:  # valid input stays valid: its plan, manifests or help, and nothing on stderr
+        assert out.strip() and err == "", (out, err)
     assert seconds < IN_PROCESS_SECONDS, f"{case}: {seconds:.1f} s"
 
 
