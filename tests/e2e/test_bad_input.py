@@ -16,6 +16,8 @@ Gemma4Deployments in tests/data/bad-input/cases.yaml, by who judges each case.
   (b) the running operator refuses it end to end: ``Planned=False``, reason InvalidSpec, phase Failed, a Warning
   event, no children, and a message that starts the problem with the field and says the rule's words, so a
   user on an old server still reads them (``kubectl get g4d -o yaml``, ``kubectl describe``).
+* ``operator``: malformed free-form core/v1 fields (tolerations, affinity, env) the CRD's schema leaves open:
+  stored by any server, refused by the operator: ``Planned=False`` InvalidSpec naming the field, no children.
 * ``planner``: valid objects no plan fits: stored, ``Planned=False`` PlanFailed with the planner's words.
 
 The operator-judged objects (cel, planner, and the kubectl cases applied without kubectl) are created together
@@ -46,7 +48,7 @@ from tests.tools.binaries import kubectl_path
 pytestmark = pytest.mark.e2e
 
 Obj = dict[str, Any]
-OPERATOR_JUDGED: tuple[Judge, ...] = ("cel", "planner", "kubectl")
+OPERATOR_JUDGED: tuple[Judge, ...] = ("cel", "operator", "planner", "kubectl")
 ABSENT = object()
 
 
@@ -209,6 +211,12 @@ def test_cel_rule_is_enforced_by_cel_python_and_the_operator(case: Case, judged:
     assert failure.message in message
     assert f": {case.field}" in message or f"; {case.field}" in message, message
     assert failure.message in judged.warnings[case.object_name][0]["message"]
+
+
+@pytest.mark.parametrize("case", cases("operator"), ids=str)
+def test_malformed_free_form_field_is_stored_and_refused_by_the_operator(case: Case, judged: Judged) -> None:
+    message = assert_refused(judged, case, "InvalidSpec")
+    assert f": {case.field}: " in message or f"; {case.field}: " in message, message
 
 
 @pytest.mark.parametrize("case", cases("planner"), ids=str)
