@@ -10,10 +10,12 @@ a regression fails here instead of eating the machine.
 
 from __future__ import annotations
 
+import http.server
 import io
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -322,14 +324,49 @@ def test_run_with_a_kubeconfig_that_could_eat_memory(kubeconfig: Path, message: 
     finish(proc, 1, message)
 
 
-def test_run_stops_gracefully_on_sigterm_while_the_api_server_is_unreachable(tmp_path: Path) -> None:
-    """No API server answers: the operator keeps retrying (it may come up later) and logs why; SIGTERM, once
-    kopf handles it, stops the operator gracefully with exit 0 (before that: 143, as for the offline commands)."""
-    proc = spawn(["run", "--server", "http://127.0.0.1:9", "--metrics-port", "0", "--health-port", "0",
-                  "--standalone", "--request-timeout", "1"], env=_env(KUBECONFIG=str(tmp_path / "none")))
-    assert proc.stderr is not None
-    first_log_line = proc.stderr.readline().decode()  # kopf's, once it runs (and handles signals)
-    assert "kopf" in first_log_line, first_log_line
-    proc.send_signal(signal.SIGTERM)
-    err = finish(proc, 0, "Operator is stopping")
-    assert "gemma4-operator run: stopped with an error" not in err
+class _Refusing(http.server.BaseHTTPRequestHandler):
+    """An API server that refuses every request's credentials."""
+
+    def do_GET(self) -> None:
+        body = b'{"kind":"Status","apiVersion":"v1","status":"Failure","message":"Unauthorized","code":401}'
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_run_against_an_api_server_that_refuses_the_credentials(tmp_path: Path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        proc = spawn(["run", "--server", url, "--metrics-port", "0", "--health-port", "0", "--standalone"],
+                     env=_env(KUBECONFIG=str(tmp_path / "none")))
+        finish(proc, 1, f"gemma4-operator run: the API server at {url} refused the credentials: read the server "
+                        "version: HTTP 401: Unauthorized (check KUBECONFIG)")
+    finally:
+        server.shutdown()
+
+
+def test_run_without_an_api_server_gives_up_with_exit_3() -> None:
+    """Nothing listens where the kubeconfig (here --server) points: `run` says so and exits 3 instead of kopf
+    retrying forever; in-process with a short wait (the command waits STARTUP_WAIT_S)."""
+    from gemma4_operator.controller.config import OperatorConfig
+    from gemma4_operator.controller.runner import make_context
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    ctx = make_context(OperatorConfig(server=url, request_timeout=1.0))
+    try:
+        start = time.monotonic()
+        code, message = operator_main.api_server_problem(ctx, wait_s=0.5) or (0, "")
+    finally:
+        ctx.kube.close()
+    assert code == 3 and time.monotonic() - start < 10
+    assert message.startswith(f"no API server answers at {url} (waited 0 s): read the server version: "), message
+    assert message.endswith("(check KUBECONFIG or --server)"), message

@@ -10,6 +10,9 @@ standalone), and give every replica a distinct ``--priority``: the highest-prior
 replica works, the others pause; equal priorities make all of them freeze. ``--standalone``
 ignores peering entirely (a single replica; use a Deployment with ``strategy: Recreate``).
 
+Start: the API server must answer within STARTUP_WAIT_S (exit 3 otherwise, exit 1 when it refuses the
+credentials), so that no cluster is an error a user reads rather than kopf retrying forever.
+
 Shutdown: SIGTERM/SIGINT stop kopf gracefully (watchers closed, running handlers finished);
 then the API client is closed. Nothing needs cleaning up in the cluster: the operator uses
 no finalizers in watch mode.
@@ -25,8 +28,9 @@ import enum
 import math
 import os
 import sys
+import time
 from collections.abc import Mapping
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from gemma4_operator.controller.config import (
     ChildrenMode,
@@ -40,6 +44,9 @@ from gemma4_operator.controller.config import (
     split_list,
 )
 from gemma4_operator.controller.runner import configure_logging, make_context, run_operator
+
+if TYPE_CHECKING:
+    from gemma4_operator.controller.context import OperatorContext
 
 EXIT_OPERATOR_ERROR = 3
 ENV_PREFIX = "GEMMA4_"
@@ -230,6 +237,37 @@ def kubeconfig_problem(env: Mapping[str, str] | None = None) -> str | None:
     return None
 
 
+STARTUP_WAIT_S = 15.0  # how long `run` waits at start for an API server that does not answer
+PROBE_TIMEOUT_S = 5.0  # per attempt
+
+
+def api_server_problem(ctx: OperatorContext, wait_s: float = STARTUP_WAIT_S) -> tuple[int, str] | None:
+    """Exit code and message when the API server refuses the credentials (1) or does not answer within
+    ``wait_s`` (3: started by the kubelet, the operator is restarted with backoff); None once it answers
+    anything else. kopf would otherwise retry forever, logging, with nothing to tell a user it has no cluster."""
+    from kubernetes.client import ApiException
+
+    from gemma4_operator.controller.kube import Kube, RetryableApiError
+
+    host = ctx.kube.api.configuration.host
+    probe = Kube(ctx.kube.api, request_timeout=min(PROBE_TIMEOUT_S, ctx.config.request_timeout))
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            probe.server_version()
+            return None
+        except RetryableApiError as e:
+            cause = e.__cause__
+            if isinstance(cause, ApiException) and cause.status == 401:
+                return 1, f"the API server at {host} refused the credentials: {e} (check KUBECONFIG)"
+            if e.reason not in ("ConnectionError", "Timeout"):
+                return None  # it answered: what it answered is the operator's to handle
+            if time.monotonic() >= deadline:
+                return EXIT_OPERATOR_ERROR, (f"no API server answers at {host} (waited {wait_s:.0f} s): {e} "
+                                             "(check KUBECONFIG or --server)")
+        time.sleep(1.0)
+
+
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:  # noqa: ARG001 - the CLI's command signature
     try:
         config = config_from_args(args)
@@ -247,10 +285,22 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:  # noqa: ARG001 - the
         print(f"gemma4-operator run: {no_credentials_message(e)}", file=sys.stderr)
         return 1
     try:
+        return _serve(ctx)
+    finally:
+        ctx.kube.close()
+
+
+def _serve(ctx: OperatorContext) -> int:
+    """Check the API server, serve the metrics, run the operator until it stops: the exit code."""
+    config = ctx.config
+    unusable = api_server_problem(ctx)
+    if unusable is not None:
+        print(f"gemma4-operator run: {unusable[1]}", file=sys.stderr)
+        return unusable[0]
+    try:
         if config.metrics_port:
             ctx.metrics.serve(config.metrics_port)
     except OSError as e:
-        ctx.kube.close()
         print(f"gemma4-operator run: cannot serve metrics on port {config.metrics_port}: {e.strerror or e} "
               "(--metrics-port)", file=sys.stderr)
         return 1
@@ -259,6 +309,4 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:  # noqa: ARG001 - the
     except Exception as e:
         print(f"gemma4-operator run: stopped with an error: {e}", file=sys.stderr)
         return EXIT_OPERATOR_ERROR
-    finally:
-        ctx.kube.close()
     return 0
