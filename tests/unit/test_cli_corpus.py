@@ -265,15 +265,15 @@ def test_stdin_closed_at_once() -> None:
     finish(spawn(["plan", "-"]), 1, "stdin: no Gemma4Deployment found")
 
 
-@pytest.mark.parametrize(("sig", "code", "word"), [
-    (signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)"),
-    (signal.SIGHUP, 129, "terminated (SIGHUP)"), (signal.SIGUSR1, 138, "terminated (SIGUSR1)"),
-], ids=["SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1"])
-@pytest.mark.parametrize("delay", [0.0, 2.0], ids=["while-starting", "while-reading-stdin"])
+@pytest.mark.parametrize(("sig", "code", "word", "delay"), [
+    (signal.SIGINT, 130, "interrupted", 0.0), (signal.SIGINT, 130, "interrupted", 1.5),
+    (signal.SIGTERM, 143, "terminated (SIGTERM)", 0.0), (signal.SIGTERM, 143, "terminated (SIGTERM)", 1.5),
+    (signal.SIGHUP, 129, "terminated (SIGHUP)", 0.0), (signal.SIGUSR1, 138, "terminated (SIGUSR1)", 0.0),
+], ids=["SIGINT-starting", "SIGINT-reading-stdin", "SIGTERM-starting", "SIGTERM-reading-stdin", "SIGHUP", "SIGUSR1"])
 def test_signals_end_the_cli_with_a_code_and_one_line(sig: signal.Signals, code: int, word: str,
                                                       delay: float) -> None:
-    """Ctrl-C (or SIGTERM) as soon as the process handles it (its modules are still loading), or while
-    `plan -` waits for stdin that never comes."""
+    """A signal as soon as the process handles it (its modules are still loading), or while `plan -` waits for
+    stdin that never comes."""
     proc = spawn(["plan", "-"], stdin=subprocess.PIPE)
     wait_until_caught(proc, signal.SIGTERM)  # cli.entry runs: from here on, no signal gives a traceback
     time.sleep(delay)
