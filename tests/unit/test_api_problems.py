@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gemma4_operator.api.core_v1 import shape_problems
+from gemma4_operator.api.core_v1 import KEY_MESSAGE, VALUE_MESSAGE, label_problems, shape_problems
 from gemma4_operator.api.problems import quantity_hint, shown, validation_problems
 from gemma4_operator.api.wire import parse_object
 
@@ -87,6 +87,26 @@ def test_affinity(value: Any, problems: list[str]) -> None:
 ])
 def test_env_value_from(value: Any, problems: list[str]) -> None:
     assert shape_problems("valueFrom", value) == problems
+
+
+@pytest.mark.parametrize(("labels", "problems"), [
+    ({"app": "chat", "example.com/tier": "gold", "a.b_c-d": "", "x": "A-1.b_2"}, []),
+    ({"-app": "x"}, [f"labels.-app: '-app' is not a valid key: {KEY_MESSAGE}"]),
+    ({"Example.com/x": "y"}, [f"labels.Example.com/x: 'Example.com/x' is not a valid key: {KEY_MESSAGE}"]),
+    ({"a/b/c": "y"}, [f"labels.a/b/c: 'a/b/c' is not a valid key: {KEY_MESSAGE}"]),
+    ({"k" * 64: "y"}, [f"labels.{'k' * 64}: '{'k' * 64}' is not a valid key: {KEY_MESSAGE}"]),
+    ({"app": "chat bot"}, [f"labels.app: 'chat bot' is not a valid label value: {VALUE_MESSAGE}"]),
+    ({"app": "v" * 64}, [f"labels.app: '{'v' * 64}' is not a valid label value: {VALUE_MESSAGE}"]),
+])
+def test_labels(labels: dict[str, str], problems: list[str]) -> None:
+    assert label_problems("labels", labels) == problems
+
+
+def test_annotations_take_any_value_within_256_kib_altogether() -> None:
+    assert label_problems("annotations", {"note": "any text: at all\n", "example.com/x": "y" * 200_000},
+                          values=False) == []
+    assert label_problems("annotations", {"a": "x" * 140_000, "b": "y" * 140_000}, values=False) == [
+        "annotations: more than 256 KiB altogether, the API server's limit"]
 
 
 def _object(**spec: Any) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The core/v1 shapes a Gemma4Deployment passes through to its pods: tolerations, affinity, env valueFrom.
+"""The core/v1 shapes a Gemma4Deployment passes through to its pods: tolerations, affinity, env valueFrom, and the
+label and annotation syntax of its pods' metadata and node selector.
 
 The CRD keeps these free-form (x-kubernetes-preserve-unknown-fields), so the API server stores whatever a
 tenant writes; a malformed one would only fail when the operator applies the Deployment, far from the
@@ -10,6 +11,8 @@ the spec keeps the user's mapping as written: these models validate, they do not
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -146,6 +149,33 @@ _AFFINITY: TypeAdapter[Affinity] = TypeAdapter(Affinity)
 _ENV_VAR_SOURCE: TypeAdapter[EnvVarSource] = TypeAdapter(EnvVarSource)
 _SHAPES: dict[str, TypeAdapter[Any]] = {"tolerations": _TOLERATIONS, "affinity": _AFFINITY,
                                         "valueFrom": _ENV_VAR_SOURCE}
+
+
+_NAME = r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+_DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+KEY_MESSAGE = ("an optional DNS subdomain prefix and '/', then a name of at most 63 letters, digits, '-', '_' "
+               "or '.' that starts and ends with a letter or digit")
+VALUE_MESSAGE = "at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, or empty"
+MAX_ANNOTATIONS_BYTES = 256 * 1024  # the API server's limit on all of an object's annotations together
+
+
+def _valid_key(key: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    prefix_ok = not prefix or (len(prefix) <= 253 and re.fullmatch(_DNS_SUBDOMAIN, prefix) is not None)
+    return prefix_ok and len(name) <= 63 and re.fullmatch(_NAME, name) is not None
+
+
+def label_problems(field: str, labels: Mapping[str, str], *, values: bool = True) -> list[str]:
+    """Keys (and with ``values``, values) the API server refuses in labels, a node selector or (keys only)
+    annotations, each problem starting with its path from ``field``."""
+    problems = [f"{field}.{key}: {key[:100]!r} is not a valid key: {KEY_MESSAGE}"
+                for key in labels if not _valid_key(key)]
+    if values:
+        problems += [f"{field}.{key}: {value[:100]!r} is not a valid label value: {VALUE_MESSAGE}"
+                     for key, value in labels.items() if value and (len(value) > 63 or not re.fullmatch(_NAME, value))]
+    elif sum(len(k) + len(v) for k, v in labels.items()) > MAX_ANNOTATIONS_BYTES:
+        problems.append(f"{field}: more than {MAX_ANNOTATIONS_BYTES // 1024} KiB altogether, the API server's limit")
+    return problems
 
 
 def shape_problems(field: str, value: Any) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gemma4_operator.api.core_v1 import shape_problems
+from gemma4_operator.api.core_v1 import label_problems, shape_problems
 from gemma4_operator.api.metric_names import ACCEPTED_METRIC_NAMES
 from gemma4_operator.api.problems import (
     QUANTITY_PATTERN,
@@ -446,6 +446,15 @@ class PodTemplateMetadata(ApiModel):
     annotations: Annotated[dict[str, str], Field(description="Extra annotations for the serving pods.")] = Field(
         default_factory=dict)
 
+    @model_validator(mode="after")
+    def _check_syntax(self) -> PodTemplateMetadata:
+        """What the API server would refuse on the pods, refused here with the key's path."""
+        problems = label_problems("labels", self.labels) + label_problems("annotations", self.annotations,
+                                                                          values=False)
+        if problems:
+            raise cross_field_error(problems)
+        return self
+
 
 class LocalObjectReference(ApiModel):
     name: Annotated[str, Field(description="Name of the referenced object.", min_length=1)]
@@ -474,8 +483,10 @@ class PodTemplateSpecOverrides(ApiModel):
 
     @model_validator(mode="after")
     def _check_core_v1_shapes(self) -> PodTemplateSpecOverrides:
-        """Free-form in the CRD, checked here with their paths (api.core_v1)."""
+        """Free-form in the CRD (tolerations, affinity), or only typed as strings (the node selector): checked
+        here as the API server checks a pod, with their paths (api.core_v1)."""
         problems = shape_problems("tolerations", self.tolerations) + shape_problems("affinity", self.affinity)
+        problems += label_problems("nodeSelector", self.node_selector)
         if problems:
             raise cross_field_error(problems)
         return self
