@@ -87,6 +87,13 @@ class LabelSelector(_CoreV1):
     match_labels: dict[str, str] | None = None
     match_expressions: list[LabelSelectorRequirement] | None = None
 
+    @model_validator(mode="after")
+    def _check_labels(self) -> LabelSelector:
+        problems = label_problems("matchLabels", self.match_labels or {})
+        if problems:
+            raise cross_field_error(problems)
+        return self
+
 
 class PodAffinityTerm(_CoreV1):
     label_selector: LabelSelector | None = None
@@ -176,6 +183,16 @@ def label_problems(field: str, labels: Mapping[str, str], *, values: bool = True
     elif sum(len(k) + len(v) for k, v in labels.items()) > MAX_ANNOTATIONS_BYTES:
         problems.append(f"{field}: more than {MAX_ANNOTATIONS_BYTES // 1024} KiB altogether, the API server's limit")
     return problems
+
+
+NAME_MESSAGE = ("a DNS subdomain: at most 253 lowercase letters, digits, '-' and '.', starting and ending with a "
+                "letter or digit")
+
+
+def name_problems(names: Mapping[str, str]) -> list[str]:
+    """Object names (a service account, a priority class, ...) the API server refuses in a pod, by field."""
+    return [f"{field}: {name[:100]!r} is not {NAME_MESSAGE}" for field, name in names.items()
+            if name and (len(name) > 253 or not re.fullmatch(_DNS_SUBDOMAIN, name))]
 
 
 def shape_problems(field: str, value: Any) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gemma4_operator.api.core_v1 import label_problems, shape_problems
+from gemma4_operator.api.core_v1 import label_problems, name_problems, shape_problems
 from gemma4_operator.api.metric_names import ACCEPTED_METRIC_NAMES
 from gemma4_operator.api.problems import (
     QUANTITY_PATTERN,
@@ -487,6 +487,11 @@ class PodTemplateSpecOverrides(ApiModel):
         here as the API server checks a pod, with their paths (api.core_v1)."""
         problems = shape_problems("tolerations", self.tolerations) + shape_problems("affinity", self.affinity)
         problems += label_problems("nodeSelector", self.node_selector)
+        problems += name_problems({"serviceAccountName": self.service_account_name,
+                                   "priorityClassName": self.priority_class_name,
+                                   "runtimeClassName": self.runtime_class_name, "schedulerName": self.scheduler_name,
+                                   **{f"imagePullSecrets[{i}].name": s.name for i, s in
+                                      enumerate(self.image_pull_secrets)}})
         if problems:
             raise cross_field_error(problems)
         return self
