@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gemma4_operator.api.core_v1 import KEY_MESSAGE, VALUE_MESSAGE, label_problems, shape_problems
+from gemma4_operator.api.core_v1 import (
+    KEY_MESSAGE,
+    NAME_MESSAGE,
+    VALUE_MESSAGE,
+    label_problems,
+    name_problems,
+    shape_problems,
+)
 from gemma4_operator.api.problems import quantity_hint, shown, validation_problems
 from gemma4_operator.api.wire import parse_object
 
@@ -107,6 +114,13 @@ def test_annotations_take_any_value_within_256_kib_altogether() -> None:
                           values=False) == []
     assert label_problems("annotations", {"a": "x" * 140_000, "b": "y" * 140_000}, values=False) == [
         "annotations: more than 256 KiB altogether, the API server's limit"]
+
+
+def test_names_a_pod_refers_to() -> None:
+    assert name_problems({"serviceAccountName": "", "priorityClassName": "high.example-1"}) == []
+    assert name_problems({"serviceAccountName": "Model_Server", "schedulerName": "s" * 254}) == [
+        f"serviceAccountName: 'Model_Server' is not {NAME_MESSAGE}",
+        f"schedulerName: '{'s' * 100}' is not {NAME_MESSAGE}"]
 
 
 def _object(**spec: Any) -> dict[str, Any]:
