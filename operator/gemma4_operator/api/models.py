@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gemma4_operator.api.core_v1 import label_problems, name_problems, shape_problems
 from gemma4_operator.api.metric_names import ACCEPTED_METRIC_NAMES
+from gemma4_operator.api.problems import (
+    QUANTITY_PATTERN,
+    cross_field_error,
+    field_path,
+    shown,
+    validation_problems,
+)
 
 GROUP = "serving.gemma4.dev"
 VERSION = "v1alpha1"
@@ -119,42 +125,14 @@ SOURCE_URI_MESSAGE = (
 # and NAME-download (9 more characters) names a Job whose name is also its pods' job-name label value.
 NAME_MAX_LENGTH = 63 - len("-download")
 DNS1035_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+NAMESPACE_MESSAGE = ("metadata.namespace must be a namespace name: at most 63 lowercase letters, digits and '-', "
+                     "starting and ending with a letter or digit")
 NAME_MESSAGE = (
     f"metadata.name must be a DNS-1035 label of at most {NAME_MAX_LENGTH} characters: lowercase letters, "
     "digits and '-', starting with a letter and ending with a letter or digit (it is the Service name and the "
     "app.kubernetes.io/instance label value, and derived names such as NAME-download, a Job name that is also "
     "a pod label value, must stay within 63 characters)"
 )
-
-
-def field_path(loc: Sequence[int | str]) -> str:
-    """A validation error's location as a user writes it: ``spec.serving.env[0].name``."""
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "(object)"
-
-
-def validation_problems(error: ValidationError) -> list[str]:
-    """Each problem of ``error`` as one line that starts with the full path of the field it is about
-    (``spec.serving.modalities: audio is only ...``), as the CLI prints them and the operator's status says."""
-    lines: list[str] = []
-    for e in error.errors():
-        message = str(e["msg"]).removeprefix("Value error, ")
-        path = field_path(e["loc"])
-        if e["type"] == "cross_field":
-            # each problem starts with the field it is about, relative to the object that has the rule
-            prefix = f"{path}." if e["loc"] else ""
-            lines += [f"{prefix}{part}" for part in message.split("\n")]
-        else:
-            lines.append(f"{path}: {message}")
-    return lines
-
-
-def cross_field_error(problems: list[str]) -> PydanticCustomError:
-    """One error for the rules a model breaks; each problem starts with its field path
-    relative to the model, so that validation_problems can print full paths."""
-    return PydanticCustomError("cross_field", "{problems}", {"problems": "\n".join(problems)})
 
 
 class CelRule(BaseModel):
@@ -271,6 +249,16 @@ class EnvVar(ApiModel):
     value_from: Annotated[dict[str, Any] | None, Field(
         alias="valueFrom", description="core/v1 EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef, ...).",
     )] = None
+
+    @model_validator(mode="after")
+    def _check_core_v1_shape(self) -> EnvVar:
+        """Free-form in the CRD (extra keys kept), checked here with their paths (api.core_v1)."""
+        problems = [f"{key}: unknown field (a core/v1 EnvVar has name, value and valueFrom)"
+                    for key in self.model_extra or {}]
+        problems += [] if self.value_from is None else shape_problems("valueFrom", self.value_from)
+        if problems:
+            raise cross_field_error(problems)
+        return self
 
 
 # huggingface_hub reads the token from either name (HF_TOKEN; HUGGING_FACE_HUB_TOKEN, its older spelling)
@@ -478,7 +466,7 @@ class AutoscalingSpec(ApiModel):
 class ModelCacheSpec(ApiModel):
     size: Annotated[str, Field(description=(
         "PVC size, e.g. 80Gi. Empty: the checkpoint size plus 20% headroom, rounded up to whole GiB."
-    ), pattern=r"^([0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?)?$", max_length=32)] = ""
+    ), pattern=QUANTITY_PATTERN, max_length=32)] = ""
     storage_class_name: Annotated[str, Field(
         alias="storageClassName", description="StorageClass of the PVC; empty uses the cluster default.",
         max_length=253,
@@ -513,6 +501,15 @@ class PodTemplateMetadata(ApiModel):
     annotations: Annotated[dict[str, str], Field(description="Extra annotations for the serving pods.")] = Field(
         default_factory=dict)
 
+    @model_validator(mode="after")
+    def _check_syntax(self) -> PodTemplateMetadata:
+        """What the API server would refuse on the pods, refused here with the key's path."""
+        problems = label_problems("labels", self.labels) + label_problems("annotations", self.annotations,
+                                                                          values=False)
+        if problems:
+            raise cross_field_error(problems)
+        return self
+
 
 class LocalObjectReference(ApiModel):
     name: Annotated[str, Field(description="Name of the referenced object.", min_length=1)]
@@ -538,6 +535,21 @@ class PodTemplateSpecOverrides(ApiModel):
     runtime_class_name: Annotated[str, Field(alias="runtimeClassName",
                                              description="RuntimeClass, e.g. nvidia.")] = ""
     scheduler_name: Annotated[str, Field(alias="schedulerName", description="Scheduler to use.")] = ""
+
+    @model_validator(mode="after")
+    def _check_core_v1_shapes(self) -> PodTemplateSpecOverrides:
+        """Free-form in the CRD (tolerations, affinity), or only typed as strings (the node selector): checked
+        here as the API server checks a pod, with their paths (api.core_v1)."""
+        problems = shape_problems("tolerations", self.tolerations) + shape_problems("affinity", self.affinity)
+        problems += label_problems("nodeSelector", self.node_selector)
+        problems += name_problems({"serviceAccountName": self.service_account_name,
+                                   "priorityClassName": self.priority_class_name,
+                                   "runtimeClassName": self.runtime_class_name, "schedulerName": self.scheduler_name,
+                                   **{f"imagePullSecrets[{i}].name": s.name for i, s in
+                                      enumerate(self.image_pull_secrets)}})
+        if problems:
+            raise cross_field_error(problems)
+        return self
 
 
 class PodTemplateOverrides(ApiModel):
@@ -722,9 +734,15 @@ class Gemma4Deployment(ApiModel):
     def _check_name(self) -> Gemma4Deployment:
         """The pydantic twin of NAME_RULES (the CRD's top-level CEL rule)."""
         name = self.metadata.get("name")
+        namespace = self.metadata.get("namespace") or "default"  # unset, null or empty: the default namespace
+        problems = []
         if not isinstance(name, str) or len(name) > NAME_MAX_LENGTH or not re.fullmatch(DNS1035_LABEL_PATTERN, name):
-            got = "it is missing" if name is None or name == "" else f"got {name!r}"
-            raise cross_field_error([f"{NAME_MESSAGE}; {got}"])
+            got = "it is missing" if name is None or name == "" else f"got {shown(name, kind=False)}"
+            problems.append(f"{NAME_MESSAGE}; {got}")
+        if not isinstance(namespace, str) or len(namespace) > 63 or not re.fullmatch(K8S_NAME_PATTERN, namespace):
+            problems.append(f"{NAMESPACE_MESSAGE}; got {shown(namespace, kind=False)}")
+        if problems:
+            raise cross_field_error(problems)
         return self
 
     @property
@@ -853,6 +871,7 @@ __all__ = [
     "KIND",
     "LITERAL_TOKEN_MESSAGE",
     "METRIC_NAMES",
+    "NAMESPACE_MESSAGE",
     "NAME_MAX_LENGTH",
     "NAME_MESSAGE",
     "NAME_RULES",

@@ -17,7 +17,7 @@ from gemma4_operator.render.download import DOWNLOADER_IMAGE_KEY
 
 def image_keys() -> tuple[str, ...]:
     """`--image KEY=IMAGE` keys: each engine's, and the download Job's."""
-    return (*engine_image_keys(), DOWNLOADER_IMAGE_KEY)
+    return tuple(dict.fromkeys((*engine_image_keys(), DOWNLOADER_IMAGE_KEY)))  # engines share keys
 
 
 class ChildrenMode(enum.StrEnum):
@@ -83,6 +83,10 @@ class OperatorConfig:
                 raise ConfigError(f"{flag} {port}: not a TCP port")
         if self.request_timeout <= 0:
             raise ConfigError("--request-timeout must be positive")
+        if self.server and not self.server.startswith(("http://", "https://")):
+            raise ConfigError(f"--server {self.server!r}: expected an http(s) URL")
+        if any(not ns.strip() for ns in self.namespaces):
+            raise ConfigError("--namespace '': a namespace name cannot be empty")
         if self.prometheus_url and not self.prometheus_url.startswith(("http://", "https://")):
             raise ConfigError(f"--prometheus-url {self.prometheus_url!r}: expected an http(s) URL")
         if self.autoscale_interval <= 0 or self.scrape_timeout <= 0 or self.scrape_concurrency < 1:
