@@ -68,6 +68,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "Env GEMMA4_ACCELERATORS")
     p.add_argument("--metrics-port", type=int, help="prometheus /metrics port, 0 to disable (default 8080). "
                                                     "Env GEMMA4_METRICS_PORT")
+    p.add_argument("--metrics-bind-address", metavar="IP",
+                   help="address the /metrics endpoint listens on: 127.0.0.1 keeps the series (they name every "
+                        "tenant's objects) inside the pod, where kubectl port-forward still reaches them "
+                        "(default 0.0.0.0: every IPv4 interface). Env GEMMA4_METRICS_BIND_ADDRESS")
     p.add_argument("--health-port", type=int, help="kopf liveness endpoint /healthz port, 0 to disable (default "
                                                    "8081). Env GEMMA4_HEALTH_PORT")
     p.add_argument("--log-format", choices=[f.value for f in LogFormat],
@@ -145,6 +149,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
             prices=prices,
             accelerator_types=accelerators,
             metrics_port=int(pick(args.metrics_port, "METRICS_PORT", "8080")),
+            metrics_bind_address=pick(args.metrics_bind_address, "METRICS_BIND_ADDRESS", "0.0.0.0"),
             health_port=int(pick(args.health_port, "HEALTH_PORT", "8081")),
             log_format=LogFormat(pick(args.log_format, "LOG_FORMAT", LogFormat.TEXT.value)),
             verbose=bool(args.verbose),
@@ -199,11 +204,11 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:  # noqa: ARG001 - the
         return 1
     try:
         if config.metrics_port:
-            ctx.metrics.serve(config.metrics_port)
+            ctx.metrics.serve(config.metrics_port, config.metrics_bind_address)
     except OSError as e:
         ctx.kube.close()
-        print(f"gemma4-operator run: cannot serve metrics on port {config.metrics_port}: {e.strerror or e} "
-              "(--metrics-port)", file=sys.stderr)
+        print(f"gemma4-operator run: cannot serve metrics on {config.metrics_bind_address} port "
+              f"{config.metrics_port}: {e.strerror or e} (--metrics-bind-address, --metrics-port)", file=sys.stderr)
         return 1
     try:
         asyncio.run(run_operator(ctx))
