@@ -160,3 +160,22 @@ the serving pods through a secretKeyRef that the kubelet resolves, never through
   verbs: [list, watch, patch]
 {{- end }}
 {{- end }}
+
+{{/* "true" when the chart renders the metrics Service: asked for, and the metrics are reachable from outside the
+pod (metrics.access localhost binds them to 127.0.0.1). */}}
+{{- define "gemma4-operator.metricsService" -}}
+{{- if and .Values.metrics.service.enabled (ne .Values.metrics.access "localhost") }}true{{- end }}
+{{- end }}
+
+{{/* Refuses `key` (serviceMonitor, prometheusRule) with metrics.access localhost: nothing could scrape them. */}}
+{{- define "gemma4-operator.needsScrapableMetrics" -}}
+{{- if eq .root.Values.metrics.access "localhost" }}
+{{- fail (printf "metrics.%s.enabled needs metrics.access networkPolicy or open: with localhost the operator's metrics listen on 127.0.0.1 inside its pod, where Prometheus cannot scrape them" .key) }}
+{{- end }}
+{{- end }}
+
+{{/* The namespaces whose pods may scrape the operator's metrics (metrics.access networkPolicy), as a JSON list:
+metrics.allowedNamespaces and the release's own. */}}
+{{- define "gemma4-operator.metricsNamespaces" -}}
+{{- append .Values.metrics.allowedNamespaces .Release.Namespace | uniq | toJson }}
+{{- end }}

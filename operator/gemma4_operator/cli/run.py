@@ -79,6 +79,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "Env GEMMA4_ACCELERATORS")
     p.add_argument("--metrics-port", type=int, help="prometheus /metrics port, 0 to disable (default 8080). "
                                                     "Env GEMMA4_METRICS_PORT")
+    p.add_argument("--metrics-bind-address", metavar="IP",
+                   help="address the /metrics endpoint listens on: 127.0.0.1 keeps the series (they name every "
+                        "tenant's objects) inside the pod, where kubectl port-forward still reaches them "
+                        "(default 0.0.0.0: every IPv4 interface). Env GEMMA4_METRICS_BIND_ADDRESS")
     p.add_argument("--health-port", type=int, help="kopf liveness endpoint /healthz port, 0 to disable (default "
                                                    "8081). Env GEMMA4_HEALTH_PORT")
     p.add_argument("--log-format", choices=[f.value for f in LogFormat],
@@ -175,6 +179,8 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         prices=prices,
         accelerator_types=_accelerators(args.accelerators, env),
         metrics_port=settings.integer(args.metrics_port, "--metrics-port", "METRICS_PORT", 8080),
+        metrics_bind_address=settings.text(args.metrics_bind_address, "--metrics-bind-address",
+                                           "METRICS_BIND_ADDRESS", "0.0.0.0")[0],
         health_port=settings.integer(args.health_port, "--health-port", "HEALTH_PORT", 8081),
         log_format=settings.choice(LogFormat, args.log_format, "--log-format", "LOG_FORMAT", LogFormat.TEXT),
         verbose=bool(args.verbose),
@@ -324,10 +330,10 @@ def _serve(ctx: OperatorContext) -> int:
         return unusable[0]
     try:
         if config.metrics_port:
-            ctx.metrics.serve(config.metrics_port)
+            ctx.metrics.serve(config.metrics_port, config.metrics_bind_address)
     except OSError as e:
-        print(f"gemma4-operator run: cannot serve metrics on port {config.metrics_port}: {e.strerror or e} "
-              "(--metrics-port)", file=sys.stderr)
+        print(f"gemma4-operator run: cannot serve metrics on {config.metrics_bind_address} port "
+              f"{config.metrics_port}: {e.strerror or e} (--metrics-bind-address, --metrics-port)", file=sys.stderr)
         return 1
     try:
         asyncio.run(run_operator(ctx))

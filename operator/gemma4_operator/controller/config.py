@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import ipaddress
 from collections.abc import Mapping, Sequence
 
 from gemma4_operator.engines import image_keys as engine_image_keys
@@ -50,6 +51,8 @@ class OperatorConfig:
     prices: Mapping[str, float] = dataclasses.field(default_factory=dict)  # USD per GPU-hour by accelerator type
     accelerator_types: tuple[str, ...] | None = None  # static cluster facts; None: read node labels
     metrics_port: int = 8080  # 0 disables the prometheus endpoint
+    # The metrics list every tenant's objects: 127.0.0.1 keeps them inside the pod (kubectl port-forward reaches it)
+    metrics_bind_address: str = "0.0.0.0"
     health_port: int = 8081  # 0 disables kopf's liveness endpoint
     log_format: LogFormat = LogFormat.TEXT
     verbose: bool = False
@@ -81,6 +84,11 @@ class OperatorConfig:
         for flag, port in (("--metrics-port", self.metrics_port), ("--health-port", self.health_port)):
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{flag} {port}: not a TCP port")
+        try:
+            ipaddress.ip_address(self.metrics_bind_address)
+        except ValueError:
+            raise ConfigError(f"--metrics-bind-address {self.metrics_bind_address!r}: not an IP address "
+                              "(e.g. 127.0.0.1, or 0.0.0.0 for every interface)") from None
         if self.request_timeout <= 0:
             raise ConfigError("--request-timeout must be positive")
         if self.server and not self.server.startswith(("http://", "https://")):
