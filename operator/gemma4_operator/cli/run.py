@@ -322,12 +322,9 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:  # noqa: ARG001 - the
 
 
 def _serve(ctx: OperatorContext) -> int:
-    """Check the API server, serve the metrics, run the operator until it stops: the exit code."""
+    """Serve the metrics, check the API server, run the operator until it stops: the exit code. The metrics
+    socket comes first: a local setting that cannot work is refused at once, not after waiting for the API."""
     config = ctx.config
-    unusable = api_server_problem(ctx)
-    if unusable is not None:
-        print(f"gemma4-operator run: {unusable[1]}", file=sys.stderr)
-        return unusable[0]
     try:
         if config.metrics_port:
             ctx.metrics.serve(config.metrics_port, config.metrics_bind_address)
@@ -335,6 +332,10 @@ def _serve(ctx: OperatorContext) -> int:
         print(f"gemma4-operator run: cannot serve metrics on {config.metrics_bind_address} port "
               f"{config.metrics_port}: {e.strerror or e} (--metrics-bind-address, --metrics-port)", file=sys.stderr)
         return 1
+    unusable = api_server_problem(ctx)
+    if unusable is not None:
+        print(f"gemma4-operator run: {unusable[1]}", file=sys.stderr)
+        return unusable[0]
     try:
         asyncio.run(run_operator(ctx))
     except Exception as e:
