@@ -37,6 +37,7 @@ from gemma4_operator.planner.sources import SourceRef
 
 # Per-prompt limits for the encoders a variant has; keys only for requested modalities.
 MM_LIMITS = {"image": 4, "audio": 1}
+LISTEN_HOST = "0.0.0.0"  # every interface: the Service and the kubelet's probes reach the pod IP
 SHM_SIZE = "16Gi"  # NCCL/torch shared memory between tensor-parallel workers
 _FP8_KV, _BF16_KV = ("fp8",), ("bf16",)
 _ANY_NODE = 64  # a bound on GPUs per node, to tell "does not divide the heads" from "too many GPUs"
@@ -285,7 +286,7 @@ def command_line(plan: Plan, spec: Gemma4DeploymentSpec) -> list[str]:
     args = [
         *_model_args(plan),
         "--served-model-name", plan.served_model_name,
-        "--host", "0.0.0.0",
+        "--host", LISTEN_HOST,
         "--port", str(plan.port),
         "--tensor-parallel-size", str(plan.tensor_parallel_size),
         "--max-model-len", str(plan.max_model_len),
