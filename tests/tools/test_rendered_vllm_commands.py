@@ -1,13 +1,16 @@
-"""Every vLLM command line we render parses with vLLM 0.32.0's own argument parser.
+"""Every vLLM command line we render parses with vLLM 0.32.0's own argument parser, and vLLM reads back
+every setting the plan meant.
 
 Covers every example and every vLLM plan of the catalog matrix (variant x GPU type x format x a
-few serving shapes), checked in one batch. Slow on first use: builds the vLLM venv (~2-4 min).
+few serving shapes, plus a pinned Hub revision), checked in one batch. Slow on first use: builds the vLLM
+venv (~2-4 min).
 """
 
 from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -18,7 +21,7 @@ from gemma4_operator.catalog import load_catalog
 from gemma4_operator.engines import vllm
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.planner.select import plan
-from tests.tools.vllm_parser import check_vllm_command_lines
+from tests.tools.vllm_parser import VllmParseResult, check_vllm_command_lines
 
 pytestmark = pytest.mark.slow
 
@@ -49,20 +52,60 @@ def _vllm_plans() -> list[tuple[str, Gemma4DeploymentSpec, Plan]]:
         except (ValidationError, PlanError):
             continue
         found.append((f"{variant}-{accel}-{quant}-{'it' if it else 'base'}", spec, p))
+    pinned = Gemma4DeploymentSpec.model_validate(
+        {"model": {"variant": "e4b", "source": {"uri": "hf://google/gemma-4-E4B-it@0123abcd"}}, "engine": "vllm",
+         "accelerator": {"type": "nvidia-l4"}, "serving": {"maxModelLen": 8192, "concurrency": 2}})
+    found.append(("e4b-pinned-revision", pinned, plan(pinned, FACTS)))
     return found
 
 
-def test_every_rendered_vllm_command_line_parses() -> None:
-    plans = _vllm_plans()
-    argvs = {("vllm", "serve", *vllm.command_line(p, spec)): name for name, spec, p in plans}
-    assert len(argvs) > 100, "the matrix should produce many distinct command lines"
-    results = check_vllm_command_lines([list(a) for a in argvs])
-    failures = [f"{argvs[r.argv]}: {r.error}" for r in results if not r.ok]
+# What vLLM calls each setting of the plan (AsyncEngineArgs / the serve namespace), and the value it must read
+# back; None: the plan leaves it at vLLM's default (read from a bare `vllm serve MODEL`).
+def _expected(p: Plan) -> dict[str, Any]:
+    modalities = {m: vllm.MM_LIMITS[m] for m in p.modalities if m in vllm.MM_LIMITS}
+    return {
+        "model": p.weights.directory if p.weights.local else p.weights.repo,
+        "revision": (p.source.revision or None) if p.source is not None and not p.weights.local else None,
+        "served_model_name": [p.served_model_name],
+        "host": vllm.LISTEN_HOST,
+        "port": p.port,
+        "tensor_parallel_size": p.tensor_parallel_size,
+        "max_model_len": p.max_model_len,
+        "max_num_batched_tokens": p.max_num_batched_tokens,
+        "gpu_memory_utilization": p.gpu_memory_utilization,
+        "kv_cache_dtype": {"fp8": "fp8", "bf16": "auto"}[p.kv_cache_dtype],  # bf16 is the model's dtype: "auto"
+        "quantization": p.quantization_flag,
+        "enable_expert_parallel": p.expert_parallel or None,
+        "language_model_only": p.text_only or None,
+        "limit_mm_per_prompt": None if p.text_only else modalities,
+        "reasoning_parser": "gemma4" if p.reasoning else None,
+        "enable_auto_tool_choice": p.tool_calling or None,
+        "tool_call_parser": "gemma4" if p.tool_calling else None,
+    }
+
+
+def _read_back_errors(p: Plan, r: VllmParseResult, defaults: VllmParseResult) -> list[str]:
+    """Settings vLLM parsed to something other than the plan's, and flags we set that nothing checks."""
+    expected = _expected(p)
+    errors = [f"{field}: vLLM read {r.parsed.get(field, '<absent>')!r}, the plan meant {want!r}"
+              for field, value in expected.items()
+              if r.parsed.get(field, "<absent>") != (want := defaults.parsed[field] if value is None else value)]
+    unchecked = {"model" if dest == "model_tag" else dest for dest in r.non_default} - set(expected)
+    return errors + [f"{dest}: set by the command line but not read back here" for dest in sorted(unchecked)]
+
+
+def test_every_rendered_vllm_command_line_parses_and_reads_back_the_plan() -> None:
+    plans = {("vllm", "serve", *vllm.command_line(p, spec)): (name, p) for name, spec, p in _vllm_plans()}
+    assert len(plans) > 100, "the matrix should produce many distinct command lines"
+    assert any(p.expert_parallel for _, p in plans.values()) and any(p.text_only for _, p in plans.values())
+    assert any(p.source and p.source.revision for _, p in plans.values())
+    bare = ["vllm", "serve", "google/gemma-4-E4B-it"]
+    defaults, *results = check_vllm_command_lines([bare, *(list(a) for a in plans)])
+    failures = [f"{plans[r.argv][0]}: {r.error}" for r in results if not r.ok]
     assert failures == []
-    for r in results:  # the parser read back what the planner meant
-        assert r.parsed["max_model_len"] == int(r.argv[r.argv.index("--max-model-len") + 1])
-        assert r.parsed["tensor_parallel_size"] == int(r.argv[r.argv.index("--tensor-parallel-size") + 1])
-        assert r.parsed["served_model_name"] is not None
+    assert defaults.ok and set(defaults.parsed) >= set(_expected(next(iter(plans.values()))[1])), defaults.parsed
+    wrong = [f"{plans[r.argv][0]}: {e}" for r in results for e in _read_back_errors(plans[r.argv][1], r, defaults)]
+    assert wrong == [], f"{len(wrong)} settings differ:\n" + "\n".join(wrong[:20])
 
 
 def test_parser_rejects_what_a_typo_in_the_renderer_would_produce() -> None:

@@ -41,6 +41,7 @@ from typing import Any, TextIO
 
 SELECTED_FIELDS: tuple[str, ...] = (
     "model",
+    "revision",
     "served_model_name",
     "host",
     "port",

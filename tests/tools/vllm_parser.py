@@ -73,11 +73,16 @@ def ensure_vllm_venv() -> Path:
 
 
 def _run_argcheck(stdin: str, *extra: str, timeout: float) -> str:
+    return run_in_vllm_venv(ARGCHECK_SCRIPT, stdin, *extra, timeout=timeout)
+
+
+def run_in_vllm_venv(script: Path, stdin: str, *extra: str, timeout: float) -> str:
+    """Runs one of our scripts with the vLLM venv's python (CPU platform); returns its stdout."""
     python = ensure_vllm_venv()
     env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
     env.pop("PYTHONPATH", None)  # never mix our venv's packages into vLLM's
     proc = subprocess.run(
-        [str(python), str(ARGCHECK_SCRIPT), *extra],
+        [str(python), str(script), *extra],
         input=stdin,
         capture_output=True,
         text=True,
@@ -86,9 +91,9 @@ def _run_argcheck(stdin: str, *extra: str, timeout: float) -> str:
         check=False,
     )
     if proc.returncode != 0:
-        raise VllmToolError(f"vllm_argcheck.py failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise VllmToolError(f"{script.name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     for line in proc.stderr.splitlines():
-        if line.startswith("vllm_argcheck:"):  # the timing line
+        if line.startswith(f"{script.stem}:"):  # the timing line
             print(line, file=sys.stderr)
     return proc.stdout
 

@@ -58,20 +58,19 @@ def test_every_a100_type_is_named_so_the_a100_exception_applies() -> None:
 
 
 @pytest.mark.parametrize(("accelerator", "concurrency", "gpus", "tokens"), [
-    # 2048 batched tokens: a 32768-token request reserves 4.86 GiB of BF16 KV (A100 has no FP8), and the
-    # 9.2 GiB left after 58.3 GiB of weights and 4.5 GiB overhead holds one. At 8192 it reserved 9.54 GiB,
-    # which did not fit, and the planner asked for two GPUs.
+    # 2048 batched tokens (two batches in flight): a 32768-token request reserves 6.42 GiB of BF16 KV (A100
+    # has no FP8), and the 9.2 GiB left after 58.3 GiB of weights and 4.5 GiB overhead holds one. At 8192 it
+    # would reserve 15.79 GiB, which does not fit: the planner would ask for two GPUs.
     ("nvidia-a100-80gb", 1, 1, 2048),
     ("nvidia-a100-80gb", 2, 2, 2048),
-    ("nvidia-h100-80gb", 1, 1, 8192),  # FP8 KV on Hopper: 4.77 GiB per request
+    ("nvidia-h100-80gb", 1, 1, 8192),  # FP8 KV on Hopper: 7.90 GiB per request
 ])
 def test_31b_bf16_at_32k_on_80gb_gpus(accelerator: str, concurrency: int, gpus: int, tokens: int) -> None:
     p = plan(spec(model={"variant": "31b"}, quantization="bf16", accelerator={"type": accelerator},
                   serving={"maxModelLen": 32768, "concurrency": concurrency}), ALL_TYPES)
     assert (p.engine, p.gpus_per_replica, p.max_num_batched_tokens) == ("vllm", gpus, tokens)
-    per_seq = vllm.kv_reservation_per_gpu(CATALOG.variants["31b"], 32768,
-                                          CATALOG.engines["vllm"].kv_bytes_per_element[p.kv_cache_dtype],
-                                          gpus, tokens, 16) / GIB
+    per_seq = vllm_engine().kv_reservation(CATALOG.variants["31b"], p.accelerator, 32768, p.kv_cache_dtype,
+                                           gpus) / GIB
     assert p.concurrency * per_seq <= p.memory.kv_cache + 0.05
 
 
@@ -168,5 +167,5 @@ def test_what_needs_more_than_one_slice_is_refused_not_tensor_parallel() -> None
         plan(spec(model={"variant": "31b"}, quantization="bf16",
                   accelerator={"type": "nvidia-h100-80gb-mig-3g.40gb"}), ALL_TYPES)
     p = plan(spec(model={"variant": "31b"}, quantization="int4", accelerator={"type": "nvidia-h100-80gb-mig-3g.40gb"},
-                  serving={"maxModelLen": 8192}), ALL_TYPES)
+                  serving={"maxModelLen": 8192, "concurrency": 2}), ALL_TYPES)
     assert p.gpus_per_replica == 1 and p.max_num_batched_tokens == 2048  # a 39.5 GiB slice: vLLM's small default

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gemma4_operator.catalog import GIB, load_catalog
+from gemma4_operator.catalog import load_catalog
 from gemma4_operator.engines import llamacpp, vllm
 from gemma4_operator.planner import memory
 
@@ -41,16 +41,32 @@ def test_kv_owning_layers_follow_layer_pattern_and_sharing(variant: str, sliding
     assert CATALOG.variants[variant].kv_layer_counts == (sliding, full)
 
 
-# vLLM's start-up reservation for one max_model_len request at bf16, in GiB (vllm/v1/kv_cache_interface.py).
-@pytest.mark.parametrize(("variant", "mnbt", "tokens", "gib"), [
-    ("31b", 2048, 8192, 2.97), ("31b", 2048, 32768, 4.84), ("31b", 2048, 131072, 12.34),
-    ("31b", 8192, 32768, 9.53), ("31b", 8192, 262144, 27.03),
-    ("26b-a4b", 2048, 32768, 1.21), ("26b-a4b", 8192, 131072, 4.26),
-    ("e4b", 8192, 32768, 0.83), ("e2b", 8192, 131072, 0.85),
+# vLLM 0.32.0's start-up reservation for one max_model_len request, exact (bf16, one GPU, block 16):
+# sliding layers (cdiv(min(W - 1 + in-flight tokens, L), b) + 1) x b tokens, full layers cdiv(L, b) x b
+# (vllm/v1/kv_cache_interface.py), where b is 16 grown to equal pages (kv_cache_utils.unify_kv_cache_spec_page_size):
+# 31B and 26B pages are 16384 / 8192 B per sliding token and 8192 / 4096 B per full token, so full layers use
+# b = 32; E2B / E4B are 1024 / 2048 sliding and 2048 / 4096 full, so sliding layers use b = 32. The tools tier
+# checks the same function against vLLM's own code for every planned shape (tests/tools/test_vllm_kv_reservation.py).
+@pytest.mark.parametrize(("variant", "in_flight", "tokens", "expected"), [
+    # W - 1 + in-flight = 5119 -> 320 + 1 blocks of 16
+    ("31b", 4096, 8192, 50 * 16384 * (321 * 16) + 10 * 8192 * 8192),
+    # 17407 -> 1088 + 1 blocks of 16: 16,958,095,360 B, as vLLM 0.32.0 computes it
+    ("31b", 16384, 32768, 50 * 16384 * (1089 * 16) + 10 * 8192 * 32768),
+    # shorter than the window: 1000 -> 63 + 1 blocks of 16; full layers 1000 -> 32 blocks of 32
+    ("31b", 4096, 1000, 50 * 16384 * (64 * 16) + 10 * 8192 * (32 * 32)),
+    # an unaligned length: full layers 33001 -> 1032 blocks of 32
+    ("26b-a4b", 4096, 33001, 25 * 8192 * (321 * 16) + 5 * 4096 * (1032 * 32)),
+    # sliding blocks of 32: 511 + 16384 = 16895 -> 528 + 1 blocks of 32
+    ("e2b", 16384, 131072, 12 * 1024 * (529 * 32) + 3 * 2048 * 131072),
+    ("e4b", 4096, 8192, 20 * 2048 * ((144 + 1) * 32) + 4 * 4096 * 8192),  # 4607 -> 144 + 1 blocks of 32
 ])
-def test_vllm_reservation_matches_reference_startup_table(variant: str, mnbt: int, tokens: int, gib: float) -> None:
-    got = vllm.kv_reservation_per_gpu(CATALOG.variants[variant], tokens, 2, 1, mnbt, 16) / GIB
-    assert got == pytest.approx(gib, abs=0.02)
+def test_vllm_reservation_is_exact(variant: str, in_flight: int, tokens: int, expected: int) -> None:
+    assert vllm.kv_reservation_per_gpu(CATALOG.variants[variant], tokens, 2, 1, in_flight, 16) == expected
+
+
+def test_vllm_keeps_two_batches_in_flight() -> None:
+    # asynchronous scheduling, vLLM's default on CUDA: VllmConfig.max_in_flight_tokens = 2 x max_num_batched_tokens
+    assert CATALOG.engines["vllm"].in_flight_batches == 2
 
 
 def test_tensor_parallel_divides_kv_until_heads_run_out() -> None:
@@ -98,4 +114,14 @@ def test_llamacpp_swa_cells_are_bounded_by_window_and_padded() -> None:
     got = llamacpp.kv_bytes(v, 32768, 4, 2, 512)
     swa_cells = 4608  # PAD256(min(131072, 1024 * 4 + 512)) = PAD256(4608)
     expected = 25 * 2 * 8 * 256 * 2 * swa_cells + 5 * 2 * 2 * 512 * 2 * 32768 * 4
+    assert got == expected
+
+
+def test_llamacpp_pads_an_unaligned_context_to_256_cells() -> None:
+    # llama.cpp rounds n_ctx up to 256 cells (src/llama-context.cpp: cparams.n_ctx = GGML_PAD(cparams.n_ctx, 256))
+    # before sizing both caches; SWA layers hold min(n_ctx, PAD256(W x slots + n_ubatch)) (llama-kv-cache-iswa.cpp).
+    # 3 x 1100 = 3300 cells -> 3328; the window bound 1024 x 3 + 512 = 3584 is larger, so SWA layers hold 3328 too.
+    v = CATALOG.variants["26b-a4b"]
+    got = llamacpp.kv_bytes(v, 1100, 3, 2, 512)
+    expected = 25 * 2 * 8 * 256 * 2 * 3328 + 5 * 2 * 2 * 512 * 2 * 3328
     assert got == expected

@@ -32,8 +32,8 @@ def assert_fits(p: Plan) -> None:
     v = CATALOG.variants[p.variant]
     bpe = CATALOG.engines[p.engine].kv_bytes_per_element[p.kv_cache_dtype]
     if p.engine == "vllm":
-        per_seq = vllm.kv_reservation_per_gpu(v, p.max_model_len, bpe, p.tensor_parallel_size,
-                                              p.max_num_batched_tokens, 16) / GIB
+        in_flight = p.max_num_batched_tokens * CATALOG.engines["vllm"].in_flight_batches
+        per_seq = vllm.kv_reservation_per_gpu(v, p.max_model_len, bpe, p.tensor_parallel_size, in_flight, 16) / GIB
         assert p.max_concurrency * per_seq <= m.kv_cache + 0.05
         assert p.concurrency * per_seq <= m.kv_cache + 0.05
     else:

@@ -274,6 +274,7 @@ class EngineInfo(CatalogModel):
     api_key: ApiKeyInfo
     gpu_memory_utilization: float = 0.90
     block_size: int = 16
+    in_flight_batches: int = 1
     multimodal_overhead_gib: float = 0.0
     max_num_batched_tokens: MaxNumBatchedTokens | None = None
     cpu_runtime_gib: float = 0.0

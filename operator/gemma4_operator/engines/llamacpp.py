@@ -1,8 +1,8 @@
 """llama.cpp: one GPU or a CPU pod, a unified KV buffer over all slots, and the `llama-server` command line.
 
 KV cells follow llama.cpp's own sizing (ggml-org/llama.cpp src/llama-kv-cache-iswa.cpp): with a
-unified KV buffer (-kvu) full-attention layers hold n_ctx = slots x max_model_len cells, sliding
-layers PAD256(min(n_ctx, W x slots + n_ubatch)).
+unified KV buffer (-kvu) full-attention layers hold n_ctx = PAD256(slots x max_model_len) cells,
+sliding layers min(n_ctx, PAD256(W x slots + n_ubatch)).
 """
 
 from __future__ import annotations
@@ -43,11 +43,12 @@ MAX_SLOTS = 1024  # upper bound when searching how many slots the KV budget hold
 
 
 def kv_bytes(variant: VariantInfo, max_model_len: int, slots: int, bytes_per_element: float, ubatch: int) -> float:
-    """KV bytes of a unified buffer for `slots` sequences of max_model_len."""
+    """KV bytes of a unified buffer for `slots` sequences of max_model_len. llama.cpp rounds n_ctx up
+    to 256 cells first (src/llama-context.cpp: GGML_PAD(cparams.n_ctx, 256)), then bounds SWA layers
+    by PAD256(W x slots + n_ubatch) (src/llama-kv-cache-iswa.cpp)."""
     sliding, full = variant.kv_layer_counts
-    n_ctx = max_model_len * slots
-    swa_cells = min(n_ctx, variant.sliding_window * slots + ubatch)
-    swa_cells = math.ceil(swa_cells / 256) * 256
+    n_ctx = math.ceil(max_model_len * slots / 256) * 256
+    swa_cells = min(n_ctx, math.ceil((variant.sliding_window * slots + ubatch) / 256) * 256)
     return (sliding * 2 * variant.kv_heads * variant.head_dim * bytes_per_element * swa_cells
             + full * 2 * variant.global_kv_heads * variant.global_head_dim * bytes_per_element * n_ctx)
 

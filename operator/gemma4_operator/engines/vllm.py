@@ -2,8 +2,9 @@
 
 Memory follows vLLM's own start-up check (vllm-project/vllm vllm/v1/core/kv_cache_utils.py): the KV
 pool left after weights and activation profiling must hold `concurrency` worst-case requests of
-max_model_len, where a sliding-window layer reserves min(W - 1 + max_num_batched_tokens, L) tokens
-plus one block (vllm/v1/kv_cache_interface.py SlidingWindowSpec.max_memory_usage_bytes).
+max_model_len, where a sliding-window layer reserves min(W - 1 + in-flight tokens, L) tokens plus one
+block (vllm/v1/kv_cache_interface.py SlidingWindowSpec.max_memory_usage_bytes); in-flight tokens are
+max_num_batched_tokens per batch the asynchronous scheduler keeps in flight (VllmConfig.max_in_flight_tokens).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ NON_ROOT_ENV: tuple[dict[str, str], ...] = (
 READ_ONLY_ROOT_FILESYSTEM = False
 # Per-prompt limits for the encoders a variant has; keys only for requested modalities.
 MM_LIMITS = {"image": 4, "audio": 1}
+LISTEN_HOST = "0.0.0.0"  # every interface: the Service and the kubelet's probes reach the pod IP
 SHM_SIZE = "16Gi"  # NCCL/torch shared memory between tensor-parallel workers
 _FP8_KV, _BF16_KV = ("fp8",), ("bf16",)
 _ANY_NODE = 64  # a bound on GPUs per node, to tell "does not divide the heads" from "too many GPUs"
@@ -64,16 +66,21 @@ def _heads_per_gpu(heads: int, tp: int) -> int:
 
 
 def kv_reservation_per_gpu(variant: VariantInfo, max_model_len: int, bytes_per_element: float,
-                           tp: int, max_num_batched_tokens: int, block_size: int) -> float:
-    """Bytes one request of max_model_len reserves on one GPU in vLLM's start-up check:
-    full layers hold every token; sliding layers hold min(W - 1 + mnbt, L) tokens plus a block."""
+                           tp: int, in_flight_tokens: int, block_size: int) -> float:
+    """Bytes one request of max_model_len reserves on one GPU in vLLM's start-up check
+    (vllm/v1/core/kv_cache_utils.py _max_memory_usage_bytes_from_groups): full layers hold every
+    token, sliding layers min(W - 1 + in-flight tokens, L) plus one block. Sliding and full pages
+    differ in size; vLLM grows the block of the smaller one until they match
+    (unify_kv_cache_spec_page_size), so each layer type rounds to its own block."""
     sliding, full = variant.kv_layer_counts
-    sliding_tokens = min(variant.sliding_window - 1 + max_num_batched_tokens, max_model_len) + block_size
-    full_tokens = math.ceil(max_model_len / block_size) * block_size
-    return (sliding * 2 * _heads_per_gpu(variant.kv_heads, tp) * variant.head_dim * bytes_per_element
-            * sliding_tokens
-            + full * 2 * _heads_per_gpu(variant.global_kv_heads, tp) * variant.global_head_dim
-            * bytes_per_element * full_tokens)
+    sliding_token = 2 * _heads_per_gpu(variant.kv_heads, tp) * variant.head_dim * bytes_per_element
+    full_token = 2 * _heads_per_gpu(variant.global_kv_heads, tp) * variant.global_head_dim * bytes_per_element
+    page = max(sliding_token, full_token) * block_size
+    sliding_block, full_block = round(page / sliding_token), round(page / full_token)
+    sliding_tokens = (math.ceil(min(variant.sliding_window - 1 + in_flight_tokens, max_model_len) / sliding_block)
+                      + 1) * sliding_block
+    full_tokens = math.ceil(max_model_len / full_block) * full_block
+    return sliding * sliding_token * sliding_tokens + full * full_token * full_tokens
 
 
 class Engine(CatalogEngine):
@@ -103,6 +110,13 @@ class Engine(CatalogEngine):
         assert batch is not None, "vLLM's catalog row sets max_num_batched_tokens"
         return batch.for_accelerator(accel)
 
+    def kv_reservation(self, variant: VariantInfo, accel: Accelerator, max_model_len: int, kv_dtype: str,
+                       gpus: int) -> float:
+        """Bytes of KV one request of max_model_len reserves per GPU, with this engine's batch and block."""
+        info = self.info
+        return kv_reservation_per_gpu(variant, max_model_len, info.kv_bytes_per_element[kv_dtype], gpus,
+                                      self.batch_tokens(accel) * info.in_flight_batches, info.block_size)
+
     @override
     def fit(self, c: Candidate) -> MemoryFit | Shortfall:
         """Per GPU: sharded weights + replicated encoders + overhead + a KV pool holding
@@ -113,8 +127,7 @@ class Engine(CatalogEngine):
         overhead = info.overhead_gib + (0.0 if c.text_only else info.multimodal_overhead_gib)
         usable = c.accelerator.memory_gib * info.gpu_memory_utilization
         batch_tokens = self.batch_tokens(c.accelerator)
-        per_seq = kv_reservation_per_gpu(c.variant, c.spec.serving.max_model_len, info.kv_bytes_per_element[c.kv_dtype],
-                                         gpus, batch_tokens, info.block_size) / GIB
+        per_seq = self.kv_reservation(c.variant, c.accelerator, c.spec.serving.max_model_len, c.kv_dtype, gpus) / GIB
         pool = usable - weights_gib - overhead
         max_conc = max(0, math.floor(pool / per_seq))
         need = weights_gib + overhead + concurrency * per_seq
@@ -292,7 +305,7 @@ def command_line(plan: Plan, spec: Gemma4DeploymentSpec) -> list[str]:
     args = [
         *_model_args(plan),
         "--served-model-name", plan.served_model_name,
-        "--host", "0.0.0.0",
+        "--host", LISTEN_HOST,
         "--port", str(plan.port),
         "--tensor-parallel-size", str(plan.tensor_parallel_size),
         "--max-model-len", str(plan.max_model_len),
