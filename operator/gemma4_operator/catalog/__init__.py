@@ -260,7 +260,10 @@ class EngineInfo(CatalogModel):
     startup_fixed_s: int
     source: str
     metrics: dict[str, tuple[str, ...]]
+    # the fraction of GPU memory the fit plans within; with gpu_memory_utilization_flag the engine's own
+    # setting (vLLM's --gpu-memory-utilization, serving.gpuMemoryUtilization overrides it), else a headroom
     gpu_memory_utilization: float = 0.90
+    gpu_memory_utilization_flag: bool = False
     block_size: int = 16
     multimodal_overhead_gib: float = 0.0
     max_num_batched_tokens: MaxNumBatchedTokens | None = None

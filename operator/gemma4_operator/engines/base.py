@@ -62,6 +62,7 @@ class MemoryFit:
     max_concurrency: int
     batch_tokens: int
     needed_gib: float
+    gpu_memory_utilization: float  # the fraction of a GPU's memory the fit used (1.0 on CPU)
 
 
 @dataclass(frozen=True)

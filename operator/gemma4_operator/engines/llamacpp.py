@@ -68,19 +68,25 @@ class Engine(CatalogEngine):
 
     @override
     def fit(self, c: Candidate) -> MemoryFit | Shortfall:
-        """One pod (GPU or CPU): GGUF + mmproj when images/audio are served + buffers + KV for all slots."""
+        """One pod (GPU or CPU): GGUF + mmproj when images/audio are served + buffers + KV for all slots.
+        maxConcurrency is the most slots the same budget holds: the largest concurrency this accepts."""
         info, concurrency = self.info, c.spec.serving.concurrency
         mmproj = 0 if c.text_only or c.checkpoint is None else (c.checkpoint.mmproj_bytes or 0)
         weights_gib = (c.weights_bytes + mmproj) / GIB
         overhead = info.overhead_gib + (0.0 if c.accelerator.is_gpu else info.cpu_runtime_gib)
-        budget = c.accelerator.memory_gib * (info.gpu_memory_utilization if c.accelerator.is_gpu else 1.0)
+        # a planning headroom on a GPU (llama-server itself allocates what -c needs); a CPU pod's whole budget
+        utilization = info.gpu_memory_utilization if c.accelerator.is_gpu else 1.0
+        budget = c.accelerator.memory_gib * utilization
         bytes_per_element = info.kv_bytes_per_element[c.kv_dtype]
 
         def kv_gib(slots: int) -> float:
             return kv_bytes(c.variant, c.spec.serving.max_model_len, slots, bytes_per_element, info.ubatch) / GIB
 
+        def fits(slots: int) -> bool:
+            return weights_gib + overhead + kv_gib(slots) <= budget
+
         need = weights_gib + overhead + kv_gib(concurrency)
-        if need > budget:
+        if not fits(concurrency):
             return Shortfall(
                 f"needs {need:.1f} GiB ({weights_gib:.1f} weights + {overhead:.1f} overhead + "
                 f"{kv_gib(concurrency):.1f} KV for {concurrency} slots) but has {budget:.1f} GiB: "
@@ -89,9 +95,9 @@ class Engine(CatalogEngine):
         # so the plan describes that pod, not the CPU budget.
         capacity = c.accelerator.memory_gib if c.accelerator.is_gpu else float(math.ceil(need))
         usable = budget if c.accelerator.is_gpu else capacity
-        pool = usable - weights_gib - overhead
-        max_conc = _largest(lambda n: kv_gib(n) <= pool, concurrency, MAX_SLOTS)
-        return MemoryFit(weights_gib, pool, overhead, capacity, usable, kv_gib(1), max_conc, info.ubatch, need)
+        max_conc = _largest(fits, concurrency, MAX_SLOTS)
+        return MemoryFit(weights_gib, usable - weights_gib - overhead, overhead, capacity, usable, kv_gib(1), max_conc,
+                         info.ubatch, need, utilization)
 
     @override
     def settings(self, c: Candidate, source: SourceRef | None) -> EngineSettings:

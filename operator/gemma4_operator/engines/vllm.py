@@ -86,34 +86,41 @@ class Engine(CatalogEngine):
         assert batch is not None, "vLLM's catalog row sets max_num_batched_tokens"
         return batch.for_accelerator(accel)
 
+    def gpu_memory_utilization(self, spec: Gemma4DeploymentSpec) -> float:
+        """The user's serving.gpuMemoryUtilization, else the catalog's (vLLM's default)."""
+        chosen = spec.serving.gpu_memory_utilization
+        return chosen if chosen is not None else self.info.gpu_memory_utilization
+
     @override
     def fit(self, c: Candidate) -> MemoryFit | Shortfall:
         """Per GPU: sharded weights + replicated encoders + overhead + a KV pool holding
-        `concurrency` start-up reservations of max_model_len tokens."""
+        `concurrency` start-up reservations of max_model_len tokens, with vLLM's start-up variance to spare.
+        maxConcurrency is the largest concurrency this accepts, so both come from one number."""
         info, concurrency, gpus = self.info, c.spec.serving.concurrency, c.gpus
         encoders = memory.encoder_bytes(c.variant)
         weights_gib = ((c.weights_bytes - encoders) / gpus + (0 if c.text_only else encoders)) / GIB
         overhead = info.overhead_gib + (0.0 if c.text_only else info.multimodal_overhead_gib)
-        usable = c.accelerator.memory_gib * info.gpu_memory_utilization
+        utilization = self.gpu_memory_utilization(c.spec)
+        usable = c.accelerator.memory_gib * utilization
         batch_tokens = self.batch_tokens(c.accelerator)
         per_seq = kv_reservation_per_gpu(c.variant, c.spec.serving.max_model_len, info.kv_bytes_per_element[c.kv_dtype],
                                          gpus, batch_tokens, info.block_size) / GIB
         pool = usable - weights_gib - overhead
-        max_conc = max(0, math.floor(pool / per_seq))
+        # vLLM measures weights and the activation peak at start-up; a plan tighter than this may be refused
+        max_conc = max(0, math.floor((pool - info.startup_margin_gib) / per_seq))
         need = weights_gib + overhead + concurrency * per_seq
-        if max_conc < concurrency:
+        if concurrency > max_conc and need > usable:
             return Shortfall(
                 f"needs {need:.1f} GiB per GPU ({weights_gib:.1f} weights + {overhead:.1f} overhead + "
                 f"{concurrency} x {per_seq:.2f} KV) but has {usable:.1f} GiB usable: short by {need - usable:.1f} GiB",
                 need - usable)
-        if need + info.startup_margin_gib > usable:
-            # vLLM measures weights and the activation peak at start-up; a plan this tight may be refused
+        if concurrency > max_conc:
             return Shortfall(
                 f"fits by only {usable - need:.1f} GiB per GPU, less than vLLM's start-up variance of "
                 f"{info.startup_margin_gib:.1f} GiB (weights and activation peak as measured at start-up)",
                 need + info.startup_margin_gib - usable)
         return MemoryFit(weights_gib, pool, overhead, c.accelerator.memory_gib, usable, per_seq, max_conc,
-                         batch_tokens, need)
+                         batch_tokens, need, utilization)
 
     @override
     def settings(self, c: Candidate, source: SourceRef | None) -> EngineSettings:
