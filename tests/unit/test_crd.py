@@ -95,7 +95,7 @@ BAD_CEL = [
         {"metricName": "request_count", "target": 10}, {"metricName": "request_count", "target": 20}]}},
      "autoscalingMetricSpecs: at most one entry per metricName"),
     ({"model": {"variant": "e2b"}, "engine": "vllm", "accelerator": {"type": "cpu"}},
-     "engine: vllm needs an NVIDIA GPU"),
+     "engine: vllm is not planned on cpu"),
     ({"model": {"variant": "e2b"}, "accelerator": {"type": "cpu", "count": 1}},
      "accelerator.count must be 0 when accelerator.type is cpu"),
     ({"model": {"variant": "e2b"}, "engine": "vllm", "quantization": "q4_k_m"},

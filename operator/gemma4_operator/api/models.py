@@ -294,7 +294,9 @@ class ServingSpec(ApiModel):
     kv_cache_dtype: Annotated[KvCacheDtypeChoice, Field(
         alias="kvCacheDtype",
         description=("KV-cache precision. auto: vLLM uses fp8 on GPUs with FP8 support (compute capability 8.9+) "
-                     "and bf16 elsewhere; llama.cpp uses f16 cells, and 8-bit q8_0 cells when f16 does not fit."),
+                     "and bf16 elsewhere (an explicit fp8 is refused below 8.9: the Triton attention Gemma 4 needs "
+                     "in vLLM cannot store it there); llama.cpp uses f16 cells, and 8-bit q8_0 cells when f16 does "
+                     "not fit."),
     )] = KvCacheDtypeChoice.AUTO
     gpu_memory_utilization: Annotated[float | None, Field(
         alias="gpuMemoryUtilization",
@@ -549,7 +551,8 @@ _SPEC_RULES = cel_rules(
     ),
     *(CelRule(
         rule=f"self.accelerator.type != 'cpu' || self.engine != '{engine}'",
-        message=f"engine: {engine} needs an NVIDIA GPU; use engine llamacpp (or auto) with accelerator.type cpu",
+        message=(f"engine: {engine} is not planned on cpu (the engine catalog has no {engine} CPU plan for Gemma 4); "
+                 "use engine llamacpp (or auto) with accelerator.type cpu"),
         field_path=".engine",
     ) for engine in _GPU_ONLY_ENGINES),
     *(CelRule(

@@ -73,9 +73,9 @@ class Engine(CatalogEngine):
 
     @override
     def kv_dtypes(self, accel: Accelerator, catalog: Catalog) -> tuple[str, ...]:
-        # FP8 KV where the GPU computes in FP8 natively (the fp8 format's compute capability): it
-        # halves KV memory at no cost there; elsewhere the model's dtype
-        return _FP8_KV if catalog.formats["fp8"].native_on(accel) else _BF16_KV
+        # FP8 KV where Gemma 4's attention kernel stores it (catalog/hardware_rules.yaml): it halves KV
+        # memory; elsewhere the model's dtype
+        return _FP8_KV if catalog.hardware_rules.fp8_kv_cache.allows(self.name, accel, "fp8") else _BF16_KV
 
     @override
     def weight_bytes(self, variant: VariantInfo, fmt: FormatInfo, checkpoint: Checkpoint | None) -> tuple[int, bool]:
