@@ -9,6 +9,7 @@ import pytest
 
 from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.catalog import load_catalog
+from gemma4_operator.engines import registry
 from gemma4_operator.planner.cluster_facts import gfd_type
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.planner.select import plan
@@ -120,3 +121,21 @@ def test_gh200_plans_hopper_fp8_on_an_arm64_image() -> None:
     assert (p.accelerator.name, p.arch, p.engine, p.quantization, p.kv_cache_dtype) == (
         "nvidia-gh200", "arm64", "vllm", "fp8", "fp8")
     assert "nvidia-gh200 nodes are arm64 (Grace): kubernetes.io/arch affinity and an arm64 image" in p.notes
+
+
+# ---- llama.cpp on Gemma 4: sliding-window checkpoints bounded ------------------------------------------------
+@pytest.mark.parametrize("accelerator", ["cpu", "nvidia-t4"])
+def test_llamacpp_renders_its_context_checkpoints_bound(accelerator: str) -> None:
+    types = set() if accelerator == "cpu" else {accelerator}
+    spec = Gemma4DeploymentSpec.model_validate({"model": {"variant": "e2b"}, "accelerator": {"type": accelerator}})
+    p = plan(spec, ClusterFacts(frozenset(types)), suggest=False)
+    engine = registry()[p.engine]
+    args = engine.container(p, spec).args
+    assert engine.info.ctx_checkpoints == 0
+    assert args[args.index("--ctx-checkpoints") + 1] == "0"
+
+
+def test_vllm_renders_no_context_checkpoints_flag() -> None:
+    spec = Gemma4DeploymentSpec.model_validate({"model": {"variant": "e2b"}})
+    p = plan(spec, ClusterFacts(frozenset({"nvidia-l4"})), suggest=False)
+    assert p.engine == "vllm" and "--ctx-checkpoints" not in registry()["vllm"].container(p, spec).args

@@ -271,6 +271,7 @@ class EngineInfo(CatalogModel):
     cpu_runtime_gib: float = 0.0
     startup_margin_gib: float = 0.0
     ubatch: int = 512
+    ctx_checkpoints: int | None = None  # llama-server --ctx-checkpoints, when the catalog bounds it
 
     def image(self, *, gpu: bool, arch: str) -> str:
         table = self.images.gpu if gpu else self.images.cpu

@@ -111,7 +111,7 @@ class Engine(CatalogEngine):
         llama_cache = {"name": "LLAMA_CACHE", "value": f"{CACHE_MOUNT}/llama.cpp"}
         env = with_user_env([*common_env(spec, plan), llama_cache], spec)
         return EngineContainer(
-            command=[SERVER_BINARY], args=command_line(plan, spec), env=env,
+            command=[SERVER_BINARY], args=command_line(plan, spec, self.info.ctx_checkpoints), env=env,
             startup_probe=startup, readiness_probe=readiness, liveness_probe=liveness,
             volume_mounts=cache_mounts(plan),
         )
@@ -179,8 +179,9 @@ def _model_args(plan: Plan) -> list[str]:
     return args + (["--no-mmproj"] if plan.text_only else [])
 
 
-def command_line(plan: Plan, spec: Gemma4DeploymentSpec) -> list[str]:
-    """Arguments after llama-server. -c is the total context over all slots."""
+def command_line(plan: Plan, spec: Gemma4DeploymentSpec, ctx_checkpoints: int | None = None) -> list[str]:
+    """Arguments after llama-server. -c is the total context over all slots; ctx_checkpoints bounds the host
+    memory sliding-window checkpoints take (catalog engines.yaml)."""
     slots = plan.concurrency
     args = [
         *_model_args(plan),
@@ -193,6 +194,8 @@ def command_line(plan: Plan, spec: Gemma4DeploymentSpec) -> list[str]:
         "--metrics",
         "-a", plan.served_model_name,
     ]
+    if ctx_checkpoints is not None:
+        args += ["--ctx-checkpoints", str(ctx_checkpoints)]
     if plan.kv_cache_dtype == "fp8":
         # q8_0 is llama.cpp's 8-bit KV; a quantized V cache needs flash attention
         args += ["-ctk", "q8_0", "-ctv", "q8_0", "-fa", "on"]
