@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.catalog import load_catalog
@@ -13,6 +15,7 @@ from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.planner.select import plan
 
 CATALOG = load_catalog()
+EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
 H100 = ClusterFacts(frozenset({"nvidia-h100-80gb"}))
 # the recipe's 26B-A4B serve (vllm-project/recipes Google/Gemma4.md): one 80 GB GPU, 32K context
 RECIPE_26B: dict[str, Any] = {"model": {"variant": "26b-a4b"}, "quantization": "bf16",
@@ -70,3 +73,12 @@ def test_a_llamacpp_plan_chosen_by_auto_says_it_ignores_the_setting() -> None:
     unset, _ = _plan({**fields, "serving": {"maxModelLen": 8192}}, ClusterFacts(frozenset({"nvidia-t4"})))
     assert not any("gpuMemoryUtilization" in n for n in unset.notes)
     assert unset.max_concurrency == p.max_concurrency  # the llama.cpp fit does not use it
+
+
+def test_the_example_holds_on_one_gpu_only_with_the_raised_value() -> None:
+    # manifests/examples/26b-a4b-h100-bf16-one-gpu.yaml: its comment's claim
+    example = yaml.safe_load((EXAMPLES / "26b-a4b-h100-bf16-one-gpu.yaml").read_text(encoding="utf-8"))["spec"]
+    raised, spec = _plan(example)
+    assert (raised.gpus_per_replica, _flag(raised, spec)) == (1, "0.95")
+    default = {**example, "serving": {k: v for k, v in example["serving"].items() if k != "gpuMemoryUtilization"}}
+    assert _plan(default)[0].gpus_per_replica == 2
