@@ -38,6 +38,7 @@ from gemma4_operator.planner.sources import SourceRef
 MM_LIMITS = {"image": 4, "audio": 1}
 SHM_SIZE = "16Gi"  # NCCL/torch shared memory between tensor-parallel workers
 _FP8_KV, _BF16_KV = ("fp8",), ("bf16",)
+_MIN_SHORTFALL_GIB = 0.01
 _ANY_NODE = 64  # a bound on GPUs per node, to tell "does not divide the heads" from "too many GPUs"
 
 
@@ -109,16 +110,18 @@ class Engine(CatalogEngine):
         # vLLM measures weights and the activation peak at start-up; a plan tighter than this may be refused
         max_conc = max(0, math.floor((pool - info.startup_margin_gib) / per_seq))
         need = weights_gib + overhead + concurrency * per_seq
-        if concurrency > max_conc and need > usable:
-            return Shortfall(
-                f"needs {need:.1f} GiB per GPU ({weights_gib:.1f} weights + {overhead:.1f} overhead + "
-                f"{concurrency} x {per_seq:.2f} KV) but has {usable:.1f} GiB usable: short by {need - usable:.1f} GiB",
-                need - usable)
         if concurrency > max_conc:
+            if need > usable:
+                return Shortfall(
+                    f"needs {need:.1f} GiB per GPU ({weights_gib:.1f} weights + {overhead:.1f} overhead + "
+                    f"{concurrency} x {per_seq:.2f} KV) but has {usable:.1f} GiB usable: short by "
+                    f"{need - usable:.1f} GiB",
+                    need - usable)
             return Shortfall(
                 f"fits by only {usable - need:.1f} GiB per GPU, less than vLLM's start-up variance of "
                 f"{info.startup_margin_gib:.1f} GiB (weights and activation peak as measured at start-up)",
-                need + info.startup_margin_gib - usable)
+                # a memory shortfall, never 0 (0 means "not about memory" to the GPU-count search)
+                max(need + info.startup_margin_gib - usable, _MIN_SHORTFALL_GIB))
         return MemoryFit(weights_gib, pool, overhead, c.accelerator.memory_gib, usable, per_seq, max_conc,
                          batch_tokens, need, utilization)
 
