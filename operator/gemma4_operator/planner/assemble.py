@@ -97,6 +97,10 @@ def _kv_note(c: Candidate, engine: Engine, catalog: Catalog) -> str:
         return f"kv cache {c.kv_dtype}: {tried[0]} does not fit; 8-bit cells halve KV memory"
     if c.kv_dtype == "fp8":
         return "kv cache fp8: the GPU has FP8 support, halving KV memory"
+    rule = catalog.hardware_rules.fp8_kv_cache
+    if not rule.allows(engine.name, c.accelerator, rule.kv_cache_dtype):
+        return (f"kv cache bf16: {engine.name} keeps an {rule.kv_cache_dtype} KV cache for Gemma 4 only from compute "
+                f"capability {rule.min_compute_capability:g} (the Triton attention its head_dim 512 needs)")
     return "kv cache bf16: " + ("full-precision cells fit" if len(tried) > 1 else "no FP8 KV on this engine/GPU")
 
 
