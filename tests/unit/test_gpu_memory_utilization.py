@@ -82,3 +82,11 @@ def test_the_example_holds_on_one_gpu_only_with_the_raised_value() -> None:
     assert (raised.gpus_per_replica, _flag(raised, spec)) == (1, "0.95")
     default = {**example, "serving": {k: v for k, v in example["serving"].items() if k != "gpuMemoryUtilization"}}
     assert _plan(default)[0].gpus_per_replica == 2
+
+
+
+def test_the_fit_uses_the_fraction_vllm_is_given() -> None:
+    # rendered to two decimals: 0.954 gives vLLM 0.95, so the fit must plan with 0.95, not 0.954
+    p, spec = _plan(_with(0.954))
+    assert (p.gpu_memory_utilization, _flag(p, spec)) == (0.95, "0.95")
+    assert p.memory == _plan(_with(0.95))[0].memory

@@ -303,7 +303,8 @@ class ServingSpec(ApiModel):
         description=(
             "vLLM's --gpu-memory-utilization: the fraction of each GPU's memory vLLM may take for weights, "
             f"activations and the KV cache. Unset: {GPU_MEMORY_UTILIZATION_DEFAULT:.2f} (vLLM's default and its "
-            "Gemma 4 recipe's). The planner fits the plan within this fraction and renders it, so a recipe that "
+            "Gemma 4 recipe's). The planner fits the plan within this fraction (to two decimals) and renders it, "
+            "so a recipe that "
             "raises it can be reproduced; the rest is left to the CUDA context and other processes. vLLM only: "
             "llama-server has no such setting (it allocates what its context needs), so engine llamacpp and "
             "accelerator.type cpu refuse it, and a llama.cpp plan chosen by engine auto ignores it (said in "

@@ -88,9 +88,10 @@ class Engine(CatalogEngine):
         return batch.for_accelerator(accel)
 
     def gpu_memory_utilization(self, spec: Gemma4DeploymentSpec) -> float:
-        """The user's serving.gpuMemoryUtilization, else the catalog's (vLLM's default)."""
+        """The user's serving.gpuMemoryUtilization, else the catalog's (vLLM's default); to two decimals, as
+        command_line renders it, so the fit and the engine use the same fraction."""
         chosen = spec.serving.gpu_memory_utilization
-        return chosen if chosen is not None else self.info.gpu_memory_utilization
+        return round(chosen if chosen is not None else self.info.gpu_memory_utilization, 2)
 
     @override
     def fit(self, c: Candidate) -> MemoryFit | Shortfall:
