@@ -23,9 +23,10 @@ FP8_KV_MESSAGE = (
     "vLLM's Triton attention, which Gemma 4's head_dim 512 requires, stores an fp8 KV cache as float8_e4m3fn, "
     "which needs compute capability 8.9 or newer (Ada, Hopper, Blackwell); use kvCacheDtype bf16 or auto here")
 VLLM_CPU_MESSAGE = (
-    "vLLM is not planned on CPU: its CPU attention backend supports head sizes up to 256, Gemma 4's full-attention "
-    "layers use 512, and the engine catalog has no vLLM CPU image; CPU replicas are served by llama.cpp "
-    "(vllm-project/vllm vllm/v1/attention/backends/cpu_attn.py CPUAttentionBackend.get_supported_head_sizes)")
+    "vLLM is not planned on CPU: vLLM has a CPU backend, but this operator's engine catalog has no vLLM CPU image "
+    "(vllm/vllm-openai is a CUDA build) and no memory model for it (it sizes its KV cache from "
+    "VLLM_CPU_KVCACHE_SPACE); CPU replicas are served by llama.cpp (https://docs.vllm.ai/en/latest/getting_started/"
+    "installation/cpu.html (CPU backend, VLLM_CPU_KVCACHE_SPACE); head size 512 on CPU: vllm-project/vllm#38676)")
 
 
 def _plan(types: set[str], **fields: Any) -> Plan:
