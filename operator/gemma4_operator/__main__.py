@@ -1,5 +1,3 @@
-import sys
+from gemma4_operator.cli.entry import run
 
-from gemma4_operator.cli.main import main
-
-sys.exit(main())
+run()

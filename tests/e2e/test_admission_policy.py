@@ -104,6 +104,20 @@ def test_disallowed_image_is_refused_with_the_policy_message(rest: Rest, enforce
     assert rest.get(KIND, e2e_namespace, "miner") is None
 
 
+@pytest.mark.parametrize(("serving", "message"), [
+    ({"securityContext": {"runAsUser": 0}}, "spec.serving.securityContext.runAsUser: running as root (0) is not "
+     "allowed by the tenant policy; an administrator allows it with the Helm value tenantPolicy.runAsRoot"),
+    ({"apiKeySecretRef": {"name": "db-password", "key": "password"}}, 'spec.serving.apiKeySecretRef: Secret '
+     '"db-password" is not allowed by the tenant policy; an administrator allows it with the Helm value '
+     "tenantPolicy.secretNames"),
+], ids=["root", "api-key-secret"])
+def test_root_and_another_secret_are_refused_with_the_policy_message(rest: Rest, enforced: Manifest,
+                                                                     e2e_namespace: str, serving: Obj,
+                                                                     message: str) -> None:
+    obj = g4d("sec", e2e_namespace, {**CPU, "serving": serving})
+    assert_refused(refusal(rest, obj), message, enforced)
+
+
 def test_disallowed_service_account_is_refused_with_the_policy_message(rest: Rest, enforced: Manifest,
                                                                        e2e_namespace: str) -> None:
     obj = g4d("escalate", e2e_namespace, {**CPU, "podTemplate": {"spec": {"serviceAccountName": "cluster-admin-sa"}}})

@@ -12,10 +12,12 @@ case.
 * ``cel``: the CRD's CEL rules (``x-kubernetes-validations``, GA in 1.29): the server refuses each object with the
   rule's message, and the same rule of the generated CRD evaluated with cel-python (the unit tier's evaluator)
   refuses it with the same words. The operator's pydantic twin of each rule is covered in the unit tier.
+* ``operator``: malformed free-form core/v1 fields (tolerations, affinity, env) the CRD's schema leaves open:
+  stored by any server, refused by the operator: ``Planned=False`` InvalidSpec naming the field, no children.
 * ``planner``: valid objects no plan fits: stored, ``Planned=False`` PlanFailed with the planner's words.
 
-The operator-judged objects (planner, and the kubectl cases created without strict validation) are created
-together and waited for once (the ``judged`` fixture), so the module stays well under its 2-minute budget.
+The operator-judged objects (operator, planner, and the kubectl cases created without strict validation) are
+created together and waited for once (the ``judged`` fixture), so the module stays well under its 2-minute budget.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from tests.tools.binaries import kubectl_path
 pytestmark = [pytest.mark.e2e, pytest.mark.floor]
 
 Obj = dict[str, Any]
-OPERATOR_JUDGED: tuple[Judge, ...] = ("planner", "kubectl")
+OPERATOR_JUDGED: tuple[Judge, ...] = ("operator", "planner", "kubectl")
 ABSENT = object()
 
 
@@ -195,6 +197,12 @@ def assert_refused(judged: Judged, case: Case, reason: str) -> str:
     assert {w["reason"] for w in judged.warnings[case.object_name]} == {reason}
     assert judged.children[case.object_name] == 0
     return str(planned["message"])
+
+
+@pytest.mark.parametrize("case", cases("operator"), ids=str)
+def test_malformed_free_form_field_is_stored_and_refused_by_the_operator(case: Case, judged: Judged) -> None:
+    message = assert_refused(judged, case, "InvalidSpec")
+    assert f": {case.field}: " in message or f"; {case.field}: " in message, message
 
 
 @pytest.mark.parametrize("case", cases("planner"), ids=str)

@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from gemma4_operator.api import AcceleratorSpec, Gemma4DeploymentSpec
+from gemma4_operator.engines.base import HOME_DIR, TMP_DIR
 from gemma4_operator.planner.plan import ClusterFacts, Plan
 from gemma4_operator.planner.select import plan
 from gemma4_operator.render.children import Owner, render_children
@@ -61,13 +62,20 @@ def render(s: Gemma4DeploymentSpec) -> Rendered:
     job = children["Job"]
     assert (job["apiVersion"], job["metadata"]["name"]) == ("batch/v1", "gemma-download")
     (download,) = job["spec"]["template"]["spec"]["containers"]
-    assert download["name"] == "download" and download["volumeMounts"] == [{"name": "cache", "mountPath": CACHE}]
+    assert download["name"] == "download"
+    # the cache, and the emptyDirs for HOME and /tmp that a read-only root filesystem needs (Pod Security)
+    assert {m["mountPath"] for m in download["volumeMounts"]} == {CACHE, HOME_DIR, TMP_DIR}
     server = children["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     return Rendered(p, download, server)
 
 
 def local(value: str, cache: Path) -> str:
-    return str(cache) + value[len(CACHE):] if value == CACHE or value.startswith(CACHE + "/") else value
+    """``value`` with a mounted path (the cache, HOME, /tmp) made a directory beside ``cache``."""
+    for mounted, here in ((CACHE, cache), (HOME_DIR, cache.parent / "home"), (TMP_DIR, cache.parent / "tmp")):
+        if value == mounted or value.startswith(mounted + "/"):
+            here.mkdir(exist_ok=True)
+            return str(here) + value[len(mounted):]
+    return value
 
 
 @dataclass(frozen=True)

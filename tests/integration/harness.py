@@ -27,6 +27,7 @@ G4D = f"{GROUP}/{VERSION}/{PLURAL}"
 DEPLOYMENTS, SERVICES, PVCS, PDBS = "apps/v1/deployments", "v1/services", "v1/persistentvolumeclaims", \
     "policy/v1/poddisruptionbudgets"
 PODS, NODES, EVENTS, JOBS = "v1/pods", "v1/nodes", "v1/events", "batch/v1/jobs"
+NETWORK_POLICIES = "networking.k8s.io/v1/networkpolicies"
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 OPERATOR_AGENTS = ("kopf/", "gemma4-operator/")
 
@@ -46,6 +47,7 @@ def declare(k: Emulator) -> None:
     k.resources[PODS] = ri(kind="Pod", namespaced=True, verbs=_ALL, subresources={"status"})
     k.resources[NODES] = ri(kind="Node", namespaced=False, verbs=_ALL, subresources={"status"})
     k.resources[EVENTS] = ri(kind="Event", namespaced=True, verbs=_ALL)
+    k.resources[NETWORK_POLICIES] = ri(kind="NetworkPolicy", namespaced=True, verbs=_ALL)
     k.resources["v1/namespaces"] = ri(kind="Namespace", namespaced=False, verbs={"list", "watch", "get"})
     k.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = ri(
         kind="CustomResourceDefinition", namespaced=False, verbs={"list", "watch", "get", "create"})

@@ -169,6 +169,29 @@ async def test_malformed_object_is_reported_not_crash_looped(k: Emulator) -> Non
         assert h.writes(k, mark) == []
 
 
+async def test_malformed_scheduling_fields_are_an_invalid_spec_with_their_paths(k: Emulator) -> None:
+    """tolerations and affinity are free-form in the CRD (the API server stores them as written); the operator
+    refuses a malformed one when it parses the object, naming the field, instead of failing in render."""
+    await h.create(k, G4D, h.g4d("tainted", accelerator={"type": "nvidia-l4"}, podTemplate={"spec": {
+        "tolerations": [{"key": "gpu", "operator": "Exists", "effect": 5}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": 5}}}}))
+    await h.create(k, G4D, h.g4d("fine", accelerator={"type": "nvidia-l4"}))
+    async with h.OperatorRun(k, **L4_ONLY):
+        await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "fine"), what="the valid object served")
+        await h.wait_for(lambda: (h.obj(k, G4D, "default", "tainted") or {}).get("status"), what="status")
+        await h.settle(k)
+        status = h.obj(k, G4D, "default", "tainted")["status"]  # type: ignore[index]
+        planned = next(c for c in status["conditions"] if c["type"] == "Planned")
+        assert planned["status"] == "False" and planned["reason"] == "InvalidSpec"
+        assert "spec.podTemplate.spec.tolerations[0].effect: Input should be '', 'NoSchedule', 'PreferNoSchedule' " \
+               "or 'NoExecute'; got 5" in planned["message"]
+        assert "spec.podTemplate.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution: " \
+               "expected a mapping (key: value), got 5" in planned["message"]
+        assert status["phase"] == "Failed"
+        assert h.obj(k, DEPLOYMENTS, "default", "tainted") is None
+        assert [e["type"] for e in h.objects(k, h.EVENTS) if e["reason"] == "InvalidSpec"] == ["Warning"]
+
+
 async def test_namespace_scoping(k: Emulator) -> None:
     for ns in ("ml", "other"):
         await h.create(k, "v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})

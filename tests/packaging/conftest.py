@@ -18,6 +18,9 @@ VALUE_SETS: dict[str, tuple[str, ...]] = {
     "servicemonitor-capability": ("--set", "metrics.serviceMonitor.enabled=true",
                                   "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"),
     "engine-monitors-off": ("--set", "operator.engineMonitors=off"),
+    # The operator's metrics bound to 127.0.0.1, and open to every pod (the default is networkPolicy).
+    "metrics-localhost": ("--set", "metrics.access=localhost"),
+    "metrics-open": ("--set", "metrics.access=open"),
     # Dashboards, alerts and ServiceMonitor with their defaults, the Prometheus Operator's CRDs served.
     "observability": ("--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.dashboards.enabled=true",
                       "--set", "metrics.prometheusRule.enabled=true",

@@ -64,7 +64,8 @@ def test_default_render(renderer: Renderer) -> None:
         "CustomResourceDefinition", "CustomResourceDefinition", "CustomResourceDefinition",
         "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment",
         "ClusterRole", "ClusterRole",  # gemma4-view, gemma4-edit (aggregated)
-        "ConfigMap", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"])  # the tenant policy
+        "ConfigMap", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",  # the tenant policy
+        "NetworkPolicy"])  # metrics.access networkPolicy
     assert {o["metadata"]["name"] for o in of_kind(objects, "CustomResourceDefinition")} == {
         "gemma4deployments.serving.gemma4.dev", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
     deployment = one(objects, "Deployment")  # a StatefulSet only with ha.enabled
@@ -105,7 +106,8 @@ def test_probes_and_ports_follow_values(value_set: str, renderer: Renderer) -> N
     objects = renderer.value_set(value_set)
     container = _container(objects)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert f"--metrics-port={ports['http-metrics']}" in container["args"]
+    if "http-metrics" in ports:  # not with metrics.access localhost: nothing outside the pod reaches it
+        assert f"--metrics-port={ports['http-metrics']}" in container["args"]
     assert f"--health-port={ports['http-health']}" in container["args"]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http-health"}, probe
@@ -126,7 +128,11 @@ def test_rendered_args_are_a_valid_operator_configuration(value_set: str, render
     assert ("GEMMA4_PRIORITY" in _env(container)) == ha
     config = config_from_args(parsed, env=env)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert (config.metrics_port, config.health_port) == (ports["http-metrics"], ports["http-health"])
+    assert config.health_port == ports["http-health"]
+    if "http-metrics" in ports:
+        assert (config.metrics_port, config.metrics_bind_address) == (ports["http-metrics"], "0.0.0.0")
+    else:  # metrics.access localhost
+        assert config.metrics_bind_address == "127.0.0.1"
     assert config.standalone is not ha
     peerings = {p["metadata"]["name"] for p in of_kind(objects, "ClusterKopfPeering") + of_kind(objects, "KopfPeering")}
     assert peerings == ({config.peering_name} if ha else set())  # the operator joins the peering the chart makes
@@ -203,6 +209,17 @@ def test_accelerator_prices_reach_the_operator(renderer: Renderer) -> None:
     assert config.prices == {"nvidia-h100-80gb": 2.49, "nvidia-l4": 0.6}
 
 
+def test_the_network_policy_default_reaches_the_operator(renderer: Renderer) -> None:
+    """`operator.networkPolicy` becomes --network-policy; the operator's namespace (the NetworkPolicy's scraper
+    peer) comes from POD_NAMESPACE, which the chart sets from the pod's own namespace."""
+    for value, expected in (("false", False), ("true", True)):
+        container = _container(renderer.objects("--set", f"operator.networkPolicy={value}"))
+        config = config_from_args(build_parser().parse_args(["run", *container["args"]]),
+                                  env={"POD_NAMESPACE": "gemma4-system"})
+        assert config.network_policy is expected and config.operator_namespace == "gemma4-system"
+        assert _env(container)["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+
+
 def test_servicemonitor_follows_the_cluster_capabilities(renderer: Renderer) -> None:
     monitor = one(renderer.value_set("servicemonitor-capability"), "ServiceMonitor")
     # The operator's per-object series carry the Gemma4Deployment's namespace: Prometheus keeps it.
@@ -229,6 +246,10 @@ SCHEMA_VIOLATIONS = {
                  ["at '/podSecurityContext/runAsNonRoot': value must be true"]),
     "wrong type": (["--set-string", "ha.enabled=yes"], ["at '/ha/enabled': got string, want boolean"]),
     "short digest": (["--set", "image.digest=sha256:abc"], ["at '/image/digest': 'sha256:abc' does not match pattern"]),
+    "metrics access": (["--set", "metrics.access=token"],
+                       ["at '/metrics/access': value must be one of 'networkPolicy', 'localhost', 'open'"]),
+    "metrics namespace name": (["--set", "metrics.allowedNamespaces[0]=Monitoring"],
+                               ["at '/metrics/allowedNamespaces/0': 'Monitoring' does not match pattern"]),
     "negative price": (["--set", "operator.acceleratorPrices.nvidia-l4=-1"],
                        ["at '/operator/acceleratorPrices/nvidia-l4': minimum: got -1, want 0"]),
 }

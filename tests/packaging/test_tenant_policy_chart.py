@@ -30,8 +30,8 @@ Json = dict[str, Any]
 LISTED = {"imagePrefixes": ["registry.example.com/ml/"], "extraArgPrefixes": ["--max-num-seqs=", "--enforce-eager"],
           "secretNames": ["hf-token"], "serviceAccountNames": ["gemma-serving"], "priorityClassNames": ["inference"],
           "runtimeClassNames": ["nvidia"], "schedulerNames": ["volcano"], "tolerationKeys": ["dedicated"],
-          "nodeSelectorKeys": ["pool"], "affinity": True, "pvcClaims": ["weights"]}
-OPEN = {**{key: ["*"] for key in LISTED if key != "affinity"}, "affinity": True}
+          "nodeSelectorKeys": ["pool"], "affinity": True, "pvcClaims": ["weights"], "runAsRoot": True}
+OPEN = {**{key: ["*"] for key in LISTED if key not in ("affinity", "runAsRoot")}, "affinity": True, "runAsRoot": True}
 MIRROR = "mirror.example.com/vllm-openai:v0.32.0"
 POLICIES: dict[str, tuple[str, ...]] = {
     "default": (),
@@ -44,6 +44,7 @@ EVERYTHING: Json = {
     "model": {"variant": "e2b", "source": {"uri": "pvc://weights/gemma-4-e2b",
                                           "tokenSecretRef": {"name": "hf-token", "key": "token"}}},
     "serving": {"image": "registry.example.com/ml/llama.cpp:b1", "extraArgs": ["--max-num-seqs=8", "--enforce-eager"],
+                "apiKeySecretRef": {"name": "hf-token", "key": "api-key"}, "securityContext": {"runAsUser": 0},
                 "env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}},
                         {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]},
     "podTemplate": {"spec": {
@@ -116,6 +117,13 @@ CASES: dict[str, tuple[str, Json, list[str]]] = {
     "claim with the listed name as prefix": ("listed", {"model": {"variant": "e2b", "source": {
         "uri": "pvc://weights-other/gemma"}}}, [
         f'spec.model.source.uri: the claim of "pvc://weights-other/gemma" {SUFFIX}pvcClaims']),
+    "API key from another Secret": ("default", {"serving": {"apiKeySecretRef": {"name": "openai", "key": "key"}}}, [
+        f'spec.serving.apiKeySecretRef: Secret "openai" {SUFFIX}secretNames']),
+    "API key from a listed Secret": ("listed", {"serving": {"apiKeySecretRef": {"name": "hf-token", "key": "k"}}}, []),
+    "root": ("default", {"serving": {"securityContext": {"runAsUser": 0}}}, [
+        f"spec.serving.securityContext.runAsUser: running as root (0) {SUFFIX}runAsRoot"]),
+    "another non-root identity": ("default", {"serving": {"securityContext": {
+        "runAsUser": 4242, "runAsGroup": 4242, "fsGroup": 4242, "readOnlyRootFilesystem": True}}}, []),
     "hub source": ("default", {"model": {"variant": "e2b", "source": {"uri": "hf://google/gemma-4-E2B-it"}}}, []),
     "everything, listed": ("listed", EVERYTHING, []),
     "everything, open": ("open", EVERYTHING, []),
@@ -131,7 +139,8 @@ CASES: dict[str, tuple[str, Json, list[str]]] = {
         f'spec.podTemplate.spec.tolerations: a toleration of key "dedicated" {SUFFIX}tolerationKeys',
         f'spec.podTemplate.spec.nodeSelector: node label "pool" {SUFFIX}nodeSelectorKeys',
         f"spec.podTemplate.spec.affinity: an affinity {SUFFIX}affinity",
-        f'spec.model.source.uri: the claim of "pvc://weights/gemma-4-e2b" {SUFFIX}pvcClaims']),
+        f'spec.model.source.uri: the claim of "pvc://weights/gemma-4-e2b" {SUFFIX}pvcClaims',
+        f"spec.serving.securityContext.runAsUser: running as root (0) {SUFFIX}runAsRoot"]),
 }
 
 

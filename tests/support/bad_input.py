@@ -12,8 +12,8 @@ from typing import Any, Literal, cast
 import yaml
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "bad-input" / "cases.yaml"
-Judge = Literal["server", "kubectl", "cel", "planner"]
-JUDGES: tuple[Judge, ...] = ("server", "kubectl", "cel", "planner")
+Judge = Literal["server", "kubectl", "cel", "operator", "planner"]
+JUDGES: tuple[Judge, ...] = ("server", "kubectl", "cel", "operator", "planner")
 Json = dict[str, Any]
 
 

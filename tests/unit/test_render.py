@@ -96,15 +96,19 @@ def test_single_gpu_pod_has_no_shm_and_gb200_is_arm64() -> None:
     assert {"key": "kubernetes.io/arch", "operator": "In", "values": ["arm64"]} in expressions
 
 
+ANTI_AFFINITY = {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 50, "podAffinityTerm": {
+    "labelSelector": {"matchLabels": {"app": "chat"}}, "topologyKey": "kubernetes.io/hostname"}}]}
+
+
 def test_user_node_affinity_is_anded_with_the_accelerator_requirement() -> None:
     zone = {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["us-central1-a"]}
     affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": [zone]}]}}, "podAntiAffinity": {"x": 1}}
+        "nodeSelectorTerms": [{"matchExpressions": [zone]}]}}, "podAntiAffinity": ANTI_AFFINITY}
     pod = children(model={"variant": "e4b"}, accelerator={"type": "nvidia-l4"},
                    podTemplate={"spec": {"affinity": affinity}})["Deployment"]["spec"]["template"]["spec"]
     terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert len(terms) == 2 and all(zone in t["matchExpressions"] for t in terms)
-    assert pod["affinity"]["podAntiAffinity"] == {"x": 1}
+    assert pod["affinity"]["podAntiAffinity"] == ANTI_AFFINITY
 
 
 def test_token_only_through_secret_key_ref() -> None:

@@ -96,6 +96,10 @@ the serving pods through a secretKeyRef that the kubelet resolves, never through
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get{{ if not $poll }}, list, watch{{ end }}, create, patch, delete]
+# NetworkPolicies (spec.networkPolicy or operator.networkPolicy): deleted when an object turns its off.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get{{ if not $poll }}, list, watch{{ end }}, create, patch, delete]
 # KEDA ScaledObjects (autoscaling.backend keda; only used where KEDA is installed). Deleted when
 # an object switches back to the built-in autoscaler.
 - apiGroups: [keda.sh]
@@ -117,10 +121,12 @@ the serving pods through a secretKeyRef that the kubelet resolves, never through
 - apiGroups: [metrics.k8s.io]
   resources: [pods]
   verbs: [list]
-# Events about plans, faults and readiness (kopf's and the operator's own, both core/v1).
+# Events about plans, faults and readiness (kopf's and the operator's own, both core/v1); listed only for a
+# download Job that has no pod yet, whose FailedCreate Event is the one place the namespace's admission refusal
+# of its pods shows.
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]
 {{- if and .Values.ha.enabled (not (include "gemma4-operator.clusterwide" .)) }}
 # kopf peering (HA): keep-alives in the namespace's KopfPeering.
 - apiGroups: [kopf.dev]
@@ -153,4 +159,23 @@ the serving pods through a secretKeyRef that the kubelet resolves, never through
   resources: [clusterkopfpeerings]
   verbs: [list, watch, patch]
 {{- end }}
+{{- end }}
+
+{{/* "true" when the chart renders the metrics Service: asked for, and the metrics are reachable from outside the
+pod (metrics.access localhost binds them to 127.0.0.1). */}}
+{{- define "gemma4-operator.metricsService" -}}
+{{- if and .Values.metrics.service.enabled (ne .Values.metrics.access "localhost") }}true{{- end }}
+{{- end }}
+
+{{/* Refuses `key` (serviceMonitor, prometheusRule) with metrics.access localhost: nothing could scrape them. */}}
+{{- define "gemma4-operator.needsScrapableMetrics" -}}
+{{- if eq .root.Values.metrics.access "localhost" }}
+{{- fail (printf "metrics.%s.enabled needs metrics.access networkPolicy or open: with localhost the operator's metrics listen on 127.0.0.1 inside its pod, where Prometheus cannot scrape them" .key) }}
+{{- end }}
+{{- end }}
+
+{{/* The namespaces whose pods may scrape the operator's metrics (metrics.access networkPolicy), as a JSON list:
+metrics.allowedNamespaces and the release's own. */}}
+{{- define "gemma4-operator.metricsNamespaces" -}}
+{{- append .Values.metrics.allowedNamespaces .Release.Namespace | uniq | toJson }}
 {{- end }}

@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gemma4_operator.api.core_v1 import label_problems, name_problems, shape_problems
 from gemma4_operator.api.metric_names import ACCEPTED_METRIC_NAMES
+from gemma4_operator.api.problems import (
+    QUANTITY_PATTERN,
+    cross_field_error,
+    field_path,
+    shown,
+    validation_problems,
+)
 
 GROUP = "serving.gemma4.dev"
 VERSION = "v1alpha1"
@@ -121,42 +127,14 @@ SOURCE_URI_MESSAGE = (
 # and NAME-download (9 more characters) names a Job whose name is also its pods' job-name label value.
 NAME_MAX_LENGTH = 63 - len("-download")
 DNS1035_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+NAMESPACE_MESSAGE = ("metadata.namespace must be a namespace name: at most 63 lowercase letters, digits and '-', "
+                     "starting and ending with a letter or digit")
 NAME_MESSAGE = (
     f"metadata.name must be a DNS-1035 label of at most {NAME_MAX_LENGTH} characters: lowercase letters, "
     "digits and '-', starting with a letter and ending with a letter or digit (it is the Service name and the "
     "app.kubernetes.io/instance label value, and derived names such as NAME-download, a Job name that is also "
     "a pod label value, must stay within 63 characters)"
 )
-
-
-def field_path(loc: Sequence[int | str]) -> str:
-    """A validation error's location as a user writes it: ``spec.serving.env[0].name``."""
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "(object)"
-
-
-def validation_problems(error: ValidationError) -> list[str]:
-    """Each problem of ``error`` as one line that starts with the full path of the field it is about
-    (``spec.serving.modalities: audio is only ...``), as the CLI prints them and the operator's status says."""
-    lines: list[str] = []
-    for e in error.errors():
-        message = str(e["msg"]).removeprefix("Value error, ")
-        path = field_path(e["loc"])
-        if e["type"] == "cross_field":
-            # each problem starts with the field it is about, relative to the object that has the rule
-            prefix = f"{path}." if e["loc"] else ""
-            lines += [f"{prefix}{part}" for part in message.split("\n")]
-        else:
-            lines.append(f"{path}: {message}")
-    return lines
-
-
-def cross_field_error(problems: list[str]) -> PydanticCustomError:
-    """One error for the rules a model breaks; each problem starts with its field path
-    relative to the model, so that validation_problems can print full paths."""
-    return PydanticCustomError("cross_field", "{problems}", {"problems": "\n".join(problems)})
 
 
 class CelRule(BaseModel):
@@ -274,6 +252,61 @@ class EnvVar(ApiModel):
         alias="valueFrom", description="core/v1 EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef, ...).",
     )] = None
 
+    @model_validator(mode="after")
+    def _check_core_v1_shape(self) -> EnvVar:
+        """Free-form in the CRD (extra keys kept), checked here with their paths (api.core_v1)."""
+        problems = [f"{key}: unknown field (a core/v1 EnvVar has name, value and valueFrom)"
+                    for key in self.model_extra or {}]
+        problems += [] if self.value_from is None else shape_problems("valueFrom", self.value_from)
+        if problems:
+            raise cross_field_error(problems)
+        return self
+
+
+# huggingface_hub reads the token from either name (HF_TOKEN; HUGGING_FACE_HUB_TOKEN, its older spelling)
+HF_TOKEN_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+LITERAL_TOKEN_MESSAGE = (
+    "serving.env: HF_TOKEN and HUGGING_FACE_HUB_TOKEN must not have a literal value: anyone who can read the "
+    "Gemma4Deployment or its pods would read the token; put it in a Secret and name it in "
+    "model.source.tokenSecretRef (only the pods that download get it), or use valueFrom.secretKeyRef")
+NON_ROOT_MESSAGE = ("runAsNonRoot: true contradicts runAsUser 0 (the kubelet would refuse to start "
+                    "the container); set runAsNonRoot false to run as root where the namespace's policy allows it")
+_SECURITY_RULES = cel_rules(CelRule(
+    rule="!has(self.runAsUser) || self.runAsUser != 0 || !has(self.runAsNonRoot) || !self.runAsNonRoot",
+    message=NON_ROOT_MESSAGE, field_path=".runAsNonRoot",
+))
+_ID_BOUND = 2**31 - 1  # core/v1 user and group IDs are int64, Linux's are 31-bit
+
+
+class SecurityContextSpec(ApiModel):
+    """The serving pods' identity: by default they pass Pod Security "restricted" as a non-root user."""
+
+    model_config = ConfigDict(json_schema_extra=_SECURITY_RULES)
+
+    run_as_user: Annotated[int | None, Field(alias="runAsUser", ge=0, le=_ID_BOUND, description=(
+        "UID the engine (and the download Job) runs as. Default 1000: the engine images run as root unless told "
+        "otherwise, and every path the engines write is on a volume, so any non-root UID works. 0 (root) needs "
+        "runAsNonRoot false and a namespace whose Pod Security level allows it (not restricted)."))] = None
+    run_as_group: Annotated[int | None, Field(alias="runAsGroup", ge=0, le=_ID_BOUND, description=(
+        "Primary GID of the engine's processes. Default 1000."))] = None
+    fs_group: Annotated[int | None, Field(alias="fsGroup", ge=0, le=_ID_BOUND, description=(
+        "GID that owns the pod's volumes (the model cache PVC included: the kubelet makes it group-writable for "
+        "this GID when the volume's root does not match, fsGroupChangePolicy OnRootMismatch). Default 1000. Set "
+        "the GID that can read a pvc:// source's files if they are not world-readable."))] = None
+    run_as_non_root: Annotated[bool | None, Field(alias="runAsNonRoot", description=(
+        "Whether the kubelet refuses to start a container as UID 0. Default: true unless runAsUser is 0."))] = None
+    read_only_root_filesystem: Annotated[bool | None, Field(alias="readOnlyRootFilesystem", description=(
+        "Mount the engine container's root filesystem read-only. Default per engine: true for llama.cpp (it "
+        "writes only its cache, HOME and /tmp, all on volumes), false for vLLM (its JIT compilers write caches "
+        "in places the operator does not control)."))] = None
+
+    @model_validator(mode="after")
+    def _root_needs_consent(self) -> SecurityContextSpec:
+        """The pydantic twin of the CEL rule."""
+        if self.run_as_user == 0 and self.run_as_non_root:
+            raise cross_field_error([NON_ROOT_MESSAGE])
+        return self
+
 
 class ServingSpec(ApiModel):
     max_model_len: Annotated[int, Field(
@@ -338,6 +371,16 @@ class ServingSpec(ApiModel):
     )] = Field(default_factory=list)
     env: Annotated[list[EnvVar], Field(description="Extra environment variables for the engine container.",
                                        max_length=64)] = Field(default_factory=list)
+    security_context: Annotated[SecurityContextSpec, Field(alias="securityContext", description=(
+        "Override the serving pods' non-root identity (UID, GID, fsGroup) and read-only root filesystem. By "
+        "default the serving pods and the download Job pass Pod Security \"restricted\": non-root UID 1000, "
+        "seccomp RuntimeDefault, no privilege escalation, all capabilities dropped."))] = Field(
+        default_factory=SecurityContextSpec)
+    api_key_secret_ref: Annotated[SecretKeyRef | None, Field(alias="apiKeySecretRef", description=(
+        "Secret key holding an API key the engine's OpenAI endpoint requires (`Authorization: Bearer KEY`), "
+        "passed through the environment (never in arguments or status). The health and metrics paths stay "
+        "open to the probes and the autoscaler where the engine allows it (vLLM); llama.cpp guards /metrics "
+        "with the key too, so it is refused together with autoscaling."))] = None
 
 
 class AutoscalingMetricSpec(ApiModel):
@@ -441,7 +484,7 @@ class AutoscalingSpec(ApiModel):
 class ModelCacheSpec(ApiModel):
     size: Annotated[str, Field(description=(
         "PVC size, e.g. 80Gi. Empty: the checkpoint size plus 20% headroom, rounded up to whole GiB."
-    ), pattern=r"^([0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?)?$", max_length=32)] = ""
+    ), pattern=QUANTITY_PATTERN, max_length=32)] = ""
     storage_class_name: Annotated[str, Field(
         alias="storageClassName", description="StorageClass of the PVC; empty uses the cluster default.",
         max_length=253,
@@ -476,6 +519,15 @@ class PodTemplateMetadata(ApiModel):
     annotations: Annotated[dict[str, str], Field(description="Extra annotations for the serving pods.")] = Field(
         default_factory=dict)
 
+    @model_validator(mode="after")
+    def _check_syntax(self) -> PodTemplateMetadata:
+        """What the API server would refuse on the pods, refused here with the key's path."""
+        problems = label_problems("labels", self.labels) + label_problems("annotations", self.annotations,
+                                                                          values=False)
+        if problems:
+            raise cross_field_error(problems)
+        return self
+
 
 class LocalObjectReference(ApiModel):
     name: Annotated[str, Field(description="Name of the referenced object.", min_length=1)]
@@ -501,6 +553,21 @@ class PodTemplateSpecOverrides(ApiModel):
     runtime_class_name: Annotated[str, Field(alias="runtimeClassName",
                                              description="RuntimeClass, e.g. nvidia.")] = ""
     scheduler_name: Annotated[str, Field(alias="schedulerName", description="Scheduler to use.")] = ""
+
+    @model_validator(mode="after")
+    def _check_core_v1_shapes(self) -> PodTemplateSpecOverrides:
+        """Free-form in the CRD (tolerations, affinity), or only typed as strings (the node selector): checked
+        here as the API server checks a pod, with their paths (api.core_v1)."""
+        problems = shape_problems("tolerations", self.tolerations) + shape_problems("affinity", self.affinity)
+        problems += label_problems("nodeSelector", self.node_selector)
+        problems += name_problems({"serviceAccountName": self.service_account_name,
+                                   "priorityClassName": self.priority_class_name,
+                                   "runtimeClassName": self.runtime_class_name, "schedulerName": self.scheduler_name,
+                                   **{f"imagePullSecrets[{i}].name": s.name for i, s in
+                                      enumerate(self.image_pull_secrets)}})
+        if problems:
+            raise cross_field_error(problems)
+        return self
 
 
 class PodTemplateOverrides(ApiModel):
@@ -572,7 +639,23 @@ _SPEC_RULES = cel_rules(
         message="quantization: fp8, nvfp4 and int4 need an NVIDIA GPU; on cpu use q4_k_m, q8_0, bf16 or auto",
         field_path=".quantization",
     ),
+    CelRule(
+        rule=(f"!has(self.serving) || !has(self.serving.env) || self.serving.env.all(e, "
+              f"!(e.name in {list(HF_TOKEN_NAMES)!r}) || !has(e.value))"),
+        message=LITERAL_TOKEN_MESSAGE,
+        field_path=".serving.env",
+    ),
 )
+
+
+class NetworkPolicySpec(ApiModel):
+    enabled: Annotated[bool | None, Field(description=(
+        "Render a NetworkPolicy NAME that admits ingress to the serving pods' port only from pods in this "
+        "namespace, from the operator's namespace (its autoscaler scrapes /metrics) and from ingressFrom. "
+        "Unset: the operator's default (Helm value networkPolicy.enabled)."))] = None
+    ingress_from: Annotated[list[dict[str, Any]], Field(alias="ingressFrom", max_length=16, description=(
+        "Extra core/v1 NetworkPolicyPeers (podSelector, namespaceSelector, ipBlock) allowed to reach the "
+        "serving port, e.g. an ingress controller's namespace."))] = Field(default_factory=list)
 
 
 class Gemma4DeploymentSpec(ApiModel):
@@ -604,6 +687,9 @@ class Gemma4DeploymentSpec(ApiModel):
     pod_template: Annotated[PodTemplateOverrides, Field(
         alias="podTemplate", description="Pass-through settings for the serving pods.",
     )] = Field(default_factory=PodTemplateOverrides)
+    network_policy: Annotated[NetworkPolicySpec | None, Field(alias="networkPolicy", description=(
+        "Restrict ingress to the serving pods with a NetworkPolicy (enforced by the cluster's network plugin)."
+    ))] = None
 
     @model_validator(mode="after")
     def _check_cross_field(self) -> Gemma4DeploymentSpec:
@@ -634,6 +720,8 @@ class Gemma4DeploymentSpec(ApiModel):
         if self.serving.gpu_memory_utilization is not None and (
                 cpu or self.engine.value in _NO_GPU_MEMORY_UTILIZATION_ENGINES):
             problems.append(_SPEC_RULES_BY_PATH[".serving.gpuMemoryUtilization"])
+        if any(e.name in HF_TOKEN_NAMES and e.value is not None for e in self.serving.env):
+            problems.append(LITERAL_TOKEN_MESSAGE)
         if problems:
             raise cross_field_error(problems)
         return self
@@ -679,9 +767,15 @@ class Gemma4Deployment(ApiModel):
     def _check_name(self) -> Gemma4Deployment:
         """The pydantic twin of NAME_RULES (the CRD's top-level CEL rule)."""
         name = self.metadata.get("name")
+        namespace = self.metadata.get("namespace") or "default"  # unset, null or empty: the default namespace
+        problems = []
         if not isinstance(name, str) or len(name) > NAME_MAX_LENGTH or not re.fullmatch(DNS1035_LABEL_PATTERN, name):
-            got = "it is missing" if name is None or name == "" else f"got {name!r}"
-            raise cross_field_error([f"{NAME_MESSAGE}; {got}"])
+            got = "it is missing" if name is None or name == "" else f"got {shown(name, kind=False)}"
+            problems.append(f"{NAME_MESSAGE}; {got}")
+        if not isinstance(namespace, str) or len(namespace) > 63 or not re.fullmatch(K8S_NAME_PATTERN, namespace):
+            problems.append(f"{NAMESPACE_MESSAGE}; got {shown(namespace, kind=False)}")
+        if problems:
+            raise cross_field_error(problems)
         return self
 
     @property
@@ -808,12 +902,16 @@ __all__ = [
     "API_VERSION",
     "DNS1035_LABEL_PATTERN",
     "GROUP",
+    "HF_TOKEN_NAMES",
     "K8S_NAME_PATTERN",
     "KIND",
+    "LITERAL_TOKEN_MESSAGE",
     "METRIC_NAMES",
+    "NAMESPACE_MESSAGE",
     "NAME_MAX_LENGTH",
     "NAME_MESSAGE",
     "NAME_RULES",
+    "NON_ROOT_MESSAGE",
     "PLURAL",
     "SINGULAR",
     "SOURCE_URI_MESSAGE",
@@ -841,6 +939,7 @@ __all__ = [
     "ModelSource",
     "ModelSpec",
     "ModelStatus",
+    "NetworkPolicySpec",
     "PlanMemory",
     "PlanStatus",
     "PodTemplateMetadata",
@@ -850,6 +949,7 @@ __all__ = [
     "RecommendationEntry",
     "RetainPolicy",
     "SecretKeyRef",
+    "SecurityContextSpec",
     "ServingSpec",
     "StorageSpec",
     "Variant",

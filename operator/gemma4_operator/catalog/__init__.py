@@ -246,6 +246,17 @@ class EngineDevices(CatalogModel):
     source: str
 
 
+class ApiKeyInfo(CatalogModel):
+    """How an engine takes an API key for its OpenAI endpoint, and which paths stay open without it."""
+
+    env: str  # the environment variable the engine reads the key from (instead of --api-key in args)
+    open_paths: tuple[str, ...]  # answered without the key (the probes and the autoscaler's /metrics need some)
+    source: str
+
+    def is_open(self, path: str) -> bool:
+        return path in self.open_paths
+
+
 class EngineInfo(CatalogModel):
     version: str
     weights: Literal["safetensors", "gguf"]
@@ -261,6 +272,7 @@ class EngineInfo(CatalogModel):
     startup_fixed_s: int
     source: str
     metrics: dict[str, tuple[str, ...]]
+    api_key: ApiKeyInfo
     # the fraction of GPU memory the fit plans within; with gpu_memory_utilization_flag the engine's own
     # setting (vLLM's --gpu-memory-utilization, serving.gpuMemoryUtilization overrides it), else a headroom
     gpu_memory_utilization: float = 0.90

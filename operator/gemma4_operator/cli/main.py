@@ -1,114 +1,38 @@
 """Command line: offline `plan`, `render`, `crd`, `accelerators`, and `run` (the operator).
 
-Exit codes: 0 success; 1 bad input: a usage error, an input file that is unreadable, not text,
-not YAML or not a valid Gemma4Deployment, or (`run`) a bad flag or no Kubernetes credentials;
-2 the spec cannot be served or rendered as asked: the planner refused (PlanError) or a child
-cannot be rendered (UnrenderableError, e.g. KEDA without --prometheus-url); 3 the operator stopped
-with an error; 4 an unexpected internal error (a bug), reported in one line, never a traceback.
+Exit codes: 0 success; 1 bad input: a usage error, an input file that is unreadable, too large, not
+text, not YAML or not a valid Gemma4Deployment, or (`run`) a bad flag or environment variable or no
+Kubernetes credentials; 2 the spec cannot be served or rendered as asked: the planner refused
+(PlanError) or a child cannot be rendered (UnrenderableError, e.g. KEDA without --prometheus-url);
+3 the operator stopped with an error, or an unexpected internal error (a bug), reported in one line,
+never a traceback. Signals (cli.entry): 128 + the signal, e.g. 130 for SIGINT (Ctrl-C), 143 for SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
-import codecs
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 import yaml
-from pydantic import ValidationError
 
-from gemma4_operator.api import API_VERSION, KIND, AutoscalingBackend, Gemma4Deployment, validation_problems
+from gemma4_operator.api import KIND, AutoscalingBackend, Gemma4Deployment
 from gemma4_operator.api.crd import crd_yaml
 from gemma4_operator.catalog import load_catalog
 from gemma4_operator.cli import run as operator_main
+from gemma4_operator.cli.files import InputError, load_deployments
 from gemma4_operator.controller.config import ConfigError, parse_prices
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.planner.select import plan
-from gemma4_operator.render.children import YAML_LOADER, Owner, RenderOptions, UnrenderableError, render_children
+from gemma4_operator.render.children import Owner, RenderOptions, UnrenderableError, render_children
 
 EXIT_INVALID = 1
 EXIT_PLAN_ERROR = 2
-EXIT_INTERNAL_ERROR = 4
-
-
-
-class InputError(Exception):
-    """A file that cannot be read as Gemma4Deployments; the message is for the user."""
-
-
-
-def describe_validation_error(error: ValidationError, source: str) -> str:
-    return "\n".join([f"{source}: not a valid {KIND}:", *(f"  {line}" for line in validation_problems(error))])
-
-
-_YAML_TYPES = {list: "list", str: "string", int: "integer", float: "number", bool: "boolean", bytes: "binary"}
-
-
-def _read_text(path: str) -> str:
-    """The file ('-': stdin) as UTF-8 text; InputError for what cannot be read or is not text."""
-    source = "stdin" if path == "-" else path
-    try:
-        if path == "-":
-            stream = getattr(sys.stdin, "buffer", None)
-            data: bytes | str = stream.read() if stream is not None else sys.stdin.read()
-        else:
-            data = Path(path).read_bytes()
-    except OSError as e:
-        raise InputError(f"{source}: cannot read: {e.strerror or e}") from e
-    except UnicodeDecodeError as e:  # a text-mode stdin without a byte buffer
-        raise InputError(f"{source}: not a text file ({e.reason} at byte {e.start}); "
-                         f"expected YAML with {KIND} documents") from e
-    if isinstance(data, str):
-        return data
-    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        encoding = "UTF-32" if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)) else "UTF-16"
-        raise InputError(f"{source}: not UTF-8 text ({encoding}, by its byte order mark): "
-                         "save it as UTF-8")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{source}: not a text file (byte 0x{data[e.start]:02x} at offset {e.start} is not "
-                         f"UTF-8); expected YAML with {KIND} documents") from e
-    if "\x00" in text:
-        raise InputError(f"{source}: not a text file (NUL byte at offset {text.index(chr(0))}); "
-                         f"expected YAML with {KIND} documents")
-    return text
-
-
-def load_deployments(path: str) -> list[Gemma4Deployment]:
-    """Every Gemma4Deployment document in a YAML file ('-' for stdin)."""
-    text = _read_text(path)
-    if path == "-":
-        path = "stdin"
-    try:
-        documents = [d for d in yaml.load_all(text, Loader=YAML_LOADER) if d is not None]  # a safe loader
-    except RecursionError as e:
-        raise InputError(f"{path}: invalid YAML: nested too deeply") from e
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise InputError(f"{path}: invalid YAML{where}: {problem}") from e
-    deployments = []
-    for index, doc in enumerate(documents):
-        source = path if len(documents) == 1 else f"{path} (document {index + 1})"
-        if not isinstance(doc, dict):
-            found = _YAML_TYPES.get(type(doc), type(doc).__name__)
-            raise InputError(f"{source}: expected a {KIND} mapping (apiVersion: {API_VERSION}, kind: {KIND}, "
-                             f"metadata, spec), found a YAML {found}")
-        if doc.get("kind") != KIND:
-            raise InputError(f"{source}: expected kind {KIND} ({API_VERSION}), found {doc.get('kind')!r}")
-        try:
-            deployments.append(Gemma4Deployment.model_validate(doc))
-        except ValidationError as e:
-            raise InputError(describe_validation_error(e, source)) from e
-    if not deployments:
-        raise InputError(f"{path}: no {KIND} found: the file is empty or only has comments")
-    return deployments
+EXIT_INTERNAL_ERROR = 3  # documented with the operator's own failure: no input reaches it
 
 
 CPU_ONLY = "cpu"
@@ -203,6 +127,9 @@ def cmd_plan(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_render(args: argparse.Namespace, out: TextIO) -> int:
     facts, _ = _facts(args.accelerator)
     prices = _prices(args.accelerator_price)
+    if args.owner_uid is not None and not re.fullmatch(r"[A-Za-z0-9-]{1,128}", args.owner_uid):
+        raise InputError(f"--owner-uid {args.owner_uid[:80]!r}: expected the object's uid, e.g. from "
+                         "kubectl get gemma4deployment NAME -o jsonpath='{.metadata.uid}'")
     url = (args.prometheus_url or "").rstrip("/")
     if url and not url.startswith(("http://", "https://")):
         raise InputError(f"--prometheus-url {args.prometheus_url!r}: expected an http(s) URL")
@@ -295,14 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stdout_gone() -> int:
-    """The reader of stdout went away (`| head`): stop quietly, as other command line tools do."""
+def _detach_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush of what could not be written does not
+    complain (with exit status 120) after the command has reported it."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not complain
+        os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):
         pass
-    return 0
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
@@ -310,13 +237,20 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (1)
         return e.code if isinstance(e.code, int) else EXIT_INVALID
+    stream = out or sys.stdout
     try:
-        code: int = args.func(args, out or sys.stdout)
+        code: int = args.func(args, stream)
+        stream.flush()
     except InputError as e:
         print(str(e), file=sys.stderr)
         return EXIT_INVALID
-    except BrokenPipeError:
-        return _stdout_gone()
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly, as other tools do
+        _detach_stdout()
+        return 0
+    except OSError as e:  # writing the output failed (`> /dev/full`, a full disk)
+        _detach_stdout()
+        print(f"gemma4-operator {args.command}: cannot write the output: {e.strerror or e}", file=sys.stderr)
+        return EXIT_INVALID
     except KeyboardInterrupt:
         print(f"gemma4-operator {args.command}: interrupted", file=sys.stderr)
         return 130

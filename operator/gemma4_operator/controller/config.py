@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import ipaddress
 from collections.abc import Mapping, Sequence
 
 from gemma4_operator.engines import image_keys as engine_image_keys
@@ -17,7 +18,7 @@ from gemma4_operator.render.download import DOWNLOADER_IMAGE_KEY
 
 def image_keys() -> tuple[str, ...]:
     """`--image KEY=IMAGE` keys: each engine's, and the download Job's."""
-    return (*engine_image_keys(), DOWNLOADER_IMAGE_KEY)
+    return tuple(dict.fromkeys((*engine_image_keys(), DOWNLOADER_IMAGE_KEY)))  # engines share keys
 
 
 class ChildrenMode(enum.StrEnum):
@@ -50,6 +51,8 @@ class OperatorConfig:
     prices: Mapping[str, float] = dataclasses.field(default_factory=dict)  # USD per GPU-hour by accelerator type
     accelerator_types: tuple[str, ...] | None = None  # static cluster facts; None: read node labels
     metrics_port: int = 8080  # 0 disables the prometheus endpoint
+    # The metrics list every tenant's objects: 127.0.0.1 keeps them inside the pod (kubectl port-forward reaches it)
+    metrics_bind_address: str = "0.0.0.0"
     health_port: int = 8081  # 0 disables kopf's liveness endpoint
     log_format: LogFormat = LogFormat.TEXT
     verbose: bool = False
@@ -67,6 +70,8 @@ class OperatorConfig:
     scrape_concurrency: int = 16  # /metrics requests in flight at once
     # Where a serving pod's metrics are: {ip} and {port} are filled in. Tests point it at local servers.
     metrics_url_template: str = "http://{ip}:{port}/metrics"
+    network_policy: bool = False  # --network-policy: a NetworkPolicy per object unless its spec says otherwise
+    operator_namespace: str = ""  # POD_NAMESPACE (the chart sets it): the autoscaler's scrapes come from there
     # What a Gemma4Deployment may set (--tenant-policy); None: no policy (the chart always passes one)
     tenant_policy: TenantPolicy | None = None
 
@@ -79,8 +84,17 @@ class OperatorConfig:
         for flag, port in (("--metrics-port", self.metrics_port), ("--health-port", self.health_port)):
             if not 0 <= port <= 65535:
                 raise ConfigError(f"{flag} {port}: not a TCP port")
+        try:
+            ipaddress.ip_address(self.metrics_bind_address)
+        except ValueError:
+            raise ConfigError(f"--metrics-bind-address {self.metrics_bind_address!r}: not an IP address "
+                              "(e.g. 127.0.0.1, or 0.0.0.0 for every interface)") from None
         if self.request_timeout <= 0:
             raise ConfigError("--request-timeout must be positive")
+        if self.server and not self.server.startswith(("http://", "https://")):
+            raise ConfigError(f"--server {self.server!r}: expected an http(s) URL")
+        if any(not ns.strip() for ns in self.namespaces):
+            raise ConfigError("--namespace '': a namespace name cannot be empty")
         if self.prometheus_url and not self.prometheus_url.startswith(("http://", "https://")):
             raise ConfigError(f"--prometheus-url {self.prometheus_url!r}: expected an http(s) URL")
         if self.autoscale_interval <= 0 or self.scrape_timeout <= 0 or self.scrape_concurrency < 1:

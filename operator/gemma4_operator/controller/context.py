@@ -273,6 +273,8 @@ class OperatorContext:
     retries: dict[Key, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
     # time.monotonic() before which no reconcile of the object may call the API (the server's Retry-After).
     hold_until: dict[Key, float] = dataclasses.field(default_factory=dict)
+    # Reconciles that found the download Job without pods and no FailedCreate Event (handlers.ADMISSION_RECHECKS).
+    admission_checks: dict[Key, int] = dataclasses.field(default_factory=dict)
     last_facts: frozenset[str] | None = None
     keda_checked_at: float = -math.inf  # time.monotonic() of the last KEDA discovery
     image_volumes_checked_at: float = -math.inf  # ... of the last image-volume dry run
@@ -337,6 +339,7 @@ class OperatorContext:
         self.conflicts.pop(key, None)
         self.locks.pop(key, None)
         self.hold_until.pop(key, None)
+        self.admission_checks.pop(key, None)
         self.autoscaler.pop(key, None)
         loop = self.autoscalers.pop(key, None)
         if loop is not None:

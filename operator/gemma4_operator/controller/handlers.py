@@ -82,8 +82,9 @@ from gemma4_operator.controller.context import (
 )
 from gemma4_operator.controller.kube import InvalidRequestError, RetryableApiError
 from gemma4_operator.controller.metrics import ObjectState
-from gemma4_operator.controller.model_status import model_state
+from gemma4_operator.controller.model_status import current_job, model_state
 from gemma4_operator.controller.workqueue import Mark, WorkQueue, writable
+from gemma4_operator.observe import admission
 from gemma4_operator.planner import cluster_facts
 from gemma4_operator.planner.plan import ClusterFacts
 from gemma4_operator.render import ownership
@@ -98,7 +99,8 @@ logger = logging.getLogger(__name__)
 # ScaledObjects (autoscaling.backend keda) only exist where KEDA is installed; kopf watches them
 # once their CRD is served.
 CHILD_RESOURCES = (("apps/v1", "deployments"), ("v1", "services"), ("v1", "persistentvolumeclaims"),
-                   ("batch/v1", "jobs"), ("policy", "poddisruptionbudgets"), ("keda.sh/v1alpha1", "scaledobjects"))
+                   ("batch/v1", "jobs"), ("policy", "poddisruptionbudgets"), ("keda.sh/v1alpha1", "scaledobjects"),
+                   ("networking.k8s.io/v1", "networkpolicies"))
 KEDA = ("keda.sh/v1alpha1", "scaledobjects")
 # The Prometheus Operator's PodMonitors (one per object for its engine pods) unless --engine-monitors off.
 PODMONITORS = ("monitoring.coreos.com/v1", "podmonitors")
@@ -108,6 +110,9 @@ IMAGE_VOLUMES_RECHECK_S = 600.0  # at most this often, re-check image volumes wh
 POD_RESOURCE = ("v1", "pods")
 INDEX_IDS = (PARENTS, CHILDREN, PODS, ACCELERATORS)
 CONFLICT_RETRY_S = 10.0
+# Seconds after which a download Job still without pods is looked at again for a FailedCreate Event: the Job
+# controller records it asynchronously and, retrying, changes nothing on the Job that would bring a watch event.
+ADMISSION_RECHECKS = (2.0, 6.0, 18.0)
 # Failures whose Retry-After the server chose (429, 5xx): they hold every retry loop of the object (HELD_OFF).
 SERVER_PACED = frozenset({"Throttled", "ServerError"})
 HELD_OFF = "HeldOff"
@@ -193,8 +198,11 @@ async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: obs
     serving: list[Obj] = []
     for pod in pods:
         (downloads if is_download_pod(pod) else serving).append(pod)
-    model = model_state(outcome.plan, spec, _owned(live, "Job", parent.uid), downloads, deployment,
+    job = _owned(live, "Job", parent.uid)
+    model = model_state(outcome.plan, spec, job, downloads, deployment,
                         observe.loading_pods(serving)) if outcome.plan is not None else None
+    if problem is None and outcome.plan is not None:
+        problem = await _job_refusal(ctx, parent.key, current_job(outcome.plan, job), downloads)
     new = observe.compute_status(owner=parent.owner, generation=parent.generation, spec=spec, outcome=outcome,
                                  deployment=deployment, pods=serving, previous=previous, now=now_rfc3339(),
                                  problem=problem, model=model)
@@ -206,6 +214,30 @@ async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: obs
         ctx.remember_status(parent, merged)
     ctx.metrics.observe_object(*parent.key, object_state(spec, outcome, {**previous, **new}, deployment))
     await _post_events(ctx, parent, [*extra_events, *observe.transition_events(previous, new, outcome)])
+
+
+async def _job_refusal(ctx: OperatorContext, key: Key, job: Mapping[str, Any] | None,
+                       pods: Sequence[Obj]) -> observe.Fault | None:
+    """The download Job's pods refused by the namespace's admission: the Job controller says so only in an
+    Event, read while the Job has no pod at all. Best effort: a failed read leaves the status as it is. Not
+    found yet: counted, for _process to look again (ADMISSION_RECHECKS)."""
+    if job is None or not admission.job_may_be_refused(job, pods):
+        ctx.admission_checks.pop(key, None)
+        return None
+    meta = job.get("metadata") or {}
+    try:
+        events = await asyncio.to_thread(ctx.kube.list, "v1", "Event", str(meta.get("namespace")),
+                                         field_selector=f"involvedObject.name={meta.get('name')},"
+                                                        f"reason={admission.FAILED_CREATE}")
+    except (RetryableApiError, InvalidRequestError) as e:
+        logger.warning("could not read the events of Job %s/%s: %s", meta.get("namespace"), meta.get("name"), e)
+        return None
+    refused = admission.job_create_failure(job, pods, events)
+    if refused is None:
+        ctx.admission_checks[key] = ctx.admission_checks.get(key, 0) + 1
+        return None
+    ctx.admission_checks.pop(key, None)
+    return observe.Fault(refused.reason, refused.message)
 
 
 def _applied_event(applied: Sequence[tuple[Obj, str]]) -> list[observe.EventSpec]:
@@ -431,6 +463,9 @@ async def _process(ctx: OperatorContext, indices: Mapping[str, Any], key: Key, m
         await follow_image_volumes(ctx, parent.body)
     try:
         await reconcile(ctx, parent, ctx.source(indices), ctx.facts(indices), trigger=mark.trigger, only=mark.only)
+        checks = ctx.admission_checks.get(key, 0)
+        if 0 < checks <= len(ADMISSION_RECHECKS):
+            _schedule(ctx, key, ADMISSION_RECHECKS[checks - 1], indices, "admission", 0)
     except RetryableApiError as e:
         delay = rc.backoff_delay(mark.retry, e.retry_after)
         logger.warning("%s %s/%s: %s; retrying in %.0fs", KIND, *key, e, delay)

@@ -72,6 +72,7 @@ RESOURCES: dict[tuple[str, str], ResourceType] = {
     ("monitoring.coreos.com/v1", "PodMonitor"): ResourceType("monitoring.coreos.com", "v1", "podmonitors"),
     ("metrics.k8s.io/v1beta1", "PodMetrics"): ResourceType("metrics.k8s.io", "v1beta1", "pods"),
     ("v1", "Event"): ResourceType("", "v1", "events"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ResourceType("networking.k8s.io", "v1", "networkpolicies"),
     (f"{GROUP}/{VERSION}", "Gemma4Deployment"): ResourceType(GROUP, VERSION, PLURAL),
 }
 
@@ -229,8 +230,9 @@ class Kube:
                 return None
             raise
 
-    def list(self, api_version: str, kind: str, namespace: str, label_selector: str = "") -> list[K8sObject]:
-        query = {"labelSelector": label_selector} if label_selector else {}
+    def list(self, api_version: str, kind: str, namespace: str, label_selector: str = "",
+             field_selector: str = "") -> list[K8sObject]:
+        query = {k: v for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v}
         items = self._request("GET", self.resource(api_version, kind).path(namespace), query=query,
                               what=f"list {kind} in {namespace}").get("items") or []
         return [dict(i) for i in items]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -166,9 +167,11 @@ class Metrics:
         self.objects.states.pop((namespace, name), None)
         self.objects.autoscaler.pop((namespace, name), None)
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
-        """Start the /metrics HTTP endpoint in a daemon thread."""
-        start_http_server(port, addr=addr, registry=self.registry)
+    def serve(self, port: int, addr: str) -> WSGIServer:
+        """Start the /metrics HTTP endpoint on ``addr`` (``--metrics-bind-address``) in a daemon thread; the
+        server, for its bound address and ``shutdown``."""
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        return server
 
     def value(self, name: str, /, **labels: str) -> float:
         """Current value of a sample (tests and benchmarks)."""

@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gemma4_operator.api import Gemma4Deployment, validation_problems
+from gemma4_operator.api.wire import parse_object
 from gemma4_operator.controller.config import OperatorConfig
 from gemma4_operator.controller.model_status import current_job, job_succeeded
 from gemma4_operator.planner.cluster_facts import sticky_facts
@@ -38,7 +39,7 @@ from gemma4_operator.render.ownership import owned_by
 HASH_ANNOTATION = "serving.gemma4.dev/applied-hash"
 # Children that may stop being wanted while the object lives on. A PVC is never deleted by the
 # operator: it holds downloaded weights and stays (retainPolicy Retain) or goes with the object.
-DELETABLE_KINDS = frozenset({"PodDisruptionBudget", "ScaledObject", "Job"})
+DELETABLE_KINDS = frozenset({"PodDisruptionBudget", "ScaledObject", "Job", "NetworkPolicy"})
 # A Job's pod template is immutable: a changed Job is deleted (its pods first) and created again.
 REPLACED_KINDS = frozenset({"Job"})
 MAX_BACKOFF_S = 60.0
@@ -90,7 +91,7 @@ class Desired:
 def parse_parent(body: Mapping[str, Any]) -> Gemma4Deployment:
     """The watched object as a model, or InvalidObjectError naming every bad field."""
     try:
-        return Gemma4Deployment.model_validate(dict(body))
+        return parse_object(body)
     except ValidationError as e:
         raise InvalidObjectError("invalid Gemma4Deployment: " + "; ".join(validation_problems(e))) from e
 

@@ -53,6 +53,8 @@ def make_context(config: OperatorConfig, *, api_client: Any = None, metrics: Met
                            render_options=RenderOptions(
                                prometheus_url=config.prometheus_url,
                                downloader_image=config.images.get(DOWNLOADER_IMAGE_KEY, ""),
+                               network_policy=config.network_policy,
+                               operator_namespace=config.operator_namespace,
                                # checked by a dry run at the first oci:// object (handlers.follow_image_volumes)
                                image_volumes=False, image_volumes_refusal="not checked yet"))
 

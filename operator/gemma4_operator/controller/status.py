@@ -19,6 +19,7 @@ from gemma4_operator.api import Condition, Gemma4DeploymentSpec
 from gemma4_operator.api.limits import termination_message_tail
 from gemma4_operator.engines import engine as engine_named
 from gemma4_operator.engines.base import diagnose
+from gemma4_operator.observe.admission import deployment_create_failure
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.render.children import GPU_RESOURCE, SERVING_CONTAINER, Owner, endpoint, selector_string
 
@@ -335,8 +336,9 @@ def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec 
     desired = desired_replicas(spec, deployment)
     ready = int(get_path(deployment, "status", "readyReplicas", default=0) or 0)
     download_fault = Fault(model.reason, model.message) if model is not None and model.failed else None
-    fault = problem or download_fault or degraded(
-        pods, p.gpus_per_replica if p is not None and p.accelerator.is_gpu else 0, p)
+    refused = deployment_create_failure(deployment)  # the namespace's admission refused the pods
+    fault = problem or download_fault or (Fault(refused.reason, _clip(refused.message)) if refused else None) \
+        or degraded(pods, p.gpus_per_replica if p is not None and p.accelerator.is_gpu else 0, p)
     planned = _planned(p, outcome)
     if deployment is None:
         available, progressing = _without_deployment(owner, p, model)

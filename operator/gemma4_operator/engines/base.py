@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
 
-from gemma4_operator.api import Gemma4DeploymentSpec
+from gemma4_operator.api import Gemma4DeploymentSpec, SecretKeyRef
 from gemma4_operator.api.metric_names import Signal
 from gemma4_operator.catalog import Accelerator, Catalog, Checkpoint, EngineInfo, FormatInfo, VariantInfo
 from gemma4_operator.planner.plan import Candidate, Plan
@@ -47,6 +47,8 @@ class EngineContainer:
     liveness_probe: K8sObject
     volume_mounts: list[K8sObject] = field(default_factory=list)
     shm_size: str = ""  # memory-backed /dev/shm, only for multi-GPU tensor parallel
+    # the engine's default for securityContext.readOnlyRootFilesystem (each engine module says why)
+    read_only_root_filesystem: bool = False
 
 
 @dataclass(frozen=True)
@@ -279,30 +281,51 @@ def http_probe(path: str, *, period: int, timeout: int, failures: int) -> K8sObj
             "timeoutSeconds": timeout, "failureThreshold": failures}
 
 
-def probes(plan: Plan, info: EngineInfo) -> tuple[K8sObject, K8sObject, K8sObject]:
+def probes(plan: Plan, info: EngineInfo, spec: Gemma4DeploymentSpec) -> tuple[K8sObject, K8sObject, K8sObject]:
     """Startup covers download + load (budget from the checkpoint size); readiness proves the model
-    is served; liveness tolerates long prefills (90 s of failures before a restart)."""
+    is served; liveness tolerates long prefills (90 s of failures before a restart). With an API key, a
+    probe on a path the engine guards (the kubelet cannot send the key) uses the health path instead."""
+    readiness_path = info.readiness_path
+    if spec.serving.api_key_secret_ref is not None and not info.api_key.is_open(readiness_path):
+        readiness_path = info.health_path
     startup = http_probe(info.health_path, period=10, timeout=5, failures=math.ceil(plan.startup_budget_s / 10))
-    readiness = http_probe(info.readiness_path, period=5, timeout=5, failures=3)
+    readiness = http_probe(readiness_path, period=5, timeout=5, failures=3)
     liveness = http_probe(info.health_path, period=15, timeout=10, failures=6)
     return startup, readiness, liveness
 
 
-def hub_env(spec: Gemma4DeploymentSpec) -> list[K8sObject]:
-    """The Hugging Face cache on the cache volume; the token only through secretKeyRef."""
+def secret_env(name: str, ref: SecretKeyRef) -> K8sObject:
+    """An env entry the kubelet fills from a Secret: the value never enters the pod spec or the args."""
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+
+
+def hub_env(spec: Gemma4DeploymentSpec, *, token: bool) -> list[K8sObject]:
+    """The Hugging Face cache on the cache volume; the token (through secretKeyRef) only for a pod that
+    downloads."""
     env: list[K8sObject] = [{"name": "HF_HOME", "value": f"{CACHE_MOUNT}/huggingface"}]
     source = spec.model.source
-    if source is not None and source.token_secret_ref is not None:
-        ref = source.token_secret_ref
-        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    if token and source is not None and source.token_secret_ref is not None:
+        env.append(secret_env("HF_TOKEN", source.token_secret_ref))
     return env
 
 
-def common_env(spec: Gemma4DeploymentSpec, plan: Plan) -> list[K8sObject]:
+# Every pod we create runs as a non-root UID that the images do not know (no passwd entry, HOME=/ or /root):
+# HOME and /tmp are emptyDir volumes (render/pod_security.py), and the caches engines and libraries put under
+# HOME (XDG_CACHE_HOME: ~/.cache) land there.
+HOME_DIR = "/home/gemma4"
+TMP_DIR = "/tmp"
+SCRATCH_ENV: tuple[K8sObject, ...] = ({"name": "HOME", "value": HOME_DIR},
+                                      {"name": "XDG_CACHE_HOME", "value": f"{HOME_DIR}/.cache"})
+
+
+def common_env(spec: Gemma4DeploymentSpec, plan: Plan, info: EngineInfo) -> list[K8sObject]:
     """The serving container's: weights already on a disk keep the Hub offline, so a scale-up never
-    touches it (and an air-gapped cluster works)."""
+    touches it (and an air-gapped cluster works), and the HF token stays out of pods that do not
+    download; HOME on its volume; the API key in the engine's own variable."""
     offline = [{"name": "HF_HUB_OFFLINE", "value": "1"}] if plan.weights.local else []
-    return [*hub_env(spec), *offline]
+    key = spec.serving.api_key_secret_ref
+    api_key = [secret_env(info.api_key.env, key)] if key is not None else []
+    return [*hub_env(spec, token=not plan.weights.local), *offline, *SCRATCH_ENV, *api_key]
 
 
 def with_user_env(env: list[K8sObject], spec: Gemma4DeploymentSpec) -> list[K8sObject]:

@@ -34,6 +34,11 @@ from gemma4_operator.planner.sources import SourceRef
 from gemma4_operator.planner.weights import CACHE_MOUNT, WeightsMode
 
 SERVER_BINARY = "/app/llama-server"  # entry point of the ghcr.io/ggml-org/llama.cpp server images
+# Read-only root by default: llama-server is one native binary that writes only what -hf downloads (LLAMA_CACHE,
+# on the cache volume: common/arg.cpp fs_get_cache_directory) and files it is told to write (--slot-save-path,
+# --log-file: never rendered); HOME and /tmp are volumes anyway (engines/base.py). Its images run as root
+# (.devops/cuda.Dockerfile and cpu.Dockerfile set no USER) and need no passwd entry for the UID.
+READ_ONLY_ROOT_FILESYSTEM = True
 MAX_SLOTS = 1024  # upper bound when searching how many slots the KV budget holds
 
 
@@ -107,13 +112,13 @@ class Engine(CatalogEngine):
 
     @override
     def container(self, plan: Plan, spec: Gemma4DeploymentSpec) -> EngineContainer:
-        startup, readiness, liveness = probes(plan, self.info)
+        startup, readiness, liveness = probes(plan, self.info, spec)
         llama_cache = {"name": "LLAMA_CACHE", "value": f"{CACHE_MOUNT}/llama.cpp"}
-        env = with_user_env([*common_env(spec, plan), llama_cache], spec)
+        env = with_user_env([*common_env(spec, plan, self.info), llama_cache], spec)
         return EngineContainer(
             command=[SERVER_BINARY], args=command_line(plan, spec, self.info.ctx_checkpoints), env=env,
             startup_probe=startup, readiness_probe=readiness, liveness_probe=liveness,
-            volume_mounts=cache_mounts(plan),
+            volume_mounts=cache_mounts(plan), read_only_root_filesystem=READ_ONLY_ROOT_FILESYSTEM,
         )
 
     @override

@@ -17,6 +17,7 @@ from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.api.metric_names import DEFAULT_TARGETS, Signal
 from gemma4_operator.catalog import GIB, Accelerator, Catalog, Checkpoint, FormatInfo, VariantInfo
 from gemma4_operator.engines.base import (
+    HOME_DIR,
     CatalogEngine,
     EngineContainer,
     EngineSettings,
@@ -34,6 +35,22 @@ from gemma4_operator.planner import memory
 from gemma4_operator.planner.plan import Candidate, Plan
 from gemma4_operator.planner.sources import SourceRef
 
+# vLLM as a non-root UID the image has no passwd entry for (vllm/vllm-openai runs as root; its Dockerfile sets
+# no USER). Its caches go under HOME (an emptyDir, engines/base.py SCRATCH_ENV), named here so none falls back
+# to a path on the image: VLLM_CACHE_ROOT (torch.compile and other vLLM caches; vllm/envs.py, default
+# XDG_CACHE_HOME/vllm) and TRITON_CACHE_DIR (Triton's kernels; default ~/.triton/cache). USER: torch inductor
+# names its cache dir after getpass.getuser() (torch/_inductor/runtime/cache_dir_utils.py), which reads USER
+# before the passwd entry that an arbitrary UID lacks.
+NON_ROOT_ENV: tuple[dict[str, str], ...] = (
+    {"name": "USER", "value": "gemma4"},
+    {"name": "VLLM_CACHE_ROOT", "value": f"{HOME_DIR}/.cache/vllm"},
+    {"name": "TRITON_CACHE_DIR", "value": f"{HOME_DIR}/.cache/triton"},
+)
+# Not read-only by default: vLLM's JIT paths (torch inductor, Triton, FlashInfer, DeepGEMM, CUDA's kernel cache)
+# each pick a cache location of their own, some next to the installed package, and the operator cannot list
+# them all for every model and GPU; the writable paths above are volumes either way, and Pod Security
+# "restricted" does not require a read-only root. serving.securityContext.readOnlyRootFilesystem opts in.
+READ_ONLY_ROOT_FILESYSTEM = False
 # Per-prompt limits for the encoders a variant has; keys only for requested modalities.
 MM_LIMITS = {"image": 4, "audio": 1}
 SHM_SIZE = "16Gi"  # NCCL/torch shared memory between tensor-parallel workers
@@ -149,14 +166,16 @@ class Engine(CatalogEngine):
 
     @override
     def container(self, plan: Plan, spec: Gemma4DeploymentSpec) -> EngineContainer:
-        startup, readiness, liveness = probes(plan, self.info)
+        startup, readiness, liveness = probes(plan, self.info, spec)
         # vLLM's root cause is followed by the API server's traceback: keep it for the termination message
         command, literals = with_termination_log(["vllm", "serve"], ERROR_SIGNATURES)
-        env = with_user_env([*common_env(spec, plan), {"name": "VLLM_NO_USAGE_STATS", "value": "1"}, literals], spec)
+        env = with_user_env([*common_env(spec, plan, self.info), *NON_ROOT_ENV,
+                             {"name": "VLLM_NO_USAGE_STATS", "value": "1"}, literals], spec)
         return EngineContainer(
             command=command, args=command_line(plan, spec), env=env,
             startup_probe=startup, readiness_probe=readiness, liveness_probe=liveness,
             volume_mounts=cache_mounts(plan), shm_size=SHM_SIZE if plan.tensor_parallel_size > 1 else "",
+            read_only_root_filesystem=READ_ONLY_ROOT_FILESYSTEM,
         )
 
     @override

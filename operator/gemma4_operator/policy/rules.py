@@ -85,6 +85,13 @@ def _token_secret(spec: Gemma4DeploymentSpec, policy: TenantPolicy, _: frozenset
     return refusal("spec.model.source.tokenSecretRef", f'Secret "{ref.name}"', "secretNames")
 
 
+def _api_key_secret(spec: Gemma4DeploymentSpec, policy: TenantPolicy, _: frozenset[str]) -> str | None:
+    ref = spec.serving.api_key_secret_ref
+    if ref is None or _named(policy.secret_names, ref.name):
+        return None
+    return refusal("spec.serving.apiKeySecretRef", f'Secret "{ref.name}"', "secretNames")
+
+
 def _pod_name_rule(attr: str, noun: str) -> Rule:
     """A podTemplate.spec name field (empty: the cluster's default) limited to the names the policy lists in
     the field of the same name plus s (service_account_name -> service_account_names)."""
@@ -128,12 +135,21 @@ def _pvc_source(spec: Gemma4DeploymentSpec, policy: TenantPolicy, _: frozenset[s
     return refusal("spec.model.source.uri", f'the claim of "{uri}"', "pvcClaims")
 
 
+def _run_as_root(spec: Gemma4DeploymentSpec, policy: TenantPolicy, _: frozenset[str]) -> str | None:
+    """UID 0 in the pods (the default is a non-root UID): refused unless allowed, in namespaces that do not
+    enforce Pod Security too."""
+    if policy.run_as_root or spec.serving.security_context.run_as_user != 0:
+        return None
+    return refusal("spec.serving.securityContext.runAsUser", "running as root (0)", "runAsRoot")
+
+
 # In the order of the admission policy's validations.
 RULES: tuple[Rule, ...] = (
     _image,
     _extra_args,
     _env_secrets,
     _token_secret,
+    _api_key_secret,
     _pod_name_rule("service_account_name", "ServiceAccount"),
     _pod_name_rule("priority_class_name", "PriorityClass"),
     _pod_name_rule("runtime_class_name", "RuntimeClass"),
@@ -142,6 +158,7 @@ RULES: tuple[Rule, ...] = (
     _node_selector,
     _affinity,
     _pvc_source,
+    _run_as_root,
 )
 
 

@@ -25,7 +25,8 @@ class TenantPolicy:
 
     image_prefixes: tuple[str, ...] = ()  # spec.serving.image, besides the catalog's and the operator's images
     extra_arg_prefixes: tuple[str, ...] = ()  # spec.serving.extraArgs
-    secret_names: tuple[str, ...] = ("hf-token",)  # env valueFrom.secretKeyRef and model.source.tokenSecretRef
+    # env valueFrom.secretKeyRef, model.source.tokenSecretRef and serving.apiKeySecretRef
+    secret_names: tuple[str, ...] = ("hf-token",)
     service_account_names: tuple[str, ...] = ()
     priority_class_names: tuple[str, ...] = ()
     runtime_class_names: tuple[str, ...] = ()
@@ -34,6 +35,7 @@ class TenantPolicy:
     node_selector_keys: tuple[str, ...] = ()
     affinity: bool = False
     pvc_claims: tuple[str, ...] = ()  # pvc://CLAIM/PATH sources
+    run_as_root: bool = False  # serving.securityContext.runAsUser 0
 
 
 def helm_key(field: str) -> str:

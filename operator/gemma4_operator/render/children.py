@@ -30,6 +30,13 @@ from gemma4_operator.render.download import (
     job_values,
     needs_download,
 )
+from gemma4_operator.render.network_policy import network_policy, wants_network_policy
+from gemma4_operator.render.pod_security import (
+    container_security_context,
+    pod_security_context,
+    scratch_volumes,
+    serving_read_only_root,
+)
 from gemma4_operator.weights.outcome import required_cache_gib
 
 SERVICE_PORT = 8000
@@ -74,6 +81,8 @@ class RenderOptions:
     image_volumes: bool = True
     image_volumes_refusal: str = ""  # why not, in words (the server's version)
     downloader_image: str = ""  # --image downloader=IMAGE; empty: the catalog's
+    network_policy: bool = False  # --network-policy: a NetworkPolicy per object unless its spec says otherwise
+    operator_namespace: str = ""  # where the operator runs (its autoscaler's scrapes come from there)
 
 
 KEDA_API_VERSION = "keda.sh/v1alpha1"
@@ -237,7 +246,8 @@ def _volumes(name: str, spec: Gemma4DeploymentSpec, plan: Plan, engine: EngineCo
         # pulled by the container runtime before the container starts and kept in its image store per node
         volumes.append({"name": "model", "image": {"reference": plan.source.image, "pullPolicy": "IfNotPresent"}})
         mounts.append({"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True})
-    return volumes, mounts
+    scratch, scratch_mounts = scratch_volumes()
+    return volumes + scratch, mounts + scratch_mounts
 
 
 def scrape_annotations(plan: Plan) -> dict[str, str]:
@@ -262,6 +272,16 @@ def cache_size(spec: Gemma4DeploymentSpec, plan: Plan) -> str:
     return f"{model_cache_gib(plan)}Gi"
 
 
+def api_key_refusal(spec: Gemma4DeploymentSpec, plan: Plan) -> str | None:
+    """An API key on an engine that guards /metrics with it leaves the autoscaler blind: the operator does not
+    read tenants' Secrets, so it cannot send the key."""
+    info = engine_named(plan.engine).info
+    if spec.serving.api_key_secret_ref is None or spec.autoscaling is None or info.api_key.is_open(METRICS_PATH):
+        return None
+    return (f"serving.apiKeySecretRef: {plan.engine} requires the API key on {METRICS_PATH} too, where autoscaling "
+            f"reads its metrics, and the operator does not read Secrets; remove spec.autoscaling or the API key")
+
+
 def replicas_owned_by_operator(spec: Gemma4DeploymentSpec) -> bool:
     """With autoscaling, replicas belong to the autoscaler and are left out of the applied object."""
     return spec.autoscaling is None
@@ -274,11 +294,13 @@ def minimum_replicas(spec: Gemma4DeploymentSpec) -> int:
 def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
                     options: RenderOptions | None = None) -> list[K8sObject]:
     """Deployment, Service, and when asked for a PVC; a PDB when more than one replica runs; a PodMonitor
-    where the cluster serves them; KEDA's ScaledObject for ``backend: keda``."""
+    where the cluster serves them; KEDA's ScaledObject for ``backend: keda``; a NetworkPolicy when asked for."""
     options = options or RenderOptions()
     if plan.weights.mode is WeightsMode.IMAGE and not options.image_volumes:
         refusal = options.image_volumes_refusal or image_volumes_refusal()
         raise UnrenderableError(f"model.source.uri {plan.model_ref}: {refusal}")
+    if (key_refusal := api_key_refusal(spec, plan)) is not None:
+        raise UnrenderableError(key_refusal)
     engine = engine_named(plan.engine).container(plan, spec)
     labels = child_labels(owner.name, plan.variant)
     common = {"name": owner.name, "namespace": owner.namespace, "labels": labels,
@@ -295,6 +317,9 @@ def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
                 replicas=spec.replicas if replicas_owned_by_operator(spec) else None,
                 pod_labels=pod_labels, pod_annotations={**scrape, **spec.pod_template.metadata.annotations},
                 pod_settings=_pod_settings(spec, plan), resources=_resources(spec, plan),
+                pod_security=pod_security_context(spec),
+                container_security=container_security_context(
+                    serving_read_only_root(spec, engine.read_only_root_filesystem)),
                 volume_mounts=mounts, volumes=volumes),
         _render("service.yaml.j2", **common, service_port=SERVICE_PORT),
     ]
@@ -302,12 +327,14 @@ def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
         children.append(_pvc(common, spec, plan))
     if needs_download(plan):
         children.append(_render("job.yaml.j2", **common, job_labels=download_labels(owner.name, plan.variant),
-                                **job_values(spec, plan, options.downloader_image or downloader_image())))
+                                **job_values(owner.name, spec, plan, options.downloader_image or downloader_image())))
     if options.pod_monitors:
         children.append(_render("podmonitor.yaml.j2", **common, metrics_path=METRICS_PATH,
                                 relabelings=relabelings()))
     if spec.autoscaling is not None and spec.autoscaling.backend.value == "keda":
         children.append(_scaled_object(owner, spec, plan, labels, options))
+    if wants_network_policy(spec, options.network_policy):
+        children.append(network_policy(common, spec, plan.port, options.operator_namespace))
     if minimum_replicas(spec) > 1 or (spec.autoscaling is not None and spec.autoscaling.max_replica_count > 1):
         children.append(_render("pdb.yaml.j2", **common, pdb_api_version=options.pdb_api_version))
     return children

@@ -10,9 +10,10 @@ from typing import Any
 
 from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.catalog import load_catalog
-from gemma4_operator.engines.base import K8sObject, hub_env, with_user_env
+from gemma4_operator.engines.base import SCRATCH_ENV, K8sObject, hub_env, with_user_env
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.planner.weights import CACHE_MOUNT, MODELS_DIR, WeightsMode
+from gemma4_operator.render.pod_security import container_security_context, pod_security_context, scratch_volumes
 from gemma4_operator.weights import download_script_source
 
 DOWNLOAD_COMPONENT = "download"
@@ -65,9 +66,9 @@ HF_CLI_ENV: tuple[K8sObject, ...] = ({"name": "HF_DEBUG", "value": "1"},
 
 
 def download_env(spec: Gemma4DeploymentSpec) -> list[K8sObject]:
-    """HF_HOME and the token as the serving pods have them, hf's settings for the report; serving.env too
-    (e.g. HF_ENDPOINT for a mirror)."""
-    return with_user_env([*hub_env(spec), *HF_CLI_ENV], spec)
+    """HF_HOME and the token (this pod downloads), hf's settings for the report, HOME on its volume;
+    serving.env too (e.g. HF_ENDPOINT for a mirror)."""
+    return with_user_env([*hub_env(spec, token=True), *HF_CLI_ENV, *SCRATCH_ENV], spec)
 
 
 def downloader_image() -> str:
@@ -75,11 +76,21 @@ def downloader_image() -> str:
     return load_catalog().weights.downloader.image
 
 
-def job_values(spec: Gemma4DeploymentSpec, plan: Plan, image: str) -> dict[str, object]:
+# The downloader (python3 and hf) writes only HF_HOME on the cache PVC, HOME and /tmp: a read-only root.
+READ_ONLY_ROOT_FILESYSTEM = True
+
+
+def job_values(name: str, spec: Gemma4DeploymentSpec, plan: Plan, image: str) -> dict[str, object]:
+    """The Job's pod runs as the serving pods' identity (serving.securityContext), so both agree on who owns
+    the cache PVC's files."""
     pod = spec.pod_template.spec
     pod_settings = {"imagePullSecrets": [s.model_dump() for s in pod.image_pull_secrets],
                     "tolerations": list(pod.tolerations), "priorityClassName": pod.priority_class_name}
+    scratch, scratch_mounts = scratch_volumes()
     return {"annotations": {CHECKPOINT_ANNOTATION: checkpoint_id(plan)}, "backoff_limit": BACKOFF_LIMIT,
             "pod_settings": {k: v for k, v in pod_settings.items() if v}, "image": image,
             "command": download_command(plan), "env": download_env(spec), "resources": RESOURCES,
-            "cache_mount": CACHE_MOUNT}
+            "pod_security": pod_security_context(spec),
+            "container_security": container_security_context(READ_ONLY_ROOT_FILESYSTEM),
+            "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": f"{name}-model-cache"}}, *scratch],
+            "volume_mounts": [{"name": "cache", "mountPath": CACHE_MOUNT}, *scratch_mounts]}
