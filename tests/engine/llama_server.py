@@ -85,6 +85,7 @@ class LlamaServerSettings:
     cache_type_k: str = "f16"  # -ctk
     cache_type_v: str = "f16"  # -ctv
     swa_full: bool = False  # --swa-full
+    ctx_checkpoints: int | None = None  # --ctx-checkpoints; None = llama.cpp default (32 in this build)
     cont_batching: bool = True  # -cb / -nocb
     n_batch: int | None = None  # -b
     n_ubatch: int | None = None  # -ub
@@ -281,6 +282,7 @@ _FLAGS: tuple[_Flag, ...] = (
     _Flag(("-ctk", "--cache-type-k"), True, _set("cache_type_k", _kv_type)),
     _Flag(("-ctv", "--cache-type-v"), True, _set("cache_type_v", _kv_type)),
     _Flag(("--swa-full",), False, _const("swa_full", True)),
+    _Flag(("--ctx-checkpoints",), True, _set("ctx_checkpoints", _int)),
     _Flag(("-cb", "--cont-batching"), False, _const("cont_batching", True)),
     _Flag(("-nocb", "--no-cont-batching"), False, _const("cont_batching", False)),
     _Flag(("-b", "--batch-size"), True, _set("n_batch", _int)),
@@ -381,6 +383,8 @@ def build_common_params(settings: LlamaServerSettings) -> Any:
     p.cache_type_k = xlc.ggml_type[f"GGML_TYPE_{settings.cache_type_k.upper()}"]
     p.cache_type_v = xlc.ggml_type[f"GGML_TYPE_{settings.cache_type_v.upper()}"]
     p.swa_full = settings.swa_full
+    if settings.ctx_checkpoints is not None:
+        p.n_ctx_checkpoints = settings.ctx_checkpoints
     p.cont_batching = settings.cont_batching
     if settings.n_batch is not None:
         p.n_batch = settings.n_batch

@@ -11,6 +11,7 @@ from tests.engine.llama_server import (
     SUPPORTED_FLAGS,
     LlamaServerSettings,
     UnsupportedFlagError,
+    build_common_params,
     settings_from_argv,
 )
 
@@ -100,3 +101,12 @@ def test_dict_round_trip() -> None:
     assert LlamaServerSettings.from_dict(s.to_dict()) == s
     with pytest.raises(ValueError, match="unknown LlamaServerSettings keys"):
         LlamaServerSettings.from_dict({"model_path": "x", "ctx": 4})
+
+
+def test_ctx_checkpoints_reaches_the_servers_parameters() -> None:
+    # engines/llamacpp.py bounds Gemma 4's sliding-window checkpoints (catalog engines.yaml ctx_checkpoints)
+    s = settings_from_argv(["-m", "x.gguf", "--ctx-checkpoints", "0"])
+    assert s.ctx_checkpoints == 0
+    assert LlamaServerSettings.from_dict(s.to_dict()) == s
+    assert build_common_params(s).n_ctx_checkpoints == 0
+    assert settings_from_argv(["-m", "x.gguf"]).ctx_checkpoints is None

@@ -45,6 +45,10 @@ def test_engine_and_format_facts_match_engines_and_formats_yaml() -> None:
     gpu_only_engines = {e for e, info in CATALOG.engines.items() if not info.devices.cpu}
     assert set(models._GPU_ONLY_ENGINES) == gpu_only_engines
     cpu_formats = {f for f, info in CATALOG.formats.items() if set(info.engines) - gpu_only_engines}
+    no_knob = {e for e, info in CATALOG.engines.items() if not info.gpu_memory_utilization_flag}
+    assert set(models._NO_GPU_MEMORY_UTILIZATION_ENGINES) == no_knob
+    knob = [info.gpu_memory_utilization for info in CATALOG.engines.values() if info.gpu_memory_utilization_flag]
+    assert knob == [models.GPU_MEMORY_UTILIZATION_DEFAULT]
     assert set(models._GPU_ONLY_FORMATS) == set(CATALOG.formats) - cpu_formats
 
 

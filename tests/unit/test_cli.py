@@ -91,3 +91,10 @@ def test_accelerators_command_lists_the_catalog(capsys: pytest.CaptureFixture[st
     assert "nvidia-gb200" in out and "arm64" in out and "NVIDIA-H100-80GB-HBM3" in out
     h100 = next(line for line in out.splitlines() if line.startswith("nvidia-h100-80gb "))
     assert " 6.88 2026-11 " in h100  # the catalog's indicative price and when it was read
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    # GPUs per replica and vLLM fp8 KV (catalog/hardware_rules.yaml): a MIG slice is one per replica; Ampere
+    # cannot keep an fp8 KV cache in Gemma 4's Triton attention
+    assert rows["nvidia-h100-80gb"][7:9] == ["8", "yes"]
+    assert rows["nvidia-a100-80gb-mig-3g.40gb"][7:9] == ["1", "no"]
+    assert rows["nvidia-gh200"][1:5] == ["96GiB", "9.0", "hopper", "arm64"]
+    assert rows["nvidia-gh200"][-1] == "NVIDIA-GH200-480GB"

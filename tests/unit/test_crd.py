@@ -95,7 +95,7 @@ BAD_CEL = [
         {"metricName": "request_count", "target": 10}, {"metricName": "request_count", "target": 20}]}},
      "autoscalingMetricSpecs: at most one entry per metricName"),
     ({"model": {"variant": "e2b"}, "engine": "vllm", "accelerator": {"type": "cpu"}},
-     "engine: vllm needs an NVIDIA GPU"),
+     "engine: vllm is not planned on cpu"),
     ({"model": {"variant": "e2b"}, "accelerator": {"type": "cpu", "count": 1}},
      "accelerator.count must be 0 when accelerator.type is cpu"),
     ({"model": {"variant": "e2b"}, "engine": "vllm", "quantization": "q4_k_m"},
@@ -107,6 +107,11 @@ BAD_CEL = [
     ({"model": {"variant": "e2b", "source": {"uri": "s3://bucket/x"}}},
      "source.uri must be hf://REPO[@REVISION] (a Hugging Face repo"),
     ({"model": {"variant": "e2b", "source": {"uri": ""}}}, "source.uri must be hf://REPO[@REVISION]"),
+    # vLLM's --gpu-memory-utilization: llama-server has no such setting, and cpu is served by llama.cpp
+    ({"model": {"variant": "e2b"}, "engine": "llamacpp", "serving": {"gpuMemoryUtilization": 0.95}},
+     "serving.gpuMemoryUtilization is vLLM's --gpu-memory-utilization; llama.cpp has no such setting"),
+    ({"model": {"variant": "e2b"}, "accelerator": {"type": "cpu"}, "serving": {"gpuMemoryUtilization": 0.95}},
+     "serving.gpuMemoryUtilization is vLLM's --gpu-memory-utilization; llama.cpp has no such setting"),
     # a ReadWriteOnce cache (the default access mode) cannot serve replicas on several nodes
     ({"model": {"variant": "e2b"}, "replicas": 2, "storage": {"modelCache": {}}},
      "storage.modelCache.accessModes: a ReadWriteOnce (or ReadWriteOncePod) cache mounts on one node only"),
@@ -147,6 +152,10 @@ BAD_SCHEMA = [
                                                    "autoscalingMetricSpecs": [{"metricName": "gpu"}]}},
      "spec.autoscaling.autoscalingMetricSpecs.0.metricName: 'gpu' is not one of"),
     ({"model": {"variant": "e2b"}, "replicaz": 3}, "Additional properties are not allowed ('replicaz'"),
+    ({"model": {"variant": "e2b"}, "serving": {"gpuMemoryUtilization": 0.99}},
+     "spec.serving.gpuMemoryUtilization: 0.99 is greater than the maximum of 0.98"),
+    ({"model": {"variant": "e2b"}, "serving": {"gpuMemoryUtilization": 0.4}},
+     "spec.serving.gpuMemoryUtilization: 0.4 is less than the minimum of 0.5"),
 ]
 
 

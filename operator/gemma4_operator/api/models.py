@@ -105,6 +105,8 @@ _UNSERVED_MESSAGES = {
     "llamacpp": "quantization: fp8, nvfp4 and int4 are vLLM formats; llama.cpp serves bf16, q8_0 or q4_k_m",
 }
 _GPU_ONLY_ENGINES = ("vllm",)  # engines.yaml devices.cpu false
+_NO_GPU_MEMORY_UTILIZATION_ENGINES = ("llamacpp",)  # engines.yaml: no gpu_memory_utilization_flag
+GPU_MEMORY_UTILIZATION_DEFAULT = 0.90  # engines.yaml vllm gpu_memory_utilization
 _GPU_ONLY_FORMATS = ("fp8", "nvfp4", "int4")  # formats no CPU-capable engine serves
 K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # oci://: a registry host[:port], a repository path and a tag or sha256 digest (a bare repository would mean
@@ -325,8 +327,24 @@ class ServingSpec(ApiModel):
     kv_cache_dtype: Annotated[KvCacheDtypeChoice, Field(
         alias="kvCacheDtype",
         description=("KV-cache precision. auto: vLLM uses fp8 on GPUs with FP8 support (compute capability 8.9+) "
-                     "and bf16 elsewhere; llama.cpp uses f16 cells, and 8-bit q8_0 cells when f16 does not fit."),
+                     "and bf16 elsewhere (an explicit fp8 is refused below 8.9: the Triton attention Gemma 4 needs "
+                     "in vLLM cannot store it there); llama.cpp uses f16 cells, and 8-bit q8_0 cells when f16 does "
+                     "not fit."),
     )] = KvCacheDtypeChoice.AUTO
+    gpu_memory_utilization: Annotated[float | None, Field(
+        alias="gpuMemoryUtilization",
+        description=(
+            "vLLM's --gpu-memory-utilization: the fraction of each GPU's memory vLLM may take for weights, "
+            f"activations and the KV cache. Unset: {GPU_MEMORY_UTILIZATION_DEFAULT:.2f} (vLLM's default and its "
+            "Gemma 4 recipe's). The planner fits the plan within this fraction (to two decimals) and renders it, "
+            "so a recipe that "
+            "raises it can be reproduced; the rest is left to the CUDA context and other processes. vLLM only: "
+            "llama-server has no such setting (it allocates what its context needs), so engine llamacpp and "
+            "accelerator.type cpu refuse it, and a llama.cpp plan chosen by engine auto ignores it (said in "
+            "status.plan.notes)."
+        ),
+        ge=0.5, le=0.98,
+    )] = None
     modalities: Annotated[list[Modality], Field(
         description=(
             "Input modalities to serve. text is always served; image needs the vision encoder; audio exists "
@@ -560,6 +578,11 @@ class PodTemplateOverrides(ApiModel):
 
 
 _SINGLE_NODE_MODES = ("ReadWriteOnce", "ReadWriteOncePod")  # a volume only one node (or pod) can mount
+_GPU_MEMORY_UTILIZATION_MESSAGE = (
+    "serving.gpuMemoryUtilization is vLLM's --gpu-memory-utilization; llama.cpp has no such setting (llama-server "
+    "allocates what its context needs) and a cpu accelerator is served by llama.cpp: remove it, or use engine vllm "
+    "(or auto) on a GPU"
+)
 _SINGLE_NODE_CACHE_MESSAGE = (
     "storage.modelCache.accessModes: a ReadWriteOnce (or ReadWriteOncePod) cache mounts on one node only, so a second "
     "replica on another node never starts; use [ReadWriteMany] (a StorageClass that offers it) when replicas or "
@@ -596,7 +619,8 @@ _SPEC_RULES = cel_rules(
     ),
     *(CelRule(
         rule=f"self.accelerator.type != 'cpu' || self.engine != '{engine}'",
-        message=f"engine: {engine} needs an NVIDIA GPU; use engine llamacpp (or auto) with accelerator.type cpu",
+        message=(f"engine: {engine} is not planned on cpu (the engine catalog has no {engine} CPU plan for Gemma 4); "
+                 "use engine llamacpp (or auto) with accelerator.type cpu"),
         field_path=".engine",
     ) for engine in _GPU_ONLY_ENGINES),
     *(CelRule(
@@ -604,6 +628,12 @@ _SPEC_RULES = cel_rules(
         message=_UNSERVED_MESSAGES[engine],
         field_path=".quantization",
     ) for engine, formats in _UNSERVED_FORMATS.items()),
+    CelRule(
+        rule=(f"!has(self.serving) || !has(self.serving.gpuMemoryUtilization) || (self.accelerator.type != 'cpu' && "
+              f"!(self.engine in {list(_NO_GPU_MEMORY_UTILIZATION_ENGINES)!r}))"),
+        message=_GPU_MEMORY_UTILIZATION_MESSAGE,
+        field_path=".serving.gpuMemoryUtilization",
+    ),
     CelRule(
         rule=f"self.accelerator.type != 'cpu' || !(self.quantization in {list(_GPU_ONLY_FORMATS)!r})",
         message="quantization: fp8, nvfp4 and int4 need an NVIDIA GPU; on cpu use q4_k_m, q8_0, bf16 or auto",
@@ -687,6 +717,9 @@ class Gemma4DeploymentSpec(ApiModel):
             problems.append(_UNSERVED_MESSAGES[self.engine.value])
         if cpu and quant.value in _GPU_ONLY_FORMATS:
             problems.append(_CPU_FORMAT_MESSAGE)
+        if self.serving.gpu_memory_utilization is not None and (
+                cpu or self.engine.value in _NO_GPU_MEMORY_UTILIZATION_ENGINES):
+            problems.append(_SPEC_RULES_BY_PATH[".serving.gpuMemoryUtilization"])
         if any(e.name in HF_TOKEN_NAMES and e.value is not None for e in self.serving.env):
             problems.append(LITERAL_TOKEN_MESSAGE)
         if problems:
@@ -789,7 +822,10 @@ class PlanStatus(ApiModel):
     kv_cache_dtype: Annotated[str, Field(alias="kvCacheDtype", description="KV-cache precision.")]
     memory_gib: Annotated[PlanMemory, Field(alias="memoryGiB", description="Memory breakdown per GPU.")]
     max_concurrency: Annotated[int, Field(
-        alias="maxConcurrency", description="Sequences of maxModelLen tokens the KV budget holds at once.")]
+        alias="maxConcurrency", description=(
+            "The largest serving.concurrency the planner accepts on this hardware (same accelerator, GPU count, "
+            "format and KV precision): sequences of maxModelLen tokens the KV budget holds at once, less the "
+            "engine's start-up margin."))]
     cost_per_replica_hour: Annotated[float, Field(
         alias="costPerReplicaHour",
         description="Estimated USD per replica-hour: GPUs x the accelerator's price (the catalog's indicative "

@@ -240,6 +240,7 @@ class EngineDevices(CatalogModel):
 
     cpu: bool
     cpu_refusal: str = ""
+    cpu_source: str = ""
     gpu_min_compute_capability: float
     gpu_refusal: str = ""
     source: str
@@ -272,7 +273,10 @@ class EngineInfo(CatalogModel):
     source: str
     metrics: dict[str, tuple[str, ...]]
     api_key: ApiKeyInfo
+    # the fraction of GPU memory the fit plans within; with gpu_memory_utilization_flag the engine's own
+    # setting (vLLM's --gpu-memory-utilization, serving.gpuMemoryUtilization overrides it), else a headroom
     gpu_memory_utilization: float = 0.90
+    gpu_memory_utilization_flag: bool = False
     block_size: int = 16
     in_flight_batches: int = 1
     multimodal_overhead_gib: float = 0.0
@@ -280,6 +284,7 @@ class EngineInfo(CatalogModel):
     cpu_runtime_gib: float = 0.0
     startup_margin_gib: float = 0.0
     ubatch: int = 512
+    ctx_checkpoints: int | None = None  # llama-server --ctx-checkpoints, when the catalog bounds it
 
     def image(self, *, gpu: bool, arch: str) -> str:
         table = self.images.gpu if gpu else self.images.cpu
@@ -312,6 +317,51 @@ class KnownBadRule(CatalogModel):
         ))
 
 
+class MigTensorParallelRule(CatalogModel):
+    """No tensor parallelism across MIG slices (catalog/hardware_rules.yaml)."""
+
+    max_slices_per_replica: int
+    message: str
+    source: str
+
+    def refusal(self, accelerator: Accelerator, gpus: int) -> str | None:
+        if not accelerator.is_mig or gpus <= self.max_slices_per_replica:
+            return None
+        return f"refused: {gpus} MIG slices in one replica: {self.message} ({self.source})"
+
+
+class KvCacheCapabilityRule(CatalogModel):
+    """A KV-cache precision an engine stores only from a compute capability on (catalog/hardware_rules.yaml)."""
+
+    engine: str
+    kv_cache_dtype: str
+    min_compute_capability: float
+    message: str
+    source: str
+
+    def allows(self, engine: str, accelerator: Accelerator, kv_cache_dtype: str) -> bool:
+        return (engine != self.engine or kv_cache_dtype != self.kv_cache_dtype or not accelerator.is_gpu
+                or accelerator.compute_capability >= self.min_compute_capability)
+
+    def refusal(self, engine: str, accelerator: Accelerator, kv_cache_dtype: str) -> str | None:
+        if self.allows(engine, accelerator, kv_cache_dtype):
+            return None
+        return (f"refused: {kv_cache_dtype} KV cache on compute capability {accelerator.compute}: "
+                f"{self.message} ({self.source})")
+
+
+class HardwareRules(CatalogModel):
+    """catalog/hardware_rules.yaml: one row per rule."""
+
+    mig_tensor_parallel: MigTensorParallelRule
+    fp8_kv_cache: KvCacheCapabilityRule
+
+    def refusal(self, engine: str, accelerator: Accelerator, gpus: int, kv_cache_dtype: str) -> str | None:
+        """The first rule a candidate breaks, in words a user can act on."""
+        return (self.mig_tensor_parallel.refusal(accelerator, gpus)
+                or self.fp8_kv_cache.refusal(engine, accelerator, kv_cache_dtype))
+
+
 class Downloader(CatalogModel):
     image: str
     source: str
@@ -338,6 +388,7 @@ class Catalog(CatalogModel):
     cpu: Accelerator
     engines: dict[str, EngineInfo]
     known_bad: tuple[KnownBadRule, ...]
+    hardware_rules: HardwareRules
     prices: dict[str, Price]
     quality_floor: Quality
     weights: WeightsInfo
@@ -392,5 +443,6 @@ def load_catalog() -> Catalog:
         cpu=Accelerator(**accel["cpu"]),
         engines={name: EngineInfo(**e) for name, e in _read("engines.yaml")["engines"].items()},
         known_bad=tuple(KnownBadRule(**r) for r in _read("known_bad.yaml")["rules"]),
+        hardware_rules=HardwareRules(**_read("hardware_rules.yaml")),
         weights=WeightsInfo(**_read("weights.yaml")),
     )

@@ -64,6 +64,7 @@ class MemoryFit:
     max_concurrency: int
     batch_tokens: int
     needed_gib: float
+    gpu_memory_utilization: float  # the fraction of a GPU's memory the fit used (1.0 on CPU)
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,7 @@ class CatalogEngine(Engine):
         if accel.name not in self._refusals:
             devices = self._info.devices
             if not accel.is_gpu:
-                self._refusals[accel.name] = None if devices.cpu else devices.cpu_refusal
+                self._refusals[accel.name] = None if devices.cpu else f"{devices.cpu_refusal} ({devices.cpu_source})"
             elif accel.compute_capability < devices.gpu_min_compute_capability:
                 self._refusals[accel.name] = f"{devices.gpu_refusal} ({devices.source})"
             else:

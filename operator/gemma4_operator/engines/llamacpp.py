@@ -74,19 +74,25 @@ class Engine(CatalogEngine):
 
     @override
     def fit(self, c: Candidate) -> MemoryFit | Shortfall:
-        """One pod (GPU or CPU): GGUF + mmproj when images/audio are served + buffers + KV for all slots."""
+        """One pod (GPU or CPU): GGUF + mmproj when images/audio are served + buffers + KV for all slots.
+        maxConcurrency is the most slots the same budget holds: the largest concurrency this accepts."""
         info, concurrency = self.info, c.spec.serving.concurrency
         mmproj = 0 if c.text_only or c.checkpoint is None else (c.checkpoint.mmproj_bytes or 0)
         weights_gib = (c.weights_bytes + mmproj) / GIB
         overhead = info.overhead_gib + (0.0 if c.accelerator.is_gpu else info.cpu_runtime_gib)
-        budget = c.accelerator.memory_gib * (info.gpu_memory_utilization if c.accelerator.is_gpu else 1.0)
+        # a planning headroom on a GPU (llama-server itself allocates what -c needs); a CPU pod's whole budget
+        utilization = info.gpu_memory_utilization if c.accelerator.is_gpu else 1.0
+        budget = c.accelerator.memory_gib * utilization
         bytes_per_element = info.kv_bytes_per_element[c.kv_dtype]
 
         def kv_gib(slots: int) -> float:
             return kv_bytes(c.variant, c.spec.serving.max_model_len, slots, bytes_per_element, info.ubatch) / GIB
 
+        def fits(slots: int) -> bool:
+            return weights_gib + overhead + kv_gib(slots) <= budget
+
         need = weights_gib + overhead + kv_gib(concurrency)
-        if need > budget:
+        if not fits(concurrency):
             return Shortfall(
                 f"needs {need:.1f} GiB ({weights_gib:.1f} weights + {overhead:.1f} overhead + "
                 f"{kv_gib(concurrency):.1f} KV for {concurrency} slots) but has {budget:.1f} GiB: "
@@ -95,9 +101,9 @@ class Engine(CatalogEngine):
         # so the plan describes that pod, not the CPU budget.
         capacity = c.accelerator.memory_gib if c.accelerator.is_gpu else float(math.ceil(need))
         usable = budget if c.accelerator.is_gpu else capacity
-        pool = usable - weights_gib - overhead
-        max_conc = _largest(lambda n: kv_gib(n) <= pool, concurrency, MAX_SLOTS)
-        return MemoryFit(weights_gib, pool, overhead, capacity, usable, kv_gib(1), max_conc, info.ubatch, need)
+        max_conc = _largest(fits, concurrency, MAX_SLOTS)
+        return MemoryFit(weights_gib, usable - weights_gib - overhead, overhead, capacity, usable, kv_gib(1), max_conc,
+                         info.ubatch, need, utilization)
 
     @override
     def settings(self, c: Candidate, source: SourceRef | None) -> EngineSettings:
@@ -111,7 +117,7 @@ class Engine(CatalogEngine):
         llama_cache = {"name": "LLAMA_CACHE", "value": f"{CACHE_MOUNT}/llama.cpp"}
         env = with_user_env([*common_env(spec, plan, self.info), llama_cache], spec)
         return EngineContainer(
-            command=[SERVER_BINARY], args=command_line(plan, spec), env=env,
+            command=[SERVER_BINARY], args=command_line(plan, spec, self.info.ctx_checkpoints), env=env,
             startup_probe=startup, readiness_probe=readiness, liveness_probe=liveness,
             volume_mounts=cache_mounts(plan), read_only_root_filesystem=READ_ONLY_ROOT_FILESYSTEM,
         )
@@ -179,8 +185,9 @@ def _model_args(plan: Plan) -> list[str]:
     return args + (["--no-mmproj"] if plan.text_only else [])
 
 
-def command_line(plan: Plan, spec: Gemma4DeploymentSpec) -> list[str]:
-    """Arguments after llama-server. -c is the total context over all slots."""
+def command_line(plan: Plan, spec: Gemma4DeploymentSpec, ctx_checkpoints: int | None = None) -> list[str]:
+    """Arguments after llama-server. -c is the total context over all slots; ctx_checkpoints bounds the host
+    memory sliding-window checkpoints take (catalog engines.yaml)."""
     slots = plan.concurrency
     args = [
         *_model_args(plan),
@@ -193,6 +200,8 @@ def command_line(plan: Plan, spec: Gemma4DeploymentSpec) -> list[str]:
         "--metrics",
         "-a", plan.served_model_name,
     ]
+    if ctx_checkpoints is not None:
+        args += ["--ctx-checkpoints", str(ctx_checkpoints)]
     if plan.kv_cache_dtype == "fp8":
         # q8_0 is llama.cpp's 8-bit KV; a quantized V cache needs flash attention
         args += ["-ctk", "q8_0", "-ctv", "q8_0", "-fa", "on"]

@@ -57,6 +57,7 @@ MM_LIMITS = {"image": 4, "audio": 1}
 LISTEN_HOST = "0.0.0.0"  # every interface: the Service and the kubelet's probes reach the pod IP
 SHM_SIZE = "16Gi"  # NCCL/torch shared memory between tensor-parallel workers
 _FP8_KV, _BF16_KV = ("fp8",), ("bf16",)
+_MIN_SHORTFALL_GIB = 0.01
 _ANY_NODE = 64  # a bound on GPUs per node, to tell "does not divide the heads" from "too many GPUs"
 
 
@@ -97,9 +98,9 @@ class Engine(CatalogEngine):
 
     @override
     def kv_dtypes(self, accel: Accelerator, catalog: Catalog) -> tuple[str, ...]:
-        # FP8 KV where the GPU computes in FP8 natively (the fp8 format's compute capability): it
-        # halves KV memory at no cost there; elsewhere the model's dtype
-        return _FP8_KV if catalog.formats["fp8"].native_on(accel) else _BF16_KV
+        # FP8 KV where Gemma 4's attention kernel stores it (catalog/hardware_rules.yaml): it halves KV
+        # memory; elsewhere the model's dtype
+        return _FP8_KV if catalog.hardware_rules.fp8_kv_cache.allows(self.name, accel, "fp8") else _BF16_KV
 
     @override
     def weight_bytes(self, variant: VariantInfo, fmt: FormatInfo, checkpoint: Checkpoint | None) -> tuple[int, bool]:
@@ -117,33 +118,43 @@ class Engine(CatalogEngine):
         return kv_reservation_per_gpu(variant, max_model_len, info.kv_bytes_per_element[kv_dtype], gpus,
                                       self.batch_tokens(accel) * info.in_flight_batches, info.block_size)
 
+    def gpu_memory_utilization(self, spec: Gemma4DeploymentSpec) -> float:
+        """The user's serving.gpuMemoryUtilization, else the catalog's (vLLM's default); to two decimals, as
+        command_line renders it, so the fit and the engine use the same fraction."""
+        chosen = spec.serving.gpu_memory_utilization
+        return round(chosen if chosen is not None else self.info.gpu_memory_utilization, 2)
+
     @override
     def fit(self, c: Candidate) -> MemoryFit | Shortfall:
         """Per GPU: sharded weights + replicated encoders + overhead + a KV pool holding
-        `concurrency` start-up reservations of max_model_len tokens."""
+        `concurrency` start-up reservations of max_model_len tokens, with vLLM's start-up variance to spare.
+        maxConcurrency is the largest concurrency this accepts, so both come from one number."""
         info, concurrency, gpus = self.info, c.spec.serving.concurrency, c.gpus
         encoders = memory.encoder_bytes(c.variant)
         weights_gib = ((c.weights_bytes - encoders) / gpus + (0 if c.text_only else encoders)) / GIB
         overhead = info.overhead_gib + (0.0 if c.text_only else info.multimodal_overhead_gib)
-        usable = c.accelerator.memory_gib * info.gpu_memory_utilization
+        utilization = self.gpu_memory_utilization(c.spec)
+        usable = c.accelerator.memory_gib * utilization
         batch_tokens = self.batch_tokens(c.accelerator)
         per_seq = self.kv_reservation(c.variant, c.accelerator, c.spec.serving.max_model_len, c.kv_dtype, gpus) / GIB
         pool = usable - weights_gib - overhead
-        max_conc = max(0, math.floor(pool / per_seq))
+        # vLLM measures weights and the activation peak at start-up; a plan tighter than this may be refused
+        max_conc = max(0, math.floor((pool - info.startup_margin_gib) / per_seq))
         need = weights_gib + overhead + concurrency * per_seq
-        if max_conc < concurrency:
-            return Shortfall(
-                f"needs {need:.1f} GiB per GPU ({weights_gib:.1f} weights + {overhead:.1f} overhead + "
-                f"{concurrency} x {per_seq:.2f} KV) but has {usable:.1f} GiB usable: short by {need - usable:.1f} GiB",
-                need - usable)
-        if need + info.startup_margin_gib > usable:
-            # vLLM measures weights and the activation peak at start-up; a plan this tight may be refused
+        if concurrency > max_conc:
+            if need > usable:
+                return Shortfall(
+                    f"needs {need:.1f} GiB per GPU ({weights_gib:.1f} weights + {overhead:.1f} overhead + "
+                    f"{concurrency} x {per_seq:.2f} KV) but has {usable:.1f} GiB usable: short by "
+                    f"{need - usable:.1f} GiB",
+                    need - usable)
             return Shortfall(
                 f"fits by only {usable - need:.1f} GiB per GPU, less than vLLM's start-up variance of "
                 f"{info.startup_margin_gib:.1f} GiB (weights and activation peak as measured at start-up)",
-                need + info.startup_margin_gib - usable)
+                # a memory shortfall, never 0 (0 means "not about memory" to the GPU-count search)
+                max(need + info.startup_margin_gib - usable, _MIN_SHORTFALL_GIB))
         return MemoryFit(weights_gib, pool, overhead, c.accelerator.memory_gib, usable, per_seq, max_conc,
-                         batch_tokens, need)
+                         batch_tokens, need, utilization)
 
     @override
     def settings(self, c: Candidate, source: SourceRef | None) -> EngineSettings:

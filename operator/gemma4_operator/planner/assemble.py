@@ -97,6 +97,10 @@ def _kv_note(c: Candidate, engine: Engine, catalog: Catalog) -> str:
         return f"kv cache {c.kv_dtype}: {tried[0]} does not fit; 8-bit cells halve KV memory"
     if c.kv_dtype == "fp8":
         return "kv cache fp8: the GPU has FP8 support, halving KV memory"
+    rule = catalog.hardware_rules.fp8_kv_cache
+    if not rule.allows(engine.name, c.accelerator, rule.kv_cache_dtype):
+        return (f"kv cache bf16: {engine.name} keeps an {rule.kv_cache_dtype} KV cache for Gemma 4 only from compute "
+                f"capability {rule.min_compute_capability:g} (the Triton attention its head_dim 512 needs)")
     return "kv cache bf16: " + ("full-precision cells fit" if len(tried) > 1 else "no FP8 KV on this engine/GPU")
 
 
@@ -107,6 +111,9 @@ def _notes(spec: Gemma4DeploymentSpec, best: Choice, settings: EngineSettings, c
     if spec.serving.kv_cache_dtype is KvCacheDtypeChoice.AUTO:
         notes.append(_kv_note(c, best.engine, catalog))
     notes += settings.modality_notes
+    if spec.serving.gpu_memory_utilization is not None and not best.engine.info.gpu_memory_utilization_flag:
+        notes.append(f"serving.gpuMemoryUtilization ignored: {best.engine.name} has no such setting (it allocates "
+                     "what its context needs)")
     if c.weights_estimated:
         notes.append("weights estimated from bytes per parameter (no published size for this checkpoint)")
     if c.accelerator.arch == "arm64":
@@ -132,7 +139,7 @@ def assemble(spec: Gemma4DeploymentSpec, best: Choice, rest: Sequence[Choice], s
         accelerator=accel, gpus_per_replica=c.gpus, tensor_parallel_size=settings.tensor_parallel_size,
         expert_parallel=settings.expert_parallel, max_model_len=spec.serving.max_model_len,
         concurrency=spec.serving.concurrency, kv_cache_dtype=c.kv_dtype, max_num_batched_tokens=fit.batch_tokens,
-        gpu_memory_utilization=info.gpu_memory_utilization,
+        gpu_memory_utilization=fit.gpu_memory_utilization,
         memory=PlanMemory(weights=round(fit.weights_gib, 1), kv_cache=round(fit.kv_pool_gib, 1),
                           overhead=round(fit.overhead_gib, 1), capacity=round(fit.capacity_gib, 1)),
         memory_needed_gib=fit.needed_gib, max_concurrency=fit.max_concurrency,

@@ -147,7 +147,8 @@ def match(p: Prepared, gpus: int, kv_dtype: str, catalog: Catalog) -> Candidate 
             if rule.action == "refuse":
                 return rejection(f"refused: {rule.message} ({rule.source})")
             warnings.append(f"{rule.message} ({rule.source})")
-    refusal = p.engine.candidate_refusal(p.variant, p.accel, gpus)
+    refusal = (catalog.hardware_rules.refusal(p.engine.name, p.accel, gpus, kv_dtype)
+               or p.engine.candidate_refusal(p.variant, p.accel, gpus))
     if refusal is not None:
         return rejection(refusal)
     if p.accel.is_gpu and gpus > p.accel.max_per_node:
