@@ -148,16 +148,21 @@ async def test_retry_after_holds_both_retry_loops_of_an_object(k: Emulator) -> N
         assert op.metrics.value("gemma4_operator_reconcile_errors_total", reason="HeldOff") >= 1
 
 
+async def _refused_beside_a_valid_object(k: Emulator, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Once the valid object "fine" is served and ``name`` has a status: that status and its Planned condition."""
+    await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "fine"), what="the valid object served")
+    await h.wait_for(lambda: (h.obj(k, G4D, "default", name) or {}).get("status"), what="status")
+    await h.settle(k)
+    status: dict[str, Any] = h.obj(k, G4D, "default", name)["status"]  # type: ignore[index]
+    return status, next(c for c in status["conditions"] if c["type"] == "Planned")
+
+
 async def test_malformed_object_is_reported_not_crash_looped(k: Emulator) -> None:
     # kmock does not validate against the CRD schema, as an API server would
     await h.create(k, G4D, h.g4d("broken", model={"variant": "99b"}, replicas="many"))
     await h.create(k, G4D, h.g4d("fine", accelerator={"type": "nvidia-l4"}))
     async with h.OperatorRun(k, **L4_ONLY):
-        await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "fine"), what="the valid object served")
-        await h.wait_for(lambda: (h.obj(k, G4D, "default", "broken") or {}).get("status"), what="status")
-        await h.settle(k)
-        status = h.obj(k, G4D, "default", "broken")["status"]  # type: ignore[index]
-        planned = next(c for c in status["conditions"] if c["type"] == "Planned")
+        status, planned = await _refused_beside_a_valid_object(k, "broken")
         assert planned["status"] == "False" and planned["reason"] == "InvalidSpec"
         assert "spec.model.variant" in planned["message"] and "spec.replicas" in planned["message"]
         assert status["phase"] == "Failed"
@@ -177,11 +182,7 @@ async def test_malformed_scheduling_fields_are_an_invalid_spec_with_their_paths(
         "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": 5}}}}))
     await h.create(k, G4D, h.g4d("fine", accelerator={"type": "nvidia-l4"}))
     async with h.OperatorRun(k, **L4_ONLY):
-        await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "fine"), what="the valid object served")
-        await h.wait_for(lambda: (h.obj(k, G4D, "default", "tainted") or {}).get("status"), what="status")
-        await h.settle(k)
-        status = h.obj(k, G4D, "default", "tainted")["status"]  # type: ignore[index]
-        planned = next(c for c in status["conditions"] if c["type"] == "Planned")
+        status, planned = await _refused_beside_a_valid_object(k, "tainted")
         assert planned["status"] == "False" and planned["reason"] == "InvalidSpec"
         assert "spec.podTemplate.spec.tolerations[0].effect: Input should be '', 'NoSchedule', 'PreferNoSchedule' " \
                "or 'NoExecute'; got 5" in planned["message"]
