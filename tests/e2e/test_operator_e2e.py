@@ -794,9 +794,15 @@ def test_server_side_apply_field_ownership(rest: Rest, operator: OperatorProcess
     assert f'k:{{"name":"{container["name"]}"}}' in containers
     assert "f:args" in containers[f'k:{{"name":"{container["name"]}"}}']
     assert "f:replicas" in fields["f:spec"]
-    assert "f:status" not in fields  # status belongs to the deployment controller
-    assert any("f:status" in m.get("fieldsV1", {}) for m in deployment["metadata"]["managedFields"]
-               if m["manager"] != MANAGER), "the deployment controller should own .status"
+    assert "f:status" not in fields  # status belongs to the deployment controller, once it has written one
+
+    def status_owner() -> Obj | None:
+        live = rest.children(e2e_namespace, name)["Deployment"][0]
+        return next((m for m in live["metadata"]["managedFields"]
+                     if m["manager"] != MANAGER and "f:status" in m.get("fieldsV1", {})), None)
+
+    assert wait_for("the deployment controller to own .status", status_owner, operator=operator)["operation"] \
+        == "Update"
 
     # The CR's status is the operator's (a merge patch of /status: operation Update); its annotations kopf's.
     parent = wait_reconciled(rest, e2e_namespace, name, operator)
