@@ -1,5 +1,5 @@
-# Everything installs from PyPI/Debian into .venv and $(GEMMA4_TOOLS_CACHE); nothing system-wide, nothing under
-# /etc, no root needed (see the README's "Tests" section for exactly what goes where).
+# Everything installs from PyPI, Debian and the Go module proxy into .venv and $(GEMMA4_TOOLS_CACHE); nothing
+# system-wide, nothing under /etc, no root needed (see the README's "Tests" section for exactly what goes where).
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
