@@ -77,22 +77,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="fixed accelerator types for accelerator.type auto (comma-separated; 'cpu' or 'none' for a "
                         "CPU-only cluster) instead of reading node labels (then no RBAC on nodes is needed). "
                         "Env GEMMA4_ACCELERATORS")
-    p.add_argument("--metrics-port", type=int, help="prometheus /metrics port, 0 to disable (default 8080). "
-                                                    "Env GEMMA4_METRICS_PORT")
-    p.add_argument("--metrics-bind-address", metavar="IP",
-                   help="address the /metrics endpoint listens on: 127.0.0.1 keeps the series (they name every "
-                        "tenant's objects) inside the pod, where kubectl port-forward still reaches them "
-                        "(default 0.0.0.0: every IPv4 interface). Env GEMMA4_METRICS_BIND_ADDRESS")
-    p.add_argument("--health-port", type=int, help="kopf liveness endpoint /healthz port, 0 to disable (default "
-                                                   "8081). Env GEMMA4_HEALTH_PORT")
-    p.add_argument("--log-format", choices=[f.value for f in LogFormat],
-                   help="log format (default text). Env GEMMA4_LOG_FORMAT")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    p.add_argument("--peering", metavar="NAME", help="kopf peering object for HA (active/standby). "
-                                                     "Env GEMMA4_PEERING")
-    p.add_argument("--priority", type=int, help="peering priority; every replica needs a distinct one. "
-                                                "Env GEMMA4_PRIORITY")
-    p.add_argument("--standalone", action="store_true", help="ignore peering (single replica)")
+    _add_endpoint_arguments(p)
+    _add_peering_arguments(p)
     p.add_argument("--children", choices=[m.value for m in ChildrenMode],
                    help="how drifted or deleted children are noticed: watch (default; kopf watches owned kinds "
                         "and pods, zero reads) or poll (a per-object timer re-reads them every "
@@ -159,6 +145,30 @@ class _Settings:
             return kind(raw.strip())
         except ValueError:
             raise ConfigError(f"{source} {raw[:60]!r}: expected one of {', '.join(m.value for m in kind)}") from None
+
+
+def _add_endpoint_arguments(p: argparse.ArgumentParser) -> None:
+    """The operator's own endpoints and logs."""
+    p.add_argument("--metrics-port", type=int, help="prometheus /metrics port, 0 to disable (default 8080). "
+                                                    "Env GEMMA4_METRICS_PORT")
+    p.add_argument("--metrics-bind-address", metavar="IP",
+                   help="address the /metrics endpoint listens on: 127.0.0.1 keeps the series (they name every "
+                        "tenant's objects) inside the pod, where kubectl port-forward still reaches them "
+                        "(default 0.0.0.0: every IPv4 interface). Env GEMMA4_METRICS_BIND_ADDRESS")
+    p.add_argument("--health-port", type=int, help="kopf liveness endpoint /healthz port, 0 to disable (default "
+                                                   "8081). Env GEMMA4_HEALTH_PORT")
+    p.add_argument("--log-format", choices=[f.value for f in LogFormat],
+                   help="log format (default text). Env GEMMA4_LOG_FORMAT")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def _add_peering_arguments(p: argparse.ArgumentParser) -> None:
+    """kopf peering (HA: one active replica)."""
+    p.add_argument("--peering", metavar="NAME", help="kopf peering object for HA (active/standby). "
+                                                     "Env GEMMA4_PEERING")
+    p.add_argument("--priority", type=int, help="peering priority; every replica needs a distinct one. "
+                                                "Env GEMMA4_PRIORITY")
+    p.add_argument("--standalone", action="store_true", help="ignore peering (single replica)")
 
 
 def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> OperatorConfig:
