@@ -30,8 +30,10 @@ Json = dict[str, Any]
 LISTED = {"imagePrefixes": ["registry.example.com/ml/"], "extraArgPrefixes": ["--max-num-seqs=", "--enforce-eager"],
           "secretNames": ["hf-token"], "serviceAccountNames": ["gemma-serving"], "priorityClassNames": ["inference"],
           "runtimeClassNames": ["nvidia"], "schedulerNames": ["volcano"], "tolerationKeys": ["dedicated"],
-          "nodeSelectorKeys": ["pool"], "affinity": True, "pvcClaims": ["weights"], "runAsRoot": True}
-OPEN = {**{key: ["*"] for key in LISTED if key not in ("affinity", "runAsRoot")}, "affinity": True, "runAsRoot": True}
+          "nodeSelectorKeys": ["pool"], "affinity": True, "pvcClaims": ["weights"], "runAsRoot": True,
+          "networkPolicyOptOut": True}
+FLAGS = ("affinity", "runAsRoot", "networkPolicyOptOut")
+OPEN = {**{key: ["*"] for key in LISTED if key not in FLAGS}, **dict.fromkeys(FLAGS, True)}
 MIRROR = "mirror.example.com/vllm-openai:v0.32.0"
 POLICIES: dict[str, tuple[str, ...]] = {
     "default": (),
@@ -52,6 +54,7 @@ EVERYTHING: Json = {
         "schedulerName": "volcano", "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml"}],
         "nodeSelector": {"pool": "gpu"},
         "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}}},
+    "networkPolicy": {"enabled": False},
 }
 
 # (policy, spec merged over BASE, the refusals in the policy's order)
@@ -124,6 +127,10 @@ CASES: dict[str, tuple[str, Json, list[str]]] = {
         f"spec.serving.securityContext.runAsUser: running as root (0) {SUFFIX}runAsRoot"]),
     "another non-root identity": ("default", {"serving": {"securityContext": {
         "runAsUser": 4242, "runAsGroup": 4242, "fsGroup": 4242, "readOnlyRootFilesystem": True}}}, []),
+    "NetworkPolicy turned off": ("default", {"networkPolicy": {"enabled": False}}, [
+        f"spec.networkPolicy.enabled: turning the NetworkPolicy off (false) {SUFFIX}networkPolicyOptOut"]),
+    "NetworkPolicy on, or left to the operator": ("default", {"networkPolicy": {"enabled": True, "ingressFrom": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress"}}}]}}, []),
     "hub source": ("default", {"model": {"variant": "e2b", "source": {"uri": "hf://google/gemma-4-E2B-it"}}}, []),
     "everything, listed": ("listed", EVERYTHING, []),
     "everything, open": ("open", EVERYTHING, []),
@@ -140,7 +147,8 @@ CASES: dict[str, tuple[str, Json, list[str]]] = {
         f'spec.podTemplate.spec.nodeSelector: node label "pool" {SUFFIX}nodeSelectorKeys',
         f"spec.podTemplate.spec.affinity: an affinity {SUFFIX}affinity",
         f'spec.model.source.uri: the claim of "pvc://weights/gemma-4-e2b" {SUFFIX}pvcClaims',
-        f"spec.serving.securityContext.runAsUser: running as root (0) {SUFFIX}runAsRoot"]),
+        f"spec.serving.securityContext.runAsUser: running as root (0) {SUFFIX}runAsRoot",
+        f"spec.networkPolicy.enabled: turning the NetworkPolicy off (false) {SUFFIX}networkPolicyOptOut"]),
 }
 
 

@@ -143,6 +143,14 @@ def _run_as_root(spec: Gemma4DeploymentSpec, policy: TenantPolicy, _: frozenset[
     return refusal("spec.serving.securityContext.runAsUser", "running as root (0)", "runAsRoot")
 
 
+def _network_policy_opt_out(spec: Gemma4DeploymentSpec, policy: TenantPolicy, _: frozenset[str]) -> str | None:
+    """An object that turns its NetworkPolicy off undoes an administrator's default (--network-policy): its
+    serving port is then open to every pod of the cluster."""
+    if policy.network_policy_opt_out or spec.network_policy is None or spec.network_policy.enabled is not False:
+        return None
+    return refusal("spec.networkPolicy.enabled", "turning the NetworkPolicy off (false)", "networkPolicyOptOut")
+
+
 # In the order of the admission policy's validations.
 RULES: tuple[Rule, ...] = (
     _image,
@@ -159,6 +167,7 @@ RULES: tuple[Rule, ...] = (
     _affinity,
     _pvc_source,
     _run_as_root,
+    _network_policy_opt_out,
 )
 
 

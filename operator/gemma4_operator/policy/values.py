@@ -36,6 +36,7 @@ class TenantPolicy:
     affinity: bool = False
     pvc_claims: tuple[str, ...] = ()  # pvc://CLAIM/PATH sources
     run_as_root: bool = False  # serving.securityContext.runAsUser 0
+    network_policy_opt_out: bool = False  # networkPolicy.enabled false (off where the operator's default is on)
 
 
 def helm_key(field: str) -> str:
