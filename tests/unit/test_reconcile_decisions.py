@@ -162,14 +162,17 @@ def test_backoff() -> None:
 
 
 def test_server_paced_failures_do_not_grow_the_back_off() -> None:
-    """A 12 s outage answered with 429 + Retry-After 3 leaves the back-off where it was; a 500 doubles it."""
+    """A 12 s outage answered with 429 + Retry-After 3 leaves the back-off where it was; a reset or a failure
+    whose floor is ours (a name conflict's 10 s) doubles it."""
     retry = 2
     for _ in range(4):  # four 429s with Retry-After during the outage
         assert rc.backoff_delay(retry, retry_after=3) == 4
-        retry = rc.next_retry(retry, 3.0)
+        retry = rc.next_retry(retry, server_paced=True)
     assert retry == 2
-    assert rc.next_retry(retry, None) == 3  # a 500 or a reset after it
-    assert rc.backoff_delay(rc.next_retry(retry, None)) == 8
+    assert rc.next_retry(retry, server_paced=False) == 3  # a reset after it
+    assert rc.backoff_delay(rc.next_retry(retry, server_paced=False)) == 8
+    conflict = [rc.backoff_delay(n, retry_after=10) for n in range(6)]  # NameConflict: ours, so it grows
+    assert conflict == [10, 10, 10, 10, 16, 32]
 
 
 # ---------------------------------------------------------------------------------------

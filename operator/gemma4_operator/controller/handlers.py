@@ -469,7 +469,8 @@ async def _process(ctx: OperatorContext, indices: Mapping[str, Any], key: Key, m
     except RetryableApiError as e:
         delay = rc.backoff_delay(mark.retry, e.retry_after)
         logger.warning("%s %s/%s: %s; retrying in %.0fs", KIND, *key, e, delay)
-        _schedule(ctx, key, delay, indices, mark.trigger, rc.next_retry(mark.retry, e.retry_after))
+        paced = e.reason in SERVER_PACED and e.retry_after is not None
+        _schedule(ctx, key, delay, indices, mark.trigger, rc.next_retry(mark.retry, paced))
     except kopf.PermanentError as e:
         logger.warning("%s %s/%s: %s", KIND, *key, e)
 

@@ -294,9 +294,10 @@ def backoff_delay(retry: int, retry_after: float | None = None) -> float:
     return max(delay, retry_after or 0.0)
 
 
-def next_retry(retry: int, retry_after: float | None) -> int:
-    """The attempt number after a temporary failure. A failure that came with the server's Retry-After (429,
-    503 from a throttled or starting API server) is the server pacing us: we wait as long as it says and do not
-    grow our own back-off, so that an outage does not leave a long back-off behind it (client-go's rule too).
-    Every other failure doubles the next delay."""
-    return retry if retry_after else retry + 1
+def next_retry(retry: int, server_paced: bool) -> int:
+    """The attempt number after a temporary failure. A failure for which the API server set the Retry-After
+    (429, 5xx from a throttled or starting server) is the server pacing us: we wait as long as it says and do
+    not grow our own back-off, so that an outage does not leave a long back-off behind it (client-go's rule
+    too). Every other failure doubles the next delay, including those whose floor is ours (a name conflict,
+    a 403)."""
+    return retry if server_paced else retry + 1
