@@ -55,7 +55,7 @@ from gemma4_operator.engines import engine as engine_named
 from gemma4_operator.engines.base import Engine
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.render.download import is_download_pod
-from gemma4_operator.render.ownership import owned_by
+from gemma4_operator.render.ownership import owned_child
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource, m
     if deployment_key is None:
         return []
     live = await source.children(parent, [deployment_key])
-    deployment = next((c for c in live if c.get("kind") == "Deployment" and owned_by(c, parent.uid)), None)
+    deployment = owned_child(live, "Deployment", parent.uid)
     if deployment is None:
         return None  # the reconcile is creating it; nothing to scale yet
     replicas = (deployment.get("spec") or {}).get("replicas")

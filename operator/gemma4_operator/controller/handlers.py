@@ -186,19 +186,15 @@ def object_state(spec: Gemma4DeploymentSpec | None, outcome: observe.PlanOutcome
                        desired_replicas=observe.desired_replicas(spec, deployment))
 
 
-def _owned(live: Sequence[Obj], kind: str, uid: str) -> Obj | None:
-    return next((c for c in live if c.get("kind") == kind and ownership.owned_by(c, uid)), None)
-
-
 async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: observe.PlanOutcome,
                    live: Sequence[Obj], pods: Sequence[Obj], previous: Mapping[str, Any],
                    problem: observe.Fault | None, extra_events: Sequence[observe.EventSpec]) -> None:
-    deployment = _owned(live, "Deployment", parent.uid)
+    deployment = ownership.owned_child(live, "Deployment", parent.uid)
     downloads: list[Obj] = []
     serving: list[Obj] = []
     for pod in pods:
         (downloads if is_download_pod(pod) else serving).append(pod)
-    job = _owned(live, "Job", parent.uid)
+    job = ownership.owned_child(live, "Job", parent.uid)
     model = model_state(outcome.plan, spec, job, downloads, deployment,
                         observe.loading_pods(serving)) if outcome.plan is not None else None
     if problem is None and outcome.plan is not None:
@@ -323,7 +319,7 @@ async def _apply_children(ctx: OperatorContext, parent: Parent, source: ChildSou
     """Server-side apply each child of ours that differs from what was last applied (or is missing); the serving
     children wait for the model download (rc.withheld); a changed Job is replaced (its event brings it back)."""
     seen = ctx.applied.setdefault(parent.key, {})
-    held = rc.withheld(desired, _owned(list(sync.by_name.values()), "Job", parent.uid))
+    held = rc.withheld(desired, ownership.owned_child(list(sync.by_name.values()), "Job", parent.uid))
     for child in desired.children:
         ident = (child["kind"], child["metadata"]["name"])
         if (only is not None and ident not in only) or ident in held:

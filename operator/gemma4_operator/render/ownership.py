@@ -21,9 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from gemma4_operator.render.children import INSTANCE_LABEL, MANAGER
+
+_Obj = TypeVar("_Obj", bound=Mapping[str, Any])
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 NAME_CONFLICT = "NameConflict"  # the Degraded reason (and the Warning event's)
@@ -66,6 +68,11 @@ def controller_uid(obj: Mapping[str, Any]) -> str | None:
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     """Whether ``uid`` is the object's controller."""
     return controller_uid(obj) == uid
+
+
+def owned_child(live: Iterable[_Obj], kind: str, uid: str) -> _Obj | None:
+    """The first of ``live`` of ``kind`` that ``uid`` controls."""
+    return next((c for c in live if c.get("kind") == kind and owned_by(c, uid)), None)
 
 
 def _labels(obj: Mapping[str, Any]) -> Mapping[str, Any]:
