@@ -18,9 +18,10 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from tests.benchmarks.sources import operator_sources
 
 ROOT = Path(__file__).resolve().parents[3]
 ROUNDS = 6
@@ -60,19 +61,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     new_runs: list[dict[str, Any]] = []
     old_runs: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="planner-bench-") as tmp:
-        old_dir = Path(tmp) / "old"
-        if args.against:
-            subprocess.run(["git", "worktree", "add", "--detach", "-q", str(old_dir), args.against], cwd=ROOT,
-                           check=True)
-        try:
-            for _ in range(ROUNDS):
-                new_runs.append(_measure(ROOT / "operator"))
-                if args.against:
-                    old_runs.append(_measure(old_dir / "operator"))
-        finally:
-            if args.against:
-                subprocess.run(["git", "worktree", "remove", "--force", str(old_dir)], cwd=ROOT, check=True)
+    with operator_sources(args.against) as old:
+        for _ in range(ROUNDS):
+            new_runs.append(_measure(ROOT / "operator"))
+            if old is not None:
+                old_runs.append(_measure(old))
     new = _summary(new_runs)
     rows = _rows("this tree", new)
     if old_runs:

@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import json
-import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_apiserver import ROOT, RealResult, real_table, run_real
+from bench_apiserver import RealResult, real_table, run_real
 from bench_reconcile import environment, run_all, table
+from tests.benchmarks.sources import operator_sources
 from tests.e2e.controlplane import binaries_available, selected_release
 
 
@@ -40,24 +37,9 @@ def _sizes(text: str) -> list[int]:
     return [int(s) for s in text.split(",") if s]
 
 
-@contextlib.contextmanager
-def _checkout(ref: str | None) -> Iterator[Path | None]:
-    """REF's operator sources in a temporary worktree (None: nothing to compare against)."""
-    if not ref:
-        yield None
-        return
-    with tempfile.TemporaryDirectory(prefix="reconcile-bench-") as tmp:
-        tree = Path(tmp) / "old"
-        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), ref], cwd=ROOT, check=True)
-        try:
-            yield tree / "operator"
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=True)
-
-
 def real_part(args: argparse.Namespace) -> list[RealResult]:
     results: list[RealResult] = []
-    with _checkout(args.against) as old:
+    with operator_sources(args.against) as old:
         for n in _sizes(args.real_sizes):
             runs: list[tuple[str, Path | None]] = [("this tree", None)] + ([(args.against, old)] if old else [])
             for source, tree in runs:

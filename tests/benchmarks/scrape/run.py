@@ -6,7 +6,7 @@ bodies, against the same N pods answering vLLM 0.32's real ``/metrics`` (56 KiB)
 The pods are aiohttp servers on 127.0.0.1 in a process of their own (pods.py); the scraper is the operator's
 ``controller.scraper.scrape`` in a process of its own (scraper_proc.py), whose RSS is the number.
 
-``--against REF`` also runs git commit REF's scraper the same way (its ``operator/`` tree from ``git archive``).
+``--against REF`` also runs git commit REF's scraper the same way (its ``operator/`` tree in a temporary worktree).
 A scraper without bounds reads each hostile body to the end, so the pods stop after ``--hostile-mib`` per
 answer (default 64 MiB; keep it small with ``--against``: an unbounded scraper holds 16 such bodies at once
 and parses each whole, e.g. e9fbfa8 with 8 MiB answers: peak 236 MiB against 51, 38 s per round).
@@ -15,17 +15,14 @@ and parses each whole, e.g. e9fbfa8 with 8 MiB answers: peak 236 MiB against 51,
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import io
 import json
 import os
 import subprocess
 import sys
-import tarfile
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
+
+from tests.benchmarks.sources import operator_sources
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -66,19 +63,6 @@ def run_one(mode: str, n: int, rounds: int, hostile_bytes: int, tree: str = "thi
     return ScrapeResult(tree, mode, n, rounds, **json.loads(out))
 
 
-@contextlib.contextmanager
-def _archive(ref: str | None) -> Iterator[Path | None]:
-    """REF's ``operator/`` directory in a temporary folder (None: nothing to compare against)."""
-    if not ref:
-        yield None
-        return
-    with tempfile.TemporaryDirectory(prefix="scrape-bench-") as tmp:
-        tar = subprocess.run(["git", "archive", ref, "operator"], cwd=ROOT, check=True, capture_output=True).stdout
-        with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
-            archive.extractall(tmp, filter="data")
-        yield Path(tmp) / "operator"
-
-
 def table(results: list[ScrapeResult]) -> str:
     good = {r.tree: r.peak_mib for r in results if r.pods == "good"}
     header = ("operator", "pods", "scrapes ok/failed", "RSS start", "after round 1", "at end", "peak",
@@ -105,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--against", metavar="REF", help="also run git commit REF's scraper")
     args = p.parse_args(argv)
     results = []
-    with _archive(args.against) as old:
+    with operator_sources(args.against) as old:
         runs: list[tuple[str, Path | None]] = [("this tree", None)] + ([(args.against, old)] if old else [])
         for tree, package_dir in runs:
             for mode in ("good", "hostile"):
