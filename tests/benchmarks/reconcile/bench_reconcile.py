@@ -58,6 +58,7 @@ class Result:
     children_s: float
     settle_s: float
     reads: int
+    event_reads: int  # of the reads: lists of Events (the download Job's FailedCreate, while it has no pod)
     watches: int
     writes: int
     applies: int
@@ -107,13 +108,15 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _classify(requests: list[Any]) -> dict[str, int]:
-    out = {"reads": 0, "watches": 0, "writes": 0, "applies": 0, "status": 0, "events": 0, "kopf": 0}
+    out = {"reads": 0, "event_reads": 0, "watches": 0, "writes": 0, "applies": 0, "status": 0, "events": 0,
+           "kopf": 0}
     for r in requests:
         if not h.is_write(r):
             if r.params.get("watch") in ("true", "1"):
                 out["watches"] += 1
             elif h.is_resource(r):
                 out["reads"] += 1
+                out["event_reads"] += r.resource.plural == "events"
             continue
         out["writes"] += 1
         plural = r.resource.plural if h.is_resource(r) else ""
@@ -223,6 +226,7 @@ async def run_one(mode: str, n: int, idle: float, resync: float, log: Path | Non
                 with contextlib.suppress(Exception):
                     out.close()  # type: ignore[union-attr]
         return Result(mode=mode, n=n, children_s=children_s, settle_s=settle_s, reads=burst["reads"],
+                      event_reads=burst["event_reads"],
                       watches=burst["watches"], writes=burst["writes"], applies=burst["applies"],
                       status_patches=burst["status"], events=burst["events"], kopf_patches=burst["kopf"],
                       idle_s=idle_s, idle_reads=idle_counts["reads"], idle_writes=idle_counts["writes"],
