@@ -24,9 +24,9 @@ import yaml
 
 from gemma4_operator.api import API_VERSION, KIND
 from gemma4_operator.cli.run import add_run_arguments, config_from_args
-from gemma4_operator.controller import reconcile as rc
-from gemma4_operator.controller.config import OperatorConfig
+from gemma4_operator.config import OperatorConfig
 from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.reconcile import desired as rc
 from gemma4_operator.render.children import KEDA_API_VERSION, RenderOptions
 from tests.e2e.test_operator_e2e import (
     INSTANCE_LABEL,

@@ -42,7 +42,7 @@ from kubernetes.client import ApiException
 
 from gemma4_operator.api import KIND
 from gemma4_operator.api.crd import crd_manifest
-from gemma4_operator.controller import reconcile as rc
+from gemma4_operator.reconcile import desired as rc
 from tests.e2e import waiting
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.faultproxy import FaultProxy, Faults

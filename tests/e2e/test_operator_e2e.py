@@ -47,9 +47,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gemma4_operator.api import API_VERSION, GROUP, KIND, PLURAL
 from gemma4_operator.api.crd import crd_manifest
-from gemma4_operator.controller import reconcile as rc
-from gemma4_operator.controller.config import OperatorConfig
+from gemma4_operator.config import OperatorConfig
 from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.reconcile import desired as rc
 from gemma4_operator.render.children import MANAGER, RenderOptions
 from gemma4_operator.render.download import NEEDS_WEIGHTS
 from tests.e2e import waiting

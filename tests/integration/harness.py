@@ -17,7 +17,7 @@ import kmock
 from kmock_plus import Emulator
 
 from gemma4_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from gemma4_operator.controller.config import OperatorConfig
+from gemma4_operator.config import OperatorConfig
 from gemma4_operator.controller.context import OperatorContext
 from gemma4_operator.controller.kube import build_api_client
 from gemma4_operator.controller.metrics import Metrics

@@ -25,8 +25,8 @@ import yaml
 from harness import DEPLOYMENTS, G4D, PODS
 from kmock_plus import Emulator
 
+from gemma4_operator.config import ChildrenMode
 from gemma4_operator.controller.autoscaler_loop import AUTOSCALER_MANAGER
-from gemma4_operator.controller.config import ChildrenMode
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 VLLM_TEXT = (DATA / "metrics" / "vllm-0.32.0.txt").read_text(encoding="utf-8")

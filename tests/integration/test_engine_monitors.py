@@ -8,7 +8,7 @@ import kmock
 from harness import DEPLOYMENTS, G4D
 from kmock_plus import Emulator
 
-from gemma4_operator.controller.config import ChildrenMode, EngineMonitors
+from gemma4_operator.config import ChildrenMode, EngineMonitors
 
 PODMONITORS = "monitoring.coreos.com/v1/podmonitors"
 OBJ = {"namespace": "default", "name": "chat"}

@@ -12,8 +12,8 @@ import pytest
 from harness import DEPLOYMENTS, G4D, JOBS, PVCS, SERVICES
 from kmock_plus import Emulator
 
+from gemma4_operator.config import ChildrenMode
 from gemma4_operator.controller import handlers
-from gemma4_operator.controller.config import ChildrenMode
 
 L4_ONLY = {"accelerator_types": ("nvidia-l4",)}
 OUR_LABELS = {"app.kubernetes.io/managed-by": "gemma4-operator", "app.kubernetes.io/instance": "chat"}

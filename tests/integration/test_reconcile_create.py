@@ -12,7 +12,7 @@ from harness import DEPLOYMENTS, G4D, JOBS, NODES, PDBS, PVCS, SERVICES
 from kmock_plus import Emulator
 
 from gemma4_operator.api import API_VERSION, KIND
-from gemma4_operator.controller.reconcile import HASH_ANNOTATION
+from gemma4_operator.reconcile.desired import HASH_ANNOTATION
 
 L4 = {"nvidia.com/gpu.product": "NVIDIA-L4"}
 H100 = {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}

@@ -15,7 +15,7 @@ import pytest
 from harness import DEPLOYMENTS, G4D, SERVICES
 from kmock_plus import APPLY_PATCH, Emulator, Fault
 
-from gemma4_operator.controller.config import ChildrenMode
+from gemma4_operator.config import ChildrenMode
 
 L4_ONLY = {"accelerator_types": ("nvidia-l4",)}
 

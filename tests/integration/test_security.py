@@ -11,7 +11,7 @@ import pytest
 from harness import EVENTS, G4D, JOBS, NETWORK_POLICIES
 from kmock_plus import Emulator
 
-from gemma4_operator.controller.config import ChildrenMode
+from gemma4_operator.config import ChildrenMode
 
 CPU = {"type": "cpu"}
 

@@ -12,7 +12,7 @@ import pytest
 
 from gemma4_operator.cli.main import build_parser
 from gemma4_operator.cli.run import config_from_args
-from gemma4_operator.controller.config import OperatorConfig
+from gemma4_operator.config import OperatorConfig
 from tests.packaging.chart import CHART, NAMESPACE, RELEASE, HelmError, Manifest, helm, of_kind, one, workload
 from tests.packaging.conftest import Renderer
 

@@ -19,7 +19,7 @@ from gemma4_operator.api import Gemma4Deployment
 from gemma4_operator.catalog import load_catalog
 from gemma4_operator.cli.main import build_parser
 from gemma4_operator.cli.run import config_from_args
-from gemma4_operator.controller.config import OperatorConfig
+from gemma4_operator.config import OperatorConfig
 from gemma4_operator.policy import catalog_engine_images, policy_refusals
 from tests.packaging.chart import CHART, ROOT, HelmError, Manifest, is_aggregated, of_kind, one, workload
 from tests.packaging.conftest import Renderer

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from gemma4_operator.api import Gemma4DeploymentSpec
-from gemma4_operator.controller import status as observe
 from gemma4_operator.observe.admission import deployment_create_failure, job_create_failure, job_may_be_refused
 from gemma4_operator.planner.plan import ClusterFacts
 from gemma4_operator.planner.select import plan
+from gemma4_operator.reconcile import status as observe
 from gemma4_operator.render.children import Owner
 
 OWNER = Owner("chat", "ml", "uid-1")

@@ -14,11 +14,11 @@ from gemma4_operator.autoscaling.exposition import ScrapeFailure
 from gemma4_operator.autoscaling.policy import tick
 from gemma4_operator.cli.main import build_parser
 from gemma4_operator.cli.run import config_from_args
-from gemma4_operator.controller import status as observe
-from gemma4_operator.controller.config import ConfigError, OperatorConfig
-from gemma4_operator.controller.reconcile import desired_state
+from gemma4_operator.config import ConfigError, OperatorConfig
 from gemma4_operator.planner.plan import ClusterFacts
 from gemma4_operator.planner.select import plan
+from gemma4_operator.reconcile import status as observe
+from gemma4_operator.reconcile.desired import desired_state
 from gemma4_operator.render.children import Owner, RenderOptions, UnrenderableError, render_children
 
 CPU_UNAVAILABLE = "cpu/utilization reads metrics.k8s.io, which this cluster does not serve: install metrics-server"

@@ -8,7 +8,7 @@ from gemma4_operator.api import AutoscalingStatus
 from gemma4_operator.api.metric_names import Signal
 from gemma4_operator.autoscaling.decision import MetricTarget, Policy, Recommendation, Sample, decide
 from gemma4_operator.autoscaling.history import MAX_STEPS, from_status, staircase, to_status
-from gemma4_operator.controller import status as observe
+from gemma4_operator.reconcile import status as observe
 
 T0 = 1_800_000_000.0  # seconds since the epoch (the autoscaler's clock is the wall clock)
 WINDOW = 300.0

@@ -9,9 +9,9 @@ import re
 import pytest
 
 from gemma4_operator.api import DNS1035_LABEL_PATTERN, NAME_MAX_LENGTH
-from gemma4_operator.controller import reconcile as rc
-from gemma4_operator.controller.config import OperatorConfig
+from gemma4_operator.config import OperatorConfig
 from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.reconcile import desired as rc
 from tests.support.bad_input import Case, base_object, cases, expand, load_cases, merge_patch
 from tests.support.crd_schema import cel_failures, crd_cel_rules, schema_errors
 

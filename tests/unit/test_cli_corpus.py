@@ -355,7 +355,7 @@ def test_run_against_an_api_server_that_refuses_the_credentials(tmp_path: Path) 
 def test_run_without_an_api_server_gives_up_with_exit_3() -> None:
     """Nothing listens where the kubeconfig (here --server) points: `run` says so and exits 3 instead of kopf
     retrying forever; in-process with a short wait (the command waits STARTUP_WAIT_S)."""
-    from gemma4_operator.controller.config import OperatorConfig
+    from gemma4_operator.config import OperatorConfig
     from gemma4_operator.controller.runner import make_context
 
     with socket.socket() as closed:  # a port nothing listens on

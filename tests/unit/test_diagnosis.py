@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from gemma4_operator.api import Gemma4DeploymentSpec
-from gemma4_operator.controller import status as observe
 from gemma4_operator.engines import engine, registry
 from gemma4_operator.engines.base import diagnose
 from gemma4_operator.planner.plan import ClusterFacts, Plan
 from gemma4_operator.planner.select import plan as make_plan
+from gemma4_operator.reconcile import status as observe
 from gemma4_operator.render.children import Owner
 from tests.support import engine_errors
 

@@ -10,7 +10,7 @@ import pytest
 from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.cli.main import build_parser
 from gemma4_operator.cli.run import config_from_args
-from gemma4_operator.controller.config import ConfigError, EngineMonitors, OperatorConfig
+from gemma4_operator.config import ConfigError, EngineMonitors, OperatorConfig
 from gemma4_operator.controller.handlers import CHILD_RESOURCES, PODMONITORS, child_resources
 from gemma4_operator.planner.plan import ClusterFacts
 from gemma4_operator.planner.select import plan

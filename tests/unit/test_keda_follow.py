@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from gemma4_operator.config import ChildrenMode, OperatorConfig
 from gemma4_operator.controller import handlers
-from gemma4_operator.controller.config import ChildrenMode, OperatorConfig
 from gemma4_operator.controller.context import OperatorContext
 from gemma4_operator.render.children import RenderOptions
 

@@ -16,7 +16,7 @@ import pytest
 
 from gemma4_operator.cli.main import build_parser
 from gemma4_operator.cli.run import config_from_args
-from gemma4_operator.controller.config import ConfigError, OperatorConfig
+from gemma4_operator.config import ConfigError, OperatorConfig
 from gemma4_operator.controller.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]

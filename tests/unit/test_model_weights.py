@@ -11,12 +11,12 @@ import pytest
 from pydantic import ValidationError
 
 from gemma4_operator.api import Gemma4DeploymentSpec
-from gemma4_operator.controller import reconcile as rc
-from gemma4_operator.controller import status as observe
-from gemma4_operator.controller.model_status import model_state
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.planner.select import plan
 from gemma4_operator.planner.weights import WeightsMode
+from gemma4_operator.reconcile import desired as rc
+from gemma4_operator.reconcile import status as observe
+from gemma4_operator.reconcile.model_status import model_state
 from gemma4_operator.render.children import (
     Owner,
     RenderOptions,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from gemma4_operator.api import Gemma4DeploymentSpec
-from gemma4_operator.controller import status as observe
 from gemma4_operator.controller.handlers import object_state
 from gemma4_operator.controller.metrics import Metrics, ObjectState
 from gemma4_operator.planner.plan import ClusterFacts
 from gemma4_operator.planner.select import plan
+from gemma4_operator.reconcile import status as observe
 
 OBJ = {"namespace": "ml", "name": "chat"}
 

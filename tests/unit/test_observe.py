@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from gemma4_operator.api import Gemma4DeploymentSpec
-from gemma4_operator.controller import status as observe
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.planner.select import plan
+from gemma4_operator.reconcile import status as observe
 from gemma4_operator.render.children import Owner
 
 OWNER = Owner("chat", "ml", "uid-1")

@@ -8,9 +8,8 @@ import inspect
 from typing import Any
 
 from gemma4_operator.api import API_VERSION, KIND
+from gemma4_operator.config import OperatorConfig
 from gemma4_operator.controller import handlers
-from gemma4_operator.controller import reconcile as rc
-from gemma4_operator.controller.config import OperatorConfig
 from gemma4_operator.controller.context import (
     PARENTS,
     RECONCILE_SLOTS,
@@ -24,6 +23,7 @@ from gemma4_operator.controller.context import (
 )
 from gemma4_operator.controller.metrics import Metrics
 from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.reconcile import desired as rc
 
 DEPLOYMENT = {"apiVersion": "apps/v1", "kind": "Deployment",
               "metadata": {"name": "chat", "namespace": "ml", "uid": "d1", "generation": 3,

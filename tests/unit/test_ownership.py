@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from gemma4_operator.api import Gemma4Deployment
-from gemma4_operator.controller import reconcile as rc
-from gemma4_operator.controller.config import OperatorConfig
+from gemma4_operator.config import OperatorConfig
 from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.reconcile import desired as rc
 from gemma4_operator.render.ownership import NameConflict, conflict_message, name_conflict, still_conflicting
 
 UID = "uid-1"

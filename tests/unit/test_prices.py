@@ -7,7 +7,7 @@ import pytest
 from gemma4_operator.catalog import load_catalog
 from gemma4_operator.cli.main import build_parser, main
 from gemma4_operator.cli.run import config_from_args
-from gemma4_operator.controller.config import ConfigError, parse_prices
+from gemma4_operator.config import ConfigError, parse_prices
 
 CATALOG = load_catalog()
 EXAMPLE = "manifests/examples/31b-h100-bf16-tp2.yaml"

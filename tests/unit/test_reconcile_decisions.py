@@ -11,9 +11,9 @@ import pytest
 from gemma4_operator.api import Gemma4Deployment
 from gemma4_operator.cli.main import build_parser
 from gemma4_operator.cli.run import config_from_args
-from gemma4_operator.controller import reconcile as rc
-from gemma4_operator.controller.config import ChildrenMode, ConfigError, LogFormat, OperatorConfig
+from gemma4_operator.config import ChildrenMode, ConfigError, LogFormat, OperatorConfig
 from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.reconcile import desired as rc
 
 L4 = ClusterFacts(frozenset({"nvidia-l4"}))
 UID = "uid-1"

@@ -9,8 +9,8 @@ import asyncio
 import kopf
 import pytest
 
+from gemma4_operator.config import ChildrenMode, OperatorConfig
 from gemma4_operator.controller import handlers
-from gemma4_operator.controller.config import ChildrenMode, OperatorConfig
 from gemma4_operator.controller.context import OperatorContext
 from gemma4_operator.controller.kube import RetryableApiError
 from gemma4_operator.render.children import RenderOptions

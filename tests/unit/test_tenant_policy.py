@@ -15,8 +15,7 @@ import yaml
 from gemma4_operator.api import Gemma4Deployment
 from gemma4_operator.cli.main import build_parser
 from gemma4_operator.cli.run import config_from_args
-from gemma4_operator.controller import reconcile as rc
-from gemma4_operator.controller.config import ConfigError, OperatorConfig
+from gemma4_operator.config import ConfigError, OperatorConfig
 from gemma4_operator.planner.plan import ClusterFacts
 from gemma4_operator.policy import (
     PolicyViolationError,
@@ -26,6 +25,7 @@ from gemma4_operator.policy import (
     parse_tenant_policy,
     policy_refusals,
 )
+from gemma4_operator.reconcile import desired as rc
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "gemma4-operator"
 CPU = ClusterFacts(frozenset())

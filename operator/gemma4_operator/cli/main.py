@@ -25,7 +25,7 @@ from gemma4_operator.api.crd import crd_yaml
 from gemma4_operator.catalog import load_catalog
 from gemma4_operator.cli import run as operator_main
 from gemma4_operator.cli.files import InputError, load_deployments
-from gemma4_operator.controller.config import ConfigError, parse_prices
+from gemma4_operator.config import ConfigError, parse_prices
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.planner.select import plan
 from gemma4_operator.render.children import Owner, RenderOptions, UnrenderableError, render_children

@@ -32,7 +32,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
-from gemma4_operator.controller.config import (
+from gemma4_operator.config import (
     ChildrenMode,
     ConfigError,
     EngineMonitors,

@@ -46,14 +46,14 @@ from gemma4_operator.autoscaling.exposition import (
     to_samples,
 )
 from gemma4_operator.autoscaling.scaled_object import DCGM_GPU_UTIL, pod_selector
-from gemma4_operator.controller import reconcile as rc
-from gemma4_operator.controller import status as observe
 from gemma4_operator.controller.context import ChildSource, Obj, OperatorContext, Parent, now_rfc3339
 from gemma4_operator.controller.kube import InvalidRequestError, RetryableApiError
 from gemma4_operator.controller.scraper import ScrapeTarget, get_bounded, scrape
 from gemma4_operator.engines import engine as engine_named
 from gemma4_operator.engines.base import Engine
 from gemma4_operator.planner.plan import Plan
+from gemma4_operator.reconcile import desired as rc
+from gemma4_operator.reconcile import status as observe
 from gemma4_operator.render.download import is_download_pod
 from gemma4_operator.render.ownership import owned_child
 

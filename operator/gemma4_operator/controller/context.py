@@ -26,13 +26,13 @@ import aiohttp
 
 from gemma4_operator.autoscaling.decision import Recommendation
 from gemma4_operator.autoscaling.exposition import PodMetrics
-from gemma4_operator.controller import reconcile as rc
-from gemma4_operator.controller.config import ChildrenMode, OperatorConfig
+from gemma4_operator.config import ChildrenMode, OperatorConfig
 from gemma4_operator.controller.kube import Kube
 from gemma4_operator.controller.metrics import Metrics
 from gemma4_operator.controller.workqueue import WorkQueue
 from gemma4_operator.planner import cluster_facts
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
+from gemma4_operator.reconcile import desired as rc
 from gemma4_operator.render.children import MANAGER, Owner, RenderOptions
 from gemma4_operator.render.ownership import MANAGED_BY_LABEL, NameConflict
 

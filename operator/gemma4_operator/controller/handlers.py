@@ -1,5 +1,5 @@
 """kopf glue: gather inputs, call the pure core, execute its decisions. No sizing, rendering or
-status logic lives here (that is ``controller.reconcile``, ``controller.status``,
+status logic lives here (that is ``reconcile.desired``, ``reconcile.status``,
 ``planner.cluster_facts``); the in-memory state (snapshots, child sources, caches) is ``context``.
 
 Registered on a fresh ``kopf.OperatorRegistry`` by :func:`build_registry`:
@@ -54,10 +54,8 @@ from gemma4_operator.api import (
     Gemma4Deployment,
     Gemma4DeploymentSpec,
 )
+from gemma4_operator.config import ChildrenMode, EngineMonitors, OperatorConfig
 from gemma4_operator.controller import autoscaler_loop as autoscaler
-from gemma4_operator.controller import reconcile as rc
-from gemma4_operator.controller import status as observe
-from gemma4_operator.controller.config import ChildrenMode, EngineMonitors, OperatorConfig
 from gemma4_operator.controller.context import (
     ACCELERATORS,
     CHILDREN,
@@ -82,11 +80,13 @@ from gemma4_operator.controller.context import (
 )
 from gemma4_operator.controller.kube import InvalidRequestError, RetryableApiError
 from gemma4_operator.controller.metrics import ObjectState
-from gemma4_operator.controller.model_status import current_job, model_state
 from gemma4_operator.controller.workqueue import Mark, WorkQueue, writable
 from gemma4_operator.observe import admission
 from gemma4_operator.planner import cluster_facts
 from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.reconcile import desired as rc
+from gemma4_operator.reconcile import status as observe
+from gemma4_operator.reconcile.model_status import current_job, model_state
 from gemma4_operator.render import ownership
 from gemma4_operator.render.children import MANAGER, image_volume_probe, image_volumes_refusal, keeps_image_volume
 from gemma4_operator.render.download import is_download_pod

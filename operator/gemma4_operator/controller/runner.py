@@ -9,7 +9,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-from gemma4_operator.controller.config import LogFormat, OperatorConfig
+from gemma4_operator.config import LogFormat, OperatorConfig
 
 if TYPE_CHECKING:
     from gemma4_operator.controller.context import OperatorContext

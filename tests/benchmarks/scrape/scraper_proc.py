@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from gemma4_operator.controller.config import OperatorConfig
+from gemma4_operator.config import OperatorConfig
 from gemma4_operator.controller.scraper import ScrapeTarget, scrape
 from gemma4_operator.engines import engine
 

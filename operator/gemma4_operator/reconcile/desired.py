@@ -1,4 +1,4 @@
-"""Reconcile decisions, pure: parse the object, compute the desired children, decide what to write.
+"""Desired state, pure: parse the object, compute the desired children, decide what to write.
 
 The kopf glue (``handlers``) gathers inputs and executes what this module decides. Zero writes
 for an unchanged object rest on two checks per child, both against the live copy the watch (or
@@ -26,12 +26,12 @@ from pydantic import ValidationError
 
 from gemma4_operator.api import Gemma4Deployment, validation_problems
 from gemma4_operator.api.wire import parse_object
-from gemma4_operator.controller.config import OperatorConfig
-from gemma4_operator.controller.model_status import current_job, job_succeeded
+from gemma4_operator.config import OperatorConfig
 from gemma4_operator.planner.cluster_facts import sticky_facts
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.planner.select import plan
 from gemma4_operator.policy import check_policy
+from gemma4_operator.reconcile.model_status import current_job, job_succeeded
 from gemma4_operator.render.children import Owner, RenderOptions, UnrenderableError, render_children
 from gemma4_operator.render.download import NEEDS_WEIGHTS, needs_download
 from gemma4_operator.render.ownership import owned_by

@@ -24,7 +24,7 @@ from gemma4_operator.planner.plan import Plan
 from gemma4_operator.render.children import GPU_RESOURCE, SERVING_CONTAINER, Owner, endpoint, selector_string
 
 if TYPE_CHECKING:  # model_status reads pods and Jobs with get_path from here
-    from gemma4_operator.controller.model_status import ModelState
+    from gemma4_operator.reconcile.model_status import ModelState
 
 PLANNED, AVAILABLE, PROGRESSING, DEGRADED, READY = "Planned", "Available", "Progressing", "Degraded", "Ready"
 MODEL_READY = "ModelReady"  # its value comes from model_status.model_state

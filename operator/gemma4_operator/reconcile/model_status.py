@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gemma4_operator.api import Gemma4DeploymentSpec, ModelStatus
-from gemma4_operator.controller.status import get_path
 from gemma4_operator.planner.plan import Plan
+from gemma4_operator.reconcile.status import get_path
 from gemma4_operator.render.children import cache_size
 from gemma4_operator.render.download import CHECKPOINT_ANNOTATION, checkpoint_id, needs_download
 from gemma4_operator.weights.outcome import DownloadOutcome, read_outcome
