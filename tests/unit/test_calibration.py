@@ -170,3 +170,15 @@ def test_plans_use_the_memory_cuda_reports() -> None:
     accel = CATALOG.accelerators["nvidia-l4"]
     assert p.memory.capacity == round(accel.capacity_gib, 1) < accel.memory_gib
     assert all(a.cuda_total_mib and a.cuda_total_source for a in CATALOG.accelerators.values())
+
+
+def test_enforce_eager_in_extra_args_drops_the_cuda_graph_pool() -> None:
+    def overhead(extra: list[str]) -> float:
+        spec = Gemma4DeploymentSpec.model_validate({
+            "model": {"variant": "26b-a4b"}, "quantization": "bf16", "accelerator": {"type": "nvidia-a100-80gb"},
+            "serving": {"maxModelLen": 131072, "extraArgs": extra}})
+        return plan(spec, ClusterFacts(frozenset({"nvidia-a100-80gb"})), CATALOG, suggest=False).memory.overhead
+
+    # the myoceane row's deployment: vLLM profiled 1.39 GiB of overhead with --enforce-eager
+    assert overhead(["--enforce-eager"]) == 1.4
+    assert overhead([]) == round(1.387 + _overhead().cuda_graphs_gib, 1)
