@@ -327,7 +327,6 @@ class EngineInfo(CatalogModel):
     gpu_memory_utilization_flag: bool = False
     block_size: int = 16
     in_flight_batches: int = 1
-    multimodal_overhead_gib: float = 0.0
     max_num_batched_tokens: MaxNumBatchedTokens | None = None
     runtime_overhead: RuntimeOverhead | None = None
     cpu_runtime_gib: float = 0.0
