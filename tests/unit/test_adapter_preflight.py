@@ -7,8 +7,7 @@ import struct
 
 import pytest
 
-from gemma4_operator.catalog import load_catalog
-from gemma4_operator.catalog import VariantInfo
+from gemma4_operator.catalog import VariantInfo, load_catalog
 from gemma4_operator.weights.preflight import (
     MAX_HEADER_BYTES,
     AdapterFiles,
@@ -175,7 +174,7 @@ def test_a_config_file_is_bounded_and_must_be_an_object() -> None:
         read_json(b" " * 65537, "adapter_config.json")
     with pytest.raises(PreflightError, match="not a JSON object"):
         read_json(b"[1]", "adapter_config.json")
-    with pytest.raises(PreflightError, match="adapter_config.json is not JSON"):
+    with pytest.raises(PreflightError, match=r"adapter_config\.json is not JSON"):
         read_json(b"{", "adapter_config.json")
 
 

@@ -67,7 +67,8 @@ def _last_outcome(plan: Plan, cache: str, pods: Sequence[Obj]) -> DownloadOutcom
         return None
     _, last = max(finished, key=lambda f: f[0])
     return read_outcome(str(last.get("message") or ""), exit_code=int(last.get("exitCode") or 0),
-                        repo=plan.weights.repo, expected_bytes=plan.download_bytes, cache_size=cache)
+                        repo=plan.weights.repo, expected_bytes=plan.download_bytes, cache_size=cache,
+                        revision=plan.weights.revision)
 
 
 def _base(plan: Plan, phase: str, **extra: Any) -> ModelStatus:

@@ -1,7 +1,8 @@
-"""The download Job of storage.modelCache (templates/job.yaml.j2): huggingface_hub's `hf download` of the plan's
-checkpoint into the cache PVC, once, under a standard-library wrapper that reports the outcome (bytes, seconds,
-the Hub's error) in the termination message. The Job's pod template is immutable: a new checkpoint gets a new
-Job, told apart by the checkpoint annotation."""
+"""The download Job of storage.modelCache (templates/job.yaml.j2): ``gemma4-operator download`` in the operator's
+own image (huggingface_hub's Python API, cli/download.py) fetches the plan's checkpoint and the adapters into the
+cache PVC, once, runs the adapter preflight, and reports the outcome (bytes, seconds, the Hub's typed error, one
+verdict per adapter) in the termination message. The Job's pod template is immutable: a new checkpoint or adapter
+list gets a new Job, told apart by the checkpoint annotation."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.catalog import load_catalog
 from gemma4_operator.engines.base import SCRATCH_ENV, K8sObject, hub_env, with_user_env
 from gemma4_operator.planner.plan import Plan
-from gemma4_operator.planner.weights import CACHE_MOUNT, MODELS_DIR, WeightsMode
+from gemma4_operator.planner.weights import CACHE_MOUNT, WeightsMode
 from gemma4_operator.render.pod_security import container_security_context, pod_security_context, scratch_volumes
-from gemma4_operator.weights import download_script_source
+from gemma4_operator.weights.artifacts import KIND_DIRS, Artifact, Kind, Manifest
+from gemma4_operator.weights.preflight import AdapterRules
 
 DOWNLOAD_COMPONENT = "download"
 COMPONENT_LABEL = "app.kubernetes.io/component"
@@ -43,32 +45,36 @@ def checkpoint_id(plan: Plan) -> str:
     return f"{w.repo}@{w.revision or 'main'}{files}"
 
 
-def download_command(plan: Plan) -> list[str]:
-    """The Job's whole command line; older checkpoints under MODELS_DIR are removed first (the PVC is sized
-    for one checkpoint; running pods have already loaded theirs)."""
+def checkpoint_artifact(plan: Plan) -> Artifact:
     w = plan.weights
-    revision = ["--revision", w.revision] if w.revision else []
-    hf = ["hf", "download", w.repo, *w.download_files, *revision, "--local-dir", w.directory]
-    return ["python3", "-c", download_script_source(), "--prune-root", MODELS_DIR, "--", *hf]
+    return Artifact(Kind.CHECKPOINT, "model", w.repo, w.directory, w.revision, w.download_files, "HF_TOKEN")
 
 
-# HF_DEBUG=1: hf's one-line error says "Model 'REPO' not found." for a 401 and a 404 alike (huggingface_hub
-# cli/_errors.py); the traceback it adds carries the status ("RepositoryNotFoundError: 401 Client Error."), which
-# tells a gated or private repository from a missing one (weights/outcome.py). Tokens are shown as <TOKEN>
-# (utils/_http.py _curlify). HF_HUB_DISABLE_UPDATE_CHECK=1: no version check against PyPI at start
-# (cli/_cli_utils.py check_cli_update), a call an air-gapped cluster would wait on.
+def download_manifest(plan: Plan, adapters: tuple[Artifact, ...] = (), max_rank: int = 0) -> Manifest:
+    """The Job's task: the checkpoint, then the adapters, checked as the plan's engine loads them."""
+    gguf = load_catalog().engines[plan.engine].weights == "gguf"
+    return Manifest(plan.variant, AdapterRules(max_rank=max_rank, gguf=gguf), (checkpoint_artifact(plan), *adapters))
+
+
+def adapter_directory(name: str) -> str:
+    return f"{CACHE_MOUNT}/{KIND_DIRS[Kind.ADAPTER]}/{name}"
+
+
+def download_command(manifest: Manifest) -> list[str]:
+    """The Job's whole command line: the operator's CLI (its image's ENTRYPOINT runs the operator)."""
+    return ["gemma4-operator", "download", "--manifest", manifest.to_json()]
+
+
 # HF_XET_CHUNK_CACHE_SIZE_BYTES=0: hf_xet keeps a chunk cache under HF_HOME/xet, up to 10 GB unless built
 # without it (xet-runtime src/config/groups/chunk_cache.rs); HF_HOME is on the cache PVC, sized for one checkpoint
 # plus 20%, and a one-time download reads no chunk twice.
-HF_CLI_ENV: tuple[K8sObject, ...] = ({"name": "HF_DEBUG", "value": "1"},
-                                     {"name": "HF_HUB_DISABLE_UPDATE_CHECK", "value": "1"},
-                                     {"name": "HF_XET_CHUNK_CACHE_SIZE_BYTES", "value": "0"})
+HF_ENV: tuple[K8sObject, ...] = ({"name": "HF_XET_CHUNK_CACHE_SIZE_BYTES", "value": "0"},)
 
 
 def download_env(spec: Gemma4DeploymentSpec) -> list[K8sObject]:
-    """HF_HOME and the token (this pod downloads), hf's settings for the report, HOME on its volume;
+    """HF_HOME and the token (this pod downloads), huggingface_hub's settings, HOME on its volume;
     serving.env too (e.g. HF_ENDPOINT for a mirror)."""
-    return with_user_env([*hub_env(spec, token=True), *HF_CLI_ENV, *SCRATCH_ENV], spec)
+    return with_user_env([*hub_env(spec, token=True), *HF_ENV, *SCRATCH_ENV], spec)
 
 
 def downloader_image() -> str:
@@ -76,7 +82,7 @@ def downloader_image() -> str:
     return load_catalog().weights.downloader.image
 
 
-# The downloader (python3 and hf) writes only HF_HOME on the cache PVC, HOME and /tmp: a read-only root.
+# The downloader writes only HF_HOME on the cache PVC, HOME and /tmp: a read-only root.
 READ_ONLY_ROOT_FILESYSTEM = True
 
 
@@ -89,7 +95,7 @@ def job_values(name: str, spec: Gemma4DeploymentSpec, plan: Plan, image: str) ->
     scratch, scratch_mounts = scratch_volumes()
     return {"annotations": {CHECKPOINT_ANNOTATION: checkpoint_id(plan)}, "backoff_limit": BACKOFF_LIMIT,
             "pod_settings": {k: v for k, v in pod_settings.items() if v}, "image": image,
-            "command": download_command(plan), "env": download_env(spec), "resources": RESOURCES,
+            "command": download_command(download_manifest(plan)), "env": download_env(spec), "resources": RESOURCES,
             "pod_security": pod_security_context(spec),
             "container_security": container_security_context(READ_ONLY_ROOT_FILESYSTEM),
             "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": f"{name}-model-cache"}}, *scratch],
