@@ -89,7 +89,7 @@ def test_cache_mode_downloads_once_in_a_job_and_pods_load_offline_read_only() ->
     (checkpoint,) = manifest_of(job).artifacts
     assert (checkpoint.repo, checkpoint.files, checkpoint.local_dir, checkpoint.revision) == (
         "ggml-org/gemma-4-E4B-it-GGUF", ("gemma-4-E4B-it-Q8_0.gguf", "mmproj-gemma-4-E4B-it-Q8_0.gguf"), directory, "")
-    assert manifest_of(job).rules == AdapterRules(max_rank=0, gguf=True)  # llama.cpp: GGUF adapters
+    assert manifest_of(job).rules == AdapterRules(max_rank=512, gguf=True)  # llama.cpp: GGUF adapters; any rank
     assert job["metadata"]["name"] == "chat-download"
     assert job["metadata"]["annotations"][CHECKPOINT_ANNOTATION] == (
         "ggml-org/gemma-4-E4B-it-GGUF@main gemma-4-E4B-it-Q8_0.gguf mmproj-gemma-4-E4B-it-Q8_0.gguf")

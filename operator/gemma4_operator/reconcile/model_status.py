@@ -11,7 +11,7 @@ from gemma4_operator.api import Gemma4DeploymentSpec, ModelStatus
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.reconcile.status import get_path
 from gemma4_operator.render.children import cache_size
-from gemma4_operator.render.download import CHECKPOINT_ANNOTATION, checkpoint_id, needs_download
+from gemma4_operator.render.download import CHECKPOINT_ANNOTATION, checkpoint_id, download_id, needs_download
 from gemma4_operator.weights.outcome import DownloadOutcome, read_outcome
 
 Obj = Mapping[str, Any]
@@ -39,9 +39,10 @@ class ModelState:
         return self.status.phase == "Downloading"
 
 
-def current_job(plan: Plan, job: Obj | None) -> Obj | None:
-    """The download Job, when it is the one for this plan's checkpoint (an older one is being replaced)."""
-    if job is None or get_path(job, "metadata", "annotations", CHECKPOINT_ANNOTATION) != checkpoint_id(plan):
+def current_job(wanted: str, job: Obj | None) -> Obj | None:
+    """The download Job, when it is the one that fetches ``wanted`` (render.download.download_id: the checkpoint
+    and the adapters); an older one is being replaced."""
+    if job is None or get_path(job, "metadata", "annotations", CHECKPOINT_ANNOTATION) != wanted:
         return None
     return None if get_path(job, "metadata", "deletionTimestamp") else job
 
@@ -77,8 +78,8 @@ def _base(plan: Plan, phase: str, **extra: Any) -> ModelStatus:
                        bytes=plan.download_bytes, **extra)
 
 
-def _from_job(plan: Plan, job: Obj | None, pods: Sequence[Obj], cache: str) -> ModelState:
-    job = current_job(plan, job)
+def _from_job(plan: Plan, spec: Gemma4DeploymentSpec, job: Obj | None, pods: Sequence[Obj]) -> ModelState:
+    job, cache = current_job(download_id(plan, spec), job), cache_size(spec, plan)
     if job is None:
         return ModelState(_base(plan, "Pending"), "DownloadPending",
                           "the download Job is being created (a previous one is replaced first)")
@@ -119,5 +120,5 @@ def model_state(plan: Plan, spec: Gemma4DeploymentSpec, job: Obj | None, downloa
     """``loading``: the serving pods running but not ready. The spec gives the PVC's size for a disk-full
     message."""
     if needs_download(plan):
-        return _from_job(plan, job, download_pods, cache_size(spec, plan))
+        return _from_job(plan, spec, job, download_pods)
     return _from_pods(plan, deployment, loading)

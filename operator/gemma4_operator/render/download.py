@@ -10,10 +10,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from gemma4_operator.api import Gemma4DeploymentSpec
+from gemma4_operator.api.adapters import MAX_LORA_RANKS
 from gemma4_operator.catalog import load_catalog
-from gemma4_operator.engines.base import SCRATCH_ENV, K8sObject, hub_env, with_user_env
+from gemma4_operator.engines.base import SCRATCH_ENV, K8sObject, hub_env, secret_env, with_user_env
 from gemma4_operator.planner.plan import Plan
-from gemma4_operator.planner.weights import CACHE_MOUNT, WeightsMode
+from gemma4_operator.planner.sources import parse_source
+from gemma4_operator.planner.weights import ADAPTERS_MOUNT, CACHE_MOUNT, WeightsMode, adapter_path
 from gemma4_operator.render.pod_security import container_security_context, pod_security_context, scratch_volumes
 from gemma4_operator.weights.artifacts import KIND_DIRS, Artifact, Kind, Manifest
 from gemma4_operator.weights.preflight import AdapterRules
@@ -45,19 +47,79 @@ def checkpoint_id(plan: Plan) -> str:
     return f"{w.repo}@{w.revision or 'main'}{files}"
 
 
+def download_id(plan: Plan, spec: Gemma4DeploymentSpec) -> str:
+    """Everything the Job fetches, as its annotation: a change (checkpoint or adapter list) is a new Job, and
+    the serving children wait for it."""
+    adapters = ", ".join(f"{a.name}={a.uri}" for a in spec.model.adapters)
+    return checkpoint_id(plan) + (f"; adapters {adapters}" if adapters else "")
+
+
 def checkpoint_artifact(plan: Plan) -> Artifact:
     w = plan.weights
     return Artifact(Kind.CHECKPOINT, "model", w.repo, w.directory, w.revision, w.download_files, "HF_TOKEN")
 
 
-def download_manifest(plan: Plan, adapters: tuple[Artifact, ...] = (), max_rank: int = 0) -> Manifest:
+def adapter_directory(name: str) -> str:
+    """Where the Job stages an adapter on the cache volume (the serving pods see it at ADAPTERS_MOUNT/NAME)."""
+    return f"{CACHE_MOUNT}/{KIND_DIRS[Kind.ADAPTER]}/{name}"
+
+
+def adapter_token_env(index: int) -> str:
+    return f"HF_TOKEN_ADAPTER_{index}"
+
+
+def adapter_artifacts(spec: Gemma4DeploymentSpec) -> tuple[Artifact, ...]:
+    """The hf:// adapters (pvc:// and oci:// ones are mounted, not fetched), each with its own token."""
+    artifacts = []
+    for index, adapter in enumerate(spec.model.adapters):
+        source = parse_source(adapter.uri)
+        if source.scheme == "hf":
+            token = adapter_token_env(index) if adapter.token_secret_ref is not None else ""
+            artifacts.append(Artifact(Kind.ADAPTER, adapter.name, source.repo, adapter_directory(adapter.name),
+                                      source.revision, token_env=token))
+    return tuple(artifacts)
+
+
+def adapter_volumes(spec: Gemma4DeploymentSpec) -> tuple[list[K8sObject], list[K8sObject]]:
+    """The serving pod's view of the adapters at ADAPTERS_MOUNT/NAME: the Job's staging directory on the cache
+    PVC (hf://), the claim's path (pvc://), the artifact (oci://, an image volume), all read-only."""
+    volumes: list[K8sObject] = []
+    mounts: list[K8sObject] = []
+    if adapter_artifacts(spec):
+        mounts.append({"name": "cache", "mountPath": ADAPTERS_MOUNT, "subPath": KIND_DIRS[Kind.ADAPTER],
+                       "readOnly": True})
+    for index, adapter in enumerate(spec.model.adapters):
+        source, volume = parse_source(adapter.uri), f"adapter-{index}"
+        if source.scheme == "pvc":
+            volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True}})
+            mounts.append({"name": volume, "mountPath": adapter_path(adapter.name), "subPath": source.path,
+                           "readOnly": True})
+        elif source.scheme == "oci":
+            volumes.append({"name": volume, "image": {"reference": source.image, "pullPolicy": "IfNotPresent"}})
+            mounts.append({"name": volume, "mountPath": adapter_path(adapter.name), "readOnly": True})
+    return volumes, mounts
+
+
+def adapters_refusal(spec: Gemma4DeploymentSpec, plan: Plan) -> str | None:
+    """hf:// adapters are fetched by the download Job, which runs with storage.modelCache."""
+    if adapter_artifacts(spec) and not needs_download(plan):
+        return ("model.adapters: an hf:// adapter is fetched and checked by the download Job before a serving pod "
+                "starts, which needs storage.modelCache (a PVC the Job fills once); set storage.modelCache, or "
+                "serve the adapter from pvc:// or oci://")
+    return None
+
+
+def max_adapter_rank(spec: Gemma4DeploymentSpec) -> int:
+    """serving.lora.maxRank; unset, it is derived from the adapters' own ranks, so any rank on vLLM's ladder."""
+    lora = spec.serving.lora
+    return lora.max_rank if lora is not None and lora.max_rank is not None else MAX_LORA_RANKS[-1]
+
+
+def download_manifest(plan: Plan, spec: Gemma4DeploymentSpec) -> Manifest:
     """The Job's task: the checkpoint, then the adapters, checked as the plan's engine loads them."""
     gguf = load_catalog().engines[plan.engine].weights == "gguf"
-    return Manifest(plan.variant, AdapterRules(max_rank=max_rank, gguf=gguf), (checkpoint_artifact(plan), *adapters))
-
-
-def adapter_directory(name: str) -> str:
-    return f"{CACHE_MOUNT}/{KIND_DIRS[Kind.ADAPTER]}/{name}"
+    return Manifest(plan.variant, AdapterRules(max_rank=max_adapter_rank(spec), gguf=gguf),
+                    (checkpoint_artifact(plan), *adapter_artifacts(spec)))
 
 
 def download_command(manifest: Manifest) -> list[str]:
@@ -74,7 +136,9 @@ HF_ENV: tuple[K8sObject, ...] = ({"name": "HF_XET_CHUNK_CACHE_SIZE_BYTES", "valu
 def download_env(spec: Gemma4DeploymentSpec) -> list[K8sObject]:
     """HF_HOME and the token (this pod downloads), huggingface_hub's settings, HOME on its volume;
     serving.env too (e.g. HF_ENDPOINT for a mirror)."""
-    return with_user_env([*hub_env(spec, token=True), *HF_ENV, *SCRATCH_ENV], spec)
+    tokens = [secret_env(adapter_token_env(i), a.token_secret_ref) for i, a in enumerate(spec.model.adapters)
+              if a.token_secret_ref is not None]
+    return with_user_env([*hub_env(spec, token=True), *tokens, *HF_ENV, *SCRATCH_ENV], spec)
 
 
 def downloader_image() -> str:
@@ -93,9 +157,10 @@ def job_values(name: str, spec: Gemma4DeploymentSpec, plan: Plan, image: str) ->
     pod_settings = {"imagePullSecrets": [s.model_dump() for s in pod.image_pull_secrets],
                     "tolerations": list(pod.tolerations), "priorityClassName": pod.priority_class_name}
     scratch, scratch_mounts = scratch_volumes()
-    return {"annotations": {CHECKPOINT_ANNOTATION: checkpoint_id(plan)}, "backoff_limit": BACKOFF_LIMIT,
+    return {"annotations": {CHECKPOINT_ANNOTATION: download_id(plan, spec)}, "backoff_limit": BACKOFF_LIMIT,
             "pod_settings": {k: v for k, v in pod_settings.items() if v}, "image": image,
-            "command": download_command(download_manifest(plan)), "env": download_env(spec), "resources": RESOURCES,
+            "command": download_command(download_manifest(plan, spec)), "env": download_env(spec),
+            "resources": RESOURCES,
             "pod_security": pod_security_context(spec),
             "container_security": container_security_context(READ_ONLY_ROOT_FILESYSTEM),
             "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": f"{name}-model-cache"}}, *scratch],
