@@ -13,6 +13,7 @@ from gemma4_operator.reconcile.status import get_path
 from gemma4_operator.render.children import cache_size
 from gemma4_operator.render.download import CHECKPOINT_ANNOTATION, checkpoint_id, download_id, needs_download
 from gemma4_operator.weights.outcome import DownloadOutcome, read_outcome
+from gemma4_operator.weights.preflight import AdapterVerdict
 
 Obj = Mapping[str, Any]
 DOWNLOAD_CONTAINER = "download"
@@ -25,6 +26,7 @@ class ModelState:
     status: ModelStatus
     reason: str
     message: str
+    verdicts: tuple[AdapterVerdict, ...] = ()  # the download Job's adapter preflight, once it has succeeded
 
     @property
     def ready(self) -> bool:
@@ -90,7 +92,8 @@ def _from_job(plan: Plan, spec: Gemma4DeploymentSpec, job: Obj | None, pods: Seq
     if job_succeeded(job):
         rate = outcome.throughput_mbps if outcome is not None and outcome.succeeded else None
         return ModelState(_base(plan, "Ready", throughput_mbps=round(rate, 1) if rate else None, **times),
-                          "Downloaded", f"{checkpoint_id(plan)} is on the cache PVC ({gib:.1f} GiB expected)")
+                          "Downloaded", f"{checkpoint_id(plan)} is on the cache PVC ({gib:.1f} GiB expected)",
+                          outcome.adapters if outcome is not None and outcome.succeeded else ())
     if job_finished(job, "Failed"):
         said = next((str(c.get("message") or "") for c in get_path(job, "status", "conditions") or []
                      if c.get("type") == "Failed"), "")
