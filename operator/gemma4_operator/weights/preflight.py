@@ -45,9 +45,10 @@ VLLM_MODULES_TO_SAVE = frozenset({"classifier", "score"})
 VLLM_INITS = frozenset({"gaussian", "eva", "orthogonal", "mica", "lora_ga"})
 REQUIRED = ("r", "lora_alpha", "target_modules")
 # The Gemma 4 modules vLLM wraps (gemma4.py: q/k/v packed into qkv_proj, gate/up into gate_up_proj, o_proj,
-# down_proj, the fused experts, E2B/E4B's per-layer projections); vLLM compares the module name's last part.
+# down_proj, the fused experts, the MoE router's proj, E2B/E4B's per-layer projections); vLLM compares the module
+# name's last part.
 TEXT_MODULES = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "experts",
-                          "per_layer_input_gate", "per_layer_projection", "per_layer_model_projection"})
+                          "proj", "per_layer_input_gate", "per_layer_projection", "per_layer_model_projection"})
 # Checkpoint prefixes (after base_model.model.) that gemma4_mm.py's hf_to_vllm_mapper maps.
 TEXT_PREFIXES = ("model.language_model.", "model.layers.", "language_model.model.")
 TOWER_PREFIXES = ("model.vision_tower.", "model.audio_tower.", "model.embed_vision.", "model.embed_audio.",
