@@ -4,15 +4,17 @@ operator holds back until the download succeeded, and status.model from the Job 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import kubernetes_validate
 import pytest
 from pydantic import ValidationError
 
-from gemma4_operator.api import Gemma4DeploymentSpec
+from gemma4_operator.api import SOURCE_URI_PATTERN, Gemma4DeploymentSpec
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.planner.select import plan
+from gemma4_operator.planner.sources import parse_source
 from gemma4_operator.planner.weights import WeightsMode
 from gemma4_operator.reconcile import desired as rc
 from gemma4_operator.reconcile import status as observe
@@ -308,3 +310,21 @@ def test_a_catalog_gguf_repo_named_by_its_tag_is_downloaded_by_the_job() -> None
     assert (checkpoint.repo, checkpoint.files) == (
         "ggml-org/gemma-4-E4B-it-GGUF", ("gemma-4-E4B-it-Q8_0.gguf", "mmproj-gemma-4-E4B-it-Q8_0.gguf"))
     assert server(objs)["args"][1] == "/cache/models/ggml-org/gemma-4-E4B-it-GGUF/main/gemma-4-E4B-it-Q8_0.gguf"
+
+
+def test_a_gguf_source_names_a_revision_and_the_job_fetches_it() -> None:
+    uri = "hf://ggml-org/gemma-4-E4B-it-GGUF@v2:Q8_0"
+    source = parse_source(uri)
+    assert (source.repo, source.revision, source.quant_tag, source.display) == (
+        "ggml-org/gemma-4-E4B-it-GGUF", "v2", "Q8_0", "ggml-org/gemma-4-E4B-it-GGUF@v2:Q8_0")
+    assert re.fullmatch(SOURCE_URI_PATTERN, uri) is not None
+    objs = rendered(spec_of(**{**E4B_CPU, "model": {"variant": "e4b", "source": {"uri": uri}}}, storage=CACHE))
+    (checkpoint,) = manifest_of(objs["Job"]).artifacts
+    assert (checkpoint.revision, checkpoint.local_dir) == ("v2", "/cache/models/ggml-org/gemma-4-E4B-it-GGUF/v2")
+    assert server(objs)["args"][1] == "/cache/models/ggml-org/gemma-4-E4B-it-GGUF/v2/gemma-4-E4B-it-Q8_0.gguf"
+
+
+def test_a_gguf_revision_without_the_job_is_refused_in_words() -> None:
+    spec = spec_of(**{**E4B_CPU, "model": {"variant": "e4b", "source": {"uri": "hf://acme/e4b-GGUF@v2:Q8_0"}}})
+    with pytest.raises(UnrenderableError, match=r"-hf downloads REPO:QUANT at the default branch only"):
+        render_children(OWNER, spec, plan(spec, FACTS))

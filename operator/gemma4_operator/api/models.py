@@ -134,13 +134,14 @@ _OCI_REFERENCE = (r"oci://[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]+([.
                   r"(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}|@sha256:[a-f0-9]{64})")
 _HF_REPO = r"hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+"
 _PVC_PATH = r"pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]*"
-SOURCE_URI_PATTERN = (r"^(" + _HF_REPO + r"(@[A-Za-z0-9._/-]+|:[A-Za-z0-9_.-]+)?|" + _PVC_PATH + "|"
+# hf://REPO@REV:QUANT: a git ref cannot hold ':' (git check-ref-format), so the quant tag follows the revision
+SOURCE_URI_PATTERN = (r"^(" + _HF_REPO + r"(@[A-Za-z0-9._/-]+)?(:[A-Za-z0-9_.-]+)?|" + _PVC_PATH + "|"
                       + _OCI_REFERENCE + r")$")
 # an adapter: no :QUANT (an adapter repo holds one adapter), otherwise as a checkpoint's source
 ADAPTER_URI_PATTERN = r"^(" + _HF_REPO + r"(@[A-Za-z0-9._/-]+)?|" + _PVC_PATH + "|" + _OCI_REFERENCE + r")$"
 SOURCE_URI_MESSAGE = (
     "source.uri must be hf://REPO[@REVISION] (a Hugging Face repo, e.g. hf://google/gemma-4-E4B-it), "
-    "hf://REPO:GGUF_QUANT (a GGUF repo for llama.cpp, e.g. hf://ggml-org/gemma-4-E4B-it-GGUF:Q4_K_M), "
+    "hf://REPO[@REVISION]:GGUF_QUANT (a GGUF repo for llama.cpp, e.g. hf://ggml-org/gemma-4-E4B-it-GGUF:Q4_K_M), "
     "pvc://CLAIM/PATH (weights on a PersistentVolumeClaim in this namespace) or "
     "oci://REGISTRY/REPO:TAG or oci://REGISTRY/REPO@sha256:DIGEST (a catalog checkpoint packaged as an OCI "
     "artifact, mounted as an image volume)"
@@ -200,7 +201,7 @@ class ModelSource(ApiModel):
     uri: Annotated[str, Field(
         description=(
             "Where the weights come from, overriding the catalog's checkpoint. "
-            "`hf://REPO[@REVISION]` for a Hugging Face repo (vLLM), `hf://REPO:QUANT` for a GGUF repo "
+            "`hf://REPO[@REVISION]` for a Hugging Face repo (vLLM), `hf://REPO[@REVISION]:QUANT` for a GGUF repo "
             "(llama.cpp, e.g. hf://ggml-org/gemma-4-E4B-it-GGUF:Q4_K_M), `pvc://CLAIM/PATH` for weights "
             "already on a PersistentVolumeClaim in this namespace, or `oci://REGISTRY/REPO:TAG` "
             "(or `@sha256:DIGEST`) for the planner's catalog checkpoint packaged as an OCI artifact (the files "

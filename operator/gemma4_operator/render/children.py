@@ -27,7 +27,7 @@ from gemma4_operator.render.download import (
     COMPONENT_LABEL,
     DOWNLOAD_COMPONENT,
     adapter_volumes,
-    adapters_refusal,
+    download_refusal,
     downloader_image,
     job_values,
     needs_download,
@@ -304,8 +304,8 @@ def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
         raise UnrenderableError(f"model.source.uri {plan.model_ref}: {refusal}")
     if (key_refusal := api_key_refusal(spec, plan)) is not None:
         raise UnrenderableError(key_refusal)
-    if (adapter_refusal := adapters_refusal(spec, plan)) is not None:
-        raise UnrenderableError(adapter_refusal)
+    if (fetch_refusal := download_refusal(spec, plan)) is not None:
+        raise UnrenderableError(fetch_refusal)
     engine = engine_named(plan.engine).container(plan, spec)
     labels = child_labels(owner.name, plan.variant)
     common = {"name": owner.name, "namespace": owner.namespace, "labels": labels,

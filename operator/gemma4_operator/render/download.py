@@ -100,12 +100,20 @@ def adapter_volumes(spec: Gemma4DeploymentSpec) -> tuple[list[K8sObject], list[K
     return volumes, mounts
 
 
-def adapters_refusal(spec: Gemma4DeploymentSpec, plan: Plan) -> str | None:
-    """hf:// adapters are fetched by the download Job, which runs with storage.modelCache."""
-    if adapter_artifacts(spec) and not needs_download(plan):
+def download_refusal(spec: Gemma4DeploymentSpec, plan: Plan) -> str | None:
+    """What only the download Job can fetch, asked without one: hf:// adapters (fetched and checked before a
+    serving pod starts), a GGUF source's revision (llama.cpp's -hf takes REPO:QUANT, no revision)."""
+    if needs_download(plan):
+        return None
+    if adapter_artifacts(spec):
         return ("model.adapters: an hf:// adapter is fetched and checked by the download Job before a serving pod "
                 "starts, which needs storage.modelCache (a PVC the Job fills once); set storage.modelCache, or "
                 "serve the adapter from pvc:// or oci://")
+    source = plan.source
+    if plan.weights.mode is WeightsMode.HUB and source is not None and source.revision and source.quant_tag:
+        return (f"model.source.uri {source.display}: llama.cpp's -hf downloads REPO:QUANT at the default branch "
+                "only; a revision is fetched by the download Job, which needs storage.modelCache and a repository "
+                "whose quant the catalog names, or drop @REVISION")
     return None
 
 
