@@ -183,3 +183,22 @@ def test_the_job_s_default_image_is_this_release_of_the_operator() -> None:
     from gemma4_operator.render.download import downloader_image
 
     assert downloader_image() == f"ghcr.io/gemma4-operator/gemma4-operator:{version('gemma4-operator')}"
+
+
+def test_a_gguf_adapter_for_llama_cpp_is_linked_under_the_name_its_flag_gives(
+        tmp_path: Path, repos: dict[str, dict[str, Path]]) -> None:
+    gguf = tmp_path / "hub" / "fr-lora.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(60))
+    two = tmp_path / "hub" / "other.gguf"
+    two.write_bytes(b"GGUF" + bytes(60))
+    repos |= {"me/fr-gguf": {"fr-lora.gguf": gguf}, "me/two-gguf": {"a.gguf": gguf, "b.gguf": two}}
+    m = manifest(tmp_path / "cache", ("fr", "me/fr-gguf"), ("two", "me/two-gguf"), ("peft", "me/unsloth-31b"))
+    m = Manifest(m.variant, AdapterRules(max_rank=16, gguf=True), m.artifacts, m.cache_root)
+    with StandInHub(repos) as hub:
+        code, output, report = run(m, hub, tmp_path)
+    assert code == 0, output
+    verdicts = {a["name"]: a for a in report["adapters"]}
+    assert verdicts["fr"]["reason"] == "Accepted"
+    assert os.readlink(tmp_path / "cache/adapters/fr/adapter.gguf") == "fr-lora.gguf"
+    assert verdicts["two"]["reason"] == "InvalidConfig" and "holds 2 GGUF files" in verdicts["two"]["message"]
+    assert verdicts["peft"]["reason"] == "NeedsGGUF" and "convert_lora_to_gguf.py" in verdicts["peft"]["message"]

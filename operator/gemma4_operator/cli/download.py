@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from gemma4_operator.catalog import load_catalog
+from gemma4_operator.planner.weights import GGUF_ADAPTER_FILE
 from gemma4_operator.weights.artifacts import Artifact, FetchError, Kind, Manifest, Report
 from gemma4_operator.weights.outcome import fetch_failure
 from gemma4_operator.weights.preflight import (
@@ -124,6 +125,9 @@ def read_adapter(directory: str) -> AdapterFiles:
     ggufs = sorted(p.name for p in root.glob("*.gguf"))
     config_path, weights_path = root / "adapter_config.json", root / "adapter_model.safetensors"
     if ggufs and not config_path.exists():
+        if len(ggufs) > 1:
+            raise PreflightError(f"it holds {len(ggufs)} GGUF files ({', '.join(ggufs[:3])}); an adapter repository "
+                                 "holds one")
         return AdapterFiles(gguf_file=ggufs[0])
     config = read_json(_read_bounded(config_path, MAX_CONFIG_BYTES), "adapter_config.json")
     with weights_path.open("rb") as file:
@@ -147,11 +151,20 @@ def _preflight(manifest: Manifest, artifact: Artifact) -> AdapterVerdict:
     return check_adapter(artifact.name, files, variant, manifest.rules)
 
 
+def _link_gguf(directory: Path) -> None:
+    """The adapter's one .gguf as GGUF_ADAPTER_FILE, the name llama.cpp's --lora is given."""
+    link = directory / GGUF_ADAPTER_FILE
+    if not link.exists():  # read_adapter has made sure there is exactly one .gguf
+        link.symlink_to(next(directory.glob("*.gguf")).name)
+
+
 def _adapter(manifest: Manifest, artifact: Artifact, report: Report) -> None:
     shutil.rmtree(artifact.local_dir, ignore_errors=True)
     failed = fetch(artifact)
     verdict = _preflight(manifest, artifact) if failed is None else AdapterVerdict(
         artifact.name, *fetch_failure(failed, artifact.repo, artifact.revision, f"the adapter {artifact.name}'s uri"))
+    if verdict.accepted and manifest.rules.gguf:
+        _link_gguf(Path(artifact.local_dir))
     _say(report, f"adapter {artifact.name}: {verdict.reason}: {verdict.message}")
     report.adapters.append(verdict)
 

@@ -27,7 +27,7 @@ DOWNLOADER_IMAGE_KEY = "downloader"  # --image downloader=IMAGE
 BACKOFF_LIMIT = 2
 # Children that start engines on the weights: withheld until the download has succeeded.
 NEEDS_WEIGHTS = frozenset({"Deployment", "ScaledObject"})
-# hf download streams to disk; its memory stays small (hf_xet's chunk buffers included)
+# huggingface_hub streams to disk; its memory stays small (hf_xet's chunk buffers included)
 RESOURCES: K8sObject = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}
 
 
