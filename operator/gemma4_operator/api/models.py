@@ -653,7 +653,8 @@ class StorageSpec(ApiModel):
         alias="modelCache",
         description=("A PersistentVolumeClaim NAME-model-cache filled once by a download Job NAME-download "
                      "(`gemma4-operator download` with huggingface_hub, the token from model.source.tokenSecretRef; "
-                     "the hf:// adapters of model.adapters too, checked before use) before any serving pod starts; serving pods mount it read-only with the Hub offline, so scale-up "
+                     "the hf:// adapters of model.adapters too, checked before use) before any serving pod starts; "
+                     "serving pods mount it read-only with the Hub offline, so scale-up "
                      "never downloads. A new checkpoint (variant, format, source) runs a new download and the "
                      "Deployment keeps the old one until it succeeds. Without it, every pod downloads into an "
                      "emptyDir sized for the checkpoint. status.model follows the download."),
