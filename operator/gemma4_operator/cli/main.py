@@ -23,6 +23,7 @@ import yaml
 from gemma4_operator.api import KIND, AutoscalingBackend, Gemma4Deployment
 from gemma4_operator.api.crd import crd_yaml
 from gemma4_operator.catalog import load_catalog
+from gemma4_operator.cli import download
 from gemma4_operator.cli import run as operator_main
 from gemma4_operator.cli.files import InputError, load_deployments
 from gemma4_operator.config import ConfigError, parse_prices
@@ -218,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("crd", help="print the CustomResourceDefinition").set_defaults(func=cmd_crd)
     sub.add_parser("accelerators", help="list catalog accelerator types").set_defaults(func=cmd_accelerators)
+
+    p_download = sub.add_parser("download", help="the download Job's process: fetch the checkpoint and adapters, "
+                                                 "check them, report in the termination log")
+    download.add_download_arguments(p_download)
+    p_download.set_defaults(func=download.cmd_download)
 
     p_run = sub.add_parser("run", help="run the operator (kopf) against the current cluster")
     operator_main.add_run_arguments(p_run)
