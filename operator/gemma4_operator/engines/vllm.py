@@ -15,7 +15,6 @@ import math
 from typing_extensions import override
 
 from gemma4_operator.api import Gemma4DeploymentSpec
-from gemma4_operator.api.metric_names import DEFAULT_TARGETS, Signal
 from gemma4_operator.catalog import GIB, Accelerator, Catalog, Checkpoint, FormatInfo, VariantInfo
 from gemma4_operator.engines.base import (
     CatalogEngine,
@@ -215,19 +214,7 @@ class Engine(CatalogEngine):
     def error_signatures(self) -> tuple[ErrorSignature, ...]:
         return ERROR_SIGNATURES
 
-    @override
-    def default_signals(self, plan: Plan) -> tuple[tuple[Signal, float], ...]:
-        """KV-cache use at 80 % (what a replica holds: vLLM admits requests while the KV pool has
-        room, so running requests have no plan-side bound) paired with the queue for fast reaction,
-        at DEFAULT_QUEUE requests waiting per replica. A queue target alone reads 0 while the replicas
-        keep up, so HPA math would walk the count down to the minimum. Measured on the trace
-        benchmark (tests/benchmarks/autoscaling, the same settings on every trace): queue 2 starts
-        scale-ups a tick or two earlier than the API's default 5 for about 1 % more GPU-hours."""
-        return ((Signal.QUEUE_LENGTH, DEFAULT_QUEUE),
-                (Signal.KV_CACHE_USAGE, _target(Signal.KV_CACHE_USAGE)))
 
-
-DEFAULT_QUEUE = 2.0  # requests waiting per replica in the default policy (the API's default target is 5)
 _PLAN_DISAGREES = ("the plan expected a {kv_cache_gib} GiB KV pool per GPU, room for {max_concurrency} x "
                    "{max_model_len} tokens; vLLM disagrees, so the planner's memory estimate is off for {variant} "
                    "{quantization} on {accelerator}")
@@ -307,12 +294,6 @@ ERROR_SIGNATURES: tuple[ErrorSignature, ...] = (
         "the model revision {url} does not exist: check the revision in model.source.uri",
         "Revision Not Found for url: "),
 )
-
-
-def _target(signal: Signal) -> float:
-    target = DEFAULT_TARGETS[signal]
-    assert target is not None
-    return target
 
 
 def _model_args(plan: Plan) -> list[str]:
