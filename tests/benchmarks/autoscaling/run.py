@@ -4,7 +4,7 @@
 
 Without ``--trace-csv``: the shared Azure LLM conversation trace (``../shared/data/traces/`` from the
 repository root; Patel et al., "Splitwise: Efficient generative LLM inference using phase splitting",
-ISCA 2024; CC-BY 4.0) as recorded and stretched x24, plus the four synthetic traces. With it: that
+ISCA 2024; CC-BY 4.0) as recorded and stretched x24, plus the synthetic and generated traces (``traces.TRACE_NAMES``). With it: that
 Azure-format CSV (``TIMESTAMP,ContextTokens,GeneratedTokens``), inter-arrival times x K.
 
 Goal (DESIGN.md section 5): the operator's default policy (``default``: the engine's
@@ -25,7 +25,8 @@ Sizing, from the trace and the replica model (no look at the simulated outcome):
 - capacity of a replica = slots / mean service time (requests/s);
 - static peak = ceil(peak per-minute rate / capacity / 0.9);
 - autoscaled runs start warm with what the oracle holds at t=0 (the first cold start's peak rate at the target
-  utilisation: a known initial state, the same for every policy) and may use 1 .. 1.5 x static peak.
+  utilisation: a known initial state, the same for every policy; at least one replica unless the policy may
+  run none) and may use up to 1.5 x static peak.
 """
 
 from __future__ import annotations
