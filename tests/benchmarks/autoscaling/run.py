@@ -5,7 +5,8 @@
 Without ``--trace-csv``: the shared Azure LLM conversation trace (``../shared/data/traces/`` from the
 repository root; Patel et al., "Splitwise: Efficient generative LLM inference using phase splitting",
 ISCA 2024; CC-BY 4.0) as recorded and stretched x24, plus the synthetic and generated traces
-(``traces.TRACE_NAMES``). With it: that Azure-format CSV (``TIMESTAMP,ContextTokens,GeneratedTokens``), inter-arrival times x K.
+(``traces.TRACE_NAMES``). With it: that Azure-format CSV (``TIMESTAMP,ContextTokens,GeneratedTokens``),
+inter-arrival times x K.
 
 Goal (DESIGN.md section 5): the operator's default policy (``default``: the engine's
 ``default_signals(plan)``, no autoscalingMetricSpecs) uses <= 1.25 x the GPU-hours of the oracle while
