@@ -26,7 +26,9 @@ def test_the_default_is_requests_in_flight_against_the_plans_slots_with_a_fast_q
     spec = _spec(engine_name)
     p = plan(spec, ClusterFacts.every_catalog_type())
     targets = {t.signal: t.target for t in metric_targets(spec, p, engine(p.engine))}
-    assert targets == {Signal.QUEUE_LENGTH: DEFAULT_QUEUE, Signal.BATCH_SIZE: round(BUSY_SLOTS * p.max_concurrency, 2)}
+    slots = engine(p.engine).slots(p)  # vLLM: maxConcurrency; llama.cpp: its -np, serving.concurrency
+    assert slots == (p.max_concurrency if engine_name == "vllm" else p.concurrency)
+    assert targets == {Signal.QUEUE_LENGTH: DEFAULT_QUEUE, Signal.BATCH_SIZE: round(BUSY_SLOTS * slots, 2)}
     assert (DEFAULT_TARGETS[Signal.QUEUE_LENGTH] or math.inf) > DEFAULT_QUEUE  # reacts before the API's default
     assert Signal.KV_CACHE_USAGE not in targets  # rises with prompt length, not with load
 

@@ -523,8 +523,9 @@ class AutoscalingSpec(ApiModel):
         description=(
             "Metrics and targets. Scale up when any metric is over its target, down only when all are under "
             "(Vertex AI semantics). Empty means the plan's default, for every engine: vllm/num_requests_waiting at "
-            "2 per replica paired with vllm/num_requests_running at 92.5% of the plan's slots (status.plan."
-            "maxConcurrency): the queue scales up, the requests in flight hold the count while replicas are busy "
+            "2 per replica paired with vllm/num_requests_running at 92.5% of a replica's slots (vLLM: status.plan."
+            "maxConcurrency; llama.cpp: serving.concurrency): the queue scales up, the requests in flight hold the "
+            "count while replicas are busy "
             "(a queue target alone drives replicas to the minimum whenever the queue is empty)."
         ),
         max_length=6,

@@ -125,6 +125,11 @@ class Engine(CatalogEngine):
     def error_signatures(self) -> tuple[ErrorSignature, ...]:
         return ERROR_SIGNATURES
 
+    @override
+    def slots(self, plan: Plan) -> int:
+        """llama-server's -np: serving.concurrency slots, each of maxModelLen tokens (:func:`command_line`)."""
+        return plan.concurrency
+
 
 # llama-server's start-up failures, most specific first, as its log prints them (src/llama-context.cpp,
 # ggml/src/gguf.cpp, src/llama.cpp); tests/engine produces each with the real server.

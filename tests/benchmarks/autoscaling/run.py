@@ -73,12 +73,14 @@ def bench_plan(cached: bool) -> Plan:
 
 def config_for(plan: Plan, warm: bool) -> SimConfig:
     start = plan.start.warm_s if warm else plan.start.first_s
-    return SimConfig(replica=ReplicaModel(slots=plan.max_concurrency, cold_start_s=start, gpus=plan.gpus_per_replica))
+    slots = engine_named(plan.engine).slots(plan)
+    return SimConfig(replica=ReplicaModel(slots=slots, cold_start_s=start, gpus=plan.gpus_per_replica))
 
 
 PLAN, CACHED_PLAN = bench_plan(cached=False), bench_plan(cached=True)
 CONFIG = config_for(PLAN, warm=False)  # no caches: every start downloads and compiles
 WARM_CONFIG = config_for(CACHED_PLAN, warm=True)
+SLOTS = engine_named(PLAN.engine).slots(PLAN)
 SLO_QUEUE_S = CONFIG.slo_queue_s
 
 
@@ -126,7 +128,7 @@ def _operator(name: str, size: Sizing, *targets: tuple[Signal, float]) -> Operat
         max_replicas=size.max_replicas,
         targets=tuple(MetricTarget(signal, target) for signal, target in targets),
         scale_down_delay_s=SCALE_DOWN_DELAY_S,
-        slots=PLAN.max_concurrency,  # as the operator's policy() sets it
+        slots=SLOTS,  # as the operator's policy() sets it
     )
     return Operator(name, policy)
 
@@ -135,9 +137,9 @@ def _default(name: str, size: Sizing, zero: bool = False) -> Operator:
     """What the operator runs with no autoscalingMetricSpecs: the engine's default signals for the plan, the
     plan's slots (starting pods absorb a queue); with ``zero``, minReplicaCount 0 and the default scaleToZeroSpec."""
     targets = tuple(MetricTarget(s, t) for s, t in engine_named(PLAN.engine).default_signals(PLAN))
-    policy = Policy(1, size.max_replicas, targets, SCALE_DOWN_DELAY_S, slots=PLAN.max_concurrency)
+    policy = Policy(1, size.max_replicas, targets, SCALE_DOWN_DELAY_S, slots=SLOTS)
     idle_s, min_up_s = SCALE_TO_ZERO
-    return Operator(name, policy, ScaleToZero(idle_s, min_up_s, PLAN.max_concurrency) if zero else None)
+    return Operator(name, policy, ScaleToZero(idle_s, min_up_s, SLOTS) if zero else None)
 
 
 def _oracle(name: str, capacity: float, rate_per_min: tuple[float, ...], config: SimConfig) -> Oracle:
