@@ -56,6 +56,7 @@ DEFAULT_TARGETS: Mapping[Signal, float | None] = MappingProxyType(
 )
 """Target used when a metric spec omits one; ``None`` means the user must set it."""
 
+
 def signal_for_metric_name(name: str) -> Signal:
     """Map any accepted ``metricName`` spelling to its signal; ``ValueError`` otherwise."""
     try:
