@@ -273,6 +273,7 @@ class EngineInfo(CatalogModel):
     source: str
     metrics: dict[str, tuple[str, ...]]
     api_key: ApiKeyInfo
+    lora_info: tuple[str, ...] = ()  # the adapters loaded per replica, as labels (the router's LoRA affinity)
     # the fraction of GPU memory the fit plans within; with gpu_memory_utilization_flag the engine's own
     # setting (vLLM's --gpu-memory-utilization, serving.gpuMemoryUtilization overrides it), else a headroom
     gpu_memory_utilization: float = 0.90
@@ -380,6 +381,49 @@ class WeightsInfo(CatalogModel):
     image_volumes: ImageVolumes
 
 
+class RouterImages(CatalogModel):
+    epp: str
+    envoy: str
+    source: str
+
+
+class RouterPorts(CatalogModel):
+    ext_proc: int
+    health: int
+    metrics: int
+    router: int
+    envoy_ready: int
+
+
+class EppResources(CatalogModel):
+    base_cpu_millis: int
+    cpu_millis_per_replica: int
+    max_cpu_millis: int
+    base_memory_mib: int
+    memory_mib_per_replica: int
+    max_memory_mib: int
+    envoy_cpu_millis: int
+    envoy_memory_mib: int
+
+
+class ScorerInfo(CatalogModel):
+    plugin: str  # the EPP plugin type
+    weight: int
+    metric: str | None = None  # engines.yaml `metrics` key or lora_info; None: the EPP's own state
+    adapters_only: bool = False
+
+
+class RoutingInfo(CatalogModel):
+    """catalog/routing.yaml: the endpoint picker, its sidecar and its scorers."""
+
+    release: str
+    crd_manifest: str
+    images: RouterImages
+    ports: RouterPorts
+    epp_resources: EppResources
+    scorers: dict[str, ScorerInfo]
+
+
 class Catalog(CatalogModel):
     variants: dict[str, VariantInfo]
     formats: dict[str, FormatInfo]
@@ -392,6 +436,7 @@ class Catalog(CatalogModel):
     prices: dict[str, Price]
     quality_floor: Quality
     weights: WeightsInfo
+    routing: RoutingInfo
 
     def price(self, accelerator: str) -> float:
         """USD per GPU-hour of an accelerator type (per pod-hour for cpu)."""
@@ -445,4 +490,5 @@ def load_catalog() -> Catalog:
         known_bad=tuple(KnownBadRule(**r) for r in _read("known_bad.yaml")["rules"]),
         hardware_rules=HardwareRules(**_read("hardware_rules.yaml")),
         weights=WeightsInfo(**_read("weights.yaml")),
+        routing=RoutingInfo(**_read("routing.yaml")),
     )

@@ -26,6 +26,7 @@ from gemma4_operator.planner.weights import CACHE_MOUNT, WeightsMode
 
 K8sObject = dict[str, Any]
 
+LORA_INFO = "lora_info"  # engines.yaml: the adapters each replica holds (not an autoscaling signal)
 # catalog engines.yaml `metrics` keys -> autoscaling signals
 _METRIC_KEYS = {
     "queue_length": Signal.QUEUE_LENGTH,
@@ -211,6 +212,10 @@ class Engine(Protocol):
     def default_signals(self, plan: Plan) -> tuple[tuple[Signal, float], ...]:
         """(signal, target) pairs the autoscaler uses when the spec names no metrics."""
 
+    def exposed_metric(self, key: str) -> str | None:
+        """The metric of a catalog key (engines.yaml ``metrics`` keys, or ``lora_info``) this engine's release
+        exports, newest name first; None when it exports none (the endpoint picker's config reads it)."""
+
     def error_signatures(self) -> tuple[ErrorSignature, ...]:
         """Start-up failures recognised in the serving container's termination message, most specific first."""
 
@@ -274,6 +279,10 @@ class CatalogEngine(Engine):
 
     def metric_names(self) -> dict[Signal, tuple[str, ...]]:
         return {_METRIC_KEYS[key]: tuple(names) for key, names in self._info.metrics.items() if names}
+
+    def exposed_metric(self, key: str) -> str | None:
+        names = self._info.lora_info if key == LORA_INFO else self._info.metrics.get(key, ())
+        return names[0] if names else None
 
 
 def http_probe(path: str, *, period: int, timeout: int, failures: int) -> K8sObject:
