@@ -688,18 +688,18 @@ class GatewayRef(ApiModel):
 _INFERENCE_POOL_RULES = cel_rules(
     CelRule(
         rule="self.mode != 'gateway' || has(self.gatewayRef)",
-        message="routing.inferencePool.gatewayRef: mode gateway needs the Gateway to attach the HTTPRoute to",
+        message="gatewayRef: mode gateway needs the Gateway to attach the HTTPRoute to",
         field_path=".gatewayRef",
     ),
     CelRule(
         rule="self.mode == 'gateway' || !has(self.gatewayRef)",
-        message=("routing.inferencePool.gatewayRef: only mode gateway uses a Gateway; standalone mode serves "
+        message=("gatewayRef: only mode gateway uses a Gateway; standalone mode serves "
                  "through its own NAME-router Service (remove gatewayRef or set mode gateway)"),
         field_path=".gatewayRef",
     ),
     CelRule(
         rule="self.scorers.all(s, self.scorers.exists_one(t, t == s))",
-        message="routing.inferencePool.scorers: each scorer at most once",
+        message="scorers: each scorer at most once",
         field_path=".scorers",
     ),
 )

@@ -277,6 +277,7 @@ class OperatorContext:
     admission_checks: dict[Key, int] = dataclasses.field(default_factory=dict)
     last_facts: frozenset[str] | None = None
     keda_checked_at: float = -math.inf  # time.monotonic() of the last KEDA discovery
+    routing_checked_at: float = -math.inf  # ... of the last InferencePool/HTTPRoute CRD discovery
     image_volumes_checked_at: float = -math.inf  # ... of the last image-volume dry run
     autoscaler: dict[Key, AutoscalerMemory] = dataclasses.field(default_factory=dict)
     autoscalers: dict[Key, asyncio.Task[None]] = dataclasses.field(default_factory=dict)  # per-object loops
