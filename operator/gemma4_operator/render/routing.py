@@ -23,7 +23,7 @@ from typing import Any
 from gemma4_operator.api import Gemma4DeploymentSpec, InferencePoolRouting, RoutingMode, Scorer
 from gemma4_operator.catalog import RoutingInfo, load_catalog
 from gemma4_operator.engines import engine as engine_named
-from gemma4_operator.engines.base import Engine, K8sObject
+from gemma4_operator.engines.base import LORA_INFO, Engine, K8sObject
 
 POOL_GROUP = "inference.networking.k8s.io"
 POOL_API_VERSION = f"{POOL_GROUP}/v1"
@@ -101,17 +101,18 @@ def chosen_scorers(engine: Engine, routing: InferencePoolRouting, adapters: bool
     return tuple(routing.scorers) or default_scorers(engine, adapters)
 
 
-def engine_metrics(engine_name: str) -> dict[str, str]:
+def engine_metrics(engine_name: str, adapters: bool) -> dict[str, str]:
     """The core-metrics-extractor's engineConfigs entry: each spec names the engine's metric, or is empty
-    (an empty spec disables that metric in the EPP instead of scraping a name the engine does not export)."""
+    (an empty spec disables that metric in the EPP instead of scraping a name the engine does not export). The
+    LoRA metric only where adapters are served: vLLM exports it only with LoRA enabled."""
     engine = engine_named(engine_name)
     keys = {"queuedRequestsSpec": "queue_length", "runningRequestsSpec": "batch_size",
-            "kvUsageSpec": "kv_cache_usage", "loraSpec": "lora_info"}
-    return {"name": engine_name, **{spec: engine.exposed_metric(key) or "" for spec, key in keys.items()},
-            "cacheInfoSpec": ""}
+            "kvUsageSpec": "kv_cache_usage", "loraSpec": LORA_INFO}
+    specs = {spec: engine.exposed_metric(key) or "" for spec, key in keys.items() if adapters or key != LORA_INFO}
+    return {"name": engine_name, **specs, "loraSpec": specs.get("loraSpec", ""), "cacheInfoSpec": ""}
 
 
-def epp_config(engine_name: str, scorers: tuple[Scorer, ...], metrics_path: str) -> K8sObject:
+def epp_config(engine_name: str, scorers: tuple[Scorer, ...], metrics_path: str, *, adapters: bool) -> K8sObject:
     """The EndpointPickerConfig: the scorers with their catalog weights, a max-score picker, and the metrics
     data source with this engine's metric names."""
     catalog = routing_catalog().scorers
@@ -121,7 +122,8 @@ def epp_config(engine_name: str, scorers: tuple[Scorer, ...], metrics_path: str)
         "plugins": [{"type": PROFILE_HANDLER}, *({"type": p} for p in plugins), {"type": PICKER},
                     {"type": METRICS_SOURCE, "parameters": {"scheme": "http", "path": metrics_path}},
                     {"type": METRICS_EXTRACTOR, "parameters": {"defaultEngine": engine_name,
-                                                               "engineConfigs": [engine_metrics(engine_name)]}}],
+                                                               "engineConfigs": [engine_metrics(engine_name,
+                                                                                                adapters)]}}],
         "schedulingProfiles": [{"name": "default", "plugins": [
             *({"pluginRef": catalog[s.value].plugin, "weight": catalog[s.value].weight} for s in scorers),
             {"pluginRef": PICKER}]}],

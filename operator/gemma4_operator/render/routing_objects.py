@@ -35,7 +35,7 @@ def routing_render(common: dict[str, Any], spec: Gemma4DeploymentSpec, plan: Pla
     if refusal is not None:
         return [], refusal
     scorers = r.chosen_scorers(engine_named(plan.engine), routing, adapters)
-    config = r.epp_config(plan.engine, scorers, metrics_path)
+    config = r.epp_config(plan.engine, scorers, metrics_path, adapters=adapters)
     children = [inference_pool(common, plan.port, routing), epp_service(common),
                 epp_config_map(common, routing, config), service_account(common),
                 role_binding(common, cluster.epp_cluster_role), epp_deployment(common, spec, routing)]
