@@ -29,9 +29,9 @@ from tests.packaging.chart import (
     NAMESPACE,
     ROOT,
     Manifest,
+    is_endpoint_picker_role,
     of_kind,
     one,
-    is_endpoint_picker_role,
     operator_cluster_role,
     operator_roles,
     workload,
@@ -311,7 +311,8 @@ def test_the_readme_says_what_watch_namespaces_limits(renderer: Renderer) -> Non
     section = _readme_section()
     paragraph = next((p for p in section.split("\n\n") if p.startswith("**`watchNamespaces` limits**")), "")
     assert "`--namespace`" in paragraph and "Role" in paragraph, "README: say what watchNamespaces limits"
-    args = workload(renderer.objects(*RENDERINGS[(True, False, False)]))["spec"]["template"]["spec"]["containers"][0]["args"]
+    pod = workload(renderer.objects(*RENDERINGS[(True, False, False)]))["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
     assert {"--namespace=ml", "--namespace=team-a"} <= set(args)  # what the paragraph says the chart passes
     stays = {resource for _, resource, _ in documented(True, False)[0]}
     assert stays == {"nodes", "customresourcedefinitions", "namespaces"}, stays

@@ -37,7 +37,6 @@ EPP_COMPONENT = "router"
 EPP_CONFIG_FILE = "epp.yaml"
 ENVOY_CONFIG_FILE = "envoy.yaml"
 CONFIG_MOUNT = "/config"
-HEALTH_SERVICE = "inference-extension"  # the EPP's gRPC health service name
 # Streams of reasoning and long contexts run for minutes: the HTTPRoute's request timeout is generous.
 REQUEST_TIMEOUT = "3600s"
 METRICS_SOURCE = "metrics-data-source"

@@ -174,8 +174,8 @@ def _scheduling(spec: Gemma4DeploymentSpec) -> K8sObject:
     return {k: v for k, v in settings.items() if v}
 
 
-def _grpc_probe(port: int, period: int) -> K8sObject:
-    return {"grpc": {"port": port, "service": r.HEALTH_SERVICE}, "periodSeconds": period}
+def _grpc_probe(port: int, service: str, period: int) -> K8sObject:
+    return {"grpc": {"port": port, "service": service}, "periodSeconds": period}
 
 
 def _epp_container(common: dict[str, Any], spec: Gemma4DeploymentSpec) -> K8sObject:
@@ -191,7 +191,8 @@ def _epp_container(common: dict[str, Any], spec: Gemma4DeploymentSpec) -> K8sObj
             "ports": [{"name": "grpc", "containerPort": ports.ext_proc},
                       {"name": "grpc-health", "containerPort": ports.health},
                       {"name": "metrics", "containerPort": ports.metrics}],
-            "readinessProbe": _grpc_probe(ports.health, 2), "livenessProbe": _grpc_probe(ports.health, 10),
+            "readinessProbe": _grpc_probe(ports.health, "readiness", 2),
+            "livenessProbe": _grpc_probe(ports.health, "liveness", 10),
             "resources": r.epp_resources(r.most_replicas(spec)),
             "securityContext": container_security_context(True),
             "volumeMounts": [{"name": "config", "mountPath": r.CONFIG_MOUNT, "readOnly": True}]}
