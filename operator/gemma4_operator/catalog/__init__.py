@@ -60,6 +60,10 @@ class VariantInfo(CatalogModel):
     kv_shared_layers: int
     experts: int
     experts_per_token: int = 0
+    intermediate_size: int
+    double_wide_mlp: bool  # the kv-shared layers' MLP is twice intermediate_size wide
+    per_layer_input_size: int  # 0 without per-layer embeddings
+    expert_intermediate_size: int  # 0 without experts
     params: VariantParams
 
     @property
@@ -76,6 +80,12 @@ class VariantInfo(CatalogModel):
         owning = range(self.layers - self.kv_shared_layers)
         full = sum(1 for i in owning if self.is_full_attention(i))
         return len(owning) - full, full
+
+    def is_kv_shared(self, layer: int) -> bool:
+        return layer >= self.layers - self.kv_shared_layers
+
+    def mlp_width(self, layer: int) -> int:
+        return self.intermediate_size * (2 if self.double_wide_mlp and self.is_kv_shared(layer) else 1)
 
     def valid_tensor_parallel_sizes(self, limit: int) -> list[int]:
         """Powers of two vLLM's gemma4.py accepts: they divide the attention heads, and divide or are
@@ -257,6 +267,26 @@ class ApiKeyInfo(CatalogModel):
         return path in self.open_paths
 
 
+LoraLayers = Literal["every", "kv_owning", "kv_shared", "moe", "per_layer_input", "once_per_layer_input"]
+LoraDim = Literal["hidden", "q", "kv", "mlp", "ple", "ple_total", "router", "expert_mlp"]
+
+
+class LoraModule(CatalogModel):
+    """One layer an engine wraps for LoRA: where it exists, how tensor parallelism splits it, its shape."""
+
+    name: str
+    layers: LoraLayers
+    parallel: Literal["column", "row", "replicated", "experts"]
+    input: LoraDim
+    outputs: tuple[LoraDim, ...]  # one LoRA slice per packed output (q, k, v; gate, up)
+
+
+class LoraLayout(CatalogModel):
+    dtype_bytes: int
+    modules: tuple[LoraModule, ...]
+    source: str
+
+
 class EngineInfo(CatalogModel):
     version: str
     weights: Literal["safetensors", "gguf"]
@@ -286,6 +316,7 @@ class EngineInfo(CatalogModel):
     startup_margin_gib: float = 0.0
     ubatch: int = 512
     ctx_checkpoints: int | None = None  # llama-server --ctx-checkpoints, when the catalog bounds it
+    lora: LoraLayout | None = None  # the layers that get LoRA slots, where the engine preallocates them
 
     def image(self, *, gpu: bool, arch: str) -> str:
         table = self.images.gpu if gpu else self.images.cpu

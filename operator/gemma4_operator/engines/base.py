@@ -66,6 +66,7 @@ class MemoryFit:
     batch_tokens: int
     needed_gib: float
     gpu_memory_utilization: float  # the fraction of a GPU's memory the fit used (1.0 on CPU)
+    lora_gib: float = 0.0  # adapter slots, taken from what the KV pool would have had
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,8 @@ class EngineSettings:
     parallelism_notes: tuple[str, ...] = ()
     modality_notes: tuple[str, ...] = ()
     extra_download_bytes: int = 0  # files fetched besides the checkpoint's weights (llama.cpp's mmproj)
+    lora_host_gib: float = 0.0  # host memory of the engine's adapter cache (pod memory request)
+    lora_notes: tuple[str, ...] = ()  # what the adapter slots cost and what would save memory
 
 
 class Engine(Protocol):

@@ -38,10 +38,6 @@ class Choice:
         return f"{c.fmt} on {where} ({self.engine.name})"
 
 
-def _served_model_name(spec: Gemma4DeploymentSpec) -> str:
-    return f"gemma-4-{spec.model.variant.value}" + ("-it" if spec.model.instruction_tuned else "")
-
-
 def _startup_budget_s(download_bytes: int, engine: EngineInfo, weights: Weights, catalog: Catalog) -> int:
     """The startup probe's budget follows the path: the Hub's bandwidth when the pod downloads, the disk's
     when the weights are already there (cache PVC, pvc:// or an image volume, pulled before the container
@@ -111,6 +107,7 @@ def _notes(spec: Gemma4DeploymentSpec, best: Choice, settings: EngineSettings, c
     if spec.serving.kv_cache_dtype is KvCacheDtypeChoice.AUTO:
         notes.append(_kv_note(c, best.engine, catalog))
     notes += settings.modality_notes
+    notes += settings.lora_notes
     if spec.serving.gpu_memory_utilization is not None and not best.engine.info.gpu_memory_utilization_flag:
         notes.append(f"serving.gpuMemoryUtilization ignored: {best.engine.name} has no such setting (it allocates "
                      "what its context needs)")
@@ -141,13 +138,15 @@ def assemble(spec: Gemma4DeploymentSpec, best: Choice, rest: Sequence[Choice], s
         concurrency=spec.serving.concurrency, kv_cache_dtype=c.kv_dtype, max_num_batched_tokens=fit.batch_tokens,
         gpu_memory_utilization=fit.gpu_memory_utilization,
         memory=PlanMemory(weights=round(fit.weights_gib, 1), kv_cache=round(fit.kv_pool_gib, 1),
-                          overhead=round(fit.overhead_gib, 1), capacity=round(fit.capacity_gib, 1)),
+                          overhead=round(fit.overhead_gib, 1), capacity=round(fit.capacity_gib, 1),
+                          lora=round(fit.lora_gib, 2)),
         memory_needed_gib=fit.needed_gib, max_concurrency=fit.max_concurrency,
         modalities=tuple(m.value for m in spec.serving.modalities),
         reasoning=spec.reasoning_enabled, tool_calling=spec.tool_calling_enabled,
-        served_model_name=_served_model_name(spec), download_bytes=download_bytes, weights=weights,
+        served_model_name=spec.model.served_name, download_bytes=download_bytes, weights=weights,
         startup_budget_s=_startup_budget_s(download_bytes, info, weights, catalog), port=info.port,
         cpu_request_cores=CPU_CORES_PER_GPU * c.gpus if accel.is_gpu else CPU_POD_CORES,
         cost_per_replica_hour=round(best.cost, 2), alternatives=_runners_up(best, rest, catalog),
-        notes=_notes(spec, best, settings, catalog, chose_accelerator),
+        notes=_notes(spec, best, settings, catalog, chose_accelerator), lora=c.lora,
+        lora_host_gib=settings.lora_host_gib,
     )

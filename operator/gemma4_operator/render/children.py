@@ -208,8 +208,9 @@ def _resources(spec: Gemma4DeploymentSpec, plan: Plan) -> K8sObject:
     disk = {} if spec.storage.model_cache is not None else {"ephemeral-storage": f"{model_cache_gib(plan)}Gi"}
     if plan.accelerator.is_gpu:
         gpus = plan.gpus_per_replica
-        return {"requests": {"cpu": str(plan.cpu_request_cores), "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi",
-                             **disk},
+        # the engine's host-side adapter cache (vLLM --max-cpu-loras) on top of the per-GPU host memory
+        host_gib = MEMORY_GIB_PER_GPU * gpus + math.ceil(plan.lora_host_gib)
+        return {"requests": {"cpu": str(plan.cpu_request_cores), "memory": f"{host_gib}Gi", **disk},
                 "limits": {plan.accelerator.resource: str(gpus)}}
     # On CPU the plan's memory need is the pod's memory: request it and cap it.
     memory = f"{math.ceil(plan.memory_needed_gib)}Gi"
