@@ -144,6 +144,16 @@ def test_the_rendered_config_weighs_the_default_scorers() -> None:
     assert [p["pluginRef"] for p in profile] == ["prefix-cache-scorer", "queue-scorer", "max-score-picker"]
 
 
+def test_adapters_in_the_spec_turn_on_lora_affinity_and_its_metric() -> None:
+    adapters = [{"name": "support-bot", "uri": "hf://example/gemma-4-e2b-support-lora"}]
+    with_adapters, _ = _render(_spec(model={"variant": "e2b", "adapters": adapters}))
+    config = _epp_config(with_adapters)
+    assert "lora-affinity-scorer" in [p["pluginRef"] for p in config["schedulingProfiles"][0]["plugins"]]
+    assert "vllm:lora_requests_info" in r.referenced_metrics(config)
+    without, _ = _render(_spec())
+    assert "lora-affinity-scorer" not in [p["type"] for p in _epp_config(without)["plugins"]]
+
+
 def _served_vllm_metrics(*, lora: bool) -> set[str]:
     """vLLM 0.32.0's metric names from its source (tests/tools/gen_vllm_metrics.py): those served by default,
     and with LoRA enabled lora_requests_info."""
