@@ -459,16 +459,18 @@ async def _process(ctx: OperatorContext, indices: Mapping[str, Any], key: Key, m
     parent = _parent_from_index(indices, key)
     if parent is None or parent.deleting:
         return
+    routing_missing = False
     if mark.only is None:
         await follow_keda(ctx, parent.body, indices)
         await follow_image_volumes(ctx, parent.body)
-        if await routing_io.follow_routing(ctx, parent.body) and ctx.config.children is ChildrenMode.WATCH:
-            _schedule(ctx, key, routing_io.RECHECK_S, indices, "routing", 0)  # the CRDs may come any time
+        routing_missing = await routing_io.follow_routing(ctx, parent.body)
     try:
         await reconcile(ctx, parent, ctx.source(indices), ctx.facts(indices), trigger=mark.trigger, only=mark.only)
         checks = ctx.admission_checks.get(key, 0)
         if 0 < checks <= len(ADMISSION_RECHECKS):
             _schedule(ctx, key, ADMISSION_RECHECKS[checks - 1], indices, "admission", 0)
+        elif routing_missing:  # no event says when the CRDs arrive: look again
+            _schedule(ctx, key, routing_io.RECHECK_S, indices, "routing", 0)
     except RetryableApiError as e:
         delay = rc.backoff_delay(mark.retry, e.retry_after)
         logger.warning("%s %s/%s: %s; retrying in %.0fs", KIND, *key, e, delay)
