@@ -8,6 +8,7 @@ endpoint picker's pod (its Ready condition) and the Gateway for the pool's statu
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,7 +91,7 @@ def routing_crds(rest: Rest, operator: OperatorProcess) -> Iterator[None]:
         rest.post(CRD_PATH, crd)
         names.append(crd["metadata"]["name"])
     for name in names:
-        wait_for(f"CRD {name} established", lambda n=name: _established(rest, n))
+        wait_for(f"CRD {name} established", functools.partial(_established, rest, name))
     operator.restart()
     yield
     for name in names:

@@ -26,7 +26,7 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "metrics"
 OWNER = Owner("chat", "ml", "uid-1")
 FACTS = ClusterFacts(accelerator_types=frozenset({"nvidia-h100-80gb"}))
 GATEWAY = {"mode": "gateway", "gatewayRef": {"name": "inference-gateway", "namespace": "gateways"}}
-ENGINES = {"vllm": {"accelerator": {"type": "nvidia-h100-80gb"}, "engine": "vllm"},
+ENGINES: dict[str, dict[str, Any]] = {"vllm": {"accelerator": {"type": "nvidia-h100-80gb"}, "engine": "vllm"},
            "llamacpp": {"accelerator": {"type": "cpu"}}}
 
 
