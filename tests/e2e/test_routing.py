@@ -114,8 +114,13 @@ def _live(rest: Rest, namespace: str, kind: str, name: str) -> Obj | None:
 def _routing_children(rest: Rest, namespace: str) -> set[tuple[str, str]]:
     found = set()
     for kind in (*ROUTING_PATHS, "Deployment", "Service"):
-        for obj in rest.objects(kind, namespace, "app.kubernetes.io/managed-by=gemma4-operator"):
-            found.add((kind, obj["metadata"]["name"]))
+        try:
+            listed = rest.objects(kind, namespace, "app.kubernetes.io/managed-by=gemma4-operator")
+        except ApiException as err:
+            if err.status != 404:  # a kind whose CRD is not installed
+                raise
+            listed = []
+        found |= {(kind, obj["metadata"]["name"]) for obj in listed}
     return found - {("Deployment", "chat"), ("Service", "chat")}
 
 
@@ -245,6 +250,8 @@ def test_without_bind_the_server_refuses_the_pickers_binding(
                    "subjects": [{"kind": "ServiceAccount", "name": "picker", "namespace": e2e_namespace}]}
         with control_plane.api_client(token=token) as api, pytest.raises(ApiException) as refused:
             Rest(api, "policy/v1").post(f"{RBAC_PATH}/namespaces/{e2e_namespace}/rolebindings", binding)
-        assert refused.value.status == 403 and "escalat" in str(refused.value.body)
+        assert refused.value.status == 403, refused.value.body
+        assert "attempting to grant RBAC permissions not currently held" in str(refused.value.body), \
+            refused.value.body
     finally:
         rest.delete_path(f"{RBAC_PATH}/clusterroles/gemma4-e2e-no-bind")
