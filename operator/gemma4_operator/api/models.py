@@ -1169,7 +1169,9 @@ class Gemma4DeploymentStatus(ApiModel):
     replicas: Annotated[int, Field(description="Serving pods (for the scale subresource).")] = 0
     ready_replicas: Annotated[int, Field(alias="readyReplicas", description="Ready serving pods.")] = 0
     selector: Annotated[str, Field(description="Label selector of the serving pods (for the scale subresource).")] = ""
-    endpoint: Annotated[str, Field(description="In-cluster OpenAI-compatible base URL.")] = ""
+    endpoint: Annotated[str, Field(description=(
+        "In-cluster OpenAI-compatible base URL clients use: the Service NAME, or NAME-router once standalone "
+        "routing (spec.routing.inferencePool) is ready; in gateway mode clients call the Gateway."))] = ""
     gpus: Annotated[str, Field(description="GPUs per replica for display, e.g. 2x h100-80gb.")] = ""
     ready: Annotated[str, Field(description="Ready and desired replicas for display, e.g. 2/3.")] = ""
     autoscaling: Annotated[AutoscalingStatus | None, Field(description="Autoscaler state.")] = None
