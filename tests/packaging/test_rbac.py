@@ -61,8 +61,9 @@ MODE_ONLY: dict[Permission, tuple[str, str]] = {
 # Granted although the integration tests never make the request: each entry says why.
 _PEERING = ("HA only (ha.enabled): kopf reads its peering object and patches its keep-alive into it; "
             "the integration tests run the operator --standalone")
-_ROUTING = ("routing.enabled only (--epp-cluster-role): the kmock integration tests run without it; "
-            "tests/e2e/test_routing.py makes these requests on the real API server with this chart's rules")
+_ROUTING = ("routing.enabled only (--epp-cluster-role): recorded apart, under otherModes 'routing' (tests/integration/"
+            "test_routing.py; checked by test_every_recorded_routing_request_is_granted_by_routing_only); deletes and "
+            "the escalation check run in tests/e2e/test_routing.py with this chart's rules")
 _ROUTING_KINDS = (("inference.networking.k8s.io", "inferencepools"), ("gateway.networking.k8s.io", "httproutes"),
                   ("", "configmaps"), ("", "serviceaccounts"), ("rbac.authorization.k8s.io", "rolebindings"))
 UNRECORDED: dict[Permission, str] = {
@@ -336,3 +337,15 @@ def test_the_endpoint_picker_role_reads_only_and_the_operator_binds_it_by_name(r
     assert not [o for o in default if o["kind"] == "ClusterRole" and is_endpoint_picker_role(o)]
     args = workload(objects)["spec"]["template"]["spec"]["containers"][0]["args"]
     assert f"--epp-cluster-role={epp[0]['metadata']['name']}" in args
+
+
+def test_every_recorded_routing_request_is_granted_by_routing_only(renderer: Renderer) -> None:
+    modes = {m["mode"]: m for m in _record().get("otherModes") or []}
+    assert "routing" in modes, "no routing requests recorded: run the whole integration tier (tests/integration)"
+    needed = {(r["group"], r["resource"], r["verb"]) for r in modes["routing"]["requests"]}
+    assert needed
+    routing = grants(operator_cluster_role(renderer.value_set("routing"))["rules"])
+    default = grants(operator_cluster_role(renderer.value_set("default"))["rules"])
+    assert not _missing(needed, routing), f"routing mode makes requests its rules forbid: {_missing(needed, routing)}"
+    assert not needed & default, f"granted without routing.enabled: {sorted(needed & default)}"
+    assert needed <= set(UNRECORDED), f"not listed as routing-only: {sorted(needed - set(UNRECORDED))}"
