@@ -351,11 +351,8 @@ def render_all(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
         children.append(network_policy(common, spec, plan.port, options.operator_namespace))
     if minimum_replicas(spec) > 1 or (spec.autoscaling is not None and spec.autoscaling.max_replica_count > 1):
         children.append(_render("pdb.yaml.j2", **common, pdb_api_version=options.pdb_api_version))
-    # the pool selects what the Service NAME selects, so that a selector switch of the Service (scale to zero's
-    # activator) moves the routed path with it
-    service = next(c for c in children if c["kind"] == "Service" and c["metadata"]["name"] == owner.name)
-    routed, routing_refusal = routing_render({**common, "selector": service["spec"]["selector"]}, spec, plan,
-                                             options.routing, METRICS_PATH, adapters=bool(spec.model.adapters))
+    routed, routing_refusal = routing_render(common, spec, plan, options.routing, METRICS_PATH,
+                                             adapters=bool(spec.model.adapters))
     return children + routed, routing_refusal
 
 
