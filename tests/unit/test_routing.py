@@ -278,3 +278,18 @@ def test_routing_ready_is_absent_without_routing_and_false_with_a_refusal() -> N
 def test_the_api_refuses_gateway_without_a_gateway_ref_in_words() -> None:
     with pytest.raises(ValueError, match="gatewayRef: mode gateway needs the Gateway to attach the HTTPRoute to"):
         InferencePoolRouting.model_validate({"mode": "gateway"})
+
+
+def test_the_desired_state_cache_keeps_why_routing_is_refused() -> None:
+    """A reconcile served from the operator's desired-state cache must still know the refusal (else RoutingReady
+    would read as if the routing children existed)."""
+    from gemma4_operator.config import OperatorConfig
+    from gemma4_operator.controller.context import CachedDesired
+    from gemma4_operator.reconcile.desired import desired_state, parse_parent
+
+    body = {"apiVersion": "serving.gemma4.dev/v1alpha1", "kind": "Gemma4Deployment",
+            "metadata": {"name": "chat", "namespace": "ml"}, "spec": _spec().model_dump(by_alias=True)}
+    options = RenderOptions(routing=r.RoutingCluster(inference_pool_served=False))
+    desired = desired_state(parse_parent(body), "uid-1", FACTS, OperatorConfig(), options)
+    assert desired.routing_refusal is not None
+    assert CachedDesired.of("fingerprint", desired).desired() == desired
