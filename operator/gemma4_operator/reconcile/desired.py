@@ -33,9 +33,10 @@ from gemma4_operator.planner.select import plan
 from gemma4_operator.policy import check_policy
 from gemma4_operator.reconcile.model_status import current_job, job_succeeded
 from gemma4_operator.reconcile.status import get_path
-from gemma4_operator.render.children import Owner, RenderOptions, UnrenderableError, render_children
+from gemma4_operator.render.children import Owner, RenderOptions, UnrenderableError, render_all
 from gemma4_operator.render.download import CHECKPOINT_ANNOTATION, NEEDS_WEIGHTS, needs_download
 from gemma4_operator.render.ownership import owned_by
+from gemma4_operator.render.routing import RoutingRefusal, is_routing_child
 
 HASH_ANNOTATION = "serving.gemma4.dev/applied-hash"
 # Children that may stop being wanted while the object lives on. A PVC is never deleted by the
@@ -80,6 +81,7 @@ class Desired:
     plan: Plan | None
     error: PlanError | None
     children: tuple[K8sObject, ...]
+    routing_refusal: RoutingRefusal | None = None  # why the routing the spec asks for is not rendered
 
     def child(self, kind: str, name: str) -> K8sObject | None:
         for c in self.children:
@@ -138,11 +140,11 @@ def desired_state(parent: Gemma4Deployment, uid: str, facts: ClusterFacts, confi
                 p = plan(parent.spec, pinned, images=config.images, prices=config.prices)
     owner = Owner(parent.name, parent.namespace, uid)
     try:
-        rendered = render_children(owner, parent.spec, p, options)
+        rendered, routing_refusal = render_all(owner, parent.spec, p, options)
     except UnrenderableError as e:
         return Desired(None, PlanError(str(e), ()), ())
     children = tuple(with_hash(c) for c in rendered)
-    return Desired(p, None, children)
+    return Desired(p, None, children, routing_refusal)
 
 
 # ---------------------------------------------------------------------------------------
@@ -263,7 +265,8 @@ def stale_children(desired: Iterable[Mapping[str, Any]], live: Iterable[Mapping[
     stale = []
     for obj in live:
         key = ChildKey.of(obj)
-        if key.kind in DELETABLE_KINDS and (key.kind, key.name) not in wanted and owned_by(obj, owner_uid):
+        deletable = key.kind in DELETABLE_KINDS or is_routing_child(obj)
+        if deletable and (key.kind, key.name) not in wanted and owned_by(obj, owner_uid):
             stale.append(key)
     return stale
 
