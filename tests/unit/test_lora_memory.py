@@ -111,7 +111,11 @@ def test_kv_pool_shrinks_by_exactly_the_slots(variant: str) -> None:
     assert with_lora.memory_needed_gib - base.memory_needed_gib == pytest.approx(slots_gib, abs=1e-9)
     assert base.memory.kv_cache - with_lora.memory.kv_cache == pytest.approx(slots_gib, abs=0.1)
     assert with_lora.max_concurrency <= base.max_concurrency
-    assert base.memory.lora == 0.0 and base.lora is None and base.to_status().lora is None
+    assert base.memory.lora is None and base.lora is None and base.to_status().lora is None
+    # without adapters the status keeps its earlier shape: no lora keys at all
+    dumped = base.to_status().model_dump(by_alias=True, mode="json")
+    assert "lora" not in dumped and "lora" not in dumped["memoryGiB"]
+    assert with_lora.to_status().model_dump(by_alias=True, mode="json")["memoryGiB"]["lora"] == with_lora.memory.lora
 
 
 def test_target_modules_drop_the_expert_slots_and_the_note_says_what_they_would_save() -> None:
@@ -153,7 +157,7 @@ def test_unset_fields_are_derived_from_the_adapters_and_the_preflight() -> None:
 
 def test_status_shows_the_resolved_slots() -> None:
     status = plan(_spec("e4b", lora_spec={"maxRank": 64, "cachedAdapters": 8}), FACTS).to_status()
-    assert status.lora is not None and status.memory_gib.lora > 0
+    assert status.lora is not None and status.memory_gib.lora is not None and status.memory_gib.lora > 0
     assert (status.lora.max_rank, status.lora.max_active_adapters, status.lora.cached_adapters) == (64, 2, 8)
 
 
