@@ -148,6 +148,19 @@ ERROR_SIGNATURES: tuple[ErrorSignature, ...] = (
         "accelerator with more memory; the plan expected {kv_cache_gib} GiB of KV in {capacity_gib} GiB, so the "
         "planner's memory estimate is off",
         "failed to initialize the context", "failed to allocate buffer for kv cache"),
+    # LoRA adapters (src/llama-adapter.cpp, common/common.cpp): before the model's own failures, whose lines follow
+    signature(
+        r"failed to apply lora adapter: (?P<error>[^\n]*)",
+        "AdapterLoadFailed",
+        "llama.cpp refused an adapter ({error}): model.adapters on llama.cpp must be GGUF LoRA adapters made for "
+        "this variant (convert a PEFT adapter with llama.cpp's convert_lora_to_gguf.py --base the base model)",
+        "failed to apply lora adapter: "),
+    signature(
+        r"failed to open '(?P<path>[^']*)': (?P<error>[^\n]*)\n[^\n]*failed to load lora adapter",
+        "AdapterLoadFailed",
+        "llama.cpp cannot open the adapter file {path} ({error}): check model.adapters' uri and that the adapter "
+        "was fetched",
+        "failed to open ", "failed to load lora adapter"),
     signature(
         r"failed to open GGUF file '(?P<path>[^']*)' \((?P<error>[^)]*)\)",
         "ModelLoadFailed",
