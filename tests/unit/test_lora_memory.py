@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from gemma4_operator.api import Gemma4DeploymentSpec
+from gemma4_operator.api import Gemma4Deployment, Gemma4DeploymentSpec
 from gemma4_operator.catalog import GIB, load_catalog
+from gemma4_operator.cli.main import plan_table
 from gemma4_operator.planner import lora
 from gemma4_operator.planner.lora import AdapterFacts, LoraSlots
 from gemma4_operator.planner.plan import ClusterFacts, PlanError
@@ -170,3 +171,14 @@ def test_the_adapter_cache_is_added_to_the_pods_memory_request() -> None:
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     want = MEMORY_GIB_PER_GPU * p.gpus_per_replica + math.ceil(p.lora_host_gib)
     assert p.lora_host_gib > 0 and container["resources"]["requests"]["memory"] == f"{want}Gi"
+
+
+def test_the_cli_plan_table_shows_the_slots_beside_the_kv_pool() -> None:
+    spec = _spec("26b-a4b")
+    d = Gemma4Deployment.model_validate({"apiVersion": "serving.gemma4.dev/v1alpha1", "kind": "Gemma4Deployment",
+                                         "metadata": {"name": "chat"}, "spec": spec.model_dump(by_alias=True)})
+    p = plan(spec, FACTS)
+    assert p.memory.lora is not None
+    table = plan_table(d, p, "every catalog type")
+    assert f"    lora slots      {p.memory.lora:>8.1f}" in table
+    assert "lora slots" not in plan_table(d, plan(_spec("26b-a4b", adapters=None), FACTS), "every catalog type")
