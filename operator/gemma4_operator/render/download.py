@@ -110,8 +110,10 @@ def download_refusal(spec: Gemma4DeploymentSpec, plan: Plan) -> str | None:
     if needs_download(plan):
         return None
     if adapter_artifacts(spec):
-        return ("model.adapters: an hf:// adapter is fetched and checked by the download Job before a serving pod "
-                "starts, which needs storage.modelCache (a PVC the Job fills once); set storage.modelCache, or "
+        return ("model.adapters: an hf:// adapter is fetched and checked (the preflight, which decides the "
+                "adapters the engine is given and the rank of its adapter slots) by the download Job before the "
+                "serving pods' engine flags are set, and that Job needs storage.modelCache (a PVC it fills once); "
+                "without it each pod's engine fetches only the checkpoint itself; set storage.modelCache, or "
                 "serve the adapter from pvc:// or oci://")
     source = plan.source
     if plan.weights.mode is WeightsMode.HUB and source is not None and source.revision and source.quant_tag:
