@@ -87,7 +87,7 @@ from gemma4_operator.planner import cluster_facts
 from gemma4_operator.planner.plan import ClusterFacts
 from gemma4_operator.reconcile import desired as rc
 from gemma4_operator.reconcile import status as observe
-from gemma4_operator.reconcile.model_status import Preflight, current_job, model_state, preflight
+from gemma4_operator.reconcile.model_status import Preflight, current_job, job_succeeded, model_state, preflight
 from gemma4_operator.reconcile.routing_status import RoutingState
 from gemma4_operator.render import ownership
 from gemma4_operator.render.children import MANAGER, image_volume_probe, image_volumes_refusal, keeps_image_volume
@@ -131,6 +131,8 @@ async def _preflight(source: ChildSource, parent: Parent, model: Gemma4Deploymen
         return None
     job_key = rc.ChildKey("batch/v1", "Job", parent.key[0], job_name(parent.key[1]))
     job = ownership.owned_child(await source.children(parent, [job_key]), "Job", parent.uid)
+    if job is None or not job_succeeded(job):
+        return None  # no verdicts yet: the pods are not read
     return preflight(job, [p for p in await source.pods(parent) if is_download_pod(p)])
 
 
