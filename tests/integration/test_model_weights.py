@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import harness as h
+import pytest
 from harness import DEPLOYMENTS, G4D, JOBS, NODES, PODS
 from kmock_plus import Emulator
 
@@ -64,28 +65,38 @@ async def test_a_new_checkpoint_replaces_the_job_and_the_deployment_waits_for_it
     assert len(deletes) == 1 and "propagationPolicy=Foreground" in str(deletes[0].url)
 
 
-async def test_the_jobs_adapter_verdicts_set_the_engines_lora_flags(k: Emulator) -> None:
+@pytest.mark.parametrize("report_first", [True, False], ids=["report-then-job", "job-then-report"])
+async def test_the_jobs_adapter_verdicts_set_the_engines_lora_flags(k: Emulator, report_first: bool) -> None:
     """The Deployment, withheld until the Job succeeds, is rendered with its preflight: the refused adapter left
-    out, the slots sized for the served adapter's rank."""
+    out, the slots sized for the served adapter's rank; also when the download pod's report is seen after the
+    Job's success (separate watches), the Deployment follows the report once it is seen."""
     adapters = [{"name": "support", "uri": "hf://acme/support-lora"}, {"name": "faq", "uri": "hf://acme/faq-lora"}]
     await h.create(k, NODES, h.node("gpu-1", L4))
     await h.create(k, G4D, h.g4d("chat", model={"variant": "e4b", "adapters": adapters},
                                  accelerator={"type": "nvidia-l4"}, storage=CACHE))
+    # the report cli/download.py writes, one verdict per adapter
+    report = Report(0, 10, 1.0, None, [
+        AdapterVerdict("support", "Accepted", "LoRA rank 64", 64, ("q_proj",)),
+        AdapterVerdict("faq", "ModulesToSave", "modules_to_save ['lm_head']", 8, ("q_proj",))]).to_json()
     async with h.OperatorRun(k, accelerator_types=("nvidia-l4",)):
         await h.wait_for(lambda: h.obj(k, JOBS, "default", "chat-download"), what="the download Job")
-        # the report cli/download.py writes, one verdict per adapter
-        report = Report(0, 10, 1.0, None, [
-            AdapterVerdict("support", "Accepted", "LoRA rank 64", 64, ("q_proj",)),
-            AdapterVerdict("faq", "ModulesToSave", "modules_to_save ['lm_head']", 8, ("q_proj",))]).to_json()
-        await h.create(k, PODS, download_pod(report, exit_code=0))
+        if report_first:
+            await h.create(k, PODS, download_pod(report, exit_code=0))
         await h.complete_download(k, "default", "chat")
         await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
+        if not report_first:
+            await h.settle(k)
+            await h.create(k, PODS, download_pod(report, exit_code=0))
+        await h.wait_for(lambda: '"name":"faq"' not in _command_line(k), what="faq left out")
         await h.settle(k)
-    [container] = h.obj(k, DEPLOYMENTS, "default", "chat")["spec"]["template"]["spec"]["containers"]  # type: ignore[index]
-    line = " ".join([*container.get("command", []), *container.get("args", [])])
-    assert '"name":"support"' in line and '"name":"faq"' not in line
-    assert "--max-lora-rank 64" in line and "--max-loras 1" in line
+    line = _command_line(k)
+    assert '"name":"support"' in line and "--max-lora-rank 64" in line and "--max-loras 1" in line
     assert [(a["name"], a["phase"]) for a in status_of(k)["adapters"]] == [("support", "Ready"), ("faq", "Refused")]
+
+
+def _command_line(k: Emulator) -> str:
+    [container] = h.obj(k, DEPLOYMENTS, "default", "chat")["spec"]["template"]["spec"]["containers"]  # type: ignore[index]
+    return " ".join([*container.get("command", []), *container.get("args", [])])
 
 
 async def test_a_gated_repository_ends_failed_in_words(k: Emulator) -> None:
