@@ -159,7 +159,8 @@ def test_oci_uris_need_a_tag_or_a_digest(uri: str, ok: bool) -> None:
 
 def test_the_startup_budget_follows_the_path() -> None:
     # 31B BF16, 62.5 GB: at 100 MiB/s from the Hub (597 s) vs 200 MiB/s from a disk (298 s), + vLLM's 300 s
-    base = {"model": {"variant": "31b"}, "quantization": "bf16", "accelerator": {"type": "nvidia-h100-80gb"}}
+    base = {"model": {"variant": "31b"}, "quantization": "bf16", "accelerator": {"type": "nvidia-h100-80gb"},
+            "serving": {"speculativeDecoding": {"mode": "off"}}}
     hub = plan(spec_of(**base), FACTS)
     cached = plan(spec_of(**base, storage=CACHE), FACTS)
     assert (hub.startup_budget_s, cached.startup_budget_s) == (900, 600)

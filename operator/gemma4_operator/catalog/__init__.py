@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from gemma4_operator.catalog.drafters import DrafterCatalog
+
 GIB = 1024**3
 QUALITY_TIERS = ("lossless", "near-lossless", "lossy")  # best first
 Quality = Literal["lossless", "near-lossless", "lossy"]
@@ -392,6 +394,7 @@ class Catalog(CatalogModel):
     prices: dict[str, Price]
     quality_floor: Quality
     weights: WeightsInfo
+    drafters: DrafterCatalog
 
     def price(self, accelerator: str) -> float:
         """USD per GPU-hour of an accelerator type (per pod-hour for cpu)."""
@@ -445,4 +448,5 @@ def load_catalog() -> Catalog:
         known_bad=tuple(KnownBadRule(**r) for r in _read("known_bad.yaml")["rules"]),
         hardware_rules=HardwareRules(**_read("hardware_rules.yaml")),
         weights=WeightsInfo(**_read("weights.yaml")),
+        drafters=DrafterCatalog(**_read("drafters.yaml")),
     )

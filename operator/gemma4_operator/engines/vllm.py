@@ -16,7 +16,7 @@ from typing_extensions import override
 
 from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.api.metric_names import DEFAULT_TARGETS, Signal
-from gemma4_operator.catalog import GIB, Accelerator, Catalog, Checkpoint, FormatInfo, VariantInfo
+from gemma4_operator.catalog import GIB, Accelerator, Catalog, Checkpoint, FormatInfo, VariantInfo, load_catalog
 from gemma4_operator.engines.base import (
     HOME_DIR,
     CatalogEngine,
@@ -35,6 +35,7 @@ from gemma4_operator.engines.base import (
 from gemma4_operator.planner import memory
 from gemma4_operator.planner.plan import Candidate, Plan
 from gemma4_operator.planner.sources import SourceRef
+from gemma4_operator.planner.weights import drafter_directory
 
 # vLLM as a non-root UID the image has no passwd entry for (vllm/vllm-openai runs as root; its Dockerfile sets
 # no USER). Its caches go under HOME (an emptyDir, engines/base.py SCRATCH_ENV), named here so none falls back
@@ -131,7 +132,9 @@ class Engine(CatalogEngine):
         maxConcurrency is the largest concurrency this accepts, so both come from one number."""
         info, concurrency, gpus = self.info, c.spec.serving.concurrency, c.gpus
         encoders = memory.encoder_bytes(c.variant)
-        weights_gib = ((c.weights_bytes - encoders) / gpus + (0 if c.text_only else encoders)) / GIB
+        # the drafter's layers are tensor-parallel like the target's (catalog/drafters.yaml); it has no KV of its own
+        sharded = c.weights_bytes - encoders + (c.drafter.download_bytes if c.drafter else 0)
+        weights_gib = (sharded / gpus + (0 if c.text_only else encoders)) / GIB
         overhead = info.overhead_gib + (0.0 if c.text_only else info.multimodal_overhead_gib)
         utilization = self.gpu_memory_utilization(c.spec)
         usable = c.accelerator.memory_gib * utilization
@@ -311,6 +314,16 @@ def _modality_args(plan: Plan) -> list[str]:
     return ["--limit-mm-per-prompt", json.dumps(limits, separators=(",", ":"))]
 
 
+def speculative_config(plan: Plan) -> dict[str, object] | None:
+    """--speculative-config's JSON (vllm/config/speculative.py SpeculativeConfig): the method drafters.yaml names
+    for vLLM, the drafter (the Hub repository, or its directory beside a downloaded checkpoint) and the tokens."""
+    if plan.drafter is None:
+        return None
+    model = drafter_directory(plan.weights) if plan.weights.local else plan.drafter.repo
+    method = load_catalog().drafters.engines["vllm"].method
+    return {"method": method, "model": model, "num_speculative_tokens": plan.speculative_tokens}
+
+
 def command_line(plan: Plan, spec: Gemma4DeploymentSpec) -> list[str]:
     """Arguments after `vllm serve`."""
     args = [
@@ -334,4 +347,7 @@ def command_line(plan: Plan, spec: Gemma4DeploymentSpec) -> list[str]:
         args += ["--reasoning-parser", "gemma4"]
     if plan.tool_calling:
         args += ["--enable-auto-tool-choice", "--tool-call-parser", "gemma4"]
+    drafting = speculative_config(plan)
+    if drafting is not None:
+        args += ["--speculative-config", json.dumps(drafting, separators=(",", ":"))]
     return args + list(spec.serving.extra_args)

@@ -111,6 +111,8 @@ def _notes(spec: Gemma4DeploymentSpec, best: Choice, settings: EngineSettings, c
     if spec.serving.kv_cache_dtype is KvCacheDtypeChoice.AUTO:
         notes.append(_kv_note(c, best.engine, catalog))
     notes += settings.modality_notes
+    if c.speculative_note:
+        notes.append(c.speculative_note)
     if spec.serving.gpu_memory_utilization is not None and not best.engine.info.gpu_memory_utilization_flag:
         notes.append(f"serving.gpuMemoryUtilization ignored: {best.engine.name} has no such setting (it allocates "
                      "what its context needs)")
@@ -131,7 +133,7 @@ def assemble(spec: Gemma4DeploymentSpec, best: Choice, rest: Sequence[Choice], s
         else None
     weights = locate(source, c.checkpoint or named, cache=spec.storage.model_cache is not None,
                      text_only=c.text_only)
-    download_bytes = c.download_bytes + settings.extra_download_bytes
+    download_bytes = c.download_bytes + settings.extra_download_bytes + (c.drafter.download_bytes if c.drafter else 0)
     return Plan(
         variant=c.variant.name, instruction_tuned=spec.model.instruction_tuned, engine=engine.name,
         image=spec.serving.image or engine.image(accel, images), arch=accel.arch, model_ref=model_ref,
@@ -150,4 +152,5 @@ def assemble(spec: Gemma4DeploymentSpec, best: Choice, rest: Sequence[Choice], s
         cpu_request_cores=CPU_CORES_PER_GPU * c.gpus if accel.is_gpu else CPU_POD_CORES,
         cost_per_replica_hour=round(best.cost, 2), alternatives=_runners_up(best, rest, catalog),
         notes=_notes(spec, best, settings, catalog, chose_accelerator),
+        drafter=c.drafter, speculative_tokens=c.speculative_tokens,
     )

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from gemma4_operator.api import Gemma4DeploymentSpec, Modality, PlanMemory, PlanStatus
 from gemma4_operator.catalog import Accelerator, Catalog, Checkpoint, VariantInfo, load_catalog
+from gemma4_operator.catalog.drafters import Drafter
 from gemma4_operator.planner.sources import SourceRef
 from gemma4_operator.planner.weights import Weights
 
@@ -56,6 +57,9 @@ class Candidate:
     download_bytes: int
     kv_dtype: str
     warnings: tuple[str, ...]
+    drafter: Drafter | None = None  # speculative decoding's MTP drafter, fitted beside the weights
+    speculative_tokens: int = 0
+    speculative_note: str = ""  # why speculative decoding is on or off (planner/speculative.py)
 
     @property
     def text_only(self) -> bool:
@@ -103,6 +107,8 @@ class Plan:
     cost_per_replica_hour: float = 0.0  # USD, from the catalog's or the operator's prices
     alternatives: tuple[str, ...] = ()  # runner-up plans and why they lost
     notes: tuple[str, ...] = field(default_factory=tuple)
+    drafter: Drafter | None = None  # speculative decoding's MTP drafter (serving.speculativeDecoding)
+    speculative_tokens: int = 0
 
     @property
     def text_only(self) -> bool:
@@ -121,7 +127,8 @@ class Plan:
             tensor_parallel_size=self.tensor_parallel_size, max_model_len=self.max_model_len,
             kv_cache_dtype=self.kv_cache_dtype, memory_gib=self.memory, max_concurrency=self.max_concurrency,
             cost_per_replica_hour=self.cost_per_replica_hour, alternatives=list(self.alternatives),
-            notes=list(self.notes),
+            notes=list(self.notes), drafter=self.drafter.repo if self.drafter else "",
+            num_speculative_tokens=self.speculative_tokens,
         )
 
 

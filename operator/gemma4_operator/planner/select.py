@@ -9,16 +9,16 @@ and the fits are scored: the cheapest plan that keeps quality (see :func:`rank`)
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.catalog import Accelerator, Catalog, load_catalog
 from gemma4_operator.engines import registry
 from gemma4_operator.engines.base import Engine, MemoryFit, Shortfall
-from gemma4_operator.planner import candidates
+from gemma4_operator.planner import candidates, speculative
 from gemma4_operator.planner.alternatives import nearest_alternatives
 from gemma4_operator.planner.assemble import Choice, assemble
-from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError, Rejection
+from gemma4_operator.planner.plan import Candidate, ClusterFacts, Plan, PlanError, Rejection
 from gemma4_operator.planner.sources import SourceRef, custom, parse_source
 
 
@@ -41,14 +41,41 @@ def _fit(s: _Search, prepared: candidates.Prepared, gpus: int, kv_dtype: str) ->
     if isinstance(matched, Rejection):
         return matched
     engine, fmt, accel = prepared.engine, prepared.fmt, prepared.accel
-    result: MemoryFit | Shortfall = engine.fit(matched)
-    if isinstance(result, Shortfall):
-        return matched.reject(result.reason, result.shortfall_gib)
+    fitted = _fit_speculative(s, matched, engine)
+    if isinstance(fitted, Rejection):
+        return fitted
+    matched, result = fitted
     native = s.catalog.formats[fmt].native_on(accel)
     return Choice(matched, result, engine, cost=s.price(accel) * max(gpus, 1),
                   below_floor=s.catalog.below_floor(fmt), native=native,
                   preference=(s.allowed.index(engine), engine.info.auto_formats.index(fmt)
                               if fmt in engine.info.auto_formats else len(engine.info.auto_formats)))
+
+
+def _fit_speculative(s: _Search, matched: Candidate, engine: Engine) -> tuple[Candidate, MemoryFit] | Rejection:
+    """The candidate fitted with its drafter (serving.speculativeDecoding), or without one where mode auto
+    finds it does not fit (planner/speculative.py decides, the engine fits)."""
+    decision = speculative.decide(s.spec, engine.name, engine.info.version, s.source, s.catalog)
+    if decision.refusal is not None:
+        return matched.reject(decision.refusal)
+    plain = replace(matched, speculative_note=decision.note)
+    fit = engine.fit(plain) if decision.drafter is None or speculative.falls_back(s.spec) else None
+    if decision.drafter is not None:
+        drafted = replace(matched, drafter=decision.drafter, speculative_tokens=decision.tokens)
+        result = engine.fit(drafted)
+        if not isinstance(result, Shortfall):
+            # mode auto plans larger loads without the drafter: the largest concurrency it accepts is the plain fit's
+            most = fit.max_concurrency if isinstance(fit, MemoryFit) else result.max_concurrency
+            note = speculative.on_note(s.spec, decision, matched.gpus, (result.max_concurrency, most), s.catalog)
+            return replace(drafted, speculative_note=note), replace(result, max_concurrency=most)
+        decision = speculative.without_memory(s.spec, decision, result.reason)
+        if decision.refusal is not None:
+            return matched.reject(decision.refusal, result.shortfall_gib)
+        plain = replace(matched, speculative_note=decision.note)
+    assert fit is not None, "mode auto fits the candidate without a drafter too"
+    if isinstance(fit, Shortfall):
+        return plain.reject(fit.reason, fit.shortfall_gib)
+    return plain, fit
 
 
 def _on_gpus(s: _Search, prepared: candidates.Prepared, gpus: int) -> Choice | Rejection:

@@ -12,7 +12,7 @@ from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.catalog import load_catalog
 from gemma4_operator.engines.base import SCRATCH_ENV, K8sObject, hub_env, with_user_env
 from gemma4_operator.planner.plan import Plan
-from gemma4_operator.planner.weights import CACHE_MOUNT, MODELS_DIR, WeightsMode
+from gemma4_operator.planner.weights import CACHE_MOUNT, MODELS_DIR, WeightsMode, drafter_directory
 from gemma4_operator.render.pod_security import container_security_context, pod_security_context, scratch_volumes
 from gemma4_operator.weights import download_script_source
 
@@ -40,7 +40,14 @@ def checkpoint_id(plan: Plan) -> str:
     """What was downloaded, as the Job's annotation: repository, revision and files."""
     w = plan.weights
     files = f" {' '.join(w.download_files)}" if w.download_files else ""
-    return f"{w.repo}@{w.revision or 'main'}{files}"
+    drafter = f" +{plan.drafter.repo}" if plan.drafter is not None else ""
+    return f"{w.repo}@{w.revision or 'main'}{files}{drafter}"
+
+
+# With a drafter: its download first, into the checkpoint's directory (planner.weights.drafter_directory), then the
+# checkpoint's, whose pruning keeps the directory's contents; each under the wrapper, the checkpoint's report last.
+_WITH_DRAFTER = ('src=$0 root=$1 repo=$2 dir=$3; shift 4; python3 -c "$src" --prune-root "$root" -- hf download '
+                 '"$repo" --local-dir "$dir" && exec python3 -c "$src" --prune-root "$root" -- "$@"')
 
 
 def download_command(plan: Plan) -> list[str]:
@@ -49,6 +56,9 @@ def download_command(plan: Plan) -> list[str]:
     w = plan.weights
     revision = ["--revision", w.revision] if w.revision else []
     hf = ["hf", "download", w.repo, *w.download_files, *revision, "--local-dir", w.directory]
+    if plan.drafter is not None:
+        return ["sh", "-c", _WITH_DRAFTER, download_script_source(), MODELS_DIR, plan.drafter.repo,
+                drafter_directory(w), "--", *hf]
     return ["python3", "-c", download_script_source(), "--prune-root", MODELS_DIR, "--", *hf]
 
 
