@@ -288,3 +288,16 @@ def test_the_catalog_rule_is_the_one_status_uses() -> None:
     assert CATALOG.drafters.acceptance == RULE
     assert CATALOG.drafters.engines["vllm"].accepted_tokens_metric == "vllm:spec_decode_num_accepted_tokens_total"
     assert CATALOG.drafters.engines["vllm"].draft_tokens_metric == "vllm:spec_decode_num_draft_tokens_total"
+
+
+def test_a_reading_sums_the_engines_series_of_the_two_counters() -> None:
+    vllm_counters = CATALOG.drafters.engines["vllm"]
+    text = (Path(__file__).resolve().parents[1] / "data" / "metrics" / "vllm-0.32.0.txt").read_text(encoding="utf-8")
+    assert drafting.reading(text, vllm_counters.accepted_tokens_metric, vllm_counters.draft_tokens_metric, 5.0) is None
+    text += "".join(f'{name}{{engine="{e}",model_name="m"}} {v}\n' for e, (a, d) in enumerate(((10, 40), (5, 60)))
+                    for name, v in ((vllm_counters.accepted_tokens_metric, a), (vllm_counters.draft_tokens_metric, d)))
+    assert drafting.reading(text, vllm_counters.accepted_tokens_metric, vllm_counters.draft_tokens_metric, 5.0) == \
+        drafting.Reading(5.0, 15.0, 100.0)
+    with pytest.raises(ValueError, match="could not convert string to float"):
+        drafting.reading(f"{vllm_counters.draft_tokens_metric} not-a-number\n", "a", vllm_counters.draft_tokens_metric,
+                         5.0)

@@ -30,6 +30,7 @@ from gemma4_operator.config import ChildrenMode, OperatorConfig
 from gemma4_operator.controller.kube import Kube
 from gemma4_operator.controller.metrics import Metrics
 from gemma4_operator.controller.workqueue import WorkQueue
+from gemma4_operator.observe.speculative import Reading
 from gemma4_operator.planner import cluster_facts
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.reconcile import desired as rc
@@ -244,6 +245,8 @@ class AutoscalerMemory:
     history: tuple[Recommendation, ...] = ()
     restored: bool = False
     scrapes: dict[str, PodMetrics] = dataclasses.field(default_factory=dict)  # counters need the last one
+    # speculative decoding: each pod's draft counters over the acceptance window (observe.speculative)
+    drafts: dict[str, tuple[Reading, ...]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -317,6 +320,11 @@ class OperatorContext:
         if memory is None or memory.uid != uid:
             memory = self.autoscaler[key] = AutoscalerMemory(uid)
         return memory
+
+    def drafts(self, key: Key, uid: str) -> dict[str, tuple[Reading, ...]]:
+        """The draft counters the autoscaler loop read for an object (empty when it has none)."""
+        memory = self.autoscaler.get(key)
+        return memory.drafts if memory is not None and memory.uid == uid else {}
 
     def lock(self, key: Key) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())

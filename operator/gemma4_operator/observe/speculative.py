@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from gemma4_operator.api import SpeculativeDecodingStatus
 from gemma4_operator.catalog.drafters import AcceptanceRule
 
@@ -50,6 +52,22 @@ class Assessment:
                                          state=self.state)
 
 
+def reading(text: str, accepted_metric: str, draft_metric: str, at: float) -> Reading | None:
+    """One pod's counters from its /metrics text (summed over the engine's series); None when the engine
+    exposes neither (not yet drafting, or speculative decoding is off there). Raises ValueError on a body
+    that is not the Prometheus text format."""
+    totals = {accepted_metric: 0.0, draft_metric: 0.0}
+    seen = False
+    # only the two counters' sample lines are parsed (the rest of an engine's exposition is not ours to judge)
+    wanted = "\n".join(line for line in text.splitlines() if line.lstrip().startswith(tuple(totals)))
+    for family in text_string_to_metric_families(wanted):
+        for sample in family.samples:
+            if sample.name in totals:
+                totals[sample.name] += float(sample.value)
+                seen = True
+    return Reading(at, totals[accepted_metric], totals[draft_metric]) if seen else None
+
+
 def record(history: Mapping[str, Sequence[Reading]], readings: Mapping[str, Reading], now: float,
            rule: AcceptanceRule) -> dict[str, tuple[Reading, ...]]:
     """The history with this scrape's readings added: pods gone from the scrape are dropped, readings older
@@ -57,7 +75,7 @@ def record(history: Mapping[str, Sequence[Reading]], readings: Mapping[str, Read
     kept: dict[str, tuple[Reading, ...]] = {}
     start = now - rule.window_seconds
     for pod, reading in readings.items():
-        series = [*history.get(pod, ()), reading]
+        series = [*(r for r in history.get(pod, ()) if r.at < reading.at), reading]  # one reading per time
         older = [r for r in series if r.at <= start]
         kept[pod] = tuple(older[-1:] + [r for r in series if r.at > start])
     return kept
