@@ -423,8 +423,8 @@ class ServingSpec(ApiModel):
         "with the key too, so it is refused together with autoscaling."))] = None
     speculative_decoding: Annotated[SpeculativeDecodingSpec, Field(alias="speculativeDecoding", description=(
         "Speculative decoding with Gemma 4's MTP drafter checkpoints (vLLM): on where it pays by default "
-        "(mode auto); status.speculativeDecoding shows the drafts' acceptance rate."))] = Field(
-        default_factory=SpeculativeDecodingSpec)
+        "(mode auto); with the built-in autoscaler, status.speculativeDecoding shows the drafts' acceptance "
+        "rate."))] = Field(default_factory=SpeculativeDecodingSpec)
 
 
 class AutoscalingMetricSpec(ApiModel):
@@ -971,7 +971,8 @@ class Gemma4DeploymentStatus(ApiModel):
     model: Annotated[ModelStatus | None, Field(description=(
         "The weights: how they reach the pods and the download's progress (condition ModelReady)."))] = None
     speculative_decoding: Annotated[SpeculativeDecodingStatus | None, Field(alias="speculativeDecoding", description=(
-        "The MTP drafter's acceptance rate, while the plan uses speculative decoding."))] = None
+        "The MTP drafter's acceptance rate, while the plan uses speculative decoding (read by the built-in "
+        "autoscaler's loop: autoscaling.backend operator)."))] = None
 
 __all__ = [
     "API_VERSION",

@@ -593,8 +593,9 @@ async def on_node_event(memo: Any, **kwargs: Any) -> None:
 
 
 def _drafts(ctx: OperatorContext, parent: Parent, plan: Plan | None) -> drafting.Assessment | None:
-    """The drafter's acceptance from the counters the autoscaler loop read (None without a drafter)."""
-    if plan is None or plan.drafter is None:
+    """The drafter's acceptance from the counters the autoscaler loop read (None without a drafter, or without
+    the built-in autoscaler, whose loop is what reads them)."""
+    if plan is None or plan.drafter is None or not autoscaler.autoscaled(parent.body.get("spec") or {}):
         return None
     return drafting.assess(ctx.drafts(parent.key, parent.uid), ctx.clock(), load_catalog().drafters.acceptance)
 
