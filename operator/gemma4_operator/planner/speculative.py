@@ -50,10 +50,11 @@ def _without(spec: Gemma4DeploymentSpec, why: str) -> Decision:
     return Decision(note=f"speculative decoding auto: off: {why}")
 
 
-def _catalog_repo(source: SourceRef, variant: str, catalog: Catalog) -> bool:
-    """A source that names one of the catalog's -it repositories of the variant (the weights the drafter
-    was trained against), e.g. to pin a revision."""
-    return any(c.repo == source.repo and c.variant == variant and c.instruction_tuned for c in catalog.checkpoints)
+def _catalog_repo(source: SourceRef, variant: str, engine: str, catalog: Catalog) -> bool:
+    """A source that names one of the catalog's -it repositories of the variant for this engine (the weights the
+    drafter was trained against), e.g. to pin a revision."""
+    return any(c.repo == source.repo and c.variant == variant and c.instruction_tuned and c.engine == engine
+               for c in catalog.checkpoints)
 
 
 def decide(spec: Gemma4DeploymentSpec, engine: str, engine_version: str, source: SourceRef | None,
@@ -74,7 +75,7 @@ def decide(spec: Gemma4DeploymentSpec, engine: str, engine_version: str, source:
     if source is not None and source.scheme in _OFFLINE_SCHEMES:
         return _without(spec, f"model.source {source.display} is mounted with the Hub offline, so the pods cannot "
                               f"fetch {drafter.repo}; use an hf:// source (or storage.modelCache) with the drafter")
-    if settings.mode is AUTO and source is not None and not _catalog_repo(source, variant, catalog):
+    if settings.mode is AUTO and source is not None and not _catalog_repo(source, variant, engine, catalog):
         return Decision(note=f"speculative decoding auto: off: model.source {source.display} is not the catalog's "
                              f"checkpoint, and {drafter.repo} is trained against google's; mode mtp uses it anyway")
     limit = catalog.drafters.auto_max_concurrency

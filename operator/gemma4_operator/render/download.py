@@ -46,7 +46,8 @@ def checkpoint_id(plan: Plan) -> str:
 
 # With a drafter: its download first, into the checkpoint's directory (planner.weights.drafter_directory), then the
 # checkpoint's, whose pruning keeps the directory's contents; each under the wrapper, the checkpoint's report last.
-_WITH_DRAFTER = ('src=$0 root=$1 repo=$2 dir=$3; shift 4; python3 -c "$src" --prune-root "$root" -- hf download '
+# The drafter's `hf` is the checkpoint command's own first word ("$1" after the shift).
+_WITH_DRAFTER = ('src=$0 root=$1 repo=$2 dir=$3; shift 4; python3 -c "$src" --prune-root "$root" -- "$1" download '
                  '"$repo" --local-dir "$dir" && exec python3 -c "$src" --prune-root "$root" -- "$@"')
 
 
