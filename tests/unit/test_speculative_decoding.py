@@ -32,10 +32,10 @@ DRAFTER_31B = "google/gemma-4-31B-it-assistant"
 TP2_31B: dict[str, Any] = {"model": {"variant": "31b"}, "engine": "vllm", "quantization": "bf16",
                            "accelerator": {"type": "nvidia-h100-80gb", "count": 2},
                            "serving": {"maxModelLen": 32768, "concurrency": 4}}
-# 31B FP8 on one H100 at 8K with fp8 KV: 10 sequences fit without the drafter, not with its 0.88 GiB
-TIGHT_31B: dict[str, Any] = {"model": {"variant": "31b"}, "engine": "vllm", "quantization": "fp8",
-                             "accelerator": {"type": "nvidia-h100-80gb", "count": 1},
-                             "serving": {"maxModelLen": 8192, "concurrency": 10, "kvCacheDtype": "fp8"}}
+# 26B-A4B FP8 on two L4s at 8K with fp8 KV: 15 sequences fit without the drafter, not with its 0.81 GiB
+TIGHT_26B: dict[str, Any] = {"model": {"variant": "26b-a4b"}, "engine": "vllm", "quantization": "fp8",
+                             "accelerator": {"type": "nvidia-l4", "count": 2},
+                             "serving": {"maxModelLen": 8192, "concurrency": 15, "kvCacheDtype": "fp8"}}
 
 
 def _spec(fields: dict[str, Any], **drafting_fields: Any) -> Gemma4DeploymentSpec:
@@ -105,9 +105,9 @@ def test_auto_reports_the_largest_load_it_accepts_which_is_without_the_drafter()
      "speculative decoding auto: off: model.source acme/gemma-4-31b-legal is not the catalog's checkpoint"),
     (_with(TP2_31B, concurrency=17, maxModelLen=8192),
      "speculative decoding auto: off: serving.concurrency 17 is above 16"),
-    (TIGHT_31B,
-     "speculative decoding auto: off: with google/gemma-4-31B-it-assistant's 0.88 GiB of weights the candidate "
-     "fits by only 0.4 GiB per GPU, less than vLLM's start-up variance"),
+    (TIGHT_26B,
+     "speculative decoding auto: off: with google/gemma-4-26B-A4B-it-assistant's 0.81 GiB of weights the candidate "
+     "needs 20.0 GiB per GPU (13.5 weights + 2.2 overhead + 15 x 0.28 KV) but has 19.8 GiB usable: short by 0.2 GiB"),
 ], ids=["llamacpp", "base-model", "custom-source", "high-concurrency", "memory"])
 def test_auto_plans_without_the_drafter_and_says_why(fields: dict[str, Any], words: str) -> None:
     p = _plan(fields)
@@ -124,8 +124,8 @@ def test_auto_keeps_the_drafter_for_a_pinned_revision_of_the_catalog_repo() -> N
 
 def test_the_tight_plan_is_not_bought_with_more_gpus() -> None:
     """auto never changes the hardware: where the drafter does not fit, the same GPUs serve without it."""
-    p = _plan({**TIGHT_31B, "accelerator": {"type": "nvidia-h100-80gb"}})
-    assert (p.gpus_per_replica, p.drafter) == (1, None)
+    p = _plan({**TIGHT_26B, "accelerator": {"type": "nvidia-l4"}})
+    assert (p.gpus_per_replica, p.drafter) == (2, None)
 
 
 # ---- mtp: forced or refused ---------------------------------------------------------------------------------
@@ -137,8 +137,8 @@ def test_mtp_keeps_the_drafter_where_auto_would_not() -> None:
 
 
 @pytest.mark.parametrize(("fields", "words"), [
-    (TIGHT_31B, ["speculativeDecoding mtp refused: with google/gemma-4-31B-it-assistant's 0.88 GiB",
-                 "(set mode auto or off)"]),
+    (TIGHT_26B, ["speculativeDecoding mtp refused: with google/gemma-4-26B-A4B-it-assistant's 0.81 GiB",
+                 "short by 0.2 GiB", "(set mode auto or off)"]),
     ({"model": {"variant": "e2b"}, "accelerator": {"type": "cpu"}},
      ["speculativeDecoding mtp refused: llama.cpp is not planned with a drafter", "--spec-type draft-mtp"]),
     ({**TP2_31B, "model": {"variant": "31b", "source": {"uri": "pvc://weights/gemma-4-31B-it"}}},
@@ -152,8 +152,8 @@ def test_mtp_refuses_with_the_reason(fields: dict[str, Any], words: list[str]) -
 
 
 def test_mtp_on_a_tight_plan_takes_more_gpus_when_allowed() -> None:
-    p = _plan({**TIGHT_31B, "accelerator": {"type": "nvidia-h100-80gb"}}, mode="mtp")
-    assert p.drafter is not None and p.gpus_per_replica == 2
+    p = _plan({**TIGHT_26B, "accelerator": {"type": "nvidia-l4"}}, mode="mtp")
+    assert p.drafter is not None and p.gpus_per_replica == 4
 
 
 @pytest.mark.parametrize(("fields", "message"), [

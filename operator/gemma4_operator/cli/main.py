@@ -162,17 +162,21 @@ def cmd_crd(_: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_accelerators(_: argparse.Namespace, out: TextIO) -> int:
     """Catalog types with what the hardware rules make of them: GPUs one replica may span (1 on a MIG slice:
-    no tensor parallel across slices) and whether vLLM may keep an fp8 KV cache there."""
+    no tensor parallel across slices), whether vLLM may keep an fp8 KV cache there, the memory CUDA reports (what
+    the planner fits within) and vLLM's batch defaults there (batched tokens / sequences, which size its overhead)."""
     catalog = load_catalog()
     fp8_kv = catalog.hardware_rules.fp8_kv_cache
+    batch = catalog.engines["vllm"].max_num_batched_tokens
     print(f"{'TYPE':<30}{'MEMORY':>10}  {'SM':<5}{'FAMILY':<14}{'ARCH':<7}{'USD/H':>7} {'AS OF':<9}"
-          f"{'GPUS/REPLICA':<13}{'FP8 KV':<7}GFD PRODUCTS", file=out)
+          f"{'GPUS/REPLICA':<13}{'FP8 KV':<7}{'CUDA GIB':>8}  {'VLLM BATCH':<11}GFD PRODUCTS", file=out)
     for a in (*catalog.accelerators.values(), catalog.cpu):
         price = catalog.prices[a.name]
         per_replica = str(a.max_gpus_per_replica) if a.is_gpu else "-"
         kv = ("yes" if fp8_kv.allows(fp8_kv.engine, a, fp8_kv.kv_cache_dtype) else "no") if a.is_gpu else "-"
+        cuda = f"{a.capacity_gib:.2f}" if a.is_gpu else "-"
+        tier = f"{batch.for_accelerator(a)}/{batch.seqs_for_accelerator(a)}" if a.is_gpu and batch else "-"
         print(f"{a.name:<30}{a.memory_gib:>7.0f}GiB  {a.compute or '-':<5}{a.family:<14}{a.arch:<7}"
-              f"{price.usd_per_hour:>7.2f} {price.date:<9}{per_replica:<13}{kv:<7}"
+              f"{price.usd_per_hour:>7.2f} {price.date:<9}{per_replica:<13}{kv:<7}{cuda:>8}  {tier:<11}"
               f"{', '.join(a.gfd_products) or '-'}", file=out)
     return 0
 
