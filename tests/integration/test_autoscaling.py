@@ -9,6 +9,7 @@ operator's injectable clock (``OperatorContext.clock``), so the 300 s scale-down
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 from collections.abc import AsyncIterator
@@ -192,7 +193,9 @@ async def add_pod(k: Emulator, engines: FakeEngines, name: str, waiting: float) 
         "status": {"phase": "Running", "podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]}})
 
 
-async def test_replicas_follow_engine_metrics_up_and_down(k: Emulator, engines: FakeEngines) -> None:
+@contextlib.asynccontextmanager
+async def queue_scaled(k: Emulator, engines: FakeEngines) -> AsyncIterator[tuple[h.OperatorRun, Clock]]:
+    """An operator on the test's clock, scaling `chat` on the queue; yields once its Deployment exists."""
     clock = Clock()
     async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
                              metrics_url_template=engines.url_template) as op:
@@ -200,6 +203,11 @@ async def test_replicas_follow_engine_metrics_up_and_down(k: Emulator, engines: 
         op.ctx.clock = clock
         await h.create(k, G4D, cr(autoscalingMetricSpecs=[QUEUE]))
         await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
+        yield op, clock
+
+
+async def test_replicas_follow_engine_metrics_up_and_down(k: Emulator, engines: FakeEngines) -> None:
+    async with queue_scaled(k, engines) as (op, clock):
         assert replicas(k) is None  # the main apply leaves replicas to the autoscaler
 
         # no ready pod yet: no sample, nothing scales, ScalingActive says why
@@ -259,13 +267,7 @@ async def test_replicas_follow_engine_metrics_up_and_down(k: Emulator, engines: 
 async def test_a_drafter_whose_drafts_are_rejected_turns_degraded(k: Emulator, engines: FakeEngines) -> None:
     """The e4b plan on an L4 uses its MTP drafter (speculativeDecoding auto); the loop reads the pods' draft
     counters, and 10% accepted over the 600 s window turns Degraded with the advice to turn it off."""
-    clock = Clock()
-    async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
-                             metrics_url_template=engines.url_template) as op:
-        assert op.ctx is not None
-        op.ctx.clock = clock
-        await h.create(k, G4D, cr(autoscalingMetricSpecs=[QUEUE]))
-        await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
+    async with queue_scaled(k, engines) as (_, clock):
         await h.wait_for(lambda: status(k).get("plan"), what="status.plan")
         assert status(k)["plan"]["drafter"] == "google/gemma-4-E4B-it-assistant"
         engines.drafts["chat-a"] = (100.0, 200.0)
