@@ -30,6 +30,7 @@ class Choice:
     below_floor: bool  # a format below the catalog's quality floor
     native: bool  # the hardware computes in this format natively (not e.g. FP8 through Marlin on Ampere)
     preference: tuple[int, int]  # (engine order, the format's place in the engine's auto order)
+    speculative_note: str = ""  # why speculative decoding is on or off (planner/speculative.py)
 
     @property
     def label(self) -> str:
@@ -111,8 +112,8 @@ def _notes(spec: Gemma4DeploymentSpec, best: Choice, settings: EngineSettings, c
     if spec.serving.kv_cache_dtype is KvCacheDtypeChoice.AUTO:
         notes.append(_kv_note(c, best.engine, catalog))
     notes += settings.modality_notes
-    if c.speculative_note:
-        notes.append(c.speculative_note)
+    if best.speculative_note:
+        notes.append(best.speculative_note)
     if spec.serving.gpu_memory_utilization is not None and not best.engine.info.gpu_memory_utilization_flag:
         notes.append(f"serving.gpuMemoryUtilization ignored: {best.engine.name} has no such setting (it allocates "
                      "what its context needs)")

@@ -59,7 +59,6 @@ class Candidate:
     warnings: tuple[str, ...]
     drafter: Drafter | None = None  # speculative decoding's MTP drafter, fitted beside the weights
     speculative_tokens: int = 0
-    speculative_note: str = ""  # why speculative decoding is on or off (planner/speculative.py)
 
     @property
     def text_only(self) -> bool:

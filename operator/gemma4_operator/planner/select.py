@@ -9,7 +9,7 @@ and the fits are scored: the cheapest plan that keeps quality (see :func:`rank`)
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.catalog import Accelerator, Catalog, load_catalog
@@ -32,8 +32,17 @@ class _Search:
     allowed: list[Engine]
     prices: Mapping[str, float]
 
+    decisions: dict[str, speculative.Decision] = field(default_factory=dict)  # per engine: the same for every candidate
+
     def price(self, accel: Accelerator) -> float:
         return self.prices.get(accel.name, self.catalog.price(accel.name))
+
+    def drafting(self, engine: Engine) -> speculative.Decision:
+        """serving.speculativeDecoding's decision before memory (planner/speculative.py), once per engine."""
+        if engine.name not in self.decisions:
+            self.decisions[engine.name] = speculative.decide(self.spec, engine.name, engine.info.version, self.source,
+                                                             self.catalog)
+        return self.decisions[engine.name]
 
 
 def _fit(s: _Search, prepared: candidates.Prepared, gpus: int, kv_dtype: str) -> Choice | Rejection:
@@ -44,38 +53,38 @@ def _fit(s: _Search, prepared: candidates.Prepared, gpus: int, kv_dtype: str) ->
     fitted = _fit_speculative(s, matched, engine)
     if isinstance(fitted, Rejection):
         return fitted
-    matched, result = fitted
+    matched, result, note = fitted
     native = s.catalog.formats[fmt].native_on(accel)
-    return Choice(matched, result, engine, cost=s.price(accel) * max(gpus, 1),
+    return Choice(matched, result, engine, speculative_note=note, cost=s.price(accel) * max(gpus, 1),
                   below_floor=s.catalog.below_floor(fmt), native=native,
                   preference=(s.allowed.index(engine), engine.info.auto_formats.index(fmt)
                               if fmt in engine.info.auto_formats else len(engine.info.auto_formats)))
 
 
-def _fit_speculative(s: _Search, matched: Candidate, engine: Engine) -> tuple[Candidate, MemoryFit] | Rejection:
+def _fit_speculative(s: _Search, matched: Candidate, engine: Engine) -> tuple[Candidate, MemoryFit, str] | Rejection:
     """The candidate fitted with its drafter (serving.speculativeDecoding), or without one where mode auto
-    finds it does not fit (planner/speculative.py decides, the engine fits)."""
-    decision = speculative.decide(s.spec, engine.name, engine.info.version, s.source, s.catalog)
+    finds it does not fit, and the plan note that says which and why (planner/speculative.py decides, the
+    engine fits)."""
+    decision = s.drafting(engine)
     if decision.refusal is not None:
         return matched.reject(decision.refusal)
-    plain = replace(matched, speculative_note=decision.note)
-    fit = engine.fit(plain) if decision.drafter is None or speculative.falls_back(s.spec) else None
-    if decision.drafter is not None:
+    fit = engine.fit(matched) if decision.drafter is None or speculative.falls_back(s.spec) else None
+    # auto: what does not fit without the drafter does not fit with it either
+    if decision.drafter is not None and not isinstance(fit, Shortfall):
         drafted = replace(matched, drafter=decision.drafter, speculative_tokens=decision.tokens)
         result = engine.fit(drafted)
         if not isinstance(result, Shortfall):
             # mode auto plans larger loads without the drafter: the largest concurrency it accepts is the plain fit's
             most = fit.max_concurrency if isinstance(fit, MemoryFit) else result.max_concurrency
             note = speculative.on_note(s.spec, decision, matched.gpus, (result.max_concurrency, most), s.catalog)
-            return replace(drafted, speculative_note=note), replace(result, max_concurrency=most)
+            return drafted, replace(result, max_concurrency=most), note
         decision = speculative.without_memory(s.spec, decision, result.reason)
         if decision.refusal is not None:
             return matched.reject(decision.refusal, result.shortfall_gib)
-        plain = replace(matched, speculative_note=decision.note)
     assert fit is not None, "mode auto fits the candidate without a drafter too"
     if isinstance(fit, Shortfall):
-        return plain.reject(fit.reason, fit.shortfall_gib)
-    return plain, fit
+        return matched.reject(fit.reason, fit.shortfall_gib)
+    return matched, fit, decision.note
 
 
 def _on_gpus(s: _Search, prepared: candidates.Prepared, gpus: int) -> Choice | Rejection:
