@@ -75,6 +75,7 @@ class FakeEngines:
 
     def __init__(self) -> None:
         self.waiting: dict[str, float] = {}
+        self.running: dict[str, float] = {}  # vllm:num_requests_running per pod (3 unless a test sets it)
         self.gpu_util: dict[str, float] = {}
         self.ips: dict[str, str] = {}
         self.scrapes: dict[str, int] = {}
@@ -102,7 +103,8 @@ class FakeEngines:
             self.scrapes[name] += 1
             if name in self.endless:
                 return await endless(request)
-            return aiohttp.web.Response(text=exposition(self.waiting[name]) + draft_counters(self.drafts.get(name)),
+            text = exposition(self.waiting[name], self.running.get(name, 3.0)) + draft_counters(self.drafts.get(name))
+            return aiohttp.web.Response(text=text,
                                         content_type="text/plain", charset="utf-8")
 
         app = aiohttp.web.Application()
@@ -473,3 +475,46 @@ async def test_a_restarted_operator_holds_a_scale_down_only_as_long_as_the_windo
         assert replicas(k) == 3  # not early
         clock.now += 110  # 310 s after the 3, 110 s after the restart: a fresh window would still hold
         await h.wait_for(lambda: replicas(k) == 1, what="scale down when the window really ends")
+
+
+ZERO = {"minReplicaCount": 0, "scaleToZeroSpec": {"idleScaledownPeriod": "5m", "minScaleupPeriod": "5m"},
+        "autoscalingMetricSpecs": [QUEUE]}
+
+
+def autoscaling_status(k: Emulator) -> dict[str, Any]:
+    auto: dict[str, Any] = status(k).get("autoscaling", {})
+    return auto
+
+
+async def test_an_idle_deployment_scales_to_zero_and_a_restart_keeps_the_idle_timer(
+        k: Emulator, engines: FakeEngines) -> None:
+    """The first operator sees the pod idle (nothing running or waiting, the request counter flat) and writes
+    idleSince; a second one, started with empty memory when the period is over, reads it back and scales to
+    zero at once instead of starting the period again."""
+    clock = Clock()
+    async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
+                             metrics_url_template=engines.url_template) as op:
+        assert op.ctx is not None
+        op.ctx.clock = clock
+        await h.create(k, G4D, cr(**ZERO))
+        await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
+        await add_pod(k, engines, "chat-a", waiting=0)
+        await h.wait_for(lambda: engines.scrapes["chat-a"] >= 2, what="scrapes of a busy pod (3 running)")
+        assert autoscaling_status(k).get("idleSince", "") == ""
+        engines.running["chat-a"] = 0
+        await h.wait_for(lambda: autoscaling_status(k).get("idleSince"), what="idleSince in status")
+        assert autoscaling_status(k)["idleSince"] == "1970-01-01T00:16:40.000Z"  # the clock's 1000 s
+        assert autoscaling_status(k)["scaledToZero"] is False
+        mark = len(h.writes(k))
+        seen = engines.scrapes["chat-a"]
+        await h.wait_for(lambda: engines.scrapes["chat-a"] >= seen + 5, what="more idle ticks")
+        assert [h.describe(r) for r in h.writes(k)[mark:]] == []  # an idle deployment costs no writes
+    clock.now += 300
+    async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
+                             metrics_url_template=engines.url_template) as op:
+        assert op.ctx is not None
+        op.ctx.clock = clock
+        await h.wait_for(lambda: replicas(k) == 0, what="scale to zero on the restored idle timer")
+        await h.wait_for(lambda: autoscaling_status(k).get("scaledToZero") is True, what="scaledToZero")
+        await h.wait_for(lambda: any(m.startswith("Scaled from 1 to 0: scale to zero: no request for 300s")
+                                     for m in scaled_events(k)), what="the Scaled event")  # posted after the status

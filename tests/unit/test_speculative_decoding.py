@@ -4,9 +4,6 @@ command line and download, and the acceptance-rate decision table that turns sta
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,8 @@ from gemma4_operator.planner.select import plan
 from gemma4_operator.planner.weights import DRAFTER_SUBDIRECTORY
 from gemma4_operator.reconcile import status as observe
 from gemma4_operator.render.children import Owner
-from gemma4_operator.render.download import checkpoint_id, download_command
+from gemma4_operator.render.download import checkpoint_id, download_manifest
+from gemma4_operator.weights.artifacts import Kind
 
 CATALOG = load_catalog()
 FACTS = ClusterFacts.every_catalog_type(CATALOG)
@@ -188,34 +186,10 @@ def test_a_cached_checkpoint_loads_its_drafter_from_the_cache_too() -> None:
     p = plan(spec, FACTS)
     drafter_dir = f"{p.weights.directory}/{DRAFTER_SUBDIRECTORY}"
     assert _speculative_config(p, spec)["model"] == drafter_dir
-    assert checkpoint_id(p).endswith(f" +{DRAFTER_31B}")
-    command = download_command(p)
-    assert command[:2] == ["sh", "-c"] and command[command.index("--") + 1:][:3] == ["hf", "download", p.weights.repo]
-    assert command[5:7] == [DRAFTER_31B, drafter_dir]
-
-
-def test_the_download_job_fetches_the_drafter_then_the_checkpoint_and_keeps_both(tmp_path: Path) -> None:
-    """The Job's real command under sh, with a stand-in `hf` (a fake: it writes one file per download, as
-    `hf download REPO --local-dir DIR` would) and the real download wrapper."""
-    spec = _spec({**TP2_31B, "storage": {"modelCache": {"size": "80Gi"}}})
-    p = plan(spec, FACTS)
-    root = "/cache/models"
-    command = [arg.replace(root, str(tmp_path / "models")) for arg in download_command(p)]
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "hf").write_text('#!/bin/sh\nrepo=$2; while [ "$1" != --local-dir ]; do shift; done\n'
-                                'mkdir -p "$2" && echo "$repo" > "$2/model.safetensors"\n')
-    (bin_dir / "hf").chmod(0o755)
-    (bin_dir / "python3").symlink_to(sys.executable)
-    old = tmp_path / "models" / "google" / "gemma-4-E2B-it" / "main"
-    old.mkdir(parents=True)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GEMMA4_TERMINATION_LOG": str(tmp_path / "log")}
-    subprocess.run(command, env=env, check=True, timeout=60)
-    directory = Path(p.weights.directory.replace(root, str(tmp_path / "models")))
-    assert (directory / "model.safetensors").read_text().strip() == p.weights.repo
-    assert (directory / DRAFTER_SUBDIRECTORY / "model.safetensors").read_text().strip() == DRAFTER_31B
-    assert not old.exists()  # the older checkpoint was pruned
-    assert json.loads((tmp_path / "log").read_text())["exitCode"] == 0
+    assert checkpoint_id(p).endswith(f" +{DRAFTER_31B}")  # a new drafter is a new download Job
+    artifacts = download_manifest(p, spec).artifacts
+    assert [(a.kind, a.repo, a.local_dir) for a in artifacts] == [
+        (Kind.CHECKPOINT, p.weights.repo, p.weights.directory), (Kind.DRAFTER, DRAFTER_31B, drafter_dir)]
 
 
 # ---- the acceptance rate: decision table ----------------------------------------------------------------------

@@ -17,6 +17,25 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gemma4_operator.api.adapters import (
+    ADAPTER_NAME_MESSAGE,
+    ADAPTER_NAME_PATTERN,
+    ADAPTER_URI_MESSAGE,
+    BASE_NAME_CLASH_MESSAGE,
+    CACHED_BELOW_ACTIVE_MESSAGE,
+    DUPLICATE_ADAPTER_MESSAGE,
+    LORA_WITHOUT_ADAPTERS_MESSAGE,
+    MAX_ACTIVE_ADAPTERS,
+    MAX_ADAPTERS,
+    MAX_CACHED_ADAPTERS,
+    MAX_LORA_RANKS,
+    MAX_RANK_MESSAGE,
+    SERVED_NAME_CEL,
+    TARGET_MODULE_PATTERN,
+    adapter_list_problems,
+    lora_problems,
+    served_model_name,
+)
 from gemma4_operator.api.core_v1 import label_problems, name_problems, shape_problems
 from gemma4_operator.api.metric_names import ACCEPTED_METRIC_NAMES
 from gemma4_operator.api.problems import (
@@ -119,11 +138,16 @@ K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # :latest, which changes under a running Deployment: refused)
 _OCI_REFERENCE = (r"oci://[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+"
                   r"(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}|@sha256:[a-f0-9]{64})")
-SOURCE_URI_PATTERN = (r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+(@[A-Za-z0-9._/-]+|:[A-Za-z0-9_.-]+)?"
-                      r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]*|" + _OCI_REFERENCE + r")$")
+_HF_REPO = r"hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+"
+_PVC_PATH = r"pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]*"
+# hf://REPO@REV:QUANT: a git ref cannot hold ':' (git check-ref-format), so the quant tag follows the revision
+SOURCE_URI_PATTERN = (r"^(" + _HF_REPO + r"(@[A-Za-z0-9._/-]+)?(:[A-Za-z0-9_.-]+)?|" + _PVC_PATH + "|"
+                      + _OCI_REFERENCE + r")$")
+# an adapter: no :QUANT (an adapter repo holds one adapter), otherwise as a checkpoint's source
+ADAPTER_URI_PATTERN = r"^(" + _HF_REPO + r"(@[A-Za-z0-9._/-]+)?|" + _PVC_PATH + "|" + _OCI_REFERENCE + r")$"
 SOURCE_URI_MESSAGE = (
     "source.uri must be hf://REPO[@REVISION] (a Hugging Face repo, e.g. hf://google/gemma-4-E4B-it), "
-    "hf://REPO:GGUF_QUANT (a GGUF repo for llama.cpp, e.g. hf://ggml-org/gemma-4-E4B-it-GGUF:Q4_K_M), "
+    "hf://REPO[@REVISION]:GGUF_QUANT (a GGUF repo for llama.cpp, e.g. hf://ggml-org/gemma-4-E4B-it-GGUF:Q4_K_M), "
     "pvc://CLAIM/PATH (weights on a PersistentVolumeClaim in this namespace) or "
     "oci://REGISTRY/REPO:TAG or oci://REGISTRY/REPO@sha256:DIGEST (a catalog checkpoint packaged as an OCI "
     "artifact, mounted as an image volume)"
@@ -183,7 +207,7 @@ class ModelSource(ApiModel):
     uri: Annotated[str, Field(
         description=(
             "Where the weights come from, overriding the catalog's checkpoint. "
-            "`hf://REPO[@REVISION]` for a Hugging Face repo (vLLM), `hf://REPO:QUANT` for a GGUF repo "
+            "`hf://REPO[@REVISION]` for a Hugging Face repo (vLLM), `hf://REPO[@REVISION]:QUANT` for a GGUF repo "
             "(llama.cpp, e.g. hf://ggml-org/gemma-4-E4B-it-GGUF:Q4_K_M), `pvc://CLAIM/PATH` for weights "
             "already on a PersistentVolumeClaim in this namespace, or `oci://REGISTRY/REPO:TAG` "
             "(or `@sha256:DIGEST`) for the planner's catalog checkpoint packaged as an OCI artifact (the files "
@@ -213,7 +237,56 @@ class ModelSource(ApiModel):
     )] = None
 
 
+class AdapterSpec(ApiModel):
+    """One LoRA adapter served on the base model under its own OpenAI model name."""
+
+    name: Annotated[str, Field(
+        description=(
+            "The OpenAI `model` a client sends to use this adapter (the base model stays reachable under its "
+            "served name, gemma-4-VARIANT[-it], which an adapter may not take). A DNS-1123 label, unique among "
+            "the adapters; the adapter's files are staged at /models/adapters/NAME."
+        ),
+        min_length=1, max_length=63, json_schema_extra={"pattern": ADAPTER_NAME_PATTERN},
+    )]
+    uri: Annotated[str, Field(
+        description=(
+            "Where the adapter comes from: `hf://REPO[@REVISION]` (a Hugging Face repo: a PEFT directory with "
+            "adapter_config.json and adapter_model.safetensors for vLLM, a GGUF adapter for llama.cpp), "
+            "`pvc://CLAIM/PATH` (already on a PersistentVolumeClaim in this namespace) or "
+            "`oci://REGISTRY/REPO:TAG` (or `@sha256:DIGEST`, the adapter's files packaged as an OCI artifact). "
+            "It is fetched with the checkpoint and checked (rank, target modules, base model) before a serving "
+            "pod starts; status.adapters says whether it serves and, if not, what to do."
+        ),
+        min_length=1, max_length=512,
+    )]
+    token_secret_ref: Annotated[SecretKeyRef | None, Field(
+        alias="tokenSecretRef",
+        description=("Secret holding a Hugging Face token for a private or gated adapter repo, used only by the "
+                     "pods that download (never in arguments, logs or status)."),
+    )] = None
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, name: str) -> str:
+        """The words for the schema's pattern (pydantic would print the regular expression)."""
+        if re.fullmatch(ADAPTER_NAME_PATTERN, name, flags=re.ASCII) is None:
+            raise ValueError(f"{ADAPTER_NAME_MESSAGE}; got {shown(name, kind=False)}")
+        return name
+
+
+_MODEL_RULES = cel_rules(
+    CelRule(rule="self.adapters.all(a, self.adapters.exists_one(b, b.name == a.name))",
+            message=DUPLICATE_ADAPTER_MESSAGE, field_path=".adapters"),
+    CelRule(rule=f"self.adapters.all(a, a.name != {SERVED_NAME_CEL})",
+            message=BASE_NAME_CLASH_MESSAGE, field_path=".adapters"),
+    CelRule(rule=f"self.adapters.all(a, a.uri.matches(r'{ADAPTER_URI_PATTERN}'))",
+            message=ADAPTER_URI_MESSAGE, field_path=".adapters"),
+)
+
+
 class ModelSpec(ApiModel):
+    model_config = ConfigDict(json_schema_extra=_MODEL_RULES)
+
     variant: Annotated[Variant, Field(description=(
         "Gemma 4 variant: e2b and e4b (dense, per-layer embeddings, text+image+audio, 128K context), "
         "26b-a4b (mixture of experts, 3.8B active, text+image, 256K context) or 31b (dense, text+image, "
@@ -226,6 +299,30 @@ class ModelSpec(ApiModel):
     source: Annotated[ModelSource | None, Field(description=(
         "Optional override of the checkpoint the planner picks from its catalog."
     ))] = None
+    adapters: Annotated[list[AdapterSpec], Field(
+        description=(
+            "LoRA adapters served on this base model, each under its own OpenAI model name: a request whose "
+            "`model` is an adapter's name runs with that adapter (vLLM), the base's served name runs without. "
+            "Their GPU slots come out of the KV cache (status.plan.memoryGiB.lora; serving.lora sizes them). "
+            "A merged fine-tune is a checkpoint: use model.source.uri instead."
+        ),
+        max_length=MAX_ADAPTERS,
+    )] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_adapters(self) -> ModelSpec:
+        """The pydantic twin of _MODEL_RULES."""
+        problems = adapter_list_problems([a.name for a in self.adapters], self.served_name)
+        if any(re.fullmatch(ADAPTER_URI_PATTERN, a.uri, flags=re.ASCII) is None for a in self.adapters):
+            problems.append(ADAPTER_URI_MESSAGE)
+        if problems:
+            raise cross_field_error(problems)
+        return self
+
+    @property
+    def served_name(self) -> str:
+        """The base model's OpenAI `model` name."""
+        return served_model_name(self.variant.value, self.instruction_tuned)
 
 
 class AcceleratorSpec(ApiModel):
@@ -346,6 +443,51 @@ class SpeculativeDecodingSpec(ApiModel):
         ),
         ge=1, le=MAX_SPECULATIVE_TOKENS,
     )] = None
+_LORA_RULES = cel_rules(
+    CelRule(rule=f"!has(self.maxRank) || self.maxRank in {list(MAX_LORA_RANKS)!r}",
+            message=MAX_RANK_MESSAGE, field_path=".maxRank"),
+    CelRule(rule=("!has(self.cachedAdapters) || !has(self.maxActiveAdapters) || "
+                  "self.cachedAdapters >= self.maxActiveAdapters"),
+            message=CACHED_BELOW_ACTIVE_MESSAGE, field_path=".cachedAdapters"),
+)
+
+
+_TargetModule = Annotated[str, Field(min_length=1, max_length=64, pattern=TARGET_MODULE_PATTERN)]
+
+
+class LoraSpec(ApiModel):
+    """How the engine holds model.adapters; every field is derived when omitted (status.plan.lora shows it)."""
+
+    model_config = ConfigDict(json_schema_extra=_LORA_RULES)
+
+    max_rank: Annotated[int | None, Field(alias="maxRank", ge=1, le=MAX_LORA_RANKS[-1], description=(
+        "Largest adapter rank the slots hold (vLLM --max-lora-rank: 1, 8, 16, 32, 64, 128, 256, 320 or 512). "
+        "Unset: the smallest of these at or above the highest rank among the adapters (16 until they are "
+        "read). Slot memory grows linearly with it."))] = None
+    max_active_adapters: Annotated[int | None, Field(alias="maxActiveAdapters", ge=1, le=MAX_ACTIVE_ADAPTERS,
+                                                     description=(
+        "Adapters a replica runs in one batch (vLLM --max-loras): GPU slots preallocated on every wrapped layer "
+        "and taken from the KV cache (status.plan.memoryGiB.lora). Requests for more distinct adapters than "
+        "slots wait for a swap. Unset: the number of adapters, at most 4."))] = None
+    cached_adapters: Annotated[int | None, Field(alias="cachedAdapters", ge=1, le=MAX_CACHED_ADAPTERS,
+                                                 description=(
+        "Adapters kept in host memory for quick swaps into the GPU slots (vLLM --max-cpu-loras, at least "
+        "maxActiveAdapters); their size is added to the pod's memory request. Unset: the number of adapters."
+    ))] = None
+    target_modules: Annotated[list[_TargetModule] | None, Field(alias="targetModules", max_length=16, description=(
+        "Module suffixes that get adapter slots (vLLM --lora-target-modules, e.g. [qkv_proj, o_proj, "
+        "gate_up_proj, down_proj]). Unset: every module vLLM supports, which on 26b-a4b includes the experts, "
+        "whose slots dominate the adapter memory (status.plan.notes says how much leaving them out saves). "
+        "An adapter's weights on other modules are not applied."),
+        json_schema_extra={"x-kubernetes-list-type": "set"})] = None
+
+    @model_validator(mode="after")
+    def _check_ladder(self) -> LoraSpec:
+        """The pydantic twin of _LORA_RULES."""
+        problems = lora_problems(self.max_rank, self.max_active_adapters, self.cached_adapters)
+        if problems:
+            raise cross_field_error(problems)
+        return self
 
 
 class ServingSpec(ApiModel):
@@ -425,6 +567,9 @@ class ServingSpec(ApiModel):
         "Speculative decoding with Gemma 4's MTP drafter checkpoints (vLLM): on where it pays by default "
         "(mode auto); with the built-in autoscaler, status.speculativeDecoding shows the drafts' acceptance "
         "rate."))] = Field(default_factory=SpeculativeDecodingSpec)
+    lora: Annotated[LoraSpec | None, Field(description=(
+        "LoRA slots for model.adapters: rank, adapters per batch, host cache and target modules. All derived "
+        "when omitted."))] = None
 
 
 class AutoscalingMetricSpec(ApiModel):
@@ -452,11 +597,84 @@ class AutoscalingMetricSpec(ApiModel):
     ), ge=1, le=100000)] = None
 
 
+# Vertex AI DedicatedResources.ScaleToZeroSpec: both periods [MinValue=300] (5 minutes), [MaxValue=28800] (8 hours)
+SCALE_TO_ZERO_MIN_SECONDS = 300
+SCALE_TO_ZERO_MAX_SECONDS = 28800
+# A Go/CEL duration of whole hours, minutes and seconds ("300s", the protobuf Duration JSON Vertex writes, or "1h30m")
+DURATION_PATTERN = r"^([0-9]{1,2}h)?([0-9]{1,3}m)?([0-9]{1,5}s)?$"
+_DURATION_PARTS = re.compile(DURATION_PATTERN)
+
+
+def duration_seconds(text: str) -> int:
+    """Seconds in a duration matching :data:`DURATION_PATTERN`; ValueError for anything else."""
+    parts = _DURATION_PARTS.match(text)
+    if not text or parts is None:
+        raise ValueError(f"{text!r} is not a duration such as 300s, 15m or 1h30m")
+    hours, minutes, seconds = (int(p[:-1]) if p else 0 for p in parts.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _period_rule(field: str) -> CelRule:
+    return CelRule(
+        rule=(f"duration(self.{field}) >= duration('{SCALE_TO_ZERO_MIN_SECONDS}s') && "
+              f"duration(self.{field}) <= duration('{SCALE_TO_ZERO_MAX_SECONDS}s')"),
+        message=(f"scaleToZeroSpec.{field} must be between 5m ({SCALE_TO_ZERO_MIN_SECONDS}s) and 8h "
+                 f"({SCALE_TO_ZERO_MAX_SECONDS}s), Vertex AI's bounds"),
+        field_path=f".{field}",
+    )
+
+
+_SCALE_TO_ZERO_RULES = cel_rules(_period_rule("idleScaledownPeriod"), _period_rule("minScaleupPeriod"))
+_DURATION_FIELD: dict[str, Any] = {"pattern": DURATION_PATTERN, "min_length": 2, "max_length": 16}
+
+
+class ScaleToZeroSpec(ApiModel):
+    """Vertex AI ``scaleToZeroSpec``: when an idle deployment goes to zero replicas."""
+
+    model_config = ConfigDict(json_schema_extra=_SCALE_TO_ZERO_RULES)
+
+    idle_scaledown_period: Annotated[str, Field(
+        alias="idleScaledownPeriod",
+        description=(
+            "How long no request may be served, running, waiting on any replica or held by the activator before the "
+            "deployment scales to zero, e.g. 900s, 15m or 1h30m (5m to 8h). Missing metrics never count as idle."),
+        **_DURATION_FIELD,
+    )] = "15m"
+    min_scaleup_period: Annotated[str, Field(
+        alias="minScaleupPeriod",
+        description=(
+            "After any scale-up (a wake from zero included), no scale-down of any size before this much time "
+            "has passed, e.g. 300s or 10m (5m to 8h)."),
+        **_DURATION_FIELD,
+    )] = "5m"
+
+    @property
+    def idle_scaledown_seconds(self) -> int:
+        return duration_seconds(self.idle_scaledown_period)
+
+    @property
+    def min_scaleup_seconds(self) -> int:
+        return duration_seconds(self.min_scaleup_period)
+
+    def period_problems(self) -> list[str]:
+        """The pydantic twin of this model's CEL rules (same messages, same order), for AutoscalingSpec's."""
+        seconds = (self.idle_scaledown_seconds, self.min_scaleup_seconds)
+        rules = _SCALE_TO_ZERO_RULES["x-kubernetes-validations"]
+        return [rule["message"] for rule, s in zip(rules, seconds, strict=True)
+                if not SCALE_TO_ZERO_MIN_SECONDS <= s <= SCALE_TO_ZERO_MAX_SECONDS]
+
+
 _AUTOSCALING_RULES = cel_rules(
         CelRule(
-            rule="self.minReplicaCount >= 1",
-            message="minReplicaCount: scale to zero (0) is not supported yet; use 1 or more",
+            rule="self.minReplicaCount >= 1 || has(self.scaleToZeroSpec)",
+            message=("minReplicaCount: 0 (scale to zero) needs scaleToZeroSpec {idleScaledownPeriod, "
+                     "minScaleupPeriod}, as in Vertex AI; or use 1 or more"),
             field_path=".minReplicaCount",
+        ),
+        CelRule(
+            rule="!has(self.scaleToZeroSpec) || self.minReplicaCount == 0",
+            message="scaleToZeroSpec applies only with minReplicaCount: 0; set minReplicaCount to 0 or remove it",
+            field_path=".scaleToZeroSpec",
         ),
         CelRule(
             rule="self.minReplicaCount <= self.maxReplicaCount",
@@ -482,7 +700,8 @@ class AutoscalingSpec(ApiModel):
 
     min_replica_count: Annotated[int, Field(
         alias="minReplicaCount",
-        description="Fewest replicas kept running. Must be at least 1 (scale to zero is not supported yet).",
+        description=("Fewest replicas kept running. 0 (scale to zero) needs scaleToZeroSpec: an idle deployment then "
+                     "runs no replica, the activator holds the first request and wakes one."),
         ge=0, le=1000,
     )] = 1
     max_replica_count: Annotated[int, Field(
@@ -492,9 +711,11 @@ class AutoscalingSpec(ApiModel):
         alias="autoscalingMetricSpecs",
         description=(
             "Metrics and targets. Scale up when any metric is over its target, down only when all are under "
-            "(Vertex AI semantics). Empty means vllm/num_requests_waiting at 5 paired with "
-            "vllm/kv_cache_usage_perc at 80 (vLLM) or vllm/num_requests_running at 80% of the slots (llama.cpp): "
-            "a queue target alone drives replicas to the minimum whenever the queue is empty."
+            "(Vertex AI semantics). Empty means the plan's default, for every engine: vllm/num_requests_waiting at "
+            "2 per replica paired with vllm/num_requests_running at 92.5% of a replica's slots (vLLM: status.plan."
+            "maxConcurrency; llama.cpp: serving.concurrency): the queue scales up, the requests in flight hold the "
+            "count while replicas are busy "
+            "(a queue target alone drives replicas to the minimum whenever the queue is empty)."
         ),
         max_length=6,
     )] = Field(default_factory=list)
@@ -503,6 +724,9 @@ class AutoscalingSpec(ApiModel):
         description="Scale-down stabilization window: the highest recommendation within it is used.",
         ge=0, le=3600,
     )] = 300
+    scale_to_zero_spec: Annotated[ScaleToZeroSpec | None, Field(alias="scaleToZeroSpec", description=(
+        "Vertex AI scaleToZeroSpec, required with minReplicaCount 0: how long the deployment must be idle before "
+        "it goes to zero (idleScaledownPeriod) and how long any scale-up holds (minScaleupPeriod)."))] = None
     backend: Annotated[AutoscalingBackend, Field(description=(
         "operator: the built-in autoscaler scrapes each pod's /metrics and sets the replicas. keda: the operator "
         "renders a KEDA ScaledObject with equivalent Prometheus triggers and leaves replicas to KEDA."
@@ -513,13 +737,16 @@ class AutoscalingSpec(ApiModel):
         """The pydantic twin of this model's CEL rules (same messages, same order)."""
         names = [m.metric_name for m in self.autoscaling_metric_specs]
         broken = [
-            self.min_replica_count < 1,
+            self.min_replica_count < 1 and self.scale_to_zero_spec is None,
+            self.scale_to_zero_spec is not None and self.min_replica_count != 0,
             self.min_replica_count > self.max_replica_count,
             self.backend is AutoscalingBackend.KEDA and not self.autoscaling_metric_specs,
             len(names) != len(set(names)),
         ]
         rules = _AUTOSCALING_RULES["x-kubernetes-validations"]
         problems = [rule["message"] for rule, bad in zip(rules, broken, strict=True) if bad]
+        if self.scale_to_zero_spec is not None:
+            problems += self.scale_to_zero_spec.period_problems()
         if problems:
             raise cross_field_error(problems)
         return self
@@ -549,8 +776,9 @@ class StorageSpec(ApiModel):
     model_cache: Annotated[ModelCacheSpec | None, Field(
         alias="modelCache",
         description=("A PersistentVolumeClaim NAME-model-cache filled once by a download Job NAME-download "
-                     "(huggingface_hub's `hf download`, the token from model.source.tokenSecretRef) before any "
-                     "serving pod starts; serving pods mount it read-only with the Hub offline, so scale-up "
+                     "(`gemma4-operator download` with huggingface_hub, the token from model.source.tokenSecretRef; "
+                     "the hf:// adapters of model.adapters too, checked before use) before any serving pod starts; "
+                     "serving pods mount it read-only with the Hub offline, so scale-up "
                      "never downloads. A new checkpoint (variant, format, source) runs a new download and the "
                      "Deployment keeps the old one until it succeeds. Without it, every pod downloads into an "
                      "emptyDir sized for the checkpoint. status.model follows the download."),
@@ -695,6 +923,11 @@ _SPEC_RULES = cel_rules(
         message=LITERAL_TOKEN_MESSAGE,
         field_path=".serving.env",
     ),
+    CelRule(
+        rule="!has(self.serving) || !has(self.serving.lora) || size(self.model.adapters) > 0",
+        message=LORA_WITHOUT_ADAPTERS_MESSAGE,
+        field_path=".serving.lora",
+    ),
 )
 
 
@@ -777,6 +1010,8 @@ class Gemma4DeploymentSpec(ApiModel):
             problems.append(_SPEC_RULES_BY_PATH[".serving.gpuMemoryUtilization"])
         if any(e.name in HF_TOKEN_NAMES and e.value is not None for e in self.serving.env):
             problems.append(LITERAL_TOKEN_MESSAGE)
+        if self.serving.lora is not None and not self.model.adapters:
+            problems.append(LORA_WITHOUT_ADAPTERS_MESSAGE)
         if problems:
             raise cross_field_error(problems)
         return self
@@ -848,7 +1083,9 @@ class Gemma4Deployment(ApiModel):
 
 
 class Condition(ApiModel):
-    type: Annotated[str, Field(description="Planned, Available, Progressing, Degraded or Ready.")]
+    type: Annotated[str, Field(description=(
+        "Planned, ModelReady, AdaptersReady (every adapter of spec.model.adapters fetched, checked and "
+        "served), Available, Progressing, Degraded or Ready."))]
     status: Annotated[Literal["True", "False", "Unknown"], Field(description="True, False or Unknown.")]
     reason: Annotated[str, Field(description="CamelCase reason for the last transition.")] = ""
     message: Annotated[str, Field(description="Human-readable detail.")] = ""
@@ -863,6 +1100,22 @@ class PlanMemory(ApiModel):
     kv_cache: Annotated[float, Field(alias="kvCache", description="GiB of KV-cache pool per GPU.")]
     overhead: Annotated[float, Field(description="GiB of activations, CUDA graphs and runtime buffers per GPU.")]
     capacity: Annotated[float, Field(description="GiB of memory per GPU (or the CPU pod's memory budget).")]
+    lora: Annotated[float, Field(description=(
+        "GiB of LoRA adapter slots per GPU (serving.lora.maxActiveAdapters x the bytes one slot takes on every "
+        "wrapped layer at maxRank, after tensor-parallel sharding), taken from the KV-cache pool. 0 without "
+        "adapters."))] = 0.0
+
+
+class PlanLora(ApiModel):
+    max_rank: Annotated[int, Field(alias="maxRank", description="vLLM --max-lora-rank served.")]
+    max_active_adapters: Annotated[int, Field(alias="maxActiveAdapters", description=(
+        "GPU adapter slots (vLLM --max-loras)."))]
+    cached_adapters: Annotated[int, Field(alias="cachedAdapters", description=(
+        "Adapters kept in host memory (vLLM --max-cpu-loras)."))]
+    target_modules: Annotated[list[str], Field(alias="targetModules", description=(
+        "Module suffixes that get slots; empty: every module the engine supports."))] = Field(default_factory=list)
+    host_gib: Annotated[float, Field(alias="hostGiB", description=(
+        "GiB of host memory the cached adapters add to the pod's memory request."))] = 0.0
 
 
 class PlanStatus(ApiModel):
@@ -893,6 +1146,8 @@ class PlanStatus(ApiModel):
         "The MTP drafter checkpoint speculative decoding uses (serving.speculativeDecoding); empty when off."))] = ""
     num_speculative_tokens: Annotated[int, Field(alias="numSpeculativeTokens", description=(
         "Tokens the drafter proposes per step; 0 when speculative decoding is off."))] = 0
+    lora: Annotated[PlanLora | None, Field(description=(
+        "The LoRA slots in force (serving.lora with what was derived); absent without adapters."))] = None
 
 
 class MetricStatusEntry(ApiModel):
@@ -918,6 +1173,16 @@ class AutoscalingStatus(ApiModel):
         default_factory=list)
     recommended_replicas: Annotated[int | None, Field(alias="recommendedReplicas", description=(
         "Built-in autoscaler: the latest recommendation from the metrics (before stabilization)."))] = None
+    idle_since: Annotated[str, Field(alias="idleSince", description=(
+        "Built-in autoscaler with scaleToZeroSpec: since when (RFC 3339) no replica served, ran or queued a request "
+        "and the activator held none; empty while there is traffic or a metric is missing. The deployment scales to "
+        "zero idleScaledownPeriod after it. Written only when it changes; read back after an operator restart."))] = ""
+    last_scale_up_time: Annotated[str, Field(alias="lastScaleUpTime", description=(
+        "Built-in autoscaler: when replicas were last raised (a wake from zero included); no scale-down before "
+        "scaleToZeroSpec.minScaleupPeriod after it. Read back after an operator restart."))] = ""
+    scaled_to_zero: Annotated[bool, Field(alias="scaledToZero", description=(
+        "True while the autoscaler holds the deployment at zero replicas because it was idle; the Service then "
+        "points at the activator, which wakes a replica on the next request."))] = False
 
 
 class ModelStatus(ApiModel):
@@ -949,6 +1214,17 @@ class SpeculativeDecodingStatus(ApiModel):
         "Measuring: too few drafts yet; Effective: the rate is at or above the threshold; Ineffective: below it for "
         "the whole window (condition Degraded, reason SpeculativeDecodingIneffective, says to turn it off)."))] = \
         "Measuring"
+class AdapterStatus(ApiModel):
+    name: Annotated[str, Field(description="The adapter's name (spec.model.adapters[].name).")]
+    phase: Annotated[Literal["Pending", "Downloading", "Ready", "Refused", "Failed"], Field(description=(
+        "Pending: not fetched yet; Downloading: being fetched; Ready: fetched, checked and served; Refused: the "
+        "check found something the engine cannot serve (reason says what to do; the other adapters still "
+        "serve); Failed: the fetch failed."))]
+    rank: Annotated[int | None, Field(description=(
+        "The adapter's LoRA rank (r, or the highest rank_pattern value), once read."))] = None
+    target_modules: Annotated[list[str], Field(alias="targetModules", description=(
+        "The modules the adapter trains, as its adapter_config.json names them."))] = Field(default_factory=list)
+    reason: Annotated[str, Field(description="Why it is not Ready, and what to do.")] = ""
 
 
 class Gemma4DeploymentStatus(ApiModel):
@@ -973,10 +1249,18 @@ class Gemma4DeploymentStatus(ApiModel):
     speculative_decoding: Annotated[SpeculativeDecodingStatus | None, Field(alias="speculativeDecoding", description=(
         "The MTP drafter's acceptance rate, while the plan uses speculative decoding (read by the built-in "
         "autoscaler's loop: autoscaling.backend operator)."))] = None
+    adapters: Annotated[list[AdapterStatus] | None, Field(description=(
+        "Each LoRA adapter of spec.model.adapters: its phase, rank, target modules and, when it does not serve, "
+        "why (condition AdaptersReady)."),
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})] = None
+    adapters_ready: Annotated[str | None, Field(alias="adaptersReady", description=(
+        "Adapters serving and declared for display, e.g. 2/3; absent without adapters."))] = None
 
 __all__ = [
+    "ADAPTER_URI_PATTERN",
     "API_VERSION",
     "DNS1035_LABEL_PATTERN",
+    "DURATION_PATTERN",
     "GROUP",
     "HF_TOKEN_NAMES",
     "K8S_NAME_PATTERN",
@@ -989,12 +1273,16 @@ __all__ = [
     "NAME_RULES",
     "NON_ROOT_MESSAGE",
     "PLURAL",
+    "SCALE_TO_ZERO_MAX_SECONDS",
+    "SCALE_TO_ZERO_MIN_SECONDS",
     "SINGULAR",
     "SOURCE_URI_MESSAGE",
     "SOURCE_URI_PATTERN",
     "VERSION",
     "AcceleratorSpec",
     "AccessMode",
+    "AdapterSpec",
+    "AdapterStatus",
     "ApiModel",
     "AutoscalingBackend",
     "AutoscalingMetricSpec",
@@ -1009,6 +1297,7 @@ __all__ = [
     "Gemma4DeploymentStatus",
     "KvCacheDtypeChoice",
     "LocalObjectReference",
+    "LoraSpec",
     "MetricStatusEntry",
     "Modality",
     "ModelCacheSpec",
@@ -1016,6 +1305,7 @@ __all__ = [
     "ModelSpec",
     "ModelStatus",
     "NetworkPolicySpec",
+    "PlanLora",
     "PlanMemory",
     "PlanStatus",
     "PodTemplateMetadata",
@@ -1024,6 +1314,7 @@ __all__ = [
     "QuantizationChoice",
     "RecommendationEntry",
     "RetainPolicy",
+    "ScaleToZeroSpec",
     "SecretKeyRef",
     "SecurityContextSpec",
     "ServingSpec",
@@ -1034,6 +1325,7 @@ __all__ = [
     "Variant",
     "cel_rules",
     "cross_field_error",
+    "duration_seconds",
     "field_path",
     "validation_problems",
 ]

@@ -23,6 +23,7 @@ import yaml
 from gemma4_operator.api import KIND, AutoscalingBackend, Gemma4Deployment
 from gemma4_operator.api.crd import crd_yaml
 from gemma4_operator.catalog import load_catalog
+from gemma4_operator.cli import download
 from gemma4_operator.cli import run as operator_main
 from gemma4_operator.cli.files import InputError, load_deployments
 from gemma4_operator.config import ConfigError, parse_prices
@@ -70,7 +71,8 @@ def plan_table(d: Gemma4Deployment, p: Plan, assumed: str) -> str:
         ("concurrency", f"{p.concurrency} requested, {p.max_concurrency} fit at max model len"),
         ("modalities", ", ".join(p.modalities)),
         ("weights", p.weights.describe(p.download_bytes)),
-        ("startup budget", f"{p.startup_budget_s // 60} min"),
+        ("start", f"~{p.start.first_s} s first, ~{p.start.warm_s} s warm; probe budget "
+                  f"{p.startup_budget_s // 60} min"),
         ("cost", f"${p.cost_per_replica_hour:.2f} per replica-hour (indicative)"),
     ]
     width = max(len(k) for k, _ in rows)
@@ -218,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("crd", help="print the CustomResourceDefinition").set_defaults(func=cmd_crd)
     sub.add_parser("accelerators", help="list catalog accelerator types").set_defaults(func=cmd_accelerators)
+
+    p_download = sub.add_parser("download", help="the download Job's process: fetch the checkpoint and adapters, "
+                                                 "check them, report in the termination log")
+    download.add_download_arguments(p_download)
+    p_download.set_defaults(func=download.cmd_download)
 
     p_run = sub.add_parser("run", help="run the operator (kopf) against the current cluster")
     operator_main.add_run_arguments(p_run)
