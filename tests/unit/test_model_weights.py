@@ -114,9 +114,11 @@ def test_a_text_only_cache_skips_the_mmproj_and_vllm_loads_the_directory() -> No
     vllm = rendered(spec_of(model={"variant": "31b"}, quantization="bf16", accelerator={"type": "nvidia-h100-80gb"},
                             storage=CACHE))
     assert server(vllm)["args"][0] == "/cache/models/google/gemma-4-31B-it/main"
-    (checkpoint,) = manifest_of(vllm["Job"]).artifacts
+    checkpoint, drafter = manifest_of(vllm["Job"]).artifacts  # the MTP drafter too (speculativeDecoding auto)
     assert (checkpoint.repo, checkpoint.files, checkpoint.local_dir) == (  # the whole repository
         "google/gemma-4-31B-it", (), "/cache/models/google/gemma-4-31B-it/main")
+    assert (drafter.repo, drafter.local_dir) == (
+        "google/gemma-4-31B-it-assistant", "/cache/models/google/gemma-4-31B-it/main/mtp-drafter")
     assert not manifest_of(vllm["Job"]).rules.gguf  # vLLM: PEFT adapters
 
 
