@@ -9,6 +9,7 @@ operator's injectable clock (``OperatorContext.clock``), so the 300 s scale-down
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 from collections.abc import AsyncIterator
@@ -44,6 +45,17 @@ def exposition(waiting: float, running: float = 3.0, kv: float = 0.42) -> str:
     return re.sub(r"^(vllm:kv_cache_usage_perc\{[^}]*\}) \S+$", rf"\g<1> {kv}", text, flags=re.M)
 
 
+def draft_counters(totals: tuple[float, float] | None) -> str:
+    """vLLM 0.32's speculative decoding counters (vllm/v1/spec_decode/metrics.py SpecDecodingProm), which its
+    /metrics has only with --speculative-config (the recorded exposition has none)."""
+    if totals is None:
+        return ""
+    labels = '{engine="0",model_name="gemma-4-e4b-it"}'
+    return "".join(f"# HELP vllm:spec_decode_num_{what} {what}.\n# TYPE vllm:spec_decode_num_{what} counter\n"
+                   f"vllm:spec_decode_num_{what}_total{labels} {value}\n"
+                   for what, value in (("accepted_tokens", totals[0]), ("draft_tokens", totals[1])))
+
+
 async def endless(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
     """A hostile image's /metrics: series after series until the scraper hangs up (256 MiB at most)."""
     response = aiohttp.web.StreamResponse(headers={"Content-Type": "text/plain"})
@@ -72,6 +84,7 @@ class FakeEngines:
         self.container_port = 0  # the serving container's port, set by a test that checks the scrape port
         self.prometheus_url = ""
         self.endless: set[str] = set()  # pods that answer an endless body
+        self.drafts: dict[str, tuple[float, float]] = {}  # pod -> speculative decoding (accepted, drafted) totals
 
     async def _serve(self, app: aiohttp.web.Application, host: str, port: int) -> int:
         runner = aiohttp.web.AppRunner(app, access_log=None)
@@ -90,7 +103,8 @@ class FakeEngines:
             self.scrapes[name] += 1
             if name in self.endless:
                 return await endless(request)
-            return aiohttp.web.Response(text=exposition(self.waiting[name], self.running.get(name, 3.0)),
+            text = exposition(self.waiting[name], self.running.get(name, 3.0)) + draft_counters(self.drafts.get(name))
+            return aiohttp.web.Response(text=text,
                                         content_type="text/plain", charset="utf-8")
 
         app = aiohttp.web.Application()
@@ -140,8 +154,12 @@ class Clock:
         return self.now
 
 
-def cr(**autoscaling: Any) -> dict[str, Any]:
-    return h.g4d("chat", accelerator={"type": "nvidia-l4"},
+# Scraping engine metrics for autoscaling alone: no MTP drafter, whose counters the loop would read too
+NO_DRAFTER = {"speculativeDecoding": {"mode": "off"}}
+
+
+def cr(serving: dict[str, Any] | None = None, **autoscaling: Any) -> dict[str, Any]:
+    return h.g4d("chat", accelerator={"type": "nvidia-l4"}, serving=serving or {},
                  autoscaling={"minReplicaCount": 1, "maxReplicaCount": 4, **autoscaling})
 
 
@@ -177,7 +195,9 @@ async def add_pod(k: Emulator, engines: FakeEngines, name: str, waiting: float) 
         "status": {"phase": "Running", "podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]}})
 
 
-async def test_replicas_follow_engine_metrics_up_and_down(k: Emulator, engines: FakeEngines) -> None:
+@contextlib.asynccontextmanager
+async def queue_scaled(k: Emulator, engines: FakeEngines) -> AsyncIterator[tuple[h.OperatorRun, Clock]]:
+    """An operator on the test's clock, scaling `chat` on the queue; yields once its Deployment exists."""
     clock = Clock()
     async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
                              metrics_url_template=engines.url_template) as op:
@@ -185,6 +205,11 @@ async def test_replicas_follow_engine_metrics_up_and_down(k: Emulator, engines: 
         op.ctx.clock = clock
         await h.create(k, G4D, cr(autoscalingMetricSpecs=[QUEUE]))
         await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
+        yield op, clock
+
+
+async def test_replicas_follow_engine_metrics_up_and_down(k: Emulator, engines: FakeEngines) -> None:
+    async with queue_scaled(k, engines) as (op, clock):
         assert replicas(k) is None  # the main apply leaves replicas to the autoscaler
 
         # no ready pod yet: no sample, nothing scales, ScalingActive says why
@@ -241,6 +266,25 @@ async def test_replicas_follow_engine_metrics_up_and_down(k: Emulator, engines: 
         assert [h.describe(r) for r in h.writes(k)[mark:]] == []
 
 
+async def test_a_drafter_whose_drafts_are_rejected_turns_degraded(k: Emulator, engines: FakeEngines) -> None:
+    """The e4b plan on an L4 uses its MTP drafter (speculativeDecoding auto); the loop reads the pods' draft
+    counters, and 10% accepted over the 600 s window turns Degraded with the advice to turn it off."""
+    async with queue_scaled(k, engines) as (_, clock):
+        await h.wait_for(lambda: status(k).get("plan"), what="status.plan")
+        assert status(k)["plan"]["drafter"] == "google/gemma-4-E4B-it-assistant"
+        engines.drafts["chat-a"] = (100.0, 200.0)
+        await add_pod(k, engines, "chat-a", waiting=0)
+        await h.wait_for(lambda: engines.scrapes["chat-a"] >= 4, what="two ticks' scrapes")
+        assert status(k)["speculativeDecoding"]["state"] == "Measuring"  # 100 of 200: too few drafts to tell
+        engines.drafts["chat-a"] = (500.0, 4200.0)  # 400 of 4000 more drafts accepted
+        clock.now += 601
+        await h.wait_for(lambda: (cond(k, "Degraded") or {}).get("reason") == "SpeculativeDecodingIneffective",
+                         what="Degraded SpeculativeDecodingIneffective")
+        assert status(k)["speculativeDecoding"] == {"acceptanceRate": 0.1, "draftTokens": 4000,
+                                                    "windowSeconds": 600, "state": "Ineffective"}
+        assert cond(k, "Degraded")["message"].endswith("set serving.speculativeDecoding.mode: off")  # type: ignore[index]
+
+
 async def test_scrapes_the_port_the_engine_container_listens_on(k: Emulator, engines: FakeEngines) -> None:
     """The autoscaler scrapes each pod on the rendered container's port: were the scrape port to drift
     from containerPort (e.g. to the Service's port), no sample would arrive and nothing would scale."""
@@ -295,7 +339,7 @@ async def test_duty_cycle_from_prometheus(k: Emulator, engines: FakeEngines) -> 
 async def test_unavailable_metric_keeps_replicas(k: Emulator, engines: FakeEngines, metric: str, why: str) -> None:
     async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
                              metrics_url_template=engines.url_template) as op:
-        await h.create(k, G4D, cr(autoscalingMetricSpecs=[{"metricName": metric}, QUEUE]))
+        await h.create(k, G4D, cr(NO_DRAFTER, autoscalingMetricSpecs=[{"metricName": metric}, QUEUE]))
         await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
         await add_pod(k, engines, "chat-a", waiting=50)  # the queue alone would scale up
         await h.wait_for(lambda: cond(k, "ScalingActive"), what="ScalingActive")
@@ -316,7 +360,7 @@ async def test_cpu_utilization_from_metrics_server(k: Emulator, engines: FakeEng
     k.resources[POD_METRICS] = kmock.ResourceInfo(kind="PodMetrics", namespaced=True, verbs={"list", "get"})
     async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
                              metrics_url_template=engines.url_template):
-        await h.create(k, G4D, cr(autoscalingMetricSpecs=[{"metricName": "cpu/utilization"}]))
+        await h.create(k, G4D, cr(NO_DRAFTER, autoscalingMetricSpecs=[{"metricName": "cpu/utilization"}]))
         await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
         await add_pod(k, engines, "chat-a", waiting=0)
         # 3.6 cores used of the 4 requested for a 1-GPU pod: 90 % against the default target 60: ceil(1.5) = 2

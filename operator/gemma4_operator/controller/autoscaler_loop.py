@@ -18,6 +18,9 @@ One tick per autoscaled object every ``autoscale_interval`` seconds (an asyncio 
   manager (:data:`AUTOSCALER_MANAGER`), so the operator's main apply (which leaves replicas out
   when autoscaling is set) never owns or resets them; ``status.autoscaling`` and ScalingActive by a
   merge patch of ``/status``, only when they change; a Normal ``Scaled`` Event on every scale.
+- Speculative decoding: when the plan has an MTP drafter, each ready pod's draft counters (names in
+  catalog/drafters.yaml) are read too and kept over the acceptance window (``observe.speculative``); the
+  reconcile turns them into ``status.speculativeDecoding`` and Degraded.
 - Restart-safe: the recommendations that gate scale-down are kept in ``status.autoscaling``
   (``autoscaling.history``: written only when the recommendation or the window's maximum changes)
   and read back on the first tick of a new process; so are scale to zero's timers (``idleSince``,
@@ -51,11 +54,13 @@ from gemma4_operator.autoscaling.exposition import (
     to_samples,
 )
 from gemma4_operator.autoscaling.scaled_object import DCGM_GPU_UTIL, pod_selector
+from gemma4_operator.catalog import load_catalog
 from gemma4_operator.controller.context import ChildSource, Obj, OperatorContext, Parent, now_rfc3339
 from gemma4_operator.controller.kube import InvalidRequestError, RetryableApiError
 from gemma4_operator.controller.scraper import ScrapeTarget, get_bounded, scrape
 from gemma4_operator.engines import engine as engine_named
 from gemma4_operator.engines.base import Engine
+from gemma4_operator.observe import speculative as drafting
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.reconcile import desired as rc
 from gemma4_operator.reconcile import status as observe
@@ -174,6 +179,32 @@ async def _read(t: _Tick, pol: Policy, extra: frozenset[Signal] = frozenset()) -
     return unreadable
 
 
+async def get_text(session: aiohttp.ClientSession, url: str) -> str:
+    """A pod's /metrics, bounded like the autoscaler's scrapes (``get_bounded``)."""
+    return (await get_bounded(session, url, {}, "metrics body")).decode("utf-8", "replace")
+
+
+async def read_drafts(ctx: OperatorContext, parent: Parent, plan: Plan, pods: Sequence[Obj], now: float) -> None:
+    """Each ready pod's draft counters into the object's memory; a pod that cannot be read this time keeps
+    nothing new (the window's readings of the others still count)."""
+    counters = load_catalog().drafters.engines.get(plan.engine)
+    if plan.drafter is None or counters is None:
+        return
+    memory = ctx.autoscaler_memory(parent.key, parent.uid)
+    found: dict[str, drafting.Reading] = {}
+    for pod in pods:
+        url = ctx.config.metrics_url_template.format(ip=pod["status"]["podIP"], port=plan.port)
+        try:
+            text = await get_text(ctx.http(), url)
+            read = drafting.reading(text, counters.accepted_tokens_metric, counters.draft_tokens_metric, now)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            logger.debug("Gemma4Deployment %s/%s: draft counters of %s: %s", *parent.key, pod["metadata"]["name"], e)
+            continue
+        if read is not None:
+            found[str(pod["metadata"]["name"])] = read
+    memory.drafts = drafting.record(memory.drafts, found, now, load_catalog().drafters.acceptance)
+
+
 async def _scale(t: _Tick, deployment: rc.ChildKey, current: int, desired: int,
                  summary: str) -> list[observe.EventSpec] | None:
     """Set the Deployment's replicas under the autoscaler's own field manager; None if refused."""
@@ -208,6 +239,7 @@ async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource, m
     current = int(replicas) if replicas is not None else 1
     serving = [p for p in await source.pods(parent) if _ready(p) and not is_download_pod(p)]
     t = _Tick(ctx, parent, spec, plan, engine_named(plan.engine), serving, ctx.clock())
+    await read_drafts(ctx, parent, plan, serving, t.now)
     try:
         pol = scaling.policy(spec, plan, t.engine)
     except ValueError as e:

@@ -54,6 +54,7 @@ from gemma4_operator.api import (
     Gemma4Deployment,
     Gemma4DeploymentSpec,
 )
+from gemma4_operator.catalog import load_catalog
 from gemma4_operator.config import ChildrenMode, EngineMonitors, OperatorConfig
 from gemma4_operator.controller import autoscaler_loop as autoscaler
 from gemma4_operator.controller import routing as routing_io
@@ -83,8 +84,9 @@ from gemma4_operator.controller.kube import InvalidRequestError, RetryableApiErr
 from gemma4_operator.controller.metrics import ObjectState
 from gemma4_operator.controller.workqueue import Mark, WorkQueue, writable
 from gemma4_operator.observe import admission
+from gemma4_operator.observe import speculative as drafting
 from gemma4_operator.planner import cluster_facts
-from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.planner.plan import ClusterFacts, Plan
 from gemma4_operator.reconcile import desired as rc
 from gemma4_operator.reconcile import status as observe
 from gemma4_operator.reconcile.model_status import current_job, model_state
@@ -204,7 +206,8 @@ async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: obs
         problem = await _job_refusal(ctx, parent.key, current_job(download_id(outcome.plan, spec), job), downloads)
     new = observe.compute_status(owner=parent.owner, generation=parent.generation, spec=spec, outcome=outcome,
                                  deployment=deployment, pods=serving, previous=previous, now=now_rfc3339(),
-                                 problem=problem, model=model, routing=routing)
+                                 problem=problem, model=model, routing=routing,
+                                 drafts=_drafts(ctx, parent, outcome.plan))
     patch = observe.status_patch(previous, new)
     if patch is not None:
         await asyncio.to_thread(ctx.kube.patch_status, *parent.key, patch)
@@ -600,6 +603,22 @@ async def on_node_event(memo: Any, **kwargs: Any) -> None:
             _mark(ctx, kwargs, key, None, "facts")
 
 
+def _drafts(ctx: OperatorContext, parent: Parent, plan: Plan | None) -> drafting.Assessment | None:
+    """The drafter's acceptance from the counters the autoscaler loop read (None without a drafter, or without
+    the built-in autoscaler, whose loop is what reads them)."""
+    if plan is None or plan.drafter is None or not autoscaler.autoscaled(parent.body.get("spec") or {}):
+        return None
+    return drafting.assess(ctx.drafts(parent.key, parent.uid), ctx.clock(), load_catalog().drafters.acceptance)
+
+
+def _drafts_changed(ctx: OperatorContext, parent: Parent, plan: Plan | None) -> bool:
+    """Whether status.speculativeDecoding would change state: then a status-only reconcile writes it (and
+    Degraded) without waiting for the next event."""
+    drafts = _drafts(ctx, parent, plan)
+    shown = (ctx.previous_status(parent).get("speculativeDecoding") or {}).get("state")
+    return drafts is not None and drafts.state != shown
+
+
 async def autoscale_tick(ctx: OperatorContext, parent: Parent, indices: Mapping[str, Any]) -> bool:
     """One built-in autoscaler tick for one object, see ``autoscaler``. False when there was
     nothing to scale yet (the Deployment is still being created)."""
@@ -614,6 +633,8 @@ async def autoscale_tick(ctx: OperatorContext, parent: Parent, indices: Mapping[
         logger.warning("%s %s/%s: autoscaler: %s; next tick in %.0fs", KIND, *parent.key, e,
                        ctx.config.autoscale_interval)
         return True
+    if _drafts_changed(ctx, parent, desired.plan):
+        _mark(ctx, indices, parent.key, [], "drafts")
     if events is None:
         return False
     await _post_events(ctx, parent, events)

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 from gemma4_operator.api import Condition, Gemma4DeploymentSpec
 from gemma4_operator.api.adapters import ADAPTERS_READY
 from gemma4_operator.api.limits import termination_message_tail
+from gemma4_operator.catalog import load_catalog
 from gemma4_operator.engines import engine as engine_named
 from gemma4_operator.engines.base import diagnose
+from gemma4_operator.observe import speculative as drafting
 from gemma4_operator.observe.admission import deployment_create_failure
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.reconcile.adapter_status import AdapterState, adapter_state
@@ -37,7 +39,8 @@ ROUTING_READY = "RoutingReady"  # only while spec.routing asks for routing (reco
 _ORDER = {t: i for i, t in enumerate((*CONDITION_TYPES, SCALING_ACTIVE, ROUTING_READY))}
 # Status fields this module owns; anything else in status (autoscaling, other conditions) is left alone.
 OWNED_FIELDS = ("observedGeneration", "phase", "conditions", "plan", "replicas", "readyReplicas",
-                "selector", "endpoint", "gpus", "ready", "model", "adapters", "adaptersReady")
+                "selector", "endpoint", "gpus", "ready", "model", "adapters", "adaptersReady",
+                "speculativeDecoding")
 
 OOM_KILLED = "OOMKilled"
 CRASH_LOOP = "CrashLoopBackOff"
@@ -327,6 +330,12 @@ def _model_condition(model: ModelState | None) -> ConditionValue:
     return _cond(MODEL_READY, model.ready, model.reason, model.message)
 
 
+def _drafter_fault(p: Plan | None, assessment: drafting.Assessment | None) -> Fault | None:
+    """A drafter whose drafts are persistently rejected (observe/speculative.py's table)."""
+    if p is None or p.drafter is None or assessment is None:
+        return None
+    message = drafting.ineffective_message(assessment, p.drafter.repo, load_catalog().drafters.acceptance)
+    return Fault(drafting.INEFFECTIVE, message) if message is not None else None
 def _adapters(spec: Gemma4DeploymentSpec | None, model: ModelState | None) -> AdapterState | None:
     if spec is None or model is None:
         return None
@@ -337,13 +346,15 @@ def _adapters(spec: Gemma4DeploymentSpec | None, model: ModelState | None) -> Ad
 def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec | None, outcome: PlanOutcome,
                    deployment: Obj | None, pods: Sequence[Obj], previous: Obj, now: str,
                    problem: Fault | None = None, model: ModelState | None = None,
-                   routing: RoutingState | None = None) -> dict[str, Any]:
+                   routing: RoutingState | None = None,
+                   drafts: drafting.Assessment | None = None) -> dict[str, Any]:
     """The status fields this operator owns (see OWNED_FIELDS), as JSON-ready values.
 
     ``problem`` is a fault found while applying (a child refused by the API server, or owned by
     another object); it takes precedence over a failed download and pod faults in Degraded. ``pods``
     are the serving pods; ``model`` the weights' state (model_status.model_state); ``routing`` RoutingReady and the
-    endpoint (reconcile.routing_status), None when the spec asks for no routing.
+    endpoint (reconcile.routing_status), None when the spec asks for no routing; ``drafts`` the
+    speculative drafter's acceptance (observe.speculative.assess), the last thing Degraded reports.
     """
     p = outcome.plan
     desired = desired_replicas(spec, deployment)
@@ -351,7 +362,8 @@ def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec 
     download_fault = Fault(model.reason, model.message) if model is not None and model.failed else None
     refused = deployment_create_failure(deployment)  # the namespace's admission refused the pods
     fault = problem or download_fault or (Fault(refused.reason, _clip(refused.message)) if refused else None) \
-        or degraded(pods, p.gpus_per_replica if p is not None and p.accelerator.is_gpu else 0, p)
+        or degraded(pods, p.gpus_per_replica if p is not None and p.accelerator.is_gpu else 0, p) \
+        or _drafter_fault(p, drafts)
     planned = _planned(p, outcome)
     if deployment is None:
         available, progressing = _without_deployment(owner, p, model)
@@ -386,6 +398,8 @@ def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec 
         "ready": f"{ready}/{desired}",
         # nulls kept: a merge patch deletes what is no longer known (an old download's throughput)
         "model": model.status.model_dump(by_alias=True, mode="json") if model is not None else None,
+        "speculativeDecoding": drafts.to_status().model_dump(by_alias=True, mode="json")
+        if drafts is not None and p is not None and p.drafter is not None else None,
         "adapters": [a.model_dump(by_alias=True, mode="json") for a in adapters.adapters] if adapters else None,
         "adaptersReady": adapters.ready if adapters else None,
     }
