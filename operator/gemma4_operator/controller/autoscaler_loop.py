@@ -54,6 +54,7 @@ from gemma4_operator.engines.base import Engine
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.reconcile import desired as rc
 from gemma4_operator.reconcile import status as observe
+from gemma4_operator.render.activator import is_activator_object
 from gemma4_operator.render.download import is_download_pod
 from gemma4_operator.render.ownership import owned_child
 
@@ -195,12 +196,13 @@ async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource, m
     if deployment_key is None:
         return []
     live = await source.children(parent, [deployment_key])
-    deployment = owned_child(live, "Deployment", parent.uid)
+    deployment = owned_child(live, "Deployment", parent.uid, parent.key[1])
     if deployment is None:
         return None  # the reconcile is creating it; nothing to scale yet
     replicas = (deployment.get("spec") or {}).get("replicas")
     current = int(replicas) if replicas is not None else 1
-    serving = [p for p in await source.pods(parent) if _ready(p) and not is_download_pod(p)]
+    pods = await source.pods(parent)
+    serving = [p for p in pods if _ready(p) and not is_download_pod(p) and not is_activator_object(p)]
     t = _Tick(ctx, parent, spec, plan, engine_named(plan.engine), serving, ctx.clock())
     try:
         pol = scaling.policy(spec, plan, t.engine)

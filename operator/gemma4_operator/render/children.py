@@ -23,6 +23,7 @@ from gemma4_operator.engines.base import EngineContainer, K8sObject
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.planner.sources import MODEL_MOUNT
 from gemma4_operator.planner.weights import WeightsMode
+from gemma4_operator.render.activator import activator_children, scales_to_zero
 from gemma4_operator.render.download import (
     COMPONENT_LABEL,
     DOWNLOAD_COMPONENT,
@@ -83,6 +84,7 @@ class RenderOptions:
     downloader_image: str = ""  # --image downloader=IMAGE; empty: the catalog's
     network_policy: bool = False  # --network-policy: a NetworkPolicy per object unless its spec says otherwise
     operator_namespace: str = ""  # where the operator runs (its autoscaler's scrapes come from there)
+    activator_image: str = ""  # --image activator=IMAGE (the chart: the operator's own image); empty: the default
 
 
 KEDA_API_VERSION = "keda.sh/v1alpha1"
@@ -294,7 +296,8 @@ def minimum_replicas(spec: Gemma4DeploymentSpec) -> int:
 def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
                     options: RenderOptions | None = None) -> list[K8sObject]:
     """Deployment, Service, and when asked for a PVC; a PDB when more than one replica runs; a PodMonitor
-    where the cluster serves them; KEDA's ScaledObject for ``backend: keda``; a NetworkPolicy when asked for."""
+    where the cluster serves them; KEDA's ScaledObject for ``backend: keda``; a NetworkPolicy when asked for; the
+    activator's children when the object may scale to zero (render.activator)."""
     options = options or RenderOptions()
     if plan.weights.mode is WeightsMode.IMAGE and not options.image_volumes:
         refusal = options.image_volumes_refusal or image_volumes_refusal()
@@ -333,8 +336,12 @@ def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
                                 relabelings=relabelings()))
     if spec.autoscaling is not None and spec.autoscaling.backend.value == "keda":
         children.append(_scaled_object(owner, spec, plan, labels, options))
-    if wants_network_policy(spec, options.network_policy):
+    policy = wants_network_policy(spec, options.network_policy)
+    if policy:
         children.append(network_policy(common, spec, plan.port, options.operator_namespace))
+    if scales_to_zero(spec):
+        children += activator_children(common, spec, plan, engine, options.activator_image, policy,
+                                       options.operator_namespace)
     if minimum_replicas(spec) > 1 or (spec.autoscaling is not None and spec.autoscaling.max_replica_count > 1):
         children.append(_render("pdb.yaml.j2", **common, pdb_api_version=options.pdb_api_version))
     return children

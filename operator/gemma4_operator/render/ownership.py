@@ -70,9 +70,10 @@ def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     return controller_uid(obj) == uid
 
 
-def owned_child(live: Iterable[_Obj], kind: str, uid: str) -> _Obj | None:
-    """The first of ``live`` of ``kind`` that ``uid`` controls."""
-    return next((c for c in live if c.get("kind") == kind and owned_by(c, uid)), None)
+def owned_child(live: Iterable[_Obj], kind: str, uid: str, name: str | None = None) -> _Obj | None:
+    """The first of ``live`` of ``kind`` (named ``name``, when given) that ``uid`` controls."""
+    return next((c for c in live if c.get("kind") == kind and owned_by(c, uid) and (
+        name is None or (c.get("metadata") or {}).get("name") == name)), None)
 
 
 def _labels(obj: Mapping[str, Any]) -> Mapping[str, Any]:
