@@ -88,7 +88,10 @@ BAD_CEL = [
     ({"model": {"variant": "e2b"}, "autoscaling": {"minReplicaCount": 5, "maxReplicaCount": 2}},
      "minReplicaCount must not exceed maxReplicaCount"),
     ({"model": {"variant": "e2b"}, "autoscaling": {"minReplicaCount": 0, "maxReplicaCount": 2}},
-     "minReplicaCount: scale to zero (0) is not supported yet"),
+     "minReplicaCount: 0 (scale to zero) needs scaleToZeroSpec"),
+    ({"model": {"variant": "e2b"}, "autoscaling": {"minReplicaCount": 0, "maxReplicaCount": 2,
+                                                   "scaleToZeroSpec": {"idleScaledownPeriod": "1m"}}},
+     "scaleToZeroSpec.idleScaledownPeriod must be between 5m (300s) and 8h (28800s)"),
     ({"model": {"variant": "e2b"}, "autoscaling": {"maxReplicaCount": 2, "backend": "keda"}},
      "autoscalingMetricSpecs: backend keda needs at least one entry"),
     ({"model": {"variant": "e2b"}, "autoscaling": {"maxReplicaCount": 2, "autoscalingMetricSpecs": [

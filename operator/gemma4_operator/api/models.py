@@ -408,11 +408,84 @@ class AutoscalingMetricSpec(ApiModel):
     ), ge=1, le=100000)] = None
 
 
+# Vertex AI DedicatedResources.ScaleToZeroSpec: both periods [MinValue=300] (5 minutes), [MaxValue=28800] (8 hours)
+SCALE_TO_ZERO_MIN_SECONDS = 300
+SCALE_TO_ZERO_MAX_SECONDS = 28800
+# A Go/CEL duration of whole hours, minutes and seconds ("300s", the protobuf Duration JSON Vertex writes, or "1h30m")
+DURATION_PATTERN = r"^([0-9]{1,2}h)?([0-9]{1,3}m)?([0-9]{1,5}s)?$"
+_DURATION_PARTS = re.compile(DURATION_PATTERN)
+
+
+def duration_seconds(text: str) -> int:
+    """Seconds in a duration matching :data:`DURATION_PATTERN`; ValueError for anything else."""
+    parts = _DURATION_PARTS.match(text)
+    if not text or parts is None:
+        raise ValueError(f"{text!r} is not a duration such as 300s, 15m or 1h30m")
+    hours, minutes, seconds = (int(p[:-1]) if p else 0 for p in parts.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _period_rule(field: str) -> CelRule:
+    return CelRule(
+        rule=(f"duration(self.{field}) >= duration('{SCALE_TO_ZERO_MIN_SECONDS}s') && "
+              f"duration(self.{field}) <= duration('{SCALE_TO_ZERO_MAX_SECONDS}s')"),
+        message=(f"scaleToZeroSpec.{field} must be between 5m ({SCALE_TO_ZERO_MIN_SECONDS}s) and 8h "
+                 f"({SCALE_TO_ZERO_MAX_SECONDS}s), Vertex AI's bounds"),
+        field_path=f".{field}",
+    )
+
+
+_SCALE_TO_ZERO_RULES = cel_rules(_period_rule("idleScaledownPeriod"), _period_rule("minScaleupPeriod"))
+_DURATION_FIELD: dict[str, Any] = {"pattern": DURATION_PATTERN, "min_length": 2, "max_length": 16}
+
+
+class ScaleToZeroSpec(ApiModel):
+    """Vertex AI ``scaleToZeroSpec``: when an idle deployment goes to zero replicas."""
+
+    model_config = ConfigDict(json_schema_extra=_SCALE_TO_ZERO_RULES)
+
+    idle_scaledown_period: Annotated[str, Field(
+        alias="idleScaledownPeriod",
+        description=(
+            "How long no request may be served, running, waiting on any replica or held by the activator before the "
+            "deployment scales to zero, e.g. 900s, 15m or 1h30m (5m to 8h). Missing metrics never count as idle."),
+        **_DURATION_FIELD,
+    )] = "15m"
+    min_scaleup_period: Annotated[str, Field(
+        alias="minScaleupPeriod",
+        description=(
+            "After any scale-up (a wake from zero included), no scale-down of any size before this much time "
+            "has passed, e.g. 300s or 10m (5m to 8h)."),
+        **_DURATION_FIELD,
+    )] = "5m"
+
+    @property
+    def idle_scaledown_seconds(self) -> int:
+        return duration_seconds(self.idle_scaledown_period)
+
+    @property
+    def min_scaleup_seconds(self) -> int:
+        return duration_seconds(self.min_scaleup_period)
+
+    def period_problems(self) -> list[str]:
+        """The pydantic twin of this model's CEL rules (same messages, same order), for AutoscalingSpec's."""
+        seconds = (self.idle_scaledown_seconds, self.min_scaleup_seconds)
+        rules = _SCALE_TO_ZERO_RULES["x-kubernetes-validations"]
+        return [rule["message"] for rule, s in zip(rules, seconds, strict=True)
+                if not SCALE_TO_ZERO_MIN_SECONDS <= s <= SCALE_TO_ZERO_MAX_SECONDS]
+
+
 _AUTOSCALING_RULES = cel_rules(
         CelRule(
-            rule="self.minReplicaCount >= 1",
-            message="minReplicaCount: scale to zero (0) is not supported yet; use 1 or more",
+            rule="self.minReplicaCount >= 1 || has(self.scaleToZeroSpec)",
+            message=("minReplicaCount: 0 (scale to zero) needs scaleToZeroSpec {idleScaledownPeriod, "
+                     "minScaleupPeriod}, as in Vertex AI; or use 1 or more"),
             field_path=".minReplicaCount",
+        ),
+        CelRule(
+            rule="!has(self.scaleToZeroSpec) || self.minReplicaCount == 0",
+            message="scaleToZeroSpec applies only with minReplicaCount: 0; set minReplicaCount to 0 or remove it",
+            field_path=".scaleToZeroSpec",
         ),
         CelRule(
             rule="self.minReplicaCount <= self.maxReplicaCount",
@@ -438,7 +511,8 @@ class AutoscalingSpec(ApiModel):
 
     min_replica_count: Annotated[int, Field(
         alias="minReplicaCount",
-        description="Fewest replicas kept running. Must be at least 1 (scale to zero is not supported yet).",
+        description=("Fewest replicas kept running. 0 (scale to zero) needs scaleToZeroSpec: an idle deployment then "
+                     "runs no replica, the activator holds the first request and wakes one."),
         ge=0, le=1000,
     )] = 1
     max_replica_count: Annotated[int, Field(
@@ -459,6 +533,9 @@ class AutoscalingSpec(ApiModel):
         description="Scale-down stabilization window: the highest recommendation within it is used.",
         ge=0, le=3600,
     )] = 300
+    scale_to_zero_spec: Annotated[ScaleToZeroSpec | None, Field(alias="scaleToZeroSpec", description=(
+        "Vertex AI scaleToZeroSpec, required with minReplicaCount 0: how long the deployment must be idle before "
+        "it goes to zero (idleScaledownPeriod) and how long any scale-up holds (minScaleupPeriod)."))] = None
     backend: Annotated[AutoscalingBackend, Field(description=(
         "operator: the built-in autoscaler scrapes each pod's /metrics and sets the replicas. keda: the operator "
         "renders a KEDA ScaledObject with equivalent Prometheus triggers and leaves replicas to KEDA."
@@ -469,13 +546,16 @@ class AutoscalingSpec(ApiModel):
         """The pydantic twin of this model's CEL rules (same messages, same order)."""
         names = [m.metric_name for m in self.autoscaling_metric_specs]
         broken = [
-            self.min_replica_count < 1,
+            self.min_replica_count < 1 and self.scale_to_zero_spec is None,
+            self.scale_to_zero_spec is not None and self.min_replica_count != 0,
             self.min_replica_count > self.max_replica_count,
             self.backend is AutoscalingBackend.KEDA and not self.autoscaling_metric_specs,
             len(names) != len(set(names)),
         ]
         rules = _AUTOSCALING_RULES["x-kubernetes-validations"]
         problems = [rule["message"] for rule, bad in zip(rules, broken, strict=True) if bad]
+        if self.scale_to_zero_spec is not None:
+            problems += self.scale_to_zero_spec.period_problems()
         if problems:
             raise cross_field_error(problems)
         return self
@@ -859,6 +939,16 @@ class AutoscalingStatus(ApiModel):
         default_factory=list)
     recommended_replicas: Annotated[int | None, Field(alias="recommendedReplicas", description=(
         "Built-in autoscaler: the latest recommendation from the metrics (before stabilization)."))] = None
+    idle_since: Annotated[str, Field(alias="idleSince", description=(
+        "Built-in autoscaler with scaleToZeroSpec: since when (RFC 3339) no replica served, ran or queued a request "
+        "and the activator held none; empty while there is traffic or a metric is missing. The deployment scales to "
+        "zero idleScaledownPeriod after it. Written only when it changes; read back after an operator restart."))] = ""
+    last_scale_up_time: Annotated[str, Field(alias="lastScaleUpTime", description=(
+        "Built-in autoscaler: when replicas were last raised (a wake from zero included); no scale-down before "
+        "scaleToZeroSpec.minScaleupPeriod after it. Read back after an operator restart."))] = ""
+    scaled_to_zero: Annotated[bool, Field(alias="scaledToZero", description=(
+        "True while the autoscaler holds the deployment at zero replicas because it was idle; the Service then "
+        "points at the activator, which wakes a replica on the next request."))] = False
 
 
 class ModelStatus(ApiModel):
@@ -901,6 +991,7 @@ class Gemma4DeploymentStatus(ApiModel):
 __all__ = [
     "API_VERSION",
     "DNS1035_LABEL_PATTERN",
+    "DURATION_PATTERN",
     "GROUP",
     "HF_TOKEN_NAMES",
     "K8S_NAME_PATTERN",
@@ -913,6 +1004,8 @@ __all__ = [
     "NAME_RULES",
     "NON_ROOT_MESSAGE",
     "PLURAL",
+    "SCALE_TO_ZERO_MAX_SECONDS",
+    "SCALE_TO_ZERO_MIN_SECONDS",
     "SINGULAR",
     "SOURCE_URI_MESSAGE",
     "SOURCE_URI_PATTERN",
@@ -948,6 +1041,7 @@ __all__ = [
     "QuantizationChoice",
     "RecommendationEntry",
     "RetainPolicy",
+    "ScaleToZeroSpec",
     "SecretKeyRef",
     "SecurityContextSpec",
     "ServingSpec",
@@ -955,6 +1049,7 @@ __all__ = [
     "Variant",
     "cel_rules",
     "cross_field_error",
+    "duration_seconds",
     "field_path",
     "validation_problems",
 ]
