@@ -13,12 +13,13 @@ from collections.abc import Mapping, Sequence
 
 from gemma4_operator.engines import image_keys as engine_image_keys
 from gemma4_operator.policy import TenantPolicy
+from gemma4_operator.render.activator import ACTIVATOR_IMAGE_KEY
 from gemma4_operator.render.download import DOWNLOADER_IMAGE_KEY
 
 
 def image_keys() -> tuple[str, ...]:
-    """`--image KEY=IMAGE` keys: each engine's, and the download Job's."""
-    return tuple(dict.fromkeys((*engine_image_keys(), DOWNLOADER_IMAGE_KEY)))  # engines share keys
+    """`--image KEY=IMAGE` keys: each engine's, the download Job's and the activator's."""
+    return tuple(dict.fromkeys((*engine_image_keys(), DOWNLOADER_IMAGE_KEY, ACTIVATOR_IMAGE_KEY)))  # engines share
 
 
 class ChildrenMode(enum.StrEnum):

@@ -10,11 +10,16 @@ path whenever a replica serves.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from gemma4_operator.api.metric_names import Signal
+from gemma4_operator.autoscaling.exposition import MetricNames, PodMetrics, ScrapeFailure
 
 # The gauge of requests the activator holds now (waiting for a replica); > 0 means "wake".
 HELD_REQUESTS = "gemma4_activator_held_requests"
+# What the autoscaler reads of an activator pod's /metrics: its held requests are a queue (requests waiting).
+HELD_METRIC_NAMES: MetricNames = {Signal.QUEUE_LENGTH: (HELD_REQUESTS,)}
 # Requests the activator answered, by outcome (forwarded, rejected: past the bound, timed_out, too_large, failed).
 REQUESTS_TOTAL = "gemma4_activator_requests_total"
 
@@ -35,8 +40,8 @@ def retry_after_seconds(now: float, wake_started: float | None, cold_start_s: fl
     (the replica is expected then), or a whole cold start when none is under way or it is overdue."""
     if wake_started is not None:
         remaining = wake_started + cold_start_s - now
-        if remaining >= 1:
-            return math.ceil(remaining)
+        if remaining > 0:
+            return max(1, math.ceil(remaining))
     return max(1, math.ceil(cold_start_s))
 
 
@@ -59,14 +64,14 @@ def routes_to_activator(scales_to_zero: bool, deployment: Mapping[str, Any] | No
     return scales_to_zero and _ready_replicas(deployment) == 0
 
 
-def held_requests(values: Iterable[float | None]) -> int | None:
-    """The requests held by all activator pods (one value each); None when no pod answered or any pod's count is
+def held_requests(results: Sequence[PodMetrics | ScrapeFailure]) -> int | None:
+    """The requests held by all activator pods (one scrape each); None when no pod answered or any pod's count is
     unknown, so a missing metric never reads as "nothing held" (nor does a missing activator: no scale to zero
     without one that can wake the object)."""
-    total, seen = 0.0, False
-    for v in values:
-        seen = True
-        if v is None or math.isnan(v):
+    total = 0.0
+    for r in results:
+        value = r.values.get(Signal.QUEUE_LENGTH) if isinstance(r, PodMetrics) else None
+        if value is None or math.isnan(value):
             return None
-        total += v
-    return int(total) if seen else None
+        total += value
+    return int(total) if results else None

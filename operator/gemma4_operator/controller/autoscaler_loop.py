@@ -37,6 +37,7 @@ from gemma4_operator.api import AutoscalingBackend, Gemma4Deployment, Gemma4Depl
 from gemma4_operator.api.metric_names import Signal
 from gemma4_operator.autoscaling import history as recorded
 from gemma4_operator.autoscaling import policy as scaling
+from gemma4_operator.autoscaling.activator import HELD_METRIC_NAMES, held_requests
 from gemma4_operator.autoscaling.decision import Policy, Sample
 from gemma4_operator.autoscaling.exposition import (
     PodMetrics,
@@ -54,6 +55,7 @@ from gemma4_operator.engines.base import Engine
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.reconcile import desired as rc
 from gemma4_operator.reconcile import status as observe
+from gemma4_operator.render.activator import ADMIN_PORT as ACTIVATOR_ADMIN_PORT
 from gemma4_operator.render.activator import is_activator_object
 from gemma4_operator.render.download import is_download_pod
 from gemma4_operator.render.ownership import owned_child
@@ -167,6 +169,16 @@ async def _read(t: _Tick, pol: Policy) -> dict[Signal, str]:
         except ValueError as e:
             unreadable[Signal.DUTY_CYCLE] = f"accelerator/duty_cycle: {e}"
     return unreadable
+
+
+async def held_by_activator(t: _Tick, pods: Sequence[Obj]) -> int | None:
+    """The requests the object's activator pods hold (their admin port's /metrics), None when unknown
+    (no ready activator pod, or one that did not answer): a wake is wanted when it is > 0."""
+    targets = [ScrapeTarget(str(p["metadata"]["name"]), t.ctx.config.metrics_url_template.format(
+        ip=p["status"]["podIP"], port=ACTIVATOR_ADMIN_PORT)) for p in pods if is_activator_object(p) and _ready(p)]
+    results = await scrape(t.ctx.http(), targets, HELD_METRIC_NAMES, now=t.now,
+                           concurrency=t.ctx.config.scrape_concurrency)
+    return held_requests(results)
 
 
 async def _scale(t: _Tick, deployment: rc.ChildKey, current: int, desired: int,
