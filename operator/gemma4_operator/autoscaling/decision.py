@@ -89,6 +89,9 @@ class Policy:
     scale_up_percent: float = 100.0
     scale_up_pods: int = 4
     stale_after_s: float = 60.0
+    # A replica's request slots (the plan's maxConcurrency); 0: unknown. With it, a queue that the pods
+    # without a sample yet (starting) will absorb does not propose a scale-up: they are capacity on its way.
+    slots: int = 0
 
     def __post_init__(self) -> None:
         problems = []
@@ -104,6 +107,8 @@ class Policy:
             problems.append("scale_down_delay_s must be >= 0, scale_up_period_s and stale_after_s > 0")
         if not 0 <= self.tolerance < 1 or self.scale_up_percent < 0 or self.scale_up_pods < 0:
             problems.append("need 0 <= tolerance < 1, scale_up_percent >= 0, scale_up_pods >= 0")
+        if self.slots < 0:
+            problems.append(f"slots must be >= 0, got {self.slots}")
         if problems:
             raise ValueError("invalid autoscaling policy: " + "; ".join(problems))
 
@@ -179,7 +184,11 @@ def _evaluate(
     missing = current - len(values)
     if missing > 0:
         fill = 0.0 if up else target
-        ratio = (sum(values) + missing * fill) / (current * target)
+        total = sum(values)
+        if up and signal is Signal.QUEUE_LENGTH and policy.slots:
+            total = max(0.0, total - missing * policy.slots)
+            head += f"; {missing} starting pod(s) absorb {_num(missing * policy.slots)} queued"
+        ratio = (total + missing * fill) / (current * target)
         head += f"; {missing} pod(s) without a fresh sample counted at {_num(fill)} -> {_num(ratio * target)}"
         if (ratio <= 1 + tol) if up else (ratio >= 1 - tol):
             return MetricStatus(signal, average, target, current, f"{head}: keep {current}")

@@ -10,12 +10,13 @@ tests/benchmarks/autoscaling).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.api.metric_names import Signal
 from gemma4_operator.autoscaling.decision import MetricTarget, Policy, Recommendation, Sample, decide
 from gemma4_operator.autoscaling.exposition import ScrapeFailure
+from gemma4_operator.autoscaling.idle import Activity, ScaleToZero, Timers, activity, gate, next_timers
 from gemma4_operator.engines.base import Engine
 from gemma4_operator.planner.plan import Plan
 
@@ -34,10 +35,21 @@ def metric_targets(spec: Gemma4DeploymentSpec, plan: Plan, engine: Engine) -> tu
 
 
 def policy(spec: Gemma4DeploymentSpec, plan: Plan, engine: Engine) -> Policy:
+    """The HPA-style policy; its floor is one replica even with minReplicaCount 0: only the idle gate
+    (:func:`scale_to_zero`, ``autoscaling.idle``) goes to zero, never the metric math."""
     assert spec.autoscaling is not None
     a = spec.autoscaling
-    return Policy(a.min_replica_count, a.max_replica_count, metric_targets(spec, plan, engine),
-                  float(a.scale_down_delay_seconds))
+    return Policy(max(1, a.min_replica_count), a.max_replica_count, metric_targets(spec, plan, engine),
+                  float(a.scale_down_delay_seconds), slots=plan.max_concurrency)
+
+
+def scale_to_zero(spec: Gemma4DeploymentSpec, plan: Plan, time_scale: float = 1.0) -> ScaleToZero | None:
+    """``scaleToZeroSpec`` in seconds (times ``time_scale``: the operator's test-only setting), or None."""
+    zero = spec.autoscaling.scale_to_zero_spec if spec.autoscaling is not None else None
+    if zero is None:
+        return None
+    return ScaleToZero(zero.idle_scaledown_seconds * time_scale, zero.min_scaleup_seconds * time_scale,
+                       plan.max_concurrency)
 
 
 def unavailable(targets: tuple[MetricTarget, ...], engine: Engine, prometheus_url: str) -> dict[Signal, str]:
@@ -69,6 +81,18 @@ class Tick:
     metrics: tuple[tuple[str, float | None, float], ...]  # (metricName, current, target)
     summary: str
     history: tuple[Recommendation, ...]
+    timers: Timers | None = None  # scale to zero's, after this tick (None without scaleToZeroSpec)
+
+
+@dataclass(frozen=True)
+class ZeroInput:
+    """What the idle gate needs besides the samples: the spec, the timers so far (memory or status),
+    the requests the activator holds and the ready pods' names."""
+
+    spec: ScaleToZero
+    timers: Timers
+    held: int
+    ready_pods: frozenset[str]
 
 
 def _rounded(value: float | None) -> float | None:
@@ -76,7 +100,28 @@ def _rounded(value: float | None) -> float | None:
 
 
 def tick(pol: Policy, current: int, samples: Sequence[Sample], history: Sequence[Recommendation], now: float,
-         unreadable: Mapping[Signal, str], failures: Sequence[ScrapeFailure] = ()) -> Tick:
+         unreadable: Mapping[Signal, str], failures: Sequence[ScrapeFailure] = (),
+         zero: ZeroInput | None = None) -> Tick:
+    """:func:`metric_tick`, then, with ``scaleToZeroSpec``, the idle gate (``autoscaling.idle``)."""
+    result = metric_tick(pol, current, samples, history, now, unreadable, failures)
+    if zero is None:
+        return result
+    act = activity(samples, zero.ready_pods, zero.held, now, pol.stale_after_s) if result.active \
+        else Activity.UNKNOWN  # a metric missing or unreadable is never idle
+    gated = gate(zero.spec, current, result.desired, pol.max_replicas, next_timers(zero.timers, act, now), act,
+                 zero.held, now)
+    if current == 0:  # nothing to scrape at zero: not a metrics problem
+        return replace(result, desired=gated.desired, active=True,
+                       reason="ScaledToZero" if gated.desired == 0 else "WakeFromZero", message=gated.note,
+                       summary=gated.note, timers=gated.timers)
+    if not gated.note:
+        return replace(result, desired=gated.desired, timers=gated.timers)
+    return replace(result, desired=gated.desired, message=f"{gated.note}; {result.message}",
+                   summary=f"{gated.note}; {result.summary}", timers=gated.timers)
+
+
+def metric_tick(pol: Policy, current: int, samples: Sequence[Sample], history: Sequence[Recommendation],
+                now: float, unreadable: Mapping[Signal, str], failures: Sequence[ScrapeFailure] = ()) -> Tick:
     """Decide, unless a metric source is unavailable: then replicas stay put and ScalingActive=False
     names the metric and why. ``failures`` are per-pod scrape problems, reported when a metric has
     no fresh sample at all; a pod over one of the operator's read limits is named in any case."""

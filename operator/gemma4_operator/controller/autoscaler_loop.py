@@ -20,7 +20,11 @@ One tick per autoscaled object every ``autoscale_interval`` seconds (an asyncio 
   merge patch of ``/status``, only when they change; a Normal ``Scaled`` Event on every scale.
 - Restart-safe: the recommendations that gate scale-down are kept in ``status.autoscaling``
   (``autoscaling.history``: written only when the recommendation or the window's maximum changes)
-  and read back on the first tick of a new process.
+  and read back on the first tick of a new process; so are scale to zero's timers (``idleSince``,
+  ``lastScaleUpTime``: ``autoscaling.idle``, written only when they change).
+- Scale to zero: the engines' running, waiting and request-count series are scraped too (the idle
+  gate's activity), and the requests the activator holds (``AutoscalerMemory.held_requests``) wake a
+  deployment at zero.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import aiohttp
 from gemma4_operator.api import AutoscalingBackend, Gemma4Deployment, Gemma4DeploymentSpec
 from gemma4_operator.api.metric_names import Signal
 from gemma4_operator.autoscaling import history as recorded
+from gemma4_operator.autoscaling import idle
 from gemma4_operator.autoscaling import policy as scaling
 from gemma4_operator.autoscaling.activator import HELD_METRIC_NAMES, held_requests
 from gemma4_operator.autoscaling.decision import Policy, Sample
@@ -153,10 +158,11 @@ async def _read_engines(t: _Tick, signals: set[Signal]) -> None:
     memory.scrapes = {r.pod: r for r in ok}
 
 
-async def _read(t: _Tick, pol: Policy) -> dict[Signal, str]:
-    """Gather the samples of every signal the policy uses; returns the unreadable ones with why."""
+async def _read(t: _Tick, pol: Policy, extra: frozenset[Signal] = frozenset()) -> dict[Signal, str]:
+    """Gather the samples of every signal the policy uses, and of ``extra`` engine signals (the idle
+    gate's); returns the unreadable ones with why."""
     unreadable = scaling.unavailable(pol.targets, t.engine, t.ctx.config.prometheus_url)
-    signals = {target.signal for target in pol.targets}
+    signals = {target.signal for target in pol.targets} | extra
     if not unreadable and Signal.CPU_UTILIZATION in signals:
         await _read_cpu(t, unreadable)
     if unreadable:
@@ -221,15 +227,20 @@ async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource, m
     except ValueError as e:
         await _report(ctx, parent, current, current, (), False, "InvalidMetrics", str(e), "")
         return []
-    unreadable = await _read(t, pol)
+    zero_spec = scaling.scale_to_zero(spec, plan)
+    unreadable = await _read(t, pol, idle.ACTIVITY_SIGNALS if zero_spec is not None else frozenset())
     memory = ctx.autoscaler_memory(parent.key, parent.uid)
-    if not memory.restored:  # first tick of this process: the history a previous one left in status
+    if not memory.restored:  # first tick of this process: what a previous one left in status
         memory.restored = True
-        memory.history = memory.history or recorded.from_status(
-            ctx.previous_status(parent).get("autoscaling"), t.now, pol.scale_down_delay_s)
-    result = scaling.tick(pol, current, t.samples, memory.history, t.now, unreadable, t.failures)
-    memory.history = result.history
-    steps = recorded.to_status(result.history, t.now, pol.scale_down_delay_s)
+        previous = ctx.previous_status(parent).get("autoscaling")
+        memory.history = memory.history or recorded.from_status(previous, t.now, pol.scale_down_delay_s)
+        memory.timers = idle.timers_from_status(previous, t.now)
+    zero = None if zero_spec is None else scaling.ZeroInput(
+        zero_spec, memory.timers, memory.held_requests, frozenset(str(p["metadata"]["name"]) for p in serving))
+    result = scaling.tick(pol, current, t.samples, memory.history, t.now, unreadable, t.failures, zero)
+    memory.history, memory.timers = result.history, result.timers or idle.Timers()
+    steps = {**recorded.to_status(result.history, t.now, pol.scale_down_delay_s),
+             **idle.timers_to_status(memory.timers, result.desired == 0)}
     events: list[observe.EventSpec] = []
     last_scale = ""
     direction = "inactive" if result.reason == "MetricUnavailable" else "none"
@@ -257,7 +268,8 @@ async def _report(ctx: OperatorContext, parent: Parent, current: int, desired: i
             last_scale = str((previous.get("autoscaling") or {}).get("lastScaleTime") or "")
         if steps is None:  # no decision this tick (invalid metrics): keep what the last one left
             old = previous.get("autoscaling") or {}
-            steps = {k: old[k] for k in ("recommendations", "recommendedReplicas") if k in old}
+            steps = {k: old[k] for k in ("recommendations", "recommendedReplicas", *idle.timers_to_status(
+                idle.Timers(), False)) if k in old}
         status = {**observe.autoscaling_status(desired, last_scale, metrics), **steps}
         patch = observe.autoscaler_patch(previous, status, active, reason, message, parent.generation,
                                          now_rfc3339())

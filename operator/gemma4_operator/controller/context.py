@@ -26,6 +26,7 @@ import aiohttp
 
 from gemma4_operator.autoscaling.decision import Recommendation
 from gemma4_operator.autoscaling.exposition import PodMetrics
+from gemma4_operator.autoscaling.idle import Timers
 from gemma4_operator.config import ChildrenMode, OperatorConfig
 from gemma4_operator.controller.kube import Kube
 from gemma4_operator.controller.metrics import Metrics
@@ -244,6 +245,8 @@ class AutoscalerMemory:
     history: tuple[Recommendation, ...] = ()
     restored: bool = False
     scrapes: dict[str, PodMetrics] = dataclasses.field(default_factory=dict)  # counters need the last one
+    timers: Timers = dataclasses.field(default_factory=Timers)  # scale to zero (autoscaling.idle); also in status
+    held_requests: int = 0  # requests the activator holds for this object, as it last reported them
 
 
 @dataclasses.dataclass
