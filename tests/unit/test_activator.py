@@ -13,6 +13,7 @@ import pytest
 from gemma4_operator.activator.settings import add_arguments, settings_from_args
 from gemma4_operator.api import Gemma4Deployment, Gemma4DeploymentSpec
 from gemma4_operator.api.metric_names import Signal
+from gemma4_operator.autoscaling import idle
 from gemma4_operator.autoscaling.activator import (
     HELD_REQUESTS,
     forwarded_headers,
@@ -20,7 +21,9 @@ from gemma4_operator.autoscaling.activator import (
     retry_after_seconds,
     routes_to_activator,
 )
+from gemma4_operator.autoscaling.decision import MetricTarget, Policy, Sample
 from gemma4_operator.autoscaling.exposition import PodMetrics, ScrapeFailure
+from gemma4_operator.autoscaling.policy import ZeroInput, tick
 from gemma4_operator.config import OperatorConfig
 from gemma4_operator.planner.plan import ClusterFacts
 from gemma4_operator.planner.select import plan
@@ -253,3 +256,19 @@ def test_spec_replicas_zero_is_not_ready() -> None:
     status = _status(None, 0, replicas=0)  # the user's zero: nothing answers, so not Ready
     ready = _condition(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "ScaledToZero")
+
+
+# --- an activator that cannot be read (autoscaling.idle with held None) -----------------------------------------
+
+def test_an_unreadable_activator_never_lets_the_object_go_idle() -> None:
+    quiet = [Sample("a", Signal.BATCH_SIZE, 0, 1000.0, True), Sample("a", Signal.QUEUE_LENGTH, 0, 1000.0, True)]
+    pol = Policy(1, 4, (MetricTarget(Signal.QUEUE_LENGTH, 2),), 300, slots=8)
+    zero = idle.ScaleToZero(idle_s=600, min_scaleup_s=300, slots=8)
+    long_idle = idle.Timers(idle_since=1000.0 - 5000)
+    readable = tick(pol, 1, quiet, (), 1000.0, {}, (), ZeroInput(zero, long_idle, 0, frozenset({"a"})))
+    assert readable.desired == 0  # the same tick with the activator read: idle long enough, to zero
+    unknown = tick(pol, 1, quiet, (), 1000.0, {}, (), ZeroInput(zero, long_idle, None, frozenset({"a"})))
+    assert unknown.desired == 1
+    assert unknown.timers is not None and unknown.timers.idle_since is None  # the idle period starts again
+    at_zero = tick(pol, 0, [], (), 1000.0, {}, (), ZeroInput(zero, idle.Timers(), None, frozenset()))
+    assert (at_zero.desired, at_zero.message) == (0, "scaled to zero: the activator's held requests cannot be read")

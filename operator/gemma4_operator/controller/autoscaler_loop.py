@@ -235,6 +235,8 @@ async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource, m
         previous = ctx.previous_status(parent).get("autoscaling")
         memory.history = memory.history or recorded.from_status(previous, t.now, pol.scale_down_delay_s)
         memory.timers = idle.timers_from_status(previous, t.now)
+    if zero_spec is not None:
+        memory.held_requests = await held_by_activator(t, pods)
     zero = None if zero_spec is None else scaling.ZeroInput(
         zero_spec, memory.timers, memory.held_requests, frozenset(str(p["metadata"]["name"]) for p in serving))
     result = scaling.tick(pol, current, t.samples, memory.history, t.now, unreadable, t.failures, zero)

@@ -246,7 +246,7 @@ class AutoscalerMemory:
     restored: bool = False
     scrapes: dict[str, PodMetrics] = dataclasses.field(default_factory=dict)  # counters need the last one
     timers: Timers = dataclasses.field(default_factory=Timers)  # scale to zero (autoscaling.idle); also in status
-    held_requests: int = 0  # requests the activator holds for this object, as it last reported them
+    held_requests: int | None = None  # requests the activator holds for this object (None: unknown)
 
 
 @dataclasses.dataclass
