@@ -66,6 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="requests held at once; past it 503 with Retry-After (default %(default)s)")
     p.add_argument("--max-body-bytes", type=_bounded_int(0, MAX_BODY_LIMIT), default=DEFAULT_MAX_BODY_BYTES,
                    help="largest request body held; past it 413 (default %(default)s)")
+    p.add_argument("--host", default="0.0.0.0", help="the address both ports listen on (default: every IPv4 one)")
     p.add_argument("--port", type=_bounded_int(1, 65535), default=8080, help="the requests' port")
     p.add_argument("--admin-port", type=_bounded_int(1, 65535), default=9091,
                    help="/metrics (held requests, for the autoscaler) and /healthz")
@@ -74,4 +75,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> ActivatorSettings:
     return ActivatorSettings(upstream=args.upstream, ready_path=args.ready_path,
                              cold_start_s=float(args.cold_start_seconds), max_held=args.max_held,
-                             max_body_bytes=args.max_body_bytes, port=args.port, admin_port=args.admin_port)
+                             max_body_bytes=args.max_body_bytes, host=args.host, port=args.port,
+                             admin_port=args.admin_port)

@@ -104,6 +104,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "'{\"imagePrefixes\": [\"registry.example.com/\"]}'; a key left out refuses everything "
                         "optional it covers): the operator refuses a spec that breaks it with Planned=False "
                         "(PolicyViolation). Default: no policy. Env GEMMA4_TENANT_POLICY")
+    p.add_argument("--autoscale-interval", type=float, metavar="SECONDS",
+                   help="seconds between two ticks of the built-in autoscaler per object (default 15). "
+                        "Env GEMMA4_AUTOSCALE_INTERVAL")
+    p.add_argument("--test-time-scale", type=float, help=argparse.SUPPRESS)  # tests only: config.py says why
     p.add_argument("--server", metavar="URL", help="API server URL without credentials (local testing; default: "
                                                    "in-cluster service account, else kubeconfig)")
 
@@ -209,6 +213,9 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         network_policy=bool(args.network_policy) or (_env("NETWORK_POLICY", "", env) or "").lower() in ("true", "1"),
         operator_namespace=(env if env is not None else os.environ).get("POD_NAMESPACE", ""),
         tenant_policy=_tenant_policy(args.tenant_policy, env),
+        autoscale_interval=settings.seconds(args.autoscale_interval, "--autoscale-interval", "AUTOSCALE_INTERVAL",
+                                            "15", most=HOUR_S),
+        scale_to_zero_time_scale=args.test_time_scale or 1.0,
     )
 
 
