@@ -73,7 +73,9 @@ def test_default_render(renderer: Renderer) -> None:
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     container = _container(objects)
     assert container["image"] == f"{VALUES['image']['repository']}:0.1.0"  # appVersion, never latest
-    assert container["args"] == ["--metrics-port=8080", "--health-port=8081", "--log-format=json", "--standalone"]
+    assert container["args"] == ["--metrics-port=8080", "--health-port=8081", "--log-format=json",
+                                 f"--image=activator={container['image']}",  # scale to zero's activator
+                                 "--standalone"]
     assert "GEMMA4_PRIORITY" not in _env(container)
     assert container["resources"]["limits"]["memory"] and container["resources"]["requests"]["cpu"]
     service = one(objects, "Service")
@@ -161,6 +163,7 @@ def test_ha_namespaced(renderer: Renderer) -> None:
         "--namespace=ml", "--namespace=team-a",
         "--image=llamacpp-cpu=registry.example.com/mirror/llama.cpp:server-b11434",
         "--image=vllm=registry.example.com/mirror/vllm-openai:v0.32.0",
+        f"--image=activator={container['image']}",
         "--peering=gemma4-ml",
         "--request-timeout=20"]
     # kopf freezes replicas of equal priority: each pod's ordinal is its priority.
