@@ -9,6 +9,8 @@ operator's injectable clock (``OperatorContext.clock``), so the 300 s scale-down
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import socket
 from collections.abc import AsyncIterator
@@ -25,6 +27,8 @@ import yaml
 from harness import DEPLOYMENTS, G4D, PODS
 from kmock_plus import Emulator
 
+from gemma4_operator.activator.server import start
+from gemma4_operator.activator.settings import ActivatorSettings
 from gemma4_operator.config import ChildrenMode
 from gemma4_operator.controller.autoscaler_loop import AUTOSCALER_MANAGER
 
@@ -430,3 +434,58 @@ async def test_a_restarted_operator_holds_a_scale_down_only_as_long_as_the_windo
         assert replicas(k) == 3  # not early
         clock.now += 110  # 310 s after the 3, 110 s after the restart: a fresh window would still hold
         await h.wait_for(lambda: replicas(k) == 1, what="scale down when the window really ends")
+
+
+ZERO = {"minReplicaCount": 0, "scaleToZeroSpec": {"idleScaledownPeriod": "5m", "minScaleupPeriod": "5m"}}
+ACTIVATOR_LABELS = {**LABELS, "app.kubernetes.io/name": "gemma4-activator", "app.kubernetes.io/component": "activator"}
+
+
+def service_app(k: Emulator) -> str | None:
+    service = h.obj(k, h.SERVICES, "default", "chat")
+    return None if service is None else service["spec"]["selector"].get("app.kubernetes.io/name")
+
+
+async def test_a_request_held_by_the_real_activator_wakes_a_deployment_at_zero(k: Emulator,
+                                                                                 engines: FakeEngines) -> None:
+    """The real activator (in-process, on its own loopback address, its admin port where the autoscaler scrapes)
+    holds a request; the built-in autoscaler reads the held gauge at zero replicas and wakes one replica; the
+    Service selects the activator until the Deployment reports a ready replica, then the serving pods."""
+    ip = "127.0.0.9"
+    with socket.socket() as s:  # a port free on loopback for the requests (the admin port is the scraped one)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # the upstream: an address where no replica listens (the test never starts one)
+    settings = ActivatorSettings(upstream="http://127.0.0.10:9", ready_path="/health", cold_start_s=60,
+                                 host=ip, port=port, admin_port=engines.port)
+    activator, stop = await start(settings)
+    try:
+        async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
+                                 metrics_url_template=engines.url_template):
+            await h.create(k, G4D, cr(autoscalingMetricSpecs=[QUEUE], **ZERO))
+            await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat-activator"), what="the activator")
+            await h.wait_for(lambda: service_app(k) == "gemma4-activator", what="the Service on the activator")
+            # asleep: the Deployment at zero (what an earlier idle period left), nothing held
+            await h.patch(k, DEPLOYMENTS, "default", "chat", {"spec": {"replicas": 0}})
+            await h.create(k, PODS, {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "chat-activator-a", "namespace": "default", "labels": ACTIVATOR_LABELS},
+                "spec": {"containers": [{"name": "activator", "image": "gemma4-operator"}]},
+                "status": {"phase": "Running", "podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]}})
+            await h.wait_for(lambda: status(k).get("autoscaling", {}).get("scaledToZero") is True, what="at zero")
+            assert replicas(k) == 0
+
+            async with aiohttp.ClientSession() as client:
+                held = asyncio.ensure_future(client.post(f"http://{ip}:{settings.port}/v1/completions", data=b"{}"))
+                await h.wait_for(lambda: replicas(k) == 1, what="the wake")
+                assert activator.held == 1 and not held.done()
+                await h.wait_for(lambda: any("wake: 1 request(s) held by the activator" in m
+                                             for m in scaled_events(k)), what="the Scaled event")
+                held.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+                    await held
+            # the Deployment controller's report of a ready replica switches the Service back
+            await h.patch(k, DEPLOYMENTS, "default", "chat", {"status": {"replicas": 1, "readyReplicas": 1}},
+                          subresource="status")
+            await h.wait_for(lambda: service_app(k) == "gemma4", what="the Service back on the serving pods")
+    finally:
+        await stop()
