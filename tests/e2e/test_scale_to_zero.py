@@ -29,6 +29,7 @@ import httpx
 import pytest
 
 from gemma4_operator.api import KIND
+from tests.e2e.controlplane.cluster import free_port
 from tests.e2e.test_operator_e2e import (
     ChartIdentity,
     Obj,
@@ -76,6 +77,7 @@ class Kubelet:
         self.serving_ip, self.activator_ip = f"{net}.2", f"{net}.3"
         self.engine: LlamaServer | None = None
         self.activator: subprocess.Popen[bytes] | None = None
+        self.activator_port = 0
 
     def pod(self, selector: str) -> Obj | None:
         live = [p for p in self.rest.objects("Pod", self.namespace, selector)
@@ -105,8 +107,12 @@ class Kubelet:
 
     def start_activator(self, args: list[str], upstream_port: int) -> None:
         script = Path(sys.executable).with_name("gemma4-operator")
-        argv = [str(script), "activator", *[a for a in args if not a.startswith("--upstream=")],
-                f"--upstream=http://{self.serving_ip}:{upstream_port}", f"--host={self.activator_ip}"]
+        # the rendered args, but the upstream (no cluster DNS here) and the requests' port (the Service's
+        # targetPort in a cluster; a free one here, so that nothing else on this machine holds it)
+        self.activator_port = free_port()
+        argv = [str(script), "activator", *[a for a in args if not a.startswith(("--upstream=", "--port="))],
+                f"--upstream=http://{self.serving_ip}:{upstream_port}", f"--host={self.activator_ip}",
+                f"--port={self.activator_port}"]
         log = (self.log_dir / "activator.log").open("wb")
         self.activator = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
@@ -212,7 +218,7 @@ def test_idle_object_goes_to_zero_keeps_its_timer_across_a_kill_and_wakes_on_a_r
         def ask() -> None:
             with httpx.Client(timeout=60) as http:
                 answer["response"] = http.post(
-                    f"http://{kubelet.activator_ip}:8080/v1/chat/completions",
+                    f"http://{kubelet.activator_ip}:{kubelet.activator_port}/v1/chat/completions",
                     json={"model": "gemma-4-e2b-it", "messages": [{"role": "user", "content": "Hi"}],
                           "max_tokens": 4})
 
