@@ -149,6 +149,22 @@ def _versions(rest: Rest, ns: str) -> dict[tuple[str, str], str]:
     return out
 
 
+def _settled(rest: Rest, ns: str, op: OperatorProcess, quiet_s: float = 3 * TICK_S) -> dict[tuple[str, str], str]:
+    """The namespace's resourceVersions once none changed for ``quiet_s``."""
+    last: dict[tuple[str, str], str] = {}
+    since = time.monotonic()
+
+    def probe() -> dict[tuple[str, str], str] | None:
+        nonlocal last, since
+        now = _versions(rest, ns)
+        if now != last:
+            last, since = now, time.monotonic()
+            return None
+        return now if time.monotonic() - since >= quiet_s else None
+
+    return wait_for("the namespace to settle", probe, timeout=30, interval=0.2, operator=op)
+
+
 def test_idle_object_goes_to_zero_keeps_its_timer_across_a_kill_and_wakes_on_a_request(
         rest: Rest, fast_operator: OperatorProcess, e2e_namespace: str, tmp_path: Path) -> None:
     op, ns, name = fast_operator, e2e_namespace, "chat"
@@ -159,7 +175,9 @@ def test_idle_object_goes_to_zero_keeps_its_timer_across_a_kill_and_wakes_on_a_r
         activator = wait_for("the activator Deployment", lambda: rest.get("Deployment", ns, f"{name}-activator"),
                              operator=op)
         port = _container(serving)["ports"][0]["containerPort"]
-        assert rest.get("Service", ns, f"{name}-replicas")["spec"]["clusterIP"] == "None"  # type: ignore[index]
+        headless = wait_for("the replicas' headless Service", lambda: rest.get("Service", ns, f"{name}-replicas"),
+                            operator=op)
+        assert headless["spec"]["clusterIP"] == "None"
         # no replica ready yet: the Service already answers through the activator
         wait_for("the Service to select the activator", lambda: _service_selects(rest, ns, name, "gemma4-activator"),
                  operator=op)
@@ -207,10 +225,10 @@ def test_idle_object_goes_to_zero_keeps_its_timer_across_a_kill_and_wakes_on_a_r
         obj = wait_for("Ready=True ScaledToZero", scaled_to_zero, operator=op)
         assert condition(obj, "Available")["reason"] == "ScaledToZero"  # type: ignore[index]
 
-        # no idle writes: several ticks at zero change nothing in the namespace
-        before = _versions(rest, ns)
+        # no idle writes: once the scale-down's own writes are done, five ticks at zero change nothing
+        settled = _settled(rest, ns, op)
         time.sleep(5 * TICK_S)
-        assert _versions(rest, ns) == before
+        assert _versions(rest, ns) == settled
 
         # a request reaches the Service (its activator): held, a replica wakes, the engine answers it
         answer: dict[str, Any] = {}
