@@ -7,10 +7,11 @@ Service in a cluster, is the serving pod's address here: no cluster DNS) and mar
 the chart's ServiceAccount with the chart's args plus ``--autoscale-interval=1`` and the test-only
 ``--test-time-scale`` (scaleToZeroSpec's 5 minute periods become 6 s).
 
-One object, one story: serving -> idle -> the operator is killed (SIGKILL) mid-idle and restarted, the idle timer
-it kept in status goes on -> zero: the Service selects the activator, Ready=True reason ScaledToZero, and nothing is
-written while it stays there -> a request to the Service's activator is held, wakes a replica, and is answered by
-the engine once the pod is Ready -> the Service selects the serving pods again.
+One object in a namespace that enforces Pod Security "restricted", one story: serving -> idle -> the operator is
+killed (SIGKILL) mid-idle and restarted, the idle timer it kept in status goes on -> zero: the Service selects the
+activator, Ready=True reason ScaledToZero, and nothing is written while it stays there -> a request to the Service's
+activator is held, wakes a replica, and is answered by the engine once the pod is Ready -> the Service selects the
+serving pods again.
 """
 
 from __future__ import annotations
@@ -170,6 +171,9 @@ def test_idle_object_goes_to_zero_keeps_its_timer_across_a_kill_and_wakes_on_a_r
     op, ns, name = fast_operator, e2e_namespace, "chat"
     kubelet = Kubelet(rest, ns, tmp_path)
     try:
+        # Pod Security "restricted" enforced: the activator's pod and the serving pods must be admitted
+        rest.request("PATCH", f"/api/v1/namespaces/{ns}", content_type="application/merge-patch+json",
+                     body={"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
         rest.create(g4d(name, ns, SPEC))
         serving = wait_for("the serving Deployment", lambda: rest.get("Deployment", ns, name), operator=op)
         activator = wait_for("the activator Deployment", lambda: rest.get("Deployment", ns, f"{name}-activator"),
