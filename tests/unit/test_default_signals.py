@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.api.metric_names import DEFAULT_TARGETS, Signal
 from gemma4_operator.autoscaling.decision import Sample, decide
 from gemma4_operator.autoscaling.policy import metric_targets, policy
 from gemma4_operator.engines import engine
-from gemma4_operator.engines.vllm import DEFAULT_QUEUE
+from gemma4_operator.engines.base import BUSY_SLOTS, DEFAULT_QUEUE
 from gemma4_operator.planner.plan import ClusterFacts
 from gemma4_operator.planner.select import plan
 
@@ -19,30 +21,28 @@ def _spec(engine_name: str) -> Gemma4DeploymentSpec:
                                                 "engine": engine_name, "autoscaling": {"maxReplicaCount": 10}})
 
 
-def test_vllm_default_is_kv_use_with_a_fast_queue() -> None:
-    spec = _spec("vllm")
+@pytest.mark.parametrize("engine_name", ["vllm", "llamacpp"])
+def test_the_default_is_requests_in_flight_against_the_plans_slots_with_a_fast_queue(engine_name: str) -> None:
+    spec = _spec(engine_name)
     p = plan(spec, ClusterFacts.every_catalog_type())
     targets = {t.signal: t.target for t in metric_targets(spec, p, engine(p.engine))}
-    kv = DEFAULT_TARGETS[Signal.KV_CACHE_USAGE]
-    assert targets == {Signal.QUEUE_LENGTH: DEFAULT_QUEUE, Signal.KV_CACHE_USAGE: kv}
+    slots = engine(p.engine).slots(p)  # vLLM: maxConcurrency; llama.cpp: its -np, serving.concurrency
+    assert slots == (p.max_concurrency if engine_name == "vllm" else p.concurrency)
+    assert targets == {Signal.QUEUE_LENGTH: DEFAULT_QUEUE, Signal.BATCH_SIZE: round(BUSY_SLOTS * slots, 2)}
     assert (DEFAULT_TARGETS[Signal.QUEUE_LENGTH] or math.inf) > DEFAULT_QUEUE  # reacts before the API's default
+    assert Signal.KV_CACHE_USAGE not in targets  # rises with prompt length, not with load
 
 
-def test_vllm_default_scales_up_on_a_short_queue_and_holds_on_kv_use() -> None:
+def test_a_full_batch_holds_the_count_and_only_a_queue_scales_up() -> None:
     spec = _spec("vllm")
     p = plan(spec, ClusterFacts.every_catalog_type())
     pol = policy(spec, p, engine(p.engine))
-    busy = [Sample(f"p{i}", Signal.QUEUE_LENGTH, 3.0, 100.0, True) for i in range(2)] + \
-        [Sample(f"p{i}", Signal.KV_CACHE_USAGE, 0.8, 100.0, True) for i in range(2)]
-    assert decide(pol, 2, busy, (), 100.0).desired == 3  # queue 3 > 2 (+10 %): ceil(2 x 1.5)
-    calm = [Sample(f"p{i}", Signal.QUEUE_LENGTH, 0.0, 100.0, True) for i in range(2)] + \
-        [Sample(f"p{i}", Signal.KV_CACHE_USAGE, 0.78, 100.0, True) for i in range(2)]
-    assert decide(pol, 2, calm, (), 100.0).desired == 2  # KV within 80 % ± 10 %: keep
+    slots = float(p.max_concurrency)
 
+    def samples(running: float, waiting: float) -> list[Sample]:
+        return [Sample(f"p{i}", s, v, 100.0, True) for i in range(2)
+                for s, v in ((Signal.BATCH_SIZE, running), (Signal.QUEUE_LENGTH, waiting))]
 
-def test_llamacpp_default_is_busy_slots_against_the_plan() -> None:
-    spec = _spec("llamacpp")
-    p = plan(spec, ClusterFacts.every_catalog_type())
-    targets = dict(engine(p.engine).default_signals(p))
-    assert targets[Signal.BATCH_SIZE] == max(1.0, round(0.8 * p.concurrency))
-    assert Signal.KV_CACHE_USAGE not in targets  # llama-server exposes no KV metric
+    assert decide(pol, 1, samples(slots, 0)[:2], (), 100.0).desired == 1  # one full replica: within tolerance
+    assert decide(pol, 2, samples(slots, 3), (), 100.0).desired == 3  # queue 3 > 2 (+10 %): ceil(2 x 1.5)
+    assert decide(pol, 2, samples(slots * 0.9, 0), (), 100.0).desired == 2  # busy: hold

@@ -76,16 +76,17 @@ def test_triggers_mirror_the_builtin_arithmetic() -> None:
     assert by_name["cpu"] == {"type": "cpu", "metricType": "Utilization", "metadata": {"value": "60"}}
 
 
-def test_default_metrics_pair_the_queue_with_kv_on_vllm_and_slots_on_llamacpp() -> None:
-    vllm = build({"maxReplicaCount": 3})
-    assert [t["name"] for t in vllm["triggers"]] == ["queue-length", "kv-cache-usage"]
+def test_default_metrics_pair_the_queue_with_requests_in_flight_against_the_slots() -> None:
+    vllm = build({"maxReplicaCount": 3})  # 26b-a4b on one H100: maxConcurrency 20
+    assert [(t["name"], t["metadata"]["threshold"]) for t in vllm["triggers"]] == [
+        ("queue-length", "2"), ("batch-size", "18.5")]
     spec = Gemma4DeploymentSpec.model_validate({"model": {"variant": "e2b"}, "accelerator": {"type": "cpu"},
                                                 "serving": {"concurrency": 5},
                                                 "autoscaling": {"maxReplicaCount": 3}})
     p = plan(spec, ClusterFacts.every_catalog_type())
     llama = scaled_object_spec(spec, p, ENGINES["llamacpp"], "chat", "ml", PROMETHEUS)
     assert [(t["name"], t["metadata"]["threshold"]) for t in llama["triggers"]] == [
-        ("queue-length", "5"), ("batch-size", "4")]
+        ("queue-length", "2"), ("batch-size", "4.62")]  # 92.5 % of -np 5
     assert "llamacpp:requests_deferred" in llama["triggers"][0]["metadata"]["query"]
 
 

@@ -189,9 +189,19 @@ SPEC = {"model": {"variant": "e4b"}, "accelerator": {"type": "nvidia-l4"},
 def test_the_spec_gives_the_gate_its_periods_and_the_metric_math_a_floor_of_one() -> None:
     spec = Gemma4DeploymentSpec.model_validate(SPEC)
     p = make_plan(spec, ClusterFacts.every_catalog_type())
-    assert scale_to_zero(spec, p) == idle.ScaleToZero(5400, 300, p.max_concurrency)
-    assert scale_to_zero(spec, p, time_scale=0.01) == idle.ScaleToZero(54, 3, p.max_concurrency)
-    pol = policy(spec, p, engine_named(p.engine))
+    vllm = engine_named(p.engine)
+    assert scale_to_zero(spec, p, vllm) == idle.ScaleToZero(5400, 300, p.max_concurrency)
+    assert scale_to_zero(spec, p, vllm, time_scale=0.01) == idle.ScaleToZero(54, 3, p.max_concurrency)
+    pol = policy(spec, p, vllm)
     assert (pol.min_replicas, pol.max_replicas, pol.slots) == (1, 4, p.max_concurrency)
     without = Gemma4DeploymentSpec.model_validate({**SPEC, "autoscaling": {"maxReplicaCount": 4}})
-    assert scale_to_zero(without, p) is None
+    assert scale_to_zero(without, p, vllm) is None
+
+
+def test_a_llama_cpp_replica_has_its_np_slots() -> None:
+    spec = Gemma4DeploymentSpec.model_validate({"model": {"variant": "e2b"}, "accelerator": {"type": "cpu"},
+                                                "serving": {"concurrency": 5}, "autoscaling": SPEC["autoscaling"]})
+    p = make_plan(spec, ClusterFacts.every_catalog_type())
+    llama = engine_named(p.engine)
+    assert p.engine == "llamacpp" and p.max_concurrency > p.concurrency == 5  # memory would hold more
+    assert policy(spec, p, llama).slots == 5 and scale_to_zero(spec, p, llama) == idle.ScaleToZero(5400, 300, 5)

@@ -522,9 +522,11 @@ class AutoscalingSpec(ApiModel):
         alias="autoscalingMetricSpecs",
         description=(
             "Metrics and targets. Scale up when any metric is over its target, down only when all are under "
-            "(Vertex AI semantics). Empty means vllm/num_requests_waiting at 5 paired with "
-            "vllm/kv_cache_usage_perc at 80 (vLLM) or vllm/num_requests_running at 80% of the slots (llama.cpp): "
-            "a queue target alone drives replicas to the minimum whenever the queue is empty."
+            "(Vertex AI semantics). Empty means the plan's default, for every engine: vllm/num_requests_waiting at "
+            "2 per replica paired with vllm/num_requests_running at 92.5% of a replica's slots (vLLM: status.plan."
+            "maxConcurrency; llama.cpp: serving.concurrency): the queue scales up, the requests in flight hold the "
+            "count while replicas are busy "
+            "(a queue target alone drives replicas to the minimum whenever the queue is empty)."
         ),
         max_length=6,
     )] = Field(default_factory=list)

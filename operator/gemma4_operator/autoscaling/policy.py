@@ -40,16 +40,17 @@ def policy(spec: Gemma4DeploymentSpec, plan: Plan, engine: Engine) -> Policy:
     assert spec.autoscaling is not None
     a = spec.autoscaling
     return Policy(max(1, a.min_replica_count), a.max_replica_count, metric_targets(spec, plan, engine),
-                  float(a.scale_down_delay_seconds), slots=plan.max_concurrency)
+                  float(a.scale_down_delay_seconds), slots=engine.slots(plan))
 
 
-def scale_to_zero(spec: Gemma4DeploymentSpec, plan: Plan, time_scale: float = 1.0) -> ScaleToZero | None:
+def scale_to_zero(spec: Gemma4DeploymentSpec, plan: Plan, engine: Engine,
+                  time_scale: float = 1.0) -> ScaleToZero | None:
     """``scaleToZeroSpec`` in seconds (times ``time_scale``: the operator's test-only setting), or None."""
     zero = spec.autoscaling.scale_to_zero_spec if spec.autoscaling is not None else None
     if zero is None:
         return None
     return ScaleToZero(zero.idle_scaledown_seconds * time_scale, zero.min_scaleup_seconds * time_scale,
-                       plan.max_concurrency)
+                       engine.slots(plan))
 
 
 def unavailable(targets: tuple[MetricTarget, ...], engine: Engine, prometheus_url: str) -> dict[Signal, str]:

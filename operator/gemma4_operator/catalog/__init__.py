@@ -269,7 +269,7 @@ class EngineInfo(CatalogModel):
     readiness_path: str
     overhead_gib: float
     load_bandwidth_mib_s: float
-    startup_fixed_s: int
+    startup_fixed_s: int  # every start: process, CUDA init, graph capture, warm-up
     source: str
     metrics: dict[str, tuple[str, ...]]
     api_key: ApiKeyInfo
@@ -285,6 +285,7 @@ class EngineInfo(CatalogModel):
     startup_margin_gib: float = 0.0
     ubatch: int = 512
     ctx_checkpoints: int | None = None  # llama-server --ctx-checkpoints, when the catalog bounds it
+    compile_s: int = 0  # a start without the engine's compile cache (vLLM's torch.compile), on top of the fixed part
 
     def image(self, *, gpu: bool, arch: str) -> str:
         table = self.images.gpu if gpu else self.images.cpu

@@ -72,7 +72,8 @@ def plan_table(d: Gemma4Deployment, p: Plan, assumed: str) -> str:
         ("concurrency", f"{p.concurrency} requested, {p.max_concurrency} fit at max model len"),
         ("modalities", ", ".join(p.modalities)),
         ("weights", p.weights.describe(p.download_bytes)),
-        ("startup budget", f"{p.startup_budget_s // 60} min"),
+        ("start", f"~{p.start.first_s} s first, ~{p.start.warm_s} s warm; probe budget "
+                  f"{p.startup_budget_s // 60} min"),
         ("cost", f"${p.cost_per_replica_hour:.2f} per replica-hour (indicative)"),
     ]
     width = max(len(k) for k, _ in rows)

@@ -227,7 +227,7 @@ async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource, m
     except ValueError as e:
         await _report(ctx, parent, current, current, (), False, "InvalidMetrics", str(e), "")
         return []
-    zero_spec = scaling.scale_to_zero(spec, plan, ctx.config.scale_to_zero_time_scale)
+    zero_spec = scaling.scale_to_zero(spec, plan, t.engine, ctx.config.scale_to_zero_time_scale)
     unreadable = await _read(t, pol, idle.ACTIVITY_SIGNALS if zero_spec is not None else frozenset())
     memory = ctx.autoscaler_memory(parent.key, parent.uid)
     if not memory.restored:  # first tick of this process: what a previous one left in status

@@ -208,6 +208,10 @@ class Engine(Protocol):
     def metric_names(self) -> dict[Signal, tuple[str, ...]]:
         """Metric names per autoscaling signal, newest name first; absent signals are not exposed."""
 
+    def slots(self, plan: Plan) -> int:
+        """Requests one replica runs at once: what the autoscaler's defaults, a starting pod's absorbed queue
+        and a wake from zero count with."""
+
     def default_signals(self, plan: Plan) -> tuple[tuple[Signal, float], ...]:
         """(signal, target) pairs the autoscaler uses when the spec names no metrics."""
 
@@ -274,6 +278,23 @@ class CatalogEngine(Engine):
 
     def metric_names(self) -> dict[Signal, tuple[str, ...]]:
         return {_METRIC_KEYS[key]: tuple(names) for key, names in self._info.metrics.items() if names}
+
+    def slots(self, plan: Plan) -> int:
+        """The plan's maxConcurrency: the requests of maxModelLen tokens the KV pool holds at once."""
+        return plan.max_concurrency
+
+    def default_signals(self, plan: Plan) -> tuple[tuple[Signal, float], ...]:
+        """Requests in flight per replica against the plan's slots (:meth:`slots`), paired with the queue; the
+        same for every engine (both expose running and waiting). A full batch alone is within the HPA's 10 %
+        tolerance (1 / BUSY_SLOTS < 1.1), so the batch holds the count while replicas are busy and only a queue
+        scales up: a momentary full batch at one replica does not buy a second (+100 %), and a KV fraction,
+        which rises with prompt length rather than load, is not asked. Measured on the trace benchmark
+        (tests/benchmarks/autoscaling, the same settings on every trace, RESULTS.md)."""
+        return ((Signal.QUEUE_LENGTH, DEFAULT_QUEUE), (Signal.BATCH_SIZE, round(BUSY_SLOTS * self.slots(plan), 2)))
+
+
+DEFAULT_QUEUE = 2.0  # requests waiting per replica in the default policy (the API's default target is 5)
+BUSY_SLOTS = 0.925  # the share of the plan's slots in use the default policy keeps per replica
 
 
 def http_probe(path: str, *, period: int, timeout: int, failures: int) -> K8sObject:

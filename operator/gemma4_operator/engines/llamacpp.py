@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing_extensions import override
 
 from gemma4_operator.api import Gemma4DeploymentSpec
-from gemma4_operator.api.metric_names import DEFAULT_TARGETS, DEFAULT_UTILIZATION, Signal
 from gemma4_operator.catalog import GIB, Accelerator, Catalog, Checkpoint, FormatInfo, VariantInfo
 from gemma4_operator.engines.base import (
     CatalogEngine,
@@ -127,13 +126,9 @@ class Engine(CatalogEngine):
         return ERROR_SIGNATURES
 
     @override
-    def default_signals(self, plan: Plan) -> tuple[tuple[Signal, float], ...]:
-        """The queue paired with busy slots (llama-server exposes no KV-cache metric): 80 % of the
-        planned slots."""
-        queue = DEFAULT_TARGETS[Signal.QUEUE_LENGTH]
-        assert queue is not None
-        return ((Signal.QUEUE_LENGTH, queue),
-                (Signal.BATCH_SIZE, max(1.0, round(DEFAULT_UTILIZATION * plan.concurrency))))
+    def slots(self, plan: Plan) -> int:
+        """llama-server's -np: serving.concurrency slots, each of maxModelLen tokens (:func:`command_line`)."""
+        return plan.concurrency
 
 
 # llama-server's start-up failures, most specific first, as its log prints them (src/llama-context.cpp,

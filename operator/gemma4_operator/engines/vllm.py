@@ -15,10 +15,8 @@ import math
 from typing_extensions import override
 
 from gemma4_operator.api import Gemma4DeploymentSpec
-from gemma4_operator.api.metric_names import DEFAULT_TARGETS, Signal
 from gemma4_operator.catalog import GIB, Accelerator, Catalog, Checkpoint, FormatInfo, VariantInfo
 from gemma4_operator.engines.base import (
-    HOME_DIR,
     CatalogEngine,
     EngineContainer,
     EngineSettings,
@@ -36,16 +34,36 @@ from gemma4_operator.planner import memory
 from gemma4_operator.planner.plan import Candidate, Plan
 from gemma4_operator.planner.sources import SourceRef
 
+# The compile cache, shared: VLLM_CACHE_ROOT (vllm/envs.py, default XDG_CACHE_HOME/vllm) is a subdirectory of the
+# model cache volume, mounted writable on its own (the weights' mount stays read-only): with storage.modelCache
+# that is the ReadWriteMany PVC every pod on every node mounts, so only the first start of a plan compiles; without
+# it, the pod's emptyDir (a restarted container skips the compile, a new pod does not). A subdirectory rather than
+# a volume of its own: no second PVC to provision and size (the artifacts are small next to the checkpoint, inside
+# the cache's 20 % margin), and it lives and goes with the model cache; the download Job prunes only under
+# /cache/models. Where the key comes from (vLLM 0.32.0), so every pod of one plan finds the same directory:
+# - vllm/compilation/decorators.py (VLLM_USE_AOT_COMPILE, on by default with torch >= 2.10, vllm/envs.py
+#   use_aot_compile; vLLM 0.32.0 needs torch 2.13): VLLM_CACHE_ROOT/torch_compile_cache/torch_aot_compile/{hash},
+#   hash = sha256 of vllm/compilation/caching.py aot_compile_hash_factors (the hash of every VLLM_* variable but
+#   location-only ones, VLLM_CACHE_ROOT itself included, vllm/envs.py compile_factors; and VllmConfig.compute_hash,
+#   vllm/config/vllm.py: vLLM's version, the model, parallel, cache and compilation configs) and the model's
+#   forward code; Inductor's cache (TORCHINDUCTOR_CACHE_DIR) is set under it. The traced source files are checked
+#   when loading (_verify_source_unchanged): one image, one cache.
+# - vllm/compilation/backends.py (without AOT): VLLM_CACHE_ROOT/torch_compile_cache/{sha256(env hash, config hash,
+#   traced code, compiler hash)[:10]}; compiler_interface.py puts inductor_cache and triton_cache beside it unless
+#   TRITON_CACHE_DIR is set.
+# Pods of one plan have the same args and VLLM_* env (nothing per pod), hence one key. TRITON_CACHE_DIR (Triton
+# keys kernels by their source and target) goes to the shared cache too.
+COMPILE_CACHE_DIR = "/var/cache/vllm"
+COMPILE_CACHE_SUBPATH = "vllm-cache"  # on the model cache volume
+COMPILE_CACHE_MOUNT = {"name": "cache", "mountPath": COMPILE_CACHE_DIR, "subPath": COMPILE_CACHE_SUBPATH}
 # vLLM as a non-root UID the image has no passwd entry for (vllm/vllm-openai runs as root; its Dockerfile sets
-# no USER). Its caches go under HOME (an emptyDir, engines/base.py SCRATCH_ENV), named here so none falls back
-# to a path on the image: VLLM_CACHE_ROOT (torch.compile and other vLLM caches; vllm/envs.py, default
-# XDG_CACHE_HOME/vllm) and TRITON_CACHE_DIR (Triton's kernels; default ~/.triton/cache). USER: torch inductor
+# no USER): every cache it writes is named here so none falls back to a path on the image. USER: torch inductor
 # names its cache dir after getpass.getuser() (torch/_inductor/runtime/cache_dir_utils.py), which reads USER
 # before the passwd entry that an arbitrary UID lacks.
 NON_ROOT_ENV: tuple[dict[str, str], ...] = (
     {"name": "USER", "value": "gemma4"},
-    {"name": "VLLM_CACHE_ROOT", "value": f"{HOME_DIR}/.cache/vllm"},
-    {"name": "TRITON_CACHE_DIR", "value": f"{HOME_DIR}/.cache/triton"},
+    {"name": "VLLM_CACHE_ROOT", "value": COMPILE_CACHE_DIR},
+    {"name": "TRITON_CACHE_DIR", "value": f"{COMPILE_CACHE_DIR}/triton"},
 )
 # Not read-only by default: vLLM's JIT paths (torch inductor, Triton, FlashInfer, DeepGEMM, CUDA's kernel cache)
 # each pick a cache location of their own, some next to the installed package, and the operator cannot list
@@ -187,7 +205,8 @@ class Engine(CatalogEngine):
         return EngineContainer(
             command=command, args=command_line(plan, spec), env=env,
             startup_probe=startup, readiness_probe=readiness, liveness_probe=liveness,
-            volume_mounts=cache_mounts(plan), shm_size=SHM_SIZE if plan.tensor_parallel_size > 1 else "",
+            volume_mounts=[*cache_mounts(plan), COMPILE_CACHE_MOUNT],
+            shm_size=SHM_SIZE if plan.tensor_parallel_size > 1 else "",
             read_only_root_filesystem=READ_ONLY_ROOT_FILESYSTEM,
         )
 
@@ -195,19 +214,7 @@ class Engine(CatalogEngine):
     def error_signatures(self) -> tuple[ErrorSignature, ...]:
         return ERROR_SIGNATURES
 
-    @override
-    def default_signals(self, plan: Plan) -> tuple[tuple[Signal, float], ...]:
-        """KV-cache use at 80 % (what a replica holds: vLLM admits requests while the KV pool has
-        room, so running requests have no plan-side bound) paired with the queue for fast reaction,
-        at DEFAULT_QUEUE requests waiting per replica. A queue target alone reads 0 while the replicas
-        keep up, so HPA math would walk the count down to the minimum. Measured on the trace
-        benchmark (tests/benchmarks/autoscaling, the same settings on every trace): queue 2 starts
-        scale-ups a tick or two earlier than the API's default 5 for about 1 % more GPU-hours."""
-        return ((Signal.QUEUE_LENGTH, DEFAULT_QUEUE),
-                (Signal.KV_CACHE_USAGE, _target(Signal.KV_CACHE_USAGE)))
 
-
-DEFAULT_QUEUE = 2.0  # requests waiting per replica in the default policy (the API's default target is 5)
 _PLAN_DISAGREES = ("the plan expected a {kv_cache_gib} GiB KV pool per GPU, room for {max_concurrency} x "
                    "{max_model_len} tokens; vLLM disagrees, so the planner's memory estimate is off for {variant} "
                    "{quantization} on {accelerator}")
@@ -287,12 +294,6 @@ ERROR_SIGNATURES: tuple[ErrorSignature, ...] = (
         "the model revision {url} does not exist: check the revision in model.source.uri",
         "Revision Not Found for url: "),
 )
-
-
-def _target(signal: Signal) -> float:
-    target = DEFAULT_TARGETS[signal]
-    assert target is not None
-    return target
 
 
 def _model_args(plan: Plan) -> list[str]:

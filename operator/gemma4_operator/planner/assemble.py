@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from gemma4_operator.api import Gemma4DeploymentSpec, KvCacheDtypeChoice, PlanMemory, QuantizationChoice
 from gemma4_operator.catalog import Catalog, EngineInfo
 from gemma4_operator.engines.base import Engine, EngineSettings, MemoryFit
-from gemma4_operator.planner.plan import Candidate, Plan
+from gemma4_operator.planner.plan import Candidate, Plan, StartEstimate
 from gemma4_operator.planner.sources import SourceRef, custom
 from gemma4_operator.planner.weights import Weights, locate
 
@@ -42,13 +42,21 @@ def _served_model_name(spec: Gemma4DeploymentSpec) -> str:
     return f"gemma-4-{spec.model.variant.value}" + ("-it" if spec.model.instruction_tuned else "")
 
 
-def _startup_budget_s(download_bytes: int, engine: EngineInfo, weights: Weights, catalog: Catalog) -> int:
-    """The startup probe's budget follows the path: the Hub's bandwidth when the pod downloads, the disk's
-    when the weights are already there (cache PVC, pvc:// or an image volume, pulled before the container
-    starts), plus the engine's own start."""
+def start_estimate(download_bytes: int, engine: EngineInfo, weights: Weights, catalog: Catalog, *,
+                   shared_compile_cache: bool) -> StartEstimate:
+    """The weights' way in: the Hub's bandwidth when the pod downloads, the disk's when they are already there
+    (cache PVC, pvc:// or an image volume, pulled before the container starts); plus the engine's compile,
+    which a warm start skips when the compile cache is shared (on the model cache PVC), and its fixed start."""
     rate = catalog.weights.disk_load_bandwidth_mib_s if weights.local else engine.load_bandwidth_mib_s
-    seconds = download_bytes / (rate * 1024 * 1024) + engine.startup_fixed_s
-    return int(math.ceil(seconds / 60) * 60)
+    first = download_bytes / (rate * 1024 * 1024) + engine.compile_s + engine.startup_fixed_s
+    warm = first - engine.compile_s if shared_compile_cache else first
+    return StartEstimate(math.ceil(first), math.ceil(warm))
+
+
+def _startup_budget_s(start: StartEstimate) -> int:
+    """The startup probe's budget: a first start (the probe is one for every pod, and any pod may be the one
+    that compiles), rounded up to the minute."""
+    return int(math.ceil(start.first_s / 60) * 60)
 
 
 def why_lost(runner_up: Choice, best: Choice, catalog: Catalog) -> str:
@@ -132,6 +140,8 @@ def assemble(spec: Gemma4DeploymentSpec, best: Choice, rest: Sequence[Choice], s
     weights = locate(source, c.checkpoint or named, cache=spec.storage.model_cache is not None,
                      text_only=c.text_only)
     download_bytes = c.download_bytes + settings.extra_download_bytes
+    start = start_estimate(download_bytes, info, weights, catalog, shared_compile_cache=spec.storage.model_cache
+                           is not None)
     return Plan(
         variant=c.variant.name, instruction_tuned=spec.model.instruction_tuned, engine=engine.name,
         image=spec.serving.image or engine.image(accel, images), arch=accel.arch, model_ref=model_ref,
@@ -146,7 +156,7 @@ def assemble(spec: Gemma4DeploymentSpec, best: Choice, rest: Sequence[Choice], s
         modalities=tuple(m.value for m in spec.serving.modalities),
         reasoning=spec.reasoning_enabled, tool_calling=spec.tool_calling_enabled,
         served_model_name=_served_model_name(spec), download_bytes=download_bytes, weights=weights,
-        startup_budget_s=_startup_budget_s(download_bytes, info, weights, catalog), port=info.port,
+        startup_budget_s=_startup_budget_s(start), start=start, port=info.port,
         cpu_request_cores=CPU_CORES_PER_GPU * c.gpus if accel.is_gpu else CPU_POD_CORES,
         cost_per_replica_hour=round(best.cost, 2), alternatives=_runners_up(best, rest, catalog),
         notes=_notes(spec, best, settings, catalog, chose_accelerator),

@@ -66,6 +66,17 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class StartEstimate:
+    """Seconds from a serving pod's start to Ready. ``first_s``: the weights' way in (the Hub's bandwidth when
+    the pod downloads, the disk's when they are local) plus the engine's compile and fixed start; ``warm_s``:
+    a later start, whose compile artifacts are in the shared compile cache (storage.modelCache: every pod on
+    every node mounts it) and which reads local weights from the disk."""
+
+    first_s: int
+    warm_s: int
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything rendering needs; shown in status.plan and by `gemma4-operator plan`."""
 
@@ -98,6 +109,7 @@ class Plan:
     download_bytes: int
     weights: Weights  # where the serving container loads them from, and how they get there
     startup_budget_s: int
+    start: StartEstimate  # seconds from pod start to Ready, first and warm
     port: int  # the engine container's port: probes, the Service's target and the scraper use it
     cpu_request_cores: int  # the serving container's CPU request (cpu/utilization is relative to it)
     cost_per_replica_hour: float = 0.0  # USD, from the catalog's or the operator's prices

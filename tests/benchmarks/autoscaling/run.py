@@ -4,8 +4,9 @@
 
 Without ``--trace-csv``: the shared Azure LLM conversation trace (``../shared/data/traces/`` from the
 repository root; Patel et al., "Splitwise: Efficient generative LLM inference using phase splitting",
-ISCA 2024; CC-BY 4.0) as recorded and stretched x24, plus the four synthetic traces. With it: that
-Azure-format CSV (``TIMESTAMP,ContextTokens,GeneratedTokens``), inter-arrival times x K.
+ISCA 2024; CC-BY 4.0) as recorded and stretched x24, plus the synthetic and generated traces
+(``traces.TRACE_NAMES``). With it: that Azure-format CSV (``TIMESTAMP,ContextTokens,GeneratedTokens``),
+inter-arrival times x K.
 
 Goal (DESIGN.md section 5): the operator's default policy (``default``: the engine's
 ``default_signals(plan)``, no autoscalingMetricSpecs) uses <= 1.25 x the GPU-hours of the oracle while
@@ -14,16 +15,19 @@ The oracle (not deployable) knows the per-minute arrival rate one cold start ahe
 exactly ceil(rate / (capacity x target utilisation)) replicas for the highest rate coming.
 
 The replica comes from a plan (``planner.select.plan``, Gemma 4 E4B on one L4, vLLM): slots =
-the plan's max concurrency; cold start = checkpoint bytes / bandwidth + the engine's
-``startup_fixed_s`` (catalog), with DOWNLOAD_MIB_S (no cache: the catalog's
-load_bandwidth_mib_s) or WARM_MIB_S (warm model cache / image volume: local disk read).
+the plan's max concurrency; a replica's start is the plan's estimate (``Plan.start``): ``first``
+without caches (each pod downloads at the catalog's load_bandwidth_mib_s and compiles), ``warm``
+with storage.modelCache (weights read from the disk, vLLM's compile cache shared on the PVC).
 Service time per request = prompt / 2000 + output / 25 tok/s (per sequence, at full batch).
+Scale-to-zero rows run the operator's idle gate (``autoscaling.idle``) with SCALE_TO_ZERO (the
+CRD's defaults); ``woke`` counts the requests that arrived while no replica was ready.
 
 Sizing, from the trace and the replica model (no look at the simulated outcome):
 - capacity of a replica = slots / mean service time (requests/s);
 - static peak = ceil(peak per-minute rate / capacity / 0.9);
 - autoscaled runs start warm with what the oracle holds at t=0 (the first cold start's peak rate at the target
-  utilisation: a known initial state, the same for every policy) and may use 1 .. 1.5 x static peak.
+  utilisation: a known initial state, the same for every policy; at least one replica unless the policy may
+  run none) and may use up to 1.5 x static peak.
 """
 
 from __future__ import annotations
@@ -43,42 +47,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sim import Controller, KedaThreshold, Operator, Oracle, ReplicaModel, Result, SimConfig, Static, simulate
 from traces import TRACE_NAMES, Trace, load_csv, make_trace
 
-from gemma4_operator.api import Gemma4DeploymentSpec
+from gemma4_operator.api import Gemma4DeploymentSpec, ScaleToZeroSpec
 from gemma4_operator.api.metric_names import DEFAULT_UTILIZATION, Signal
 from gemma4_operator.autoscaling.decision import MetricTarget, Policy
-from gemma4_operator.catalog import load_catalog
+from gemma4_operator.autoscaling.idle import ScaleToZero
 from gemma4_operator.engines import engine as engine_named
 from gemma4_operator.planner.plan import ClusterFacts, Plan
 from gemma4_operator.planner.select import plan as make_plan
 
 REPO = Path(__file__).resolve().parents[3]
 SHARED_TRACE = REPO.parent / "shared" / "data" / "traces" / "azure-llm-2023-conv.csv"
-DOWNLOAD_MIB_S = 100.0  # no cache: pull from the hub (the catalog's conservative load_bandwidth_mib_s)
-WARM_MIB_S = 1000.0  # warm model cache or image volume: local NVMe / page cache read
 TARGET_X_ORACLE, TARGET_SLO = 1.25, 0.99
 SCALE_DOWN_DELAY_S = 300.0  # the CRD's default scaleDownDelaySeconds
 KEDA_COOLDOWN_S = 300.0
 SPEC = {"model": {"variant": "e4b"}, "accelerator": {"type": "nvidia-l4"}, "autoscaling": {"maxReplicaCount": 64}}
+CACHE = {"modelCache": {"accessModes": ["ReadWriteMany"]}}
+_DEFAULTS = ScaleToZeroSpec()
+SCALE_TO_ZERO = (_DEFAULTS.idle_scaledown_seconds, _DEFAULTS.min_scaleup_seconds)  # the CRD's defaults
 
 
-def bench_plan() -> Plan:
-    return make_plan(Gemma4DeploymentSpec.model_validate(SPEC), ClusterFacts.every_catalog_type())
+def bench_plan(cached: bool) -> Plan:
+    spec = {**SPEC, "storage": CACHE} if cached else SPEC
+    return make_plan(Gemma4DeploymentSpec.model_validate(spec), ClusterFacts.every_catalog_type())
 
 
-def cold_start_s(plan: Plan, mib_s: float) -> float:
-    """Checkpoint bytes over ``mib_s`` plus the engine's fixed start (compile, CUDA graphs)."""
-    return plan.download_bytes / (mib_s * 1024 * 1024) + load_catalog().engines[plan.engine].startup_fixed_s
+def config_for(plan: Plan, warm: bool) -> SimConfig:
+    start = plan.start.warm_s if warm else plan.start.first_s
+    slots = engine_named(plan.engine).slots(plan)
+    return SimConfig(replica=ReplicaModel(slots=slots, cold_start_s=start, gpus=plan.gpus_per_replica))
 
 
-def config_for(plan: Plan, warm_cache: bool) -> SimConfig:
-    bandwidth = WARM_MIB_S if warm_cache else DOWNLOAD_MIB_S
-    replica = ReplicaModel(slots=plan.max_concurrency, cold_start_s=round(cold_start_s(plan, bandwidth)),
-                           gpus=plan.gpus_per_replica)
-    return SimConfig(replica=replica)
-
-
-PLAN = bench_plan()
-CONFIG = config_for(PLAN, warm_cache=False)
+PLAN, CACHED_PLAN = bench_plan(cached=False), bench_plan(cached=True)
+CONFIG = config_for(PLAN, warm=False)  # no caches: every start downloads and compiles
+WARM_CONFIG = config_for(CACHED_PLAN, warm=True)
+SLOTS = engine_named(PLAN.engine).slots(PLAN)
 SLO_QUEUE_S = CONFIG.slo_queue_s
 
 
@@ -114,7 +116,7 @@ def sizing(trace: Trace, config: SimConfig = CONFIG) -> Sizing:
         mean_service_s=mean_service,
         capacity=capacity,
         static_peak=peak,
-        start=_oracle(ORACLE, capacity, trace.rate_per_min, config)(0.0, 0, ()),
+        start=_oracle(ORACLE, capacity, trace.rate_per_min, config)(0.0, 0, (), 0),
         max_replicas=max(2, math.ceil(1.5 * peak)),
         rate_per_min=trace.rate_per_min,
     )
@@ -126,15 +128,18 @@ def _operator(name: str, size: Sizing, *targets: tuple[Signal, float]) -> Operat
         max_replicas=size.max_replicas,
         targets=tuple(MetricTarget(signal, target) for signal, target in targets),
         scale_down_delay_s=SCALE_DOWN_DELAY_S,
+        slots=SLOTS,  # as the operator's policy() sets it
     )
     return Operator(name, policy)
 
 
-def _default(name: str, size: Sizing) -> Operator:
-    """What the operator runs with no autoscalingMetricSpecs: the engine's default signals for the plan."""
+def _default(name: str, size: Sizing, zero: bool = False) -> Operator:
+    """What the operator runs with no autoscalingMetricSpecs: the engine's default signals for the plan, the
+    plan's slots (starting pods absorb a queue); with ``zero``, minReplicaCount 0 and the default scaleToZeroSpec."""
     targets = tuple(MetricTarget(s, t) for s, t in engine_named(PLAN.engine).default_signals(PLAN))
-    policy = Policy(1, size.max_replicas, targets, SCALE_DOWN_DELAY_S)
-    return Operator(name, policy)
+    policy = Policy(1, size.max_replicas, targets, SCALE_DOWN_DELAY_S, slots=SLOTS)
+    idle_s, min_up_s = SCALE_TO_ZERO
+    return Operator(name, policy, ScaleToZero(idle_s, min_up_s, SLOTS) if zero else None)
 
 
 def _oracle(name: str, capacity: float, rate_per_min: tuple[float, ...], config: SimConfig) -> Oracle:
@@ -142,31 +147,35 @@ def _oracle(name: str, capacity: float, rate_per_min: tuple[float, ...], config:
     return Oracle(name, rate_per_min, capacity, DEFAULT_UTILIZATION, lead)
 
 
-Q, KV, DUTY = Signal.QUEUE_LENGTH, Signal.KV_CACHE_USAGE, Signal.DUTY_CYCLE
+Q, KV, DUTY, B = Signal.QUEUE_LENGTH, Signal.KV_CACHE_USAGE, Signal.DUTY_CYCLE, Signal.BATCH_SIZE
 Factory = Callable[[Sizing, SimConfig], Controller]
 ORACLE, STATIC_PEAK, DEFAULT = "oracle", "static peak", "default"
+DEFAULT_WARM, DEFAULT_ZERO = "default (warm)", "default+zero (warm)"
+OLD_DEFAULT = "queue 2 + kv 80% (old default)"
 POLICIES: tuple[tuple[str, Factory], ...] = (
     (STATIC_PEAK, lambda z, _c: Static(STATIC_PEAK, z.static_peak)),
     (ORACLE, lambda z, c: _oracle(ORACLE, z.capacity, z.rate_per_min, c)),
     (DEFAULT, lambda z, _c: _default(DEFAULT, z)),
-    ("default, warm cache", lambda z, _c: _default("default, warm cache", z)),
-    ("queue 5 + kv 80% (old default)", lambda z, _c: _operator("queue 5 + kv 80% (old default)", z, (Q, 5), (KV, 80))),
+    (DEFAULT_WARM, lambda z, _c: _default(DEFAULT_WARM, z)),
+    (DEFAULT_ZERO, lambda z, _c: _default(DEFAULT_ZERO, z, zero=True)),
+    (OLD_DEFAULT, lambda z, _c: _operator(OLD_DEFAULT, z, (Q, 2), (KV, 80))),
     ("queue 5", lambda z, _c: _operator("queue 5", z, (Q, 5))),
     ("kv 80%", lambda z, _c: _operator("kv 80%", z, (KV, 80))),
     ("kv 50%", lambda z, _c: _operator("kv 50%", z, (KV, 50))),
     ("duty 60%", lambda z, _c: _operator("duty 60%", z, (DUTY, 60))),
     ("keda waiting/5", lambda z, _c: KedaThreshold("keda waiting/5", 5, 1, z.max_replicas, KEDA_COOLDOWN_S)),
 )
-WARM = {"default, warm cache"}
+WARM = {DEFAULT_WARM, DEFAULT_ZERO}
+FROM_ZERO = {ORACLE, DEFAULT_ZERO}  # may run no replica at all; the others keep at least one
 
 
 def run_one(job: tuple[TraceKey, int]) -> tuple[TraceKey, Result, Sizing, float]:
     key, index = job
     trace = get_trace(key)
     label, factory = POLICIES[index]
-    config = config_for(PLAN, warm_cache=True) if label in WARM else CONFIG
+    config = WARM_CONFIG if label in WARM else CONFIG
     size = sizing(trace, config)
-    start = size.static_peak if label == STATIC_PEAK else size.start
+    start = size.static_peak if label == STATIC_PEAK else size.start if label in FROM_ZERO else max(1, size.start)
     began = time.process_time()
     result = simulate(trace.arrivals, services(trace, config), trace.duration_s, factory(size, config), start,
                       config, trace.name)
@@ -231,20 +240,25 @@ def report_rows(keys: list[TraceKey], labels: list[str],
                 "slo_attainment": round(r.slo_attainment, 5), "x_oracle": round(x_oracle, 3),
                 "x_static_peak": round(r.gpu_hours / peak.gpu_hours, 3), "scale_events": r.scale_events,
                 "p99_wait_s": round(r.p99_wait_s, 1), "max_replicas": r.max_replicas,
-                "meets_goal": x_oracle <= TARGET_X_ORACLE and r.slo_attainment >= TARGET_SLO,
+                "start_s": (WARM_CONFIG if label in WARM else CONFIG).replica.cold_start_s,
+                "waited_for_wake": r.waited_for_wake,
+                "meets_goal": x_oracle <= TARGET_X_ORACLE and r.slo_attainment >= TARGET_SLO
+                and r.gpu_hours <= peak.gpu_hours + 1e-9,
             })
     return rows
 
 
 def print_report(keys: list[TraceKey], rows: list[dict[str, object]],
                  results: list[tuple[TraceKey, Result, Sizing, float]]) -> None:
-    model, warm = CONFIG.replica, config_for(PLAN, warm_cache=True).replica
+    model, warm = CONFIG.replica, WARM_CONFIG.replica
+    targets = ", ".join(f"{s.value} {t:g}" for s, t in engine_named(PLAN.engine).default_signals(PLAN))
     print(f"plan: Gemma 4 {PLAN.variant} {PLAN.quantization} on {PLAN.gpu_label} ({PLAN.engine}), "
-          f"{PLAN.download_bytes / 2**30:.1f} GiB checkpoint; replica: {model.slots} slots, cold start "
-          f"{model.cold_start_s:.0f} s (download at {DOWNLOAD_MIB_S:.0f} MiB/s + engine start), warm cache "
-          f"{warm.cold_start_s:.0f} s (read at {WARM_MIB_S:.0f} MiB/s); service = prompt/{model.prefill_tps:.0f} + "
-          f"output/{model.decode_tps:.0f} tok/s; control every {CONFIG.tick_s:.0f} s, scale-down delay "
-          f"{SCALE_DOWN_DELAY_S:.0f} s")
+          f"{PLAN.download_bytes / 2**30:.1f} GiB checkpoint; replica: {model.slots} slots; start (Plan.start) "
+          f"{model.cold_start_s:.0f} s first (download + compile + engine start), {warm.cold_start_s:.0f} s warm "
+          f"(model cache + compile cache); service = prompt/{model.prefill_tps:.0f} + output/{model.decode_tps:.0f} "
+          f"tok/s; control every {CONFIG.tick_s:.0f} s, scale-down delay {SCALE_DOWN_DELAY_S:.0f} s")
+    print(f"default signals: {targets} (starting pods absorb a queue up to their slots); scale to zero: "
+          f"idleScaledownPeriod {SCALE_TO_ZERO[0]} s, minScaleupPeriod {SCALE_TO_ZERO[1]} s")
     print(f"SLO: queueing delay <= {SLO_QUEUE_S:.0f} s; goal: default <= {TARGET_X_ORACLE} x oracle GPU-hours at "
           f">= {TARGET_SLO:.0%} SLO; oracle = rate one cold start ahead at {DEFAULT_UTILIZATION:.0%} of slots\n")
     sizes = {k: z for k, r, z, _ in results if r.policy == STATIC_PEAK}
@@ -253,11 +267,12 @@ def print_report(keys: list[TraceKey], rows: list[dict[str, object]],
         print(f"{trace.name}: {trace.description}; {len(trace.arrivals)} requests, peak {trace.peak_rate:.2f}/s, "
               f"mean {trace.mean_rate:.2f}/s, service {size.mean_service_s:.1f} s, static peak {size.static_peak}, "
               f"autoscaled start {size.start}, 1..{size.max_replicas}")
-    header = ("trace", "policy", "GPU-h", "x oracle", "x peak", "SLO %", "p99 wait s", "max rep", "changes",
-              "verdict")
-    table = [(str(r["trace"]), str(r["policy"]), f"{r['gpu_hours']:.2f}", f"{r['x_oracle']:.2f}",
+    header = ("trace", "policy", "start s", "GPU-h", "x oracle", "x peak", "SLO %", "p99 wait s", "woke",
+              "max rep", "changes", "verdict")
+    table = [(str(r["trace"]), str(r["policy"]), str(r["start_s"]), f"{r['gpu_hours']:.2f}", f"{r['x_oracle']:.2f}",
               f"{r['x_static_peak']:.2f}", f"{100 * float(str(r['slo_attainment'])):.2f}", f"{r['p99_wait_s']:.1f}",
-              str(r["max_replicas"]), str(r["scale_events"]), "PASS" if r["meets_goal"] else "SHORT") for r in rows]
+              str(r["waited_for_wake"]), str(r["max_replicas"]), str(r["scale_events"]),
+              "PASS" if r["meets_goal"] else "SHORT") for r in rows]
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
 
     def line(cells: tuple[str, ...]) -> str:
@@ -270,8 +285,12 @@ def print_report(keys: list[TraceKey], rows: list[dict[str, object]],
         if i and row[0] != table[i - 1][0]:
             print()
         print(line(row))
-    defaults = [r for r in rows if r["policy"] == DEFAULT]
-    print(f"\ndefault policy meets the goal on {sum(bool(r['meets_goal']) for r in defaults)}/{len(defaults)} traces")
+    print()
+    for label in (DEFAULT, DEFAULT_WARM, DEFAULT_ZERO):
+        mine = [r for r in rows if r["policy"] == label]
+        if mine:
+            print(f"{label}: meets the goal (<= {TARGET_X_ORACLE} x oracle, >= {TARGET_SLO:.0%} SLO, <= static peak) "
+                  f"on {sum(bool(r['meets_goal']) for r in mine)}/{len(mine)} traces")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,11 @@ Model (deliberately simple; every number is a parameter of :class:`ReplicaModel`
 - Scaling down removes not-yet-ready replicas first (newest first), then the ready ones with the
   fewest running requests; those drain (finish running requests, take no new ones) and cost
   GPU time until empty.
+- Scale to zero: with no ready replica, arriving requests wait in the queue as the activator would
+  hold them; the controller is told how many are held (``held``) and each one counts as having
+  waited for a wake. ``vllm:request_success_total`` is modelled too, as each replica's completions
+  since the last scrape (the controller sees the per-minute rate), so the idle gate sees requests
+  that came and went between two scrapes.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gemma4_operator.api.metric_names import Signal
-from gemma4_operator.autoscaling.decision import Policy, Recommendation, Sample, decide
+from gemma4_operator.autoscaling.decision import Policy, Recommendation, Sample
+from gemma4_operator.autoscaling.idle import ACTIVITY_SIGNALS, ScaleToZero, Timers
+from gemma4_operator.autoscaling.policy import ZeroInput, tick
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,7 @@ class Controller(Protocol):
     name: str
     signals: tuple[Signal, ...]
 
-    def __call__(self, now: float, current: int, samples: Sequence[Sample], /) -> int: ...
+    def __call__(self, now: float, current: int, samples: Sequence[Sample], held: int, /) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,7 @@ class Result:
     max_replicas: int
     scale_events: int
     p99_wait_s: float
+    waited_for_wake: int = 0  # arrived while no replica was ready (held by the activator)
 
     @property
     def slo_attainment(self) -> float:
@@ -87,6 +95,8 @@ class _Replica:
         "busy_mark",
         "busy_since",
         "busy_total",
+        "completed",
+        "completed_mark",
         "created",
         "draining",
         "mark_at",
@@ -98,7 +108,7 @@ class _Replica:
 
     def __init__(self, rid: int, created: float, ready_at: float) -> None:
         self.rid, self.created, self.ready_at = rid, created, ready_at
-        self.running = 0
+        self.running = self.completed = self.completed_mark = 0
         self.draining = self.removed = False
         self.busy_since = self.busy_total = self.busy_mark = 0.0
         self.mark_at = ready_at
@@ -127,7 +137,7 @@ def simulate(
     done: list[tuple[float, int, _Replica]] = []  # heap of completions
     queue: deque[tuple[float, float]] = deque()  # (arrival, service)
     gpu_seconds = 0.0
-    started = completed = within = seq = scale_events = 0
+    started = completed = within = seq = scale_events = woke = 0
     waits: list[float] = []  # non-zero queueing delays (most requests start on arrival)
     max_seen = 0
 
@@ -175,6 +185,7 @@ def simulate(
         if t_done == now:  # a request finishes
             _, _, rep = heapq.heappop(done)
             rep.running -= 1
+            rep.completed += 1
             completed += 1
             if rep.running == 0:
                 rep.busy_total += now - rep.busy_since
@@ -195,6 +206,8 @@ def simulate(
         elif t_arr == now:  # a request arrives
             service = services[i]
             i += 1
+            if not serving:
+                woke += 1
             if not queue and serving:
                 rep = min(serving, key=lambda r: r.running)
                 if rep.running < slots:
@@ -203,9 +216,9 @@ def simulate(
             queue.append((now, service))
         else:  # scrape + control loop
             next_tick += config.tick_s
-            samples = _scrape(serving, len(queue), now, slots, controller.signals)
+            samples = _scrape(serving, len(queue), now, config.tick_s, slots, controller.signals)
             current = len(serving) + len(starting)
-            desired = max(0, controller(now, current, samples))
+            desired = max(0, controller(now, current, samples, 0 if serving else len(queue)))
             if desired != current:
                 scale_events += 1
             for _ in range(desired - current):
@@ -241,11 +254,12 @@ def simulate(
         max_replicas=max(max_seen, initial_replicas),
         scale_events=scale_events,
         p99_wait_s=p99,
+        waited_for_wake=woke,
     )
 
 
 def _scrape(
-    serving: Sequence[_Replica], waiting: int, now: float, slots: int, signals: tuple[Signal, ...]
+    serving: Sequence[_Replica], waiting: int, now: float, tick_s: float, slots: int, signals: tuple[Signal, ...]
 ) -> list[Sample]:
     samples: list[Sample] = []
     if not serving or not signals:
@@ -260,6 +274,9 @@ def _scrape(
                 value = rep.running / slots
             elif signal is Signal.BATCH_SIZE:
                 value = float(rep.running)
+            elif signal is Signal.REQUEST_COUNT:
+                value = (rep.completed - rep.completed_mark) * 60 / tick_s
+                rep.completed_mark = rep.completed
             elif signal is Signal.DUTY_CYCLE:
                 busy = rep.busy_until(now)
                 span = now - rep.mark_at
@@ -282,22 +299,27 @@ class Static:
     def __init__(self, name: str, replicas: int) -> None:
         self.name, self.replicas = name, replicas
 
-    def __call__(self, _now: float, _current: int, _samples: Sequence[Sample], /) -> int:
+    def __call__(self, _now: float, _current: int, _samples: Sequence[Sample], _held: int, /) -> int:
         return self.replicas
 
 
 class Operator:
-    """The operator's own :func:`decide` with a carried history, as the built-in backend runs it."""
+    """The operator's own tick (:func:`tick`: ``decide``, then with ``zero`` the idle gate) with a carried
+    history and timers, as the built-in backend runs it."""
 
-    def __init__(self, name: str, policy: Policy) -> None:
-        self.name, self.policy = name, policy
-        self.signals = tuple(t.signal for t in policy.targets)
+    def __init__(self, name: str, policy: Policy, zero: ScaleToZero | None = None) -> None:
+        self.name, self.policy, self.zero = name, policy, zero
+        wanted = {t.signal for t in policy.targets} | (set(ACTIVITY_SIGNALS) if zero is not None else set())
+        self.signals = tuple(sorted(wanted))
         self.history: tuple[Recommendation, ...] = ()
+        self.timers = Timers()
 
-    def __call__(self, now: float, current: int, samples: Sequence[Sample]) -> int:
-        decision = decide(self.policy, current, samples, self.history, now)
-        self.history = decision.history
-        return decision.desired
+    def __call__(self, now: float, current: int, samples: Sequence[Sample], held: int) -> int:
+        zero = None if self.zero is None else ZeroInput(self.zero, self.timers, held,
+                                                         frozenset(s.pod for s in samples))
+        result = tick(self.policy, current, samples, self.history, now, {}, (), zero)
+        self.history, self.timers = result.history, result.timers or Timers()
+        return result.desired
 
 
 class KedaThreshold:
@@ -313,7 +335,7 @@ class KedaThreshold:
         self.min_replicas, self.max_replicas = min_replicas, max_replicas
         self.last_change = -math.inf
 
-    def __call__(self, now: float, current: int, samples: Sequence[Sample]) -> int:
+    def __call__(self, now: float, current: int, samples: Sequence[Sample], _held: int) -> int:
         waiting = sum(s.value for s in samples)
         wanted = min(self.max_replicas, max(self.min_replicas, math.ceil(waiting / self.threshold - 1e-9)))
         if wanted > current or (wanted < current and now - self.last_change >= self.cooldown_s):
@@ -324,7 +346,8 @@ class KedaThreshold:
 
 class Oracle:
     """Not deployable, a reference: knows the trace's rate function and provisions, ahead by
-    ``lead_s`` (cold start + margin), for the highest rate coming at ``utilization`` of the slots."""
+    ``lead_s`` (cold start + margin), for the highest rate coming at ``utilization`` of the slots;
+    zero replicas while no request is coming within the lead."""
 
     signals: tuple[Signal, ...] = ()
 
@@ -334,7 +357,7 @@ class Oracle:
         self.name, self.rates, self.lead_s = name, rate_per_min, lead_s
         self.per_replica = capacity * utilization
 
-    def __call__(self, now: float, _current: int, _samples: Sequence[Sample], /) -> int:
+    def __call__(self, now: float, _current: int, _samples: Sequence[Sample], _held: int, /) -> int:
         first, last = int(now // 60), int((now + self.lead_s) // 60) + 1
         coming = max(self.rates[first : last + 1], default=self.rates[-1])
-        return max(1, math.ceil(coming / self.per_replica))
+        return math.ceil(coming / self.per_replica - 1e-9)

@@ -14,6 +14,7 @@ from traces import make_trace
 
 from gemma4_operator.api.metric_names import Signal
 from gemma4_operator.autoscaling.decision import MetricTarget, Policy
+from gemma4_operator.autoscaling.idle import ScaleToZero
 
 CONFIG = SimConfig()
 
@@ -57,6 +58,21 @@ def test_autoscaled_run_scales_and_is_deterministic() -> None:
     first, second = _run(_queue_and_kv(), 1), _run(_queue_and_kv(), 1)
     assert first == second
     assert first.max_replicas > 1 and first.scale_events > 0
+
+
+def test_scale_to_zero_sleeps_through_the_night_and_wakes_for_the_first_request() -> None:
+    """Ten hours of idle_nights: nothing until 08:00, then office traffic. The run starts at zero replicas, wakes
+    on the first held request, serves everything and counts the requests that waited for the wake."""
+    trace = make_trace("idle_nights", duration_s=10 * 3600.0)
+    services = [CONFIG.replica.service_s(p, o) for p, o in zip(trace.prompt_tokens, trace.output_tokens, strict=True)]
+    targets = (MetricTarget(Signal.QUEUE_LENGTH, 2), MetricTarget(Signal.BATCH_SIZE, 14))
+    zero = Operator("zero", Policy(1, 6, targets, 300, slots=CONFIG.replica.slots), ScaleToZero(300, 300, 16))
+    r = simulate(trace.arrivals, services, trace.duration_s, zero, 0, CONFIG, trace.name)
+    assert r.arrived == r.completed + r.in_service_at_end + r.queued_at_end > 1000
+    assert 0 < r.waited_for_wake < 100  # the first requests of the morning, held for one cold start
+    assert r.gpu_hours < 2.5 * 1.2  # about two hours of traffic on one or two replicas, not ten hours
+    always_on = simulate(trace.arrivals, services, trace.duration_s, Static("one", 1), 1, CONFIG, trace.name)
+    assert always_on.gpu_hours == pytest.approx(10.0) and always_on.waited_for_wake == 0
 
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "traces" / "azure-llm-2023-conv.csv"

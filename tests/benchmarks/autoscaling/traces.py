@@ -77,7 +77,34 @@ def _slow_ramp(t: float) -> float:
     return 1.0 - 0.9 * min(1.0, (t - 5 * HOUR) / HOUR)
 
 
+def _idle_nights(t: float) -> float:
+    """Two days of office hours: nothing from 20:00 to 08:00, a half-sine from 08:00 to 20:00 (t=0 is midnight)."""
+    hour = (t / HOUR) % 24
+    return math.sin(math.pi * (hour - 8) / 12) if 8 <= hour < 20 else 0.0
+
+
+def _long_shape(t: float) -> float:
+    """4 h, 30 % base with a 1 h hump to 100 % in the middle (a batch job on top of interactive use)."""
+    return 0.3 + 0.7 * max(0.0, math.sin(math.pi * (t - 1.5 * HOUR) / HOUR)) if 1.5 * HOUR <= t < 2.5 * HOUR else 0.3
+
+
+Tokens = tuple[float, float, int]
+# Shapes with other token mixes than the conversation-like default (log-normal (mu, sigma) and cap), and the
+# peak rate each is run at (requests/s): a long prompt costs prefill, a long context costs both.
+_MIXES: dict[str, tuple[Tokens, Tokens, float]] = {
+    "long_prompts": ((math.log(6000), 0.5, 30000), (math.log(40), 0.6, 300), 8.0),  # RAG / summarization
+    "long_context": ((math.log(24000), 0.3, 30000), (math.log(400), 0.5, 2000), 1.0),  # documents, agents
+    "idle_nights": (PROMPT_TOKENS, OUTPUT_TOKENS, 1.5),  # a small deployment: 1 to 3 replicas
+}
+
+
 def _shape(name: str, rng: random.Random) -> tuple[str, float, RateFn]:
+    if name == "idle_nights":
+        return "48 h, office hours 08-20 h (half-sine), no traffic at night, ~1-3 replicas", 48 * HOUR, _idle_nights
+    if name == "long_prompts":
+        return "4 h, prompts median 6000 / outputs median 40 tokens, 1 h hump", 4 * HOUR, _long_shape
+    if name == "long_context":
+        return "4 h, prompts median 24000 / outputs median 400 tokens, 1 h hump", 4 * HOUR, _long_shape
     if name == "diurnal":
         return "24 h sinusoid, trough 20 % of peak", 24 * HOUR, _diurnal
     if name == "bursty":
@@ -89,7 +116,7 @@ def _shape(name: str, rng: random.Random) -> tuple[str, float, RateFn]:
     raise ValueError(f"unknown trace {name!r}; known: {', '.join(TRACE_NAMES)}")
 
 
-TRACE_NAMES = ("diurnal", "bursty", "flash_crowd", "slow_ramp")
+TRACE_NAMES = ("diurnal", "bursty", "flash_crowd", "slow_ramp", "long_prompts", "long_context", "idle_nights")
 
 
 def _tokens(rng: random.Random, spec: tuple[float, float, int]) -> int:
@@ -98,10 +125,12 @@ def _tokens(rng: random.Random, spec: tuple[float, float, int]) -> int:
 
 
 @lru_cache(maxsize=8)
-def make_trace(name: str, seed: int = 1, duration_s: float | None = None, peak_rate: float = PEAK_RATE) -> Trace:
+def make_trace(name: str, seed: int = 1, duration_s: float | None = None, peak_rate: float | None = None) -> Trace:
     """Build a trace; ``duration_s`` cuts it short (used by the smoke test)."""
     rng = random.Random(f"{name}/{seed}")
     description, full_duration, shape = _shape(name, rng)
+    prompt_spec, output_spec, shape_peak = _MIXES.get(name, (PROMPT_TOKENS, OUTPUT_TOKENS, PEAK_RATE))
+    peak_rate = shape_peak if peak_rate is None else peak_rate
     duration = full_duration if duration_s is None else duration_s
     grid = [shape(60.0 * i) * peak_rate for i in range(int(duration // 60) + 1)]
     bound = peak_rate  # every shape is <= 1, so this bounds the rate for thinning
@@ -115,8 +144,8 @@ def make_trace(name: str, seed: int = 1, duration_s: float | None = None, peak_r
             break
         if rng.random() * bound < shape(t) * peak_rate:
             arrivals.append(t)
-            prompts.append(_tokens(rng, PROMPT_TOKENS))
-            outputs.append(_tokens(rng, OUTPUT_TOKENS))
+            prompts.append(_tokens(rng, prompt_spec))
+            outputs.append(_tokens(rng, output_spec))
     return Trace(
         name=name,
         description=description,
