@@ -105,7 +105,7 @@ async def test_held_request_is_answered_by_the_engine_started_meanwhile_and_the_
 
 async def test_held_request_times_out_after_the_cold_start_with_503_and_retry_after(
         activator_factory: Callable[..., Awaitable[Started]]) -> None:
-    _, settings = await activator_factory(free_port(), cold_start_s=1.5)
+    _, settings = await activator_factory(free_port(), cold_start_s=1.5, hold_s=1.5)
     async with httpx.AsyncClient(timeout=30) as client:
         answer = await client.post(f"http://127.0.0.1:{settings.port}/v1/chat/completions", json=CHAT)
         assert answer.status_code == 503

@@ -132,7 +132,8 @@ def test_rendered_activator_args_parse_with_the_activators_own_flags() -> None:
     settings = settings_from_args(parser.parse_args(args))
     assert settings.upstream == f"http://chat-replicas.ml.svc:{p.port}"
     assert settings.ready_path == readiness["httpGet"]["path"] == "/v1/models"  # vLLM's: the model is served
-    assert settings.cold_start_s == p.startup_budget_s
+    assert settings.cold_start_s == p.start.first_s  # no shared model cache: a woken replica starts afresh
+    assert settings.hold_timeout_s == max(p.startup_budget_s, p.start.first_s)
     assert (settings.port, settings.admin_port) == (PORT, ADMIN_PORT)
 
 
@@ -272,3 +273,15 @@ def test_an_unreadable_activator_never_lets_the_object_go_idle() -> None:
     assert unknown.timers is not None and unknown.timers.idle_since is None  # the idle period starts again
     at_zero = tick(pol, 0, [], (), 1000.0, {}, (), ZeroInput(zero, idle.Timers(), None, frozenset()))
     assert (at_zero.desired, at_zero.message) == (0, "scaled to zero: the activator's held requests cannot be read")
+
+
+def test_a_shared_model_cache_makes_the_wake_a_warm_start() -> None:
+    spec = _spec(ZERO, storage={"modelCache": {"accessModes": ["ReadWriteMany"]}})
+    p = plan(spec, ClusterFacts.every_catalog_type())
+    args = _children(spec)[("Deployment", "chat-activator")]["spec"]["template"]["spec"]["containers"][0]["args"]
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    settings = settings_from_args(parser.parse_args(args))
+    assert p.start.warm_s < p.start.first_s
+    assert settings.cold_start_s == p.start.warm_s  # Retry-After counts down from the warm start
+    assert settings.hold_timeout_s == max(p.startup_budget_s, p.start.warm_s)  # held as long as a start may take

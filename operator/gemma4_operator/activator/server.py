@@ -2,7 +2,7 @@
 
 - A request is held (its body read, at most ``max_body_bytes``; 413 past it) until the upstream answers its
   readiness path with 200, then forwarded there, the response streamed back chunk by chunk (server-sent events
-  included). At most ``max_held`` requests wait at once and none longer than the plan's cold start: past either
+  included). At most ``max_held`` requests wait at once and none longer than the plan's startup budget: past either
   bound the answer is 503 with ``Retry-After`` (``autoscaling.activator.retry_after_seconds``).
 - Readiness is probed only while requests are held, once a second: in a cluster the upstream is the serving pods'
   headless Service, whose DNS name lists Ready pods only, and the engine's readiness path answers 200 only once
@@ -144,14 +144,15 @@ class Activator:
             body = await self._body(request)
         except _BodyTooLargeError:
             return self._too_large()
-        deadline = self.clock() + self.settings.cold_start_s
+        deadline = self.clock() + self.settings.hold_timeout_s
         self._hold()
         try:
             answer = await self._connect(request, body, deadline)
         finally:
             self._release()
         if answer is None:
-            return self._unavailable("timed_out", f"no replica became ready within {self.settings.cold_start_s:g} s")
+            return self._unavailable("timed_out",
+                                     f"no replica became ready within {self.settings.hold_timeout_s:g} s")
         try:
             return await self._relay(request, answer)
         finally:

@@ -21,13 +21,18 @@ from gemma4_operator.autoscaling.activator import (
 class ActivatorSettings:
     upstream: str  # http://HOST:PORT of the serving pods (their headless Service in a cluster)
     ready_path: str  # the engine's readiness path, answered 200 once the model is served
-    cold_start_s: float  # the plan's cold start: the longest a request is held, and Retry-After's basis
+    cold_start_s: float  # the plan's expected start of a woken replica: Retry-After's basis
     max_held: int = DEFAULT_MAX_HELD
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     host: str = "0.0.0.0"  # a pod's server listens on every interface
     port: int = 8080
     admin_port: int = 9091
     probe_interval_s: float = 1.0
+    hold_s: float = 0.0  # the longest a request is held (the plan's startup budget); 0: the cold start
+
+    @property
+    def hold_timeout_s(self) -> float:
+        return self.hold_s or self.cold_start_s
 
 
 def _bounded_int(low: int, high: int) -> Callable[[str], int]:
@@ -61,7 +66,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ready-path", type=_path, required=True,
                    help="the engine's readiness path (200 once the model is served), e.g. /health")
     p.add_argument("--cold-start-seconds", type=_bounded_int(1, 86400), required=True,
-                   help="the plan's cold start: a request is held at most this long, then answered 503")
+                   help="the plan's expected start of a woken replica: Retry-After counts down from it")
+    p.add_argument("--hold-seconds", type=_bounded_int(1, 86400),
+                   help="the longest a request is held, then answered 503 (default: the cold start); the operator "
+                        "passes the plan's startup budget, the most a start may take before the kubelet gives up")
     p.add_argument("--max-held", type=_bounded_int(1, MAX_HELD_LIMIT), default=DEFAULT_MAX_HELD,
                    help="requests held at once; past it 503 with Retry-After (default %(default)s)")
     p.add_argument("--max-body-bytes", type=_bounded_int(0, MAX_BODY_LIMIT), default=DEFAULT_MAX_BODY_BYTES,
@@ -74,6 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> ActivatorSettings:
     return ActivatorSettings(upstream=args.upstream, ready_path=args.ready_path,
-                             cold_start_s=float(args.cold_start_seconds), max_held=args.max_held,
+                             cold_start_s=float(args.cold_start_seconds), hold_s=float(args.hold_seconds or 0),
+                             max_held=args.max_held,
                              max_body_bytes=args.max_body_bytes, host=args.host, port=args.port,
                              admin_port=args.admin_port)

@@ -66,11 +66,19 @@ def routed_service(service: K8sObject, to_activator: bool) -> K8sObject:
     return {**service, "spec": {**spec, "selector": activator_selector(spec["selector"])}}
 
 
-def activator_args(namespace: str, name: str, plan: Plan, engine: EngineContainer) -> list[str]:
+def wake_seconds(spec: Gemma4DeploymentSpec, plan: Plan) -> int:
+    """The expected start of a woken replica: a warm start where the model cache (and the compile cache on it)
+    is shared by every pod, else a first start (planner: Plan.start)."""
+    return max(1, plan.start.warm_s if spec.storage.model_cache is not None else plan.start.first_s)
+
+
+def activator_args(namespace: str, name: str, spec: Gemma4DeploymentSpec, plan: Plan,
+                   engine: EngineContainer) -> list[str]:
     ready_path = str(((engine.readiness_probe or {}).get("httpGet") or {}).get("path") or "/health")
     return [f"--upstream=http://{replicas_service_name(name)}.{namespace}.svc:{plan.port}",
             f"--ready-path={ready_path}",
-            f"--cold-start-seconds={max(1, plan.startup_budget_s)}",
+            f"--cold-start-seconds={wake_seconds(spec, plan)}",
+            f"--hold-seconds={max(1, plan.startup_budget_s, wake_seconds(spec, plan))}",
             f"--max-held={DEFAULT_MAX_HELD}", f"--max-body-bytes={DEFAULT_MAX_BODY_BYTES}",
             f"--port={PORT}", f"--admin-port={ADMIN_PORT}"]
 
@@ -131,7 +139,7 @@ def activator_children(common: Mapping[str, Any], spec: Gemma4DeploymentSpec, pl
                        image: str, network_policy: bool, operator_namespace: str) -> list[K8sObject]:
     """``common``: the children's name, namespace, labels, ownerReferences and serving-pod selector."""
     labels = {**common["labels"], **activator_selector(common["selector"]), COMPONENT_LABEL: ACTIVATOR_COMPONENT}
-    args = activator_args(common["namespace"], common["name"], plan, engine)
+    args = activator_args(common["namespace"], common["name"], spec, plan, engine)
     children = [_deployment(common, labels, image or DEFAULT_ACTIVATOR_IMAGE, args),
                 _replicas_service(common, labels, plan.port)]
     if network_policy:
