@@ -38,7 +38,9 @@ from tests.e2e.test_operator_e2e import (
     Rest,
     condition,
     g4d,
+    resource_versions,
     wait_for,
+    wait_settled,
 )
 from tests.engine.llama_server import LlamaServer, LlamaServerSettings
 
@@ -142,30 +144,6 @@ def _container(deployment: Obj) -> dict[str, Any]:
     return container
 
 
-def _versions(rest: Rest, ns: str) -> dict[tuple[str, str], str]:
-    out = {}
-    for kind in ("Deployment", "Service", "ReplicaSet", "Pod", KIND):
-        for obj in rest.objects(kind, ns):
-            out[(kind, obj["metadata"]["name"])] = obj["metadata"]["resourceVersion"]
-    return out
-
-
-def _settled(rest: Rest, ns: str, op: OperatorProcess, quiet_s: float = 3 * TICK_S) -> dict[tuple[str, str], str]:
-    """The namespace's resourceVersions once none changed for ``quiet_s``."""
-    last: dict[tuple[str, str], str] = {}
-    since = time.monotonic()
-
-    def probe() -> dict[tuple[str, str], str] | None:
-        nonlocal last, since
-        now = _versions(rest, ns)
-        if now != last:
-            last, since = now, time.monotonic()
-            return None
-        return now if time.monotonic() - since >= quiet_s else None
-
-    return wait_for("the namespace to settle", probe, timeout=30, interval=0.2, operator=op)
-
-
 def test_idle_object_goes_to_zero_keeps_its_timer_across_a_kill_and_wakes_on_a_request(
         rest: Rest, fast_operator: OperatorProcess, e2e_namespace: str, tmp_path: Path) -> None:
     op, ns, name = fast_operator, e2e_namespace, "chat"
@@ -230,9 +208,10 @@ def test_idle_object_goes_to_zero_keeps_its_timer_across_a_kill_and_wakes_on_a_r
         assert condition(obj, "Available")["reason"] == "ScaledToZero"  # type: ignore[index]
 
         # no idle writes: once the scale-down's own writes are done, five ticks at zero change nothing
-        settled = _settled(rest, ns, op)
+        wait_settled(rest, op, quiet=3 * TICK_S)
+        settled = resource_versions(rest, ns)
         time.sleep(5 * TICK_S)
-        assert _versions(rest, ns) == settled
+        assert resource_versions(rest, ns) == settled
 
         # a request reaches the Service (its activator): held, a replica wakes, the engine answers it
         answer: dict[str, Any] = {}
