@@ -1,7 +1,7 @@
 """The vLLM facts behind serving.apiKeySecretRef and the non-root pod (catalog engines.yaml `api_key`,
 engines/vllm.py NON_ROOT_ENV) against vLLM 0.32.0 itself, in the tools-tier venv: vLLM reads the key from the
 variable the catalog names, its middleware guards none of the paths the catalog calls open (the probes' and the
-autoscaler's), and it reads the cache variables the operator points at HOME."""
+autoscaler's), and it reads the cache variable the operator sets (the compile cache, engines/vllm.py)."""
 
 from __future__ import annotations
 

@@ -103,6 +103,13 @@ def test_at_zero_held_requests_wake_replicas_for_their_slots(held: int, wake: in
         assert t.timers == idle.Timers(last_scale_up=T0)
 
 
+@pytest.mark.parametrize(("held", "expected"), [(10, 1), (15, 1), (16, 2), (40, 3)])
+def test_held_requests_beyond_the_starting_replicas_slots_ask_for_more(held: int, expected: int) -> None:
+    """Woken, not ready yet: the activator still holds; the starting replica's 15 slots count."""
+    t = run(1, [], idle.Timers(last_scale_up=T0 - 30), T0, held=held, pods=frozenset())
+    assert t.desired == expected
+
+
 def test_at_zero_an_unreadable_metric_source_wakes_nothing() -> None:
     t = run(0, [], idle.Timers(), T0, pods=frozenset(), unreadable={Signal.CPU_UTILIZATION: "no metrics-server"})
     assert t.desired == 0

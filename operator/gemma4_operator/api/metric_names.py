@@ -56,10 +56,6 @@ DEFAULT_TARGETS: Mapping[Signal, float | None] = MappingProxyType(
 )
 """Target used when a metric spec omits one; ``None`` means the user must set it."""
 
-DEFAULT_UTILIZATION = 0.8
-"""Share of a replica's planned capacity (e.g. llama.cpp slots) a default utilization target aims at."""
-
-
 
 def signal_for_metric_name(name: str) -> Signal:
     """Map any accepted ``metricName`` spelling to its signal; ``ValueError`` otherwise."""

@@ -12,7 +12,8 @@ One tick:
    missing metric never counts as idle and the period starts again once the metrics are back.
 3. :func:`gate`, after ``decide`` (which, with scale to zero, never goes below one replica):
    at zero, requests held by the activator wake ``ceil(held / slots)`` replicas (at least one, at
-   most ``max_replicas``), else the count stays at zero; within ``min_scaleup_s`` of the last
+   most ``max_replicas``), else the count stays at zero; while replicas start, held requests beyond
+   their slots ask for more (the starting ones count); within ``min_scaleup_s`` of the last
    scale-up nothing scales down; IDLE for ``idle_s`` with nothing held scales to zero.
 
 The timers are kept in ``status.autoscaling`` (:func:`timers_to_status`, :func:`timers_from_status`),
@@ -110,6 +111,9 @@ def gate(zero: ScaleToZero, current: int, proposed: int, max_replicas: int, time
         wake = min(max_replicas, max(1, math.ceil(held / zero.slots)))
         return Gated(wake, replace(timers, last_scale_up=now, idle_since=None),
                      f"wake: {held} request(s) held by the activator, {wake} replica(s) of {zero.slots} slots")
+    held_needs = min(max_replicas, math.ceil(held / zero.slots))  # no pod ready yet: the activator still holds
+    if held_needs > max(current, proposed):
+        proposed = held_needs
     since_up = math.inf if timers.last_scale_up is None else now - timers.last_scale_up
     if proposed > current:
         return Gated(proposed, replace(timers, last_scale_up=now), "")

@@ -48,7 +48,7 @@ from sim import Controller, KedaThreshold, Operator, Oracle, ReplicaModel, Resul
 from traces import TRACE_NAMES, Trace, load_csv, make_trace
 
 from gemma4_operator.api import Gemma4DeploymentSpec, ScaleToZeroSpec
-from gemma4_operator.api.metric_names import DEFAULT_UTILIZATION, Signal
+from gemma4_operator.api.metric_names import Signal
 from gemma4_operator.autoscaling.decision import MetricTarget, Policy
 from gemma4_operator.autoscaling.idle import ScaleToZero
 from gemma4_operator.engines import engine as engine_named
@@ -58,6 +58,7 @@ from gemma4_operator.planner.select import plan as make_plan
 REPO = Path(__file__).resolve().parents[3]
 SHARED_TRACE = REPO.parent / "shared" / "data" / "traces" / "azure-llm-2023-conv.csv"
 TARGET_X_ORACLE, TARGET_SLO = 1.25, 0.99
+ORACLE_UTILIZATION = 0.8  # the share of a replica's slots the oracle provisions for
 SCALE_DOWN_DELAY_S = 300.0  # the CRD's default scaleDownDelaySeconds
 KEDA_COOLDOWN_S = 300.0
 SPEC = {"model": {"variant": "e4b"}, "accelerator": {"type": "nvidia-l4"}, "autoscaling": {"maxReplicaCount": 64}}
@@ -144,7 +145,7 @@ def _default(name: str, size: Sizing, zero: bool = False) -> Operator:
 
 def _oracle(name: str, capacity: float, rate_per_min: tuple[float, ...], config: SimConfig) -> Oracle:
     lead = config.replica.cold_start_s + config.tick_s
-    return Oracle(name, rate_per_min, capacity, DEFAULT_UTILIZATION, lead)
+    return Oracle(name, rate_per_min, capacity, ORACLE_UTILIZATION, lead)
 
 
 Q, KV, DUTY, B = Signal.QUEUE_LENGTH, Signal.KV_CACHE_USAGE, Signal.DUTY_CYCLE, Signal.BATCH_SIZE
@@ -260,7 +261,7 @@ def print_report(keys: list[TraceKey], rows: list[dict[str, object]],
     print(f"default signals: {targets} (starting pods absorb a queue up to their slots); scale to zero: "
           f"idleScaledownPeriod {SCALE_TO_ZERO[0]} s, minScaleupPeriod {SCALE_TO_ZERO[1]} s")
     print(f"SLO: queueing delay <= {SLO_QUEUE_S:.0f} s; goal: default <= {TARGET_X_ORACLE} x oracle GPU-hours at "
-          f">= {TARGET_SLO:.0%} SLO; oracle = rate one cold start ahead at {DEFAULT_UTILIZATION:.0%} of slots\n")
+          f">= {TARGET_SLO:.0%} SLO; oracle = rate one cold start ahead at {ORACLE_UTILIZATION:.0%} of slots\n")
     sizes = {k: z for k, r, z, _ in results if r.policy == STATIC_PEAK}
     for key in keys:
         trace, size = get_trace(key), sizes[key]
