@@ -111,7 +111,8 @@ def gate(zero: ScaleToZero, current: int, proposed: int, max_replicas: int, time
         wake = min(max_replicas, max(1, math.ceil(held / zero.slots)))
         return Gated(wake, replace(timers, last_scale_up=now, idle_since=None),
                      f"wake: {held} request(s) held by the activator, {wake} replica(s) of {zero.slots} slots")
-    held_needs = min(max_replicas, math.ceil(held / zero.slots))  # no pod ready yet: the activator still holds
+    # no pod ready yet: the activator still holds (unknown: nothing more asked for)
+    held_needs = min(max_replicas, math.ceil((held or 0) / zero.slots))
     if held_needs > max(current, proposed):
         proposed = held_needs
     since_up = math.inf if timers.last_scale_up is None else now - timers.last_scale_up
