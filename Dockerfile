@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # gemma4-operator image: the package built as a wheel, installed into a venv, run as a non-root
 # numeric UID with no shell involved (exec-form ENTRYPOINT), and able to run with a read-only
-# root filesystem (no bytecode writes at run time; the chart mounts an emptyDir at /tmp).
+# root filesystem (no bytecode writes at run time; the chart mounts an emptyDir at /tmp). The same image runs
+# the model download Job (`gemma4-operator download`: huggingface_hub, a dependency in pyproject.toml).
 #
 #   docker build -t gemma4-operator:0.1.0 .
 #   docker run --rm -p 8080:8080 -p 8081:8081 gemma4-operator:0.1.0 --help
@@ -22,7 +23,8 @@ RUN python -m pip wheel --no-deps --wheel-dir /dist . \
  && python -m venv /opt/gemma4-operator \
  && /opt/gemma4-operator/bin/pip install /dist/*.whl \
  && /opt/gemma4-operator/bin/python -m compileall -q /opt/gemma4-operator/lib \
- && /opt/gemma4-operator/bin/gemma4-operator --help > /dev/null
+ && /opt/gemma4-operator/bin/gemma4-operator --help > /dev/null \
+ && /opt/gemma4-operator/bin/python -c "import huggingface_hub"
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="gemma4-operator" \

@@ -1506,8 +1506,8 @@ def test_download_job_runs_before_any_serving_pod(rest: Rest, operator: Operator
         assert live["status"]["phase"] == "Progressing"
         assert rest.objects("Pod", e2e_namespace, f"{INSTANCE_LABEL}={name},{SERVING_SELECTOR}") == []
         assert rest.children(e2e_namespace, name)["Deployment"] == []
-        hf = children["Job"]["spec"]["template"]["spec"]["containers"][0]["command"]
-        assert hf[hf.index("--") + 1:hf.index("--") + 3] == ["hf", "download"]
+        command = children["Job"]["spec"]["template"]["spec"]["containers"][0]["command"]
+        assert command[:2] == ["gemma4-operator", "download"]
 
         complete_download(rest, e2e_namespace, name, operator, {"exitCode": 0, "bytes": 5_000_000_000,
                                                                   "seconds": 50.0, "log": ""})
@@ -1525,6 +1525,56 @@ def test_download_job_runs_before_any_serving_pod(rest: Rest, operator: Operator
     assert rest.get("PersistentVolumeClaim", e2e_namespace, "cache-retain-model-cache") is not None
     deleted = rest.get("PersistentVolumeClaim", e2e_namespace, "cache-delete-model-cache")
     assert deleted is None or deleted["metadata"].get("deletionTimestamp")
+
+
+def _adapters_of(rest: Rest, namespace: str, name: str) -> dict[str, str]:
+    status = (rest.get(KIND, namespace, name) or {}).get("status") or {}
+    return {a["name"]: a["phase"] for a in status.get("adapters") or []}
+
+
+def test_adapters_are_fetched_checked_and_reported_and_an_edited_list_rolls_once(
+        rest: Rest, operator: OperatorProcess, e2e_namespace: str) -> None:
+    """Adding adapters to a serving object starts a new download Job (checkpoint and adapters) while the
+    Deployment keeps serving; status.adapters goes Downloading, then Ready / Refused from the Job's report (the
+    test plays the kubelet), AdaptersReady says which did not pass and why; the Deployment then rolls once (the
+    adapters' mount), and the settled cluster sees no idle writes."""
+    name = "lora"
+    create_g4d(rest, g4d(name, e2e_namespace, _cache_spec("Delete")))
+    cached = {"Service", "PersistentVolumeClaim", "Job"}
+    wait_children(rest, e2e_namespace, name, cached, operator)
+    complete_download(rest, e2e_namespace, name, operator)
+    before = wait_children(rest, e2e_namespace, name, {*cached, "Deployment"}, operator)["Deployment"]
+    adapters = [{"name": "support", "uri": "hf://me/support-lora"}, {"name": "faq", "uri": "hf://me/faq-lora"}]
+    rest.patch(KIND, e2e_namespace, name, {"spec": {"model": {"adapters": adapters}}})
+    wait_for("adapters Downloading", lambda: _adapters_of(rest, e2e_namespace, name) == {
+        "support": "Downloading", "faq": "Downloading"} or None, operator=operator)
+    live = rest.get(KIND, e2e_namespace, name)
+    assert condition(live, "AdaptersReady")["reason"] == "AdaptersPending"  # type: ignore[index]
+    assert live["status"]["adaptersReady"] == "0/2"  # type: ignore[index]
+    deployment = rest.get("Deployment", e2e_namespace, name)
+    assert deployment["metadata"]["generation"] == before["metadata"]["generation"]  # type: ignore[index]
+
+    verdicts = [{"name": "support", "reason": "Accepted", "message": "LoRA rank 16", "rank": 16,
+                 "targets": ["q_proj"], "towers": False},
+                {"name": "faq", "reason": "ModulesToSave", "message": "merge it and serve it as model.source.uri",
+                 "rank": 16, "targets": ["q_proj"], "towers": False}]
+    complete_download(rest, e2e_namespace, name, operator, {"exitCode": 0, "bytes": 0, "seconds": 1.0, "log": "",
+                                                            "error": None, "adapters": verdicts})
+    wait_for("adapters checked", lambda: _adapters_of(rest, e2e_namespace, name) == {
+        "support": "Ready", "faq": "Refused"} or None, operator=operator)
+    wait_settled(rest, operator)
+    live = rest.get(KIND, e2e_namespace, name)
+    ready = condition(live, "AdaptersReady")
+    assert (ready["status"], ready["reason"]) == ("False", "AdaptersRefused")  # type: ignore[index]
+    assert "faq refused (ModulesToSave: merge it" in ready["message"]  # type: ignore[index]
+    assert live["status"]["adaptersReady"] == "1/2"  # type: ignore[index]
+    rolled = rest.get("Deployment", e2e_namespace, name)
+    assert rolled["metadata"]["generation"] == before["metadata"]["generation"] + 1  # type: ignore[index]
+    mounts = rolled["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]  # type: ignore[index]
+    assert {"name": "cache", "mountPath": "/models/adapters", "subPath": "adapters", "readOnly": True} in mounts
+    settled = resource_versions(rest, e2e_namespace)
+    time.sleep(2)
+    assert resource_versions(rest, e2e_namespace) == settled  # no idle writes
 
 
 @pytest.mark.floor

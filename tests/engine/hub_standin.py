@@ -1,11 +1,11 @@
-"""A stand-in for the Hugging Face Hub, on 127.0.0.1, for the real ``hf download`` client (huggingface_hub)
-through ``HF_ENDPOINT``. It is a stand-in because no machine here reaches the Hub; it answers just what
-``hf download REPO FILE... [--revision REV] --local-dir DIR`` of huggingface_hub 2.4 asks, as read in its
-sources and seen in :attr:`StandInHub.requests`:
+"""A stand-in for the Hugging Face Hub, on 127.0.0.1, for huggingface_hub's real client (the download Job's
+``HfApi.repo_info`` and ``snapshot_download``, cli/download.py) through ``HF_ENDPOINT``. It is a stand-in because
+no machine here reaches the Hub; it answers just what that client asks, as read in its sources and seen in
+:attr:`StandInHub.requests`:
 
 * ``GET /api/agent-harnesses``: the CLI's agent registry at start-up (``utils/_detect_agent.py``); empty.
-* ``GET /api/models/REPO/revision/REV``: ``snapshot_download``'s ``repo_info`` when more than one file is
-  named (``_snapshot_download.py``): the commit ``sha`` and the ``siblings``.
+* ``GET /api/models/REPO/revision/REV``: ``repo_info`` (the Job's first call, and ``snapshot_download``'s,
+  ``_snapshot_download.py``): the commit ``sha`` and the ``siblings``.
 * ``GET /api/models/REPO/tree/COMMIT?recursive=...``: its ``list_repo_tree`` (``hf_api.py``): one page of
   ``{"type": "file", "path", "size", "oid", "lfs": {"oid", "size", "pointerSize"}}``.
 * ``HEAD``/``GET /REPO/resolve/REV/FILE``: as the Hub answers for an LFS file, a 302 to the file's storage

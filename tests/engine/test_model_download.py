@@ -1,17 +1,18 @@
 """A real download (issue 10): the download Job that render_children renders for storage.modelCache runs its
-exact command — weights/download_script.py running the real ``hf download`` of huggingface_hub — and fills a
-model cache from a stand-in for the Hugging Face Hub (tests/engine/hub_standin.py, on 127.0.0.1, because no
+exact command — ``gemma4-operator download`` (cli/download.py) with huggingface_hub's real Python client — and
+fills a model cache from a stand-in for the Hugging Face Hub (tests/engine/hub_standin.py, on 127.0.0.1, because no
 machine here reaches the Hub), which serves the tiny Gemma 4 GGUFs of tests/data under the catalog's e2b q8_0
 repository and file names; then llama.cpp's real server starts from that cache with the rendered Deployment's
 args and env (``HF_HUB_OFFLINE=1``) and answers a chat completion. A gated or private repository (401) and a
 missing repository or revision (404) end as the status reasons a user reads (weights/outcome.py).
 
-As a kubelet would run them, except: the ``/cache`` mount is a tmp directory, ``python3`` is the venv's python and
-``hf`` the venv's ``hf``, ``HF_ENDPOINT`` points at the stand-in and ``GEMMA4_TERMINATION_LOG`` at a tmp file
+As a kubelet would run them, except: the ``/cache`` mount is a tmp directory (in the manifest too),
+``gemma4-operator`` is the venv's, ``HF_ENDPOINT`` points at the stand-in and ``GEMMA4_TERMINATION_LOG`` at a tmp file
 (the kubelet's ``/dev/termination-log``); a Secret's key is passed in where tokenSecretRef names one."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -35,7 +36,7 @@ from tests.engine.llama_server import chat_payload, settings_from_argv
 
 pytestmark = pytest.mark.engine
 CACHE = "/cache"  # where the rendered Job and Deployment mount the model cache
-HF = str(Path(sys.executable).with_name("hf"))
+OPERATOR = str(Path(sys.executable).with_name("gemma4-operator"))
 REPO = "ggml-org/gemma-4-E2B-it-GGUF"  # the catalog's e2b q8_0 GGUF repository
 SECRET = {"name": "hf", "key": "token"}
 TOKEN = "hf_standin_granted"  # the one token the stand-in grants access to its gated or private repository
@@ -88,10 +89,10 @@ class Ran:
 
 def run_download(container: dict[str, Any], cache: Path, hub: StandInHub, termination: Path,
                  secret: str | None = None) -> Ran:
-    """The container's command as the kubelet would run it, with the cache, python and hf made local;
-    ``secret`` is what the Secret that model.source.tokenSecretRef names holds."""
-    tools = {"python3": sys.executable, "hf": HF}
-    argv = [tools.get(arg, local(arg, cache)) for arg in container["command"]]
+    """The container's command as the kubelet would run it, with the cache and the CLI made local (the
+    manifest's paths too); ``secret`` is what the Secret that model.source.tokenSecretRef names holds."""
+    argv = [OPERATOR if arg == "gemma4-operator" else arg.replace(f'"{CACHE}', f'"{cache}')
+            for arg in container["command"]]
     assert "args" not in container  # the command is the whole argv
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     for entry in container["env"]:
@@ -109,7 +110,7 @@ def run_download(container: dict[str, Any], cache: Path, hub: StandInHub, termin
 
 def outcome(ran: Ran, r: Rendered) -> DownloadOutcome:
     return read_outcome(ran.termination, exit_code=ran.code, repo=r.plan.weights.repo,
-                        expected_bytes=r.plan.download_bytes, cache_size="1Gi")
+                        expected_bytes=r.plan.download_bytes, cache_size="1Gi", revision=r.plan.weights.revision)
 
 
 def hub_files(text_only: bool) -> dict[str, Path]:
@@ -170,7 +171,7 @@ def test_the_job_fills_the_cache_and_llama_cpp_serves_from_it_offline(
     assert reply.json()["choices"][0]["message"]["role"] == "assistant"
 
 
-GATED_WORDS = (f"the Hub refused {REPO} (HTTP 401/403): the repository is gated or private (or does not exist) — "
+GATED_WORDS = (f"the Hub refused {REPO} (HTTP 401): the repository is gated or private (or does not exist) — "
                f"accept its license on https://huggingface.co/{REPO} with the account whose token "
                "model.source.tokenSecretRef names, or set tokenSecretRef to such a token")
 
@@ -200,12 +201,12 @@ def test_a_token_that_was_not_granted_is_refused_and_one_that_was_downloads(cach
 
 def test_a_private_repository_answers_401_too_and_is_worded_as_refused_not_missing(cache: Path,
                                                                                    tmp_path: Path) -> None:
-    # hf's own line says "not found" for a 401 and a 404 alike; the status code is in the exception that
-    # HF_DEBUG=1 (the Job's env) prints
+    # huggingface_hub raises RepositoryNotFoundError for a 401 as for a 404; the report keeps its status
     r = render(spec(["text"]))
     with StandInHub({REPO: hub_files(True)}, private={REPO: TOKEN}) as hub:
         ran = run_download(r.job, cache, hub, tmp_path / "termination")
-    assert f"Error: Model '{REPO}' not found." in ran.output
+    error = json.loads(ran.termination)["error"]
+    assert (error["type"], error["status"]) == ("RepositoryNotFoundError", 401)
     result = outcome(ran, r)
     assert (ran.code, result.reason, result.message) == (1, "GatedRepository", GATED_WORDS), ran.output
 
@@ -228,7 +229,7 @@ def test_a_missing_revision_answers_404_and_the_status_names_it(cache: Path, tmp
     # tag instead; the download itself needs no GPU
     s = spec(["text"], uri=f"hf://{REPO}@v9").model_copy(update={"accelerator": AcceleratorSpec(type="nvidia-l4")})
     r = render(s)
-    assert "--revision" in r.job["command"] and r.plan.engine == "vllm"
+    assert '"revision":"v9"' in r.job["command"][-1] and r.plan.engine == "vllm"
     with StandInHub({REPO: hub_files(True)}) as hub:
         ran = run_download(r.job, cache, hub, tmp_path / "termination", secret=TOKEN)
     result = outcome(ran, r)

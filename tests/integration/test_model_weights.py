@@ -64,9 +64,10 @@ async def test_a_gated_repository_ends_failed_in_words(k: Emulator) -> None:
     await h.create(k, G4D, h.g4d("chat", accelerator={"type": "nvidia-l4"}, storage=CACHE))
     async with h.OperatorRun(k, accelerator_types=("nvidia-l4",)):
         await h.wait_for(lambda: h.obj(k, JOBS, "default", "chat-download"), what="the download Job")
-        report = json.dumps({"exitCode": 1, "bytes": 0, "seconds": 0.3, "log": (
-            "huggingface_hub.errors.GatedRepoError: 401 Client Error.\n"
-            "Cannot access gated repo for url https://huggingface.co/google/gemma-4-E4B-it/resolve/main/config.json.")})
+        # the report cli/download.py writes for huggingface_hub's GatedRepoError (tests/unit/test_download_job.py)
+        report = json.dumps({"exitCode": 1, "bytes": 0, "seconds": 0.3, "adapters": [], "log": "", "error": {
+            "artifact": "model", "type": "GatedRepoError", "status": 401, "errno": None,
+            "message": "401 Client Error. Cannot access gated repo for url https://huggingface.co/x."}})
         await h.create(k, PODS, download_pod(report))
         await h.patch(k, JOBS, "default", "chat-download", {"status": {"failed": 3, "conditions": [
             {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}}, subresource="status")

@@ -59,7 +59,7 @@ def test_every_a100_type_is_named_so_the_a100_exception_applies() -> None:
 
 @pytest.mark.parametrize(("accelerator", "concurrency", "gpus", "tokens"), [
     # 2048 batched tokens (two batches in flight): a 32768-token request reserves 6.42 GiB of BF16 KV (A100
-    # has no FP8), and the 9.2 GiB left after 58.3 GiB of weights and 4.5 GiB overhead holds one. At 8192 it
+    # has no FP8), and the 10.1 GiB left after 58.9 GiB of weights and 2.3 GiB overhead holds one. At 8192 it
     # would reserve 15.79 GiB, which does not fit: the planner would ask for two GPUs.
     ("nvidia-a100-80gb", 1, 1, 2048),
     ("nvidia-a100-80gb", 2, 2, 2048),

@@ -98,3 +98,8 @@ def test_accelerators_command_lists_the_catalog(capsys: pytest.CaptureFixture[st
     assert rows["nvidia-a100-80gb-mig-3g.40gb"][7:9] == ["1", "no"]
     assert rows["nvidia-gh200"][1:5] == ["96GiB", "9.0", "hopper", "arm64"]
     assert rows["nvidia-gh200"][-1] == "NVIDIA-GH200-480GB"
+    # the memory CUDA reports (what the planner fits within: 79.22 GiB logged by vLLM on an H100, below NVML's
+    # 79.65) and vLLM's batch defaults there (max_num_batched_tokens / max_num_seqs)
+    assert rows["nvidia-h100-80gb"][9:11] == ["79.22", "8192/1024"]
+    assert rows["nvidia-l4"][9:11] == ["22.04", "2048/256"]
+    assert rows["cpu"][9:11] == ["-", "-"]

@@ -196,7 +196,7 @@ def test_source_uri_error_is_words_not_a_regex(write: Write, capsys: pytest.Capt
     path = write("s3.yaml", HEADER + "metadata: {name: s3}\nspec:\n  model:\n    variant: e2b\n"
                                      "    source: {uri: 's3://bucket/gemma'}\n")
     err = refused(["plan", path], capsys, 1, f"  spec.model.source.uri: {SOURCE_URI_MESSAGE}; got 's3://bucket/gemma'",
-                  "hf://REPO[@REVISION]", "hf://REPO:GGUF_QUANT", "pvc://CLAIM/PATH")
+                  "hf://REPO[@REVISION]", "hf://REPO[@REVISION]:GGUF_QUANT", "pvc://CLAIM/PATH")
     assert "^(" not in err and "pattern" not in err
 
 

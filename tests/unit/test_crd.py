@@ -33,7 +33,7 @@ def test_crd_has_subresources_columns_and_names() -> None:
         "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
         "labelSelectorPath": ".status.selector"}
     assert [c["name"] for c in version["additionalPrinterColumns"]] == [
-        "Variant", "Engine", "Quant", "GPUs", "Ready", "Status", "Model", "Age"]
+        "Variant", "Engine", "Quant", "GPUs", "Ready", "Status", "Model", "Adapters", "Age"]
     assert crd["spec"]["names"]["shortNames"] == ["g4d"]
 
 
@@ -121,6 +121,27 @@ BAD_CEL = [
     ({"model": {"variant": "e2b"}, "autoscaling": {"maxReplicaCount": 3},
       "storage": {"modelCache": {"accessModes": ["ReadWriteOncePod"]}}},
      "storage.modelCache.accessModes: a ReadWriteOnce (or ReadWriteOncePod) cache mounts on one node only"),
+    # LoRA adapters: names are OpenAI model names, so unique and not the base's served name
+    ({"model": {"variant": "e2b", "adapters": [{"name": "a", "uri": "hf://x/a"}, {"name": "a", "uri": "hf://x/b"}]}},
+     "adapters: each name must be unique"),
+    ({"model": {"variant": "31b", "instructionTuned": False,
+                "adapters": [{"name": "gemma-4-31b", "uri": "hf://x/a"}]}},
+     "adapters: a name must differ from the base model's served name"),
+    ({"model": {"variant": "e4b", "adapters": [{"name": "gemma-4-e4b-it", "uri": "pvc://loras/e4b/support"}]}},
+     "adapters: a name must differ from the base model's served name"),
+    ({"model": {"variant": "e2b", "adapters": [{"name": "a", "uri": "https://huggingface.co/x/a"}]}},
+     "adapters: every uri must be hf://REPO[@REVISION]"),
+    ({"model": {"variant": "e2b", "adapters": [{"name": "a", "uri": "oci://ghcr.io/acme/lora"}]}},
+     "adapters: every uri must be hf://REPO[@REVISION]"),
+    # vLLM's rank ladder (vllm/config/lora.py MaxLoRARanks) and --max-cpu-loras >= --max-loras
+    ({"model": {"variant": "e2b", "adapters": [{"name": "a", "uri": "hf://x/a"}]},
+      "serving": {"lora": {"maxRank": 48}}},
+     "maxRank must be one of vLLM's --max-lora-rank values 1, 8, 16, 32, 64, 128, 256, 320, 512"),
+    ({"model": {"variant": "e2b", "adapters": [{"name": "a", "uri": "hf://x/a"}]},
+      "serving": {"lora": {"maxActiveAdapters": 3, "cachedAdapters": 2}}},
+     "cachedAdapters must be at least maxActiveAdapters"),
+    ({"model": {"variant": "e2b"}, "serving": {"lora": {"maxActiveAdapters": 2}}},
+     "serving.lora sizes the adapter slots of model.adapters"),
 ]
 
 
@@ -133,6 +154,22 @@ def test_a_cache_that_fits_the_replicas_is_accepted(spec: dict[str, Any]) -> Non
     obj = _obj(spec)
     assert schema_errors(obj) == [] and cel_errors(obj) == []
     Gemma4Deployment.model_validate(obj)
+
+
+@pytest.mark.parametrize("spec", [
+    {"model": {"variant": "26b-a4b", "adapters": [
+        {"name": "support", "uri": "hf://acme/gemma-4-26b-support-lora@v2"},
+        {"name": "legal", "uri": "pvc://loras/26b/legal", "tokenSecretRef": {"name": "hf", "key": "token"}},
+        {"name": "gemma-4-26b-a4b", "uri": "oci://ghcr.io/acme/lora:1.0"}]},  # the base is -it: no clash
+     "serving": {"lora": {"maxRank": 320, "maxActiveAdapters": 2, "cachedAdapters": 3,
+                          "targetModules": ["qkv_proj", "o_proj"]}}},
+    {"model": {"variant": "e2b", "adapters": [{"name": "a", "uri": "hf://x/a"}]}, "serving": {"lora": {}}},
+], ids=["every-field", "empty-lora"])
+def test_adapters_and_lora_slots_are_accepted(spec: dict[str, Any]) -> None:
+    obj = _obj(spec)
+    assert schema_errors(obj) == [] and cel_errors(obj) == []
+    parsed = Gemma4Deployment.model_validate(obj)
+    assert [a.name for a in parsed.spec.model.adapters] == [a["name"] for a in spec["model"]["adapters"]]
 
 
 @pytest.mark.parametrize(("spec", "message"), BAD_CEL, ids=[m[:40] for _, m in BAD_CEL])

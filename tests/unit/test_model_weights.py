@@ -4,15 +4,17 @@ operator holds back until the download succeeded, and status.model from the Job 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import kubernetes_validate
 import pytest
 from pydantic import ValidationError
 
-from gemma4_operator.api import Gemma4DeploymentSpec
+from gemma4_operator.api import SOURCE_URI_PATTERN, Gemma4DeploymentSpec
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.planner.select import plan
+from gemma4_operator.planner.sources import parse_source
 from gemma4_operator.planner.weights import WeightsMode
 from gemma4_operator.reconcile import desired as rc
 from gemma4_operator.reconcile import status as observe
@@ -26,6 +28,8 @@ from gemma4_operator.render.children import (
     render_children,
 )
 from gemma4_operator.render.download import CHECKPOINT_ANNOTATION, checkpoint_id, is_download_pod
+from gemma4_operator.weights.artifacts import FetchError, Manifest, Report
+from gemma4_operator.weights.preflight import AdapterRules
 
 OWNER = Owner("chat", "ml", "0b7d3c1e-1111-4a5b-9c9d-123456789abc")
 FACTS = ClusterFacts.every_catalog_type()
@@ -72,13 +76,22 @@ def test_image_volumes_are_unknown_to_an_older_schema() -> None:
         kubernetes_validate.validate(deployment, "1.29.0", strict=True)
 
 
+def manifest_of(job: dict[str, Any]) -> Manifest:
+    """The download Job's task, as its command hands it to `gemma4-operator download`."""
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    return Manifest.from_json(command[command.index("--manifest") + 1])
+
+
 def test_cache_mode_downloads_once_in_a_job_and_pods_load_offline_read_only() -> None:
     objs = rendered(spec_of(**MODES["cache"]))
     job, c = objs["Job"], server(objs)
     directory = "/cache/models/ggml-org/gemma-4-E4B-it-GGUF/main"
-    hf = job["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert hf[hf.index("--"):] == ["--", "hf", "download", "ggml-org/gemma-4-E4B-it-GGUF", "gemma-4-E4B-it-Q8_0.gguf",
-                                   "mmproj-gemma-4-E4B-it-Q8_0.gguf", "--local-dir", directory]
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:3] == ["gemma4-operator", "download", "--manifest"]
+    (checkpoint,) = manifest_of(job).artifacts
+    assert (checkpoint.repo, checkpoint.files, checkpoint.local_dir, checkpoint.revision) == (
+        "ggml-org/gemma-4-E4B-it-GGUF", ("gemma-4-E4B-it-Q8_0.gguf", "mmproj-gemma-4-E4B-it-Q8_0.gguf"), directory, "")
+    assert manifest_of(job).rules == AdapterRules(max_rank=512, gguf=True)  # llama.cpp: GGUF adapters; any rank
     assert job["metadata"]["name"] == "chat-download"
     assert job["metadata"]["annotations"][CHECKPOINT_ANNOTATION] == (
         "ggml-org/gemma-4-E4B-it-GGUF@main gemma-4-E4B-it-Q8_0.gguf mmproj-gemma-4-E4B-it-Q8_0.gguf")
@@ -96,14 +109,15 @@ def test_cache_mode_downloads_once_in_a_job_and_pods_load_offline_read_only() ->
 
 def test_a_text_only_cache_skips_the_mmproj_and_vllm_loads_the_directory() -> None:
     text = rendered(spec_of(**MODES["cache"], serving={"modalities": ["text"]}))
-    hf = text["Job"]["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert not any(a.startswith("mmproj") for a in hf) and "--mmproj" not in server(text)["args"]
+    assert manifest_of(text["Job"]).artifacts[0].files == ("gemma-4-E4B-it-Q8_0.gguf",)
+    assert "--mmproj" not in server(text)["args"]
     vllm = rendered(spec_of(model={"variant": "31b"}, quantization="bf16", accelerator={"type": "nvidia-h100-80gb"},
                             storage=CACHE))
     assert server(vllm)["args"][0] == "/cache/models/google/gemma-4-31B-it/main"
-    command = vllm["Job"]["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert command[command.index("download") + 1:] == [  # the whole repository
-        "google/gemma-4-31B-it", "--local-dir", "/cache/models/google/gemma-4-31B-it/main"]
+    (checkpoint,) = manifest_of(vllm["Job"]).artifacts
+    assert (checkpoint.repo, checkpoint.files, checkpoint.local_dir) == (  # the whole repository
+        "google/gemma-4-31B-it", (), "/cache/models/google/gemma-4-31B-it/main")
+    assert not manifest_of(vllm["Job"]).rules.gguf  # vLLM: PEFT adapters
 
 
 def test_a_revision_is_its_own_directory_and_the_token_only_a_secret_ref() -> None:
@@ -111,7 +125,9 @@ def test_a_revision_is_its_own_directory_and_the_token_only_a_secret_ref() -> No
     objs = rendered(spec_of(model={"variant": "31b", "source": source}, quantization="bf16",
                             accelerator={"type": "nvidia-h100-80gb"}, storage=CACHE))
     container = objs["Job"]["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"][-4:] == ["--revision", "v2", "--local-dir", "/cache/models/acme/gemma-4-31b-tuned/v2"]
+    (checkpoint,) = manifest_of(objs["Job"]).artifacts
+    assert (checkpoint.revision, checkpoint.local_dir, checkpoint.token_env) == (
+        "v2", "/cache/models/acme/gemma-4-31b-tuned/v2", "HF_TOKEN")
     assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}} in container["env"]
     assert "HF_HUB_OFFLINE" not in json.dumps(container["env"])  # the Job is the one thing that reaches the Hub
 
@@ -238,9 +254,7 @@ def test_model_status_follows_the_job_and_its_pods() -> None:
 
 def test_a_failed_download_says_what_to_do() -> None:
     spec, p, _ = _cache_plan()
-    gated = json.dumps({"exitCode": 1, "bytes": 0, "seconds": 0.4, "log": (
-        "huggingface_hub.errors.GatedRepoError: 401 Client Error.\nCannot access gated repo for url "
-        "http://hub/ggml-org/gemma-4-E4B-it-GGUF/resolve/main/gemma-4-E4B-it-Q8_0.gguf.")})
+    gated = Report(1, error=FetchError("model", "GatedRepoError", "401 Client Error.", 401)).to_json()
     failed = model_state(p, spec, job(p, **FAILED), [download_pod(1, gated)], None, 0)
     assert failed.failed and failed.reason == "GatedRepository"
     assert "tokenSecretRef" in failed.message and "delete Job chat-download to retry" in failed.message
@@ -292,7 +306,25 @@ def test_a_catalog_gguf_repo_named_by_its_tag_is_downloaded_by_the_job() -> None
         "uri": "hf://ggml-org/gemma-4-E4B-it-GGUF:q8_0", "tokenSecretRef": {"name": "hf", "key": "token"}}}},
         storage=CACHE)
     objs = rendered(spec)
-    command = objs["Job"]["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert command[command.index("download") + 1:command.index("--local-dir")] == [
-        "ggml-org/gemma-4-E4B-it-GGUF", "gemma-4-E4B-it-Q8_0.gguf", "mmproj-gemma-4-E4B-it-Q8_0.gguf"]
+    (checkpoint,) = manifest_of(objs["Job"]).artifacts
+    assert (checkpoint.repo, checkpoint.files) == (
+        "ggml-org/gemma-4-E4B-it-GGUF", ("gemma-4-E4B-it-Q8_0.gguf", "mmproj-gemma-4-E4B-it-Q8_0.gguf"))
     assert server(objs)["args"][1] == "/cache/models/ggml-org/gemma-4-E4B-it-GGUF/main/gemma-4-E4B-it-Q8_0.gguf"
+
+
+def test_a_gguf_source_names_a_revision_and_the_job_fetches_it() -> None:
+    uri = "hf://ggml-org/gemma-4-E4B-it-GGUF@v2:Q8_0"
+    source = parse_source(uri)
+    assert (source.repo, source.revision, source.quant_tag, source.display) == (
+        "ggml-org/gemma-4-E4B-it-GGUF", "v2", "Q8_0", "ggml-org/gemma-4-E4B-it-GGUF@v2:Q8_0")
+    assert re.fullmatch(SOURCE_URI_PATTERN, uri) is not None
+    objs = rendered(spec_of(**{**E4B_CPU, "model": {"variant": "e4b", "source": {"uri": uri}}}, storage=CACHE))
+    (checkpoint,) = manifest_of(objs["Job"]).artifacts
+    assert (checkpoint.revision, checkpoint.local_dir) == ("v2", "/cache/models/ggml-org/gemma-4-E4B-it-GGUF/v2")
+    assert server(objs)["args"][1] == "/cache/models/ggml-org/gemma-4-E4B-it-GGUF/v2/gemma-4-E4B-it-Q8_0.gguf"
+
+
+def test_a_gguf_revision_without_the_job_is_refused_in_words() -> None:
+    spec = spec_of(**{**E4B_CPU, "model": {"variant": "e4b", "source": {"uri": "hf://acme/e4b-GGUF@v2:Q8_0"}}})
+    with pytest.raises(UnrenderableError, match=r"-hf downloads REPO:QUANT at the default branch only"):
+        render_children(OWNER, spec, plan(spec, FACTS))

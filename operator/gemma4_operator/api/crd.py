@@ -38,6 +38,8 @@ PRINTER_COLUMNS: list[Schema] = [
     {"name": "Status", "type": "string", "jsonPath": ".status.phase", "description": "Phase"},
     {"name": "Model", "type": "string", "jsonPath": ".status.model.phase",
      "description": "Weights: Pending, Downloading, Ready or Failed"},
+    {"name": "Adapters", "type": "string", "jsonPath": ".status.adaptersReady",
+     "description": "LoRA adapters serving/declared"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

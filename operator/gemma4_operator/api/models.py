@@ -17,6 +17,25 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gemma4_operator.api.adapters import (
+    ADAPTER_NAME_MESSAGE,
+    ADAPTER_NAME_PATTERN,
+    ADAPTER_URI_MESSAGE,
+    BASE_NAME_CLASH_MESSAGE,
+    CACHED_BELOW_ACTIVE_MESSAGE,
+    DUPLICATE_ADAPTER_MESSAGE,
+    LORA_WITHOUT_ADAPTERS_MESSAGE,
+    MAX_ACTIVE_ADAPTERS,
+    MAX_ADAPTERS,
+    MAX_CACHED_ADAPTERS,
+    MAX_LORA_RANKS,
+    MAX_RANK_MESSAGE,
+    SERVED_NAME_CEL,
+    TARGET_MODULE_PATTERN,
+    adapter_list_problems,
+    lora_problems,
+    served_model_name,
+)
 from gemma4_operator.api.core_v1 import label_problems, name_problems, shape_problems
 from gemma4_operator.api.metric_names import ACCEPTED_METRIC_NAMES
 from gemma4_operator.api.problems import (
@@ -113,11 +132,16 @@ K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # :latest, which changes under a running Deployment: refused)
 _OCI_REFERENCE = (r"oci://[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+"
                   r"(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}|@sha256:[a-f0-9]{64})")
-SOURCE_URI_PATTERN = (r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+(@[A-Za-z0-9._/-]+|:[A-Za-z0-9_.-]+)?"
-                      r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]*|" + _OCI_REFERENCE + r")$")
+_HF_REPO = r"hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+"
+_PVC_PATH = r"pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]*"
+# hf://REPO@REV:QUANT: a git ref cannot hold ':' (git check-ref-format), so the quant tag follows the revision
+SOURCE_URI_PATTERN = (r"^(" + _HF_REPO + r"(@[A-Za-z0-9._/-]+)?(:[A-Za-z0-9_.-]+)?|" + _PVC_PATH + "|"
+                      + _OCI_REFERENCE + r")$")
+# an adapter: no :QUANT (an adapter repo holds one adapter), otherwise as a checkpoint's source
+ADAPTER_URI_PATTERN = r"^(" + _HF_REPO + r"(@[A-Za-z0-9._/-]+)?|" + _PVC_PATH + "|" + _OCI_REFERENCE + r")$"
 SOURCE_URI_MESSAGE = (
     "source.uri must be hf://REPO[@REVISION] (a Hugging Face repo, e.g. hf://google/gemma-4-E4B-it), "
-    "hf://REPO:GGUF_QUANT (a GGUF repo for llama.cpp, e.g. hf://ggml-org/gemma-4-E4B-it-GGUF:Q4_K_M), "
+    "hf://REPO[@REVISION]:GGUF_QUANT (a GGUF repo for llama.cpp, e.g. hf://ggml-org/gemma-4-E4B-it-GGUF:Q4_K_M), "
     "pvc://CLAIM/PATH (weights on a PersistentVolumeClaim in this namespace) or "
     "oci://REGISTRY/REPO:TAG or oci://REGISTRY/REPO@sha256:DIGEST (a catalog checkpoint packaged as an OCI "
     "artifact, mounted as an image volume)"
@@ -177,7 +201,7 @@ class ModelSource(ApiModel):
     uri: Annotated[str, Field(
         description=(
             "Where the weights come from, overriding the catalog's checkpoint. "
-            "`hf://REPO[@REVISION]` for a Hugging Face repo (vLLM), `hf://REPO:QUANT` for a GGUF repo "
+            "`hf://REPO[@REVISION]` for a Hugging Face repo (vLLM), `hf://REPO[@REVISION]:QUANT` for a GGUF repo "
             "(llama.cpp, e.g. hf://ggml-org/gemma-4-E4B-it-GGUF:Q4_K_M), `pvc://CLAIM/PATH` for weights "
             "already on a PersistentVolumeClaim in this namespace, or `oci://REGISTRY/REPO:TAG` "
             "(or `@sha256:DIGEST`) for the planner's catalog checkpoint packaged as an OCI artifact (the files "
@@ -207,7 +231,56 @@ class ModelSource(ApiModel):
     )] = None
 
 
+class AdapterSpec(ApiModel):
+    """One LoRA adapter served on the base model under its own OpenAI model name."""
+
+    name: Annotated[str, Field(
+        description=(
+            "The OpenAI `model` a client sends to use this adapter (the base model stays reachable under its "
+            "served name, gemma-4-VARIANT[-it], which an adapter may not take). A DNS-1123 label, unique among "
+            "the adapters; the adapter's files are staged at /models/adapters/NAME."
+        ),
+        min_length=1, max_length=63, json_schema_extra={"pattern": ADAPTER_NAME_PATTERN},
+    )]
+    uri: Annotated[str, Field(
+        description=(
+            "Where the adapter comes from: `hf://REPO[@REVISION]` (a Hugging Face repo: a PEFT directory with "
+            "adapter_config.json and adapter_model.safetensors for vLLM, a GGUF adapter for llama.cpp), "
+            "`pvc://CLAIM/PATH` (already on a PersistentVolumeClaim in this namespace) or "
+            "`oci://REGISTRY/REPO:TAG` (or `@sha256:DIGEST`, the adapter's files packaged as an OCI artifact). "
+            "It is fetched with the checkpoint and checked (rank, target modules, base model) before a serving "
+            "pod starts; status.adapters says whether it serves and, if not, what to do."
+        ),
+        min_length=1, max_length=512,
+    )]
+    token_secret_ref: Annotated[SecretKeyRef | None, Field(
+        alias="tokenSecretRef",
+        description=("Secret holding a Hugging Face token for a private or gated adapter repo, used only by the "
+                     "pods that download (never in arguments, logs or status)."),
+    )] = None
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, name: str) -> str:
+        """The words for the schema's pattern (pydantic would print the regular expression)."""
+        if re.fullmatch(ADAPTER_NAME_PATTERN, name, flags=re.ASCII) is None:
+            raise ValueError(f"{ADAPTER_NAME_MESSAGE}; got {shown(name, kind=False)}")
+        return name
+
+
+_MODEL_RULES = cel_rules(
+    CelRule(rule="self.adapters.all(a, self.adapters.exists_one(b, b.name == a.name))",
+            message=DUPLICATE_ADAPTER_MESSAGE, field_path=".adapters"),
+    CelRule(rule=f"self.adapters.all(a, a.name != {SERVED_NAME_CEL})",
+            message=BASE_NAME_CLASH_MESSAGE, field_path=".adapters"),
+    CelRule(rule=f"self.adapters.all(a, a.uri.matches(r'{ADAPTER_URI_PATTERN}'))",
+            message=ADAPTER_URI_MESSAGE, field_path=".adapters"),
+)
+
+
 class ModelSpec(ApiModel):
+    model_config = ConfigDict(json_schema_extra=_MODEL_RULES)
+
     variant: Annotated[Variant, Field(description=(
         "Gemma 4 variant: e2b and e4b (dense, per-layer embeddings, text+image+audio, 128K context), "
         "26b-a4b (mixture of experts, 3.8B active, text+image, 256K context) or 31b (dense, text+image, "
@@ -220,6 +293,30 @@ class ModelSpec(ApiModel):
     source: Annotated[ModelSource | None, Field(description=(
         "Optional override of the checkpoint the planner picks from its catalog."
     ))] = None
+    adapters: Annotated[list[AdapterSpec], Field(
+        description=(
+            "LoRA adapters served on this base model, each under its own OpenAI model name: a request whose "
+            "`model` is an adapter's name runs with that adapter (vLLM), the base's served name runs without. "
+            "Their GPU slots come out of the KV cache (status.plan.memoryGiB.lora; serving.lora sizes them). "
+            "A merged fine-tune is a checkpoint: use model.source.uri instead."
+        ),
+        max_length=MAX_ADAPTERS,
+    )] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_adapters(self) -> ModelSpec:
+        """The pydantic twin of _MODEL_RULES."""
+        problems = adapter_list_problems([a.name for a in self.adapters], self.served_name)
+        if any(re.fullmatch(ADAPTER_URI_PATTERN, a.uri, flags=re.ASCII) is None for a in self.adapters):
+            problems.append(ADAPTER_URI_MESSAGE)
+        if problems:
+            raise cross_field_error(problems)
+        return self
+
+    @property
+    def served_name(self) -> str:
+        """The base model's OpenAI `model` name."""
+        return served_model_name(self.variant.value, self.instruction_tuned)
 
 
 class AcceleratorSpec(ApiModel):
@@ -308,6 +405,53 @@ class SecurityContextSpec(ApiModel):
         return self
 
 
+_LORA_RULES = cel_rules(
+    CelRule(rule=f"!has(self.maxRank) || self.maxRank in {list(MAX_LORA_RANKS)!r}",
+            message=MAX_RANK_MESSAGE, field_path=".maxRank"),
+    CelRule(rule=("!has(self.cachedAdapters) || !has(self.maxActiveAdapters) || "
+                  "self.cachedAdapters >= self.maxActiveAdapters"),
+            message=CACHED_BELOW_ACTIVE_MESSAGE, field_path=".cachedAdapters"),
+)
+
+
+_TargetModule = Annotated[str, Field(min_length=1, max_length=64, pattern=TARGET_MODULE_PATTERN)]
+
+
+class LoraSpec(ApiModel):
+    """How the engine holds model.adapters; every field is derived when omitted (status.plan.lora shows it)."""
+
+    model_config = ConfigDict(json_schema_extra=_LORA_RULES)
+
+    max_rank: Annotated[int | None, Field(alias="maxRank", ge=1, le=MAX_LORA_RANKS[-1], description=(
+        "Largest adapter rank the slots hold (vLLM --max-lora-rank: 1, 8, 16, 32, 64, 128, 256, 320 or 512). "
+        "Unset: the smallest of these at or above the highest rank among the adapters (16 until they are "
+        "read). Slot memory grows linearly with it."))] = None
+    max_active_adapters: Annotated[int | None, Field(alias="maxActiveAdapters", ge=1, le=MAX_ACTIVE_ADAPTERS,
+                                                     description=(
+        "Adapters a replica runs in one batch (vLLM --max-loras): GPU slots preallocated on every wrapped layer "
+        "and taken from the KV cache (status.plan.memoryGiB.lora). Requests for more distinct adapters than "
+        "slots wait for a swap. Unset: the number of adapters, at most 4."))] = None
+    cached_adapters: Annotated[int | None, Field(alias="cachedAdapters", ge=1, le=MAX_CACHED_ADAPTERS,
+                                                 description=(
+        "Adapters kept in host memory for quick swaps into the GPU slots (vLLM --max-cpu-loras, at least "
+        "maxActiveAdapters); their size is added to the pod's memory request. Unset: the number of adapters."
+    ))] = None
+    target_modules: Annotated[list[_TargetModule] | None, Field(alias="targetModules", max_length=16, description=(
+        "Module suffixes that get adapter slots (vLLM --lora-target-modules, e.g. [qkv_proj, o_proj, "
+        "gate_up_proj, down_proj]). Unset: every module vLLM supports, which on 26b-a4b includes the experts, "
+        "whose slots dominate the adapter memory (status.plan.notes says how much leaving them out saves). "
+        "An adapter's weights on other modules are not applied."),
+        json_schema_extra={"x-kubernetes-list-type": "set"})] = None
+
+    @model_validator(mode="after")
+    def _check_ladder(self) -> LoraSpec:
+        """The pydantic twin of _LORA_RULES."""
+        problems = lora_problems(self.max_rank, self.max_active_adapters, self.cached_adapters)
+        if problems:
+            raise cross_field_error(problems)
+        return self
+
+
 class ServingSpec(ApiModel):
     max_model_len: Annotated[int, Field(
         alias="maxModelLen",
@@ -381,6 +525,9 @@ class ServingSpec(ApiModel):
         "passed through the environment (never in arguments or status). The health and metrics paths stay "
         "open to the probes and the autoscaler where the engine allows it (vLLM); llama.cpp guards /metrics "
         "with the key too, so it is refused together with autoscaling."))] = None
+    lora: Annotated[LoraSpec | None, Field(description=(
+        "LoRA slots for model.adapters: rank, adapters per batch, host cache and target modules. All derived "
+        "when omitted."))] = None
 
 
 class AutoscalingMetricSpec(ApiModel):
@@ -587,8 +734,9 @@ class StorageSpec(ApiModel):
     model_cache: Annotated[ModelCacheSpec | None, Field(
         alias="modelCache",
         description=("A PersistentVolumeClaim NAME-model-cache filled once by a download Job NAME-download "
-                     "(huggingface_hub's `hf download`, the token from model.source.tokenSecretRef) before any "
-                     "serving pod starts; serving pods mount it read-only with the Hub offline, so scale-up "
+                     "(`gemma4-operator download` with huggingface_hub, the token from model.source.tokenSecretRef; "
+                     "the hf:// adapters of model.adapters too, checked before use) before any serving pod starts; "
+                     "serving pods mount it read-only with the Hub offline, so scale-up "
                      "never downloads. A new checkpoint (variant, format, source) runs a new download and the "
                      "Deployment keeps the old one until it succeeds. Without it, every pod downloads into an "
                      "emptyDir sized for the checkpoint. status.model follows the download."),
@@ -727,6 +875,11 @@ _SPEC_RULES = cel_rules(
         message=LITERAL_TOKEN_MESSAGE,
         field_path=".serving.env",
     ),
+    CelRule(
+        rule="!has(self.serving) || !has(self.serving.lora) || size(self.model.adapters) > 0",
+        message=LORA_WITHOUT_ADAPTERS_MESSAGE,
+        field_path=".serving.lora",
+    ),
 )
 
 
@@ -804,6 +957,8 @@ class Gemma4DeploymentSpec(ApiModel):
             problems.append(_SPEC_RULES_BY_PATH[".serving.gpuMemoryUtilization"])
         if any(e.name in HF_TOKEN_NAMES and e.value is not None for e in self.serving.env):
             problems.append(LITERAL_TOKEN_MESSAGE)
+        if self.serving.lora is not None and not self.model.adapters:
+            problems.append(LORA_WITHOUT_ADAPTERS_MESSAGE)
         if problems:
             raise cross_field_error(problems)
         return self
@@ -875,7 +1030,9 @@ class Gemma4Deployment(ApiModel):
 
 
 class Condition(ApiModel):
-    type: Annotated[str, Field(description="Planned, Available, Progressing, Degraded or Ready.")]
+    type: Annotated[str, Field(description=(
+        "Planned, ModelReady, AdaptersReady (every adapter of spec.model.adapters fetched, checked and "
+        "served), Available, Progressing, Degraded or Ready."))]
     status: Annotated[Literal["True", "False", "Unknown"], Field(description="True, False or Unknown.")]
     reason: Annotated[str, Field(description="CamelCase reason for the last transition.")] = ""
     message: Annotated[str, Field(description="Human-readable detail.")] = ""
@@ -890,6 +1047,22 @@ class PlanMemory(ApiModel):
     kv_cache: Annotated[float, Field(alias="kvCache", description="GiB of KV-cache pool per GPU.")]
     overhead: Annotated[float, Field(description="GiB of activations, CUDA graphs and runtime buffers per GPU.")]
     capacity: Annotated[float, Field(description="GiB of memory per GPU (or the CPU pod's memory budget).")]
+    lora: Annotated[float, Field(description=(
+        "GiB of LoRA adapter slots per GPU (serving.lora.maxActiveAdapters x the bytes one slot takes on every "
+        "wrapped layer at maxRank, after tensor-parallel sharding), taken from the KV-cache pool. 0 without "
+        "adapters."))] = 0.0
+
+
+class PlanLora(ApiModel):
+    max_rank: Annotated[int, Field(alias="maxRank", description="vLLM --max-lora-rank served.")]
+    max_active_adapters: Annotated[int, Field(alias="maxActiveAdapters", description=(
+        "GPU adapter slots (vLLM --max-loras)."))]
+    cached_adapters: Annotated[int, Field(alias="cachedAdapters", description=(
+        "Adapters kept in host memory (vLLM --max-cpu-loras)."))]
+    target_modules: Annotated[list[str], Field(alias="targetModules", description=(
+        "Module suffixes that get slots; empty: every module the engine supports."))] = Field(default_factory=list)
+    host_gib: Annotated[float, Field(alias="hostGiB", description=(
+        "GiB of host memory the cached adapters add to the pod's memory request."))] = 0.0
 
 
 class PlanStatus(ApiModel):
@@ -916,6 +1089,8 @@ class PlanStatus(ApiModel):
         description="Runner-up plans the planner considered and why each lost (cost, quality, native speed).")] = \
         Field(default_factory=list)
     notes: Annotated[list[str], Field(description="Why the planner chose this.")] = Field(default_factory=list)
+    lora: Annotated[PlanLora | None, Field(description=(
+        "The LoRA slots in force (serving.lora with what was derived); absent without adapters."))] = None
 
 
 class MetricStatusEntry(ApiModel):
@@ -970,6 +1145,19 @@ class ModelStatus(ApiModel):
         "Measured download rate in MB/s, when known."))] = None
 
 
+class AdapterStatus(ApiModel):
+    name: Annotated[str, Field(description="The adapter's name (spec.model.adapters[].name).")]
+    phase: Annotated[Literal["Pending", "Downloading", "Ready", "Refused", "Failed"], Field(description=(
+        "Pending: not fetched yet; Downloading: being fetched; Ready: fetched, checked and served; Refused: the "
+        "check found something the engine cannot serve (reason says what to do; the other adapters still "
+        "serve); Failed: the fetch failed."))]
+    rank: Annotated[int | None, Field(description=(
+        "The adapter's LoRA rank (r, or the highest rank_pattern value), once read."))] = None
+    target_modules: Annotated[list[str], Field(alias="targetModules", description=(
+        "The modules the adapter trains, as its adapter_config.json names them."))] = Field(default_factory=list)
+    reason: Annotated[str, Field(description="Why it is not Ready, and what to do.")] = ""
+
+
 class Gemma4DeploymentStatus(ApiModel):
     observed_generation: Annotated[int, Field(alias="observedGeneration",
                                               description="metadata.generation last reconciled.")] = 0
@@ -989,8 +1177,15 @@ class Gemma4DeploymentStatus(ApiModel):
     autoscaling: Annotated[AutoscalingStatus | None, Field(description="Autoscaler state.")] = None
     model: Annotated[ModelStatus | None, Field(description=(
         "The weights: how they reach the pods and the download's progress (condition ModelReady)."))] = None
+    adapters: Annotated[list[AdapterStatus] | None, Field(description=(
+        "Each LoRA adapter of spec.model.adapters: its phase, rank, target modules and, when it does not serve, "
+        "why (condition AdaptersReady)."),
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]})] = None
+    adapters_ready: Annotated[str | None, Field(alias="adaptersReady", description=(
+        "Adapters serving and declared for display, e.g. 2/3; absent without adapters."))] = None
 
 __all__ = [
+    "ADAPTER_URI_PATTERN",
     "API_VERSION",
     "DNS1035_LABEL_PATTERN",
     "DURATION_PATTERN",
@@ -1014,6 +1209,8 @@ __all__ = [
     "VERSION",
     "AcceleratorSpec",
     "AccessMode",
+    "AdapterSpec",
+    "AdapterStatus",
     "ApiModel",
     "AutoscalingBackend",
     "AutoscalingMetricSpec",
@@ -1028,6 +1225,7 @@ __all__ = [
     "Gemma4DeploymentStatus",
     "KvCacheDtypeChoice",
     "LocalObjectReference",
+    "LoraSpec",
     "MetricStatusEntry",
     "Modality",
     "ModelCacheSpec",
@@ -1035,6 +1233,7 @@ __all__ = [
     "ModelSpec",
     "ModelStatus",
     "NetworkPolicySpec",
+    "PlanLora",
     "PlanMemory",
     "PlanStatus",
     "PodTemplateMetadata",

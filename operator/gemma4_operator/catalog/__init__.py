@@ -50,6 +50,7 @@ class VariantInfo(CatalogModel):
     modalities: tuple[str, ...]
     layers: int
     hidden_size: int
+    vocab_size: int
     attention_heads: int
     kv_heads: int
     global_kv_heads: int
@@ -165,6 +166,10 @@ class Accelerator(CatalogModel):
     resource: str = "nvidia.com/gpu"
     # GPUs one replica may span (tensor parallel); None: as many as a node has.
     max_per_replica: int | None = None
+    # Total memory as CUDA reports it to the engine (torch.cuda.mem_get_info, vLLM's total_gpu_memory): below
+    # NVML's total (memory_mib) by what the driver keeps; the row's cuda_total_source says measured or estimated.
+    cuda_total_mib: int | None = None
+    cuda_total_source: str = ""
 
     @property
     def is_gpu(self) -> bool:
@@ -196,6 +201,12 @@ class Accelerator(CatalogModel):
         return self.memory_mib / 1024
 
     @property
+    def capacity_gib(self) -> float:
+        """The memory an engine plans within: CUDA's total where the catalog has it (every GPU row), else
+        memory_mib (a CPU pod's budget)."""
+        return (self.cuda_total_mib if self.cuda_total_mib is not None else self.memory_mib) / 1024
+
+    @property
     def short_name(self) -> str:
         return self.name.removeprefix("nvidia-")
 
@@ -214,25 +225,62 @@ class EngineImages(CatalogModel):
 
 
 class BatchTokensTier(CatalogModel):
-    """GPUs with at least min_gib total memory get `tokens`, unless the type's name contains an except_names entry."""
+    """GPUs with at least min_gib total memory (as CUDA reports it) get `tokens` (and `seqs`), unless the type's
+    name contains an except_names entry."""
 
     min_gib: float
     tokens: int
+    seqs: int
     except_names: tuple[str, ...] = ()
 
     def applies_to(self, accel: Accelerator) -> bool:
-        return accel.memory_gib >= self.min_gib and not any(part in accel.name for part in self.except_names)
+        return accel.capacity_gib >= self.min_gib and not any(part in accel.name for part in self.except_names)
 
 
 class MaxNumBatchedTokens(CatalogModel):
-    """vLLM's own default for the API server: the first tier that applies (largest first), else `default`."""
+    """vLLM's own defaults for the API server: the first tier that applies (largest first), else `default`
+    tokens and `default_seqs` sequences (max_num_seqs, which sizes the sampler's start-up profile)."""
 
     default: int
+    default_seqs: int
     tiers: tuple[BatchTokensTier, ...]
     source: str
 
+    def _tier(self, accel: Accelerator) -> BatchTokensTier | None:
+        return next((tier for tier in self.tiers if tier.applies_to(accel)), None)
+
     def for_accelerator(self, accel: Accelerator) -> int:
-        return next((tier.tokens for tier in self.tiers if tier.applies_to(accel)), self.default)
+        tier = self._tier(accel)
+        return tier.tokens if tier is not None else self.default
+
+    def seqs_for_accelerator(self, accel: Accelerator) -> int:
+        tier = self._tier(accel)
+        return tier.seqs if tier is not None else self.default_seqs
+
+
+class RuntimeOverhead(CatalogModel):
+    """vLLM's memory per GPU besides weights and KV cache, as its start-up profile measures it, fitted on the
+    measurement rows of catalog/measurements.yaml (catalog/engines.yaml says which terms are derived, which fitted):
+    the process outside torch; the sampler's profile run over max_num_seqs x the vocabulary; the activations of a
+    max_num_batched_tokens forward pass; the CUDA-graph pool (none under --enforce-eager); the encoder profile
+    (none with --language-model-only). The batch defaults grow with the GPU (catalog max_num_batched_tokens), so
+    the overhead does too."""
+
+    non_torch_gib: float
+    sampler_bytes_per_logit: float
+    activation_bytes_per_token_hidden: float
+    cuda_graphs_gib: float
+    encoder_profile_fraction: float
+    source: str
+
+    def gib(self, variant: VariantInfo, *, batch_tokens: int, max_num_seqs: int, cuda_graphs: bool,
+            multimodal: bool) -> float:
+        """Overhead per GPU in GiB for one configuration."""
+        sampler = self.sampler_bytes_per_logit * max_num_seqs * variant.vocab_size
+        activations = self.activation_bytes_per_token_hidden * batch_tokens * variant.hidden_size
+        encoders = self.encoder_profile_fraction * variant.params.encoders * 2 if multimodal else 0.0
+        graphs = self.cuda_graphs_gib if cuda_graphs else 0.0
+        return self.non_torch_gib + graphs + (sampler + activations + encoders) / GIB
 
 
 class EngineDevices(CatalogModel):
@@ -267,7 +315,7 @@ class EngineInfo(CatalogModel):
     port: int
     health_path: str
     readiness_path: str
-    overhead_gib: float
+    overhead_gib: float = 0.0  # a fixed overhead per GPU (llama.cpp's compute buffers); vLLM's is runtime_overhead
     load_bandwidth_mib_s: float
     startup_fixed_s: int  # every start: process, CUDA init, graph capture, warm-up
     source: str
@@ -279,8 +327,8 @@ class EngineInfo(CatalogModel):
     gpu_memory_utilization_flag: bool = False
     block_size: int = 16
     in_flight_batches: int = 1
-    multimodal_overhead_gib: float = 0.0
     max_num_batched_tokens: MaxNumBatchedTokens | None = None
+    runtime_overhead: RuntimeOverhead | None = None
     cpu_runtime_gib: float = 0.0
     startup_margin_gib: float = 0.0
     ubatch: int = 512

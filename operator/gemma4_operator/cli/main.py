@@ -25,6 +25,7 @@ from gemma4_operator.activator import settings as activator_settings
 from gemma4_operator.api import KIND, AutoscalingBackend, Gemma4Deployment
 from gemma4_operator.api.crd import crd_yaml
 from gemma4_operator.catalog import load_catalog
+from gemma4_operator.cli import download
 from gemma4_operator.cli import run as operator_main
 from gemma4_operator.cli.files import InputError, load_deployments
 from gemma4_operator.config import ConfigError, parse_prices
@@ -176,17 +177,21 @@ def cmd_activator(args: argparse.Namespace, _: TextIO) -> int:
 
 def cmd_accelerators(_: argparse.Namespace, out: TextIO) -> int:
     """Catalog types with what the hardware rules make of them: GPUs one replica may span (1 on a MIG slice:
-    no tensor parallel across slices) and whether vLLM may keep an fp8 KV cache there."""
+    no tensor parallel across slices), whether vLLM may keep an fp8 KV cache there, the memory CUDA reports (what
+    the planner fits within) and vLLM's batch defaults there (batched tokens / sequences, which size its overhead)."""
     catalog = load_catalog()
     fp8_kv = catalog.hardware_rules.fp8_kv_cache
+    batch = catalog.engines["vllm"].max_num_batched_tokens
     print(f"{'TYPE':<30}{'MEMORY':>10}  {'SM':<5}{'FAMILY':<14}{'ARCH':<7}{'USD/H':>7} {'AS OF':<9}"
-          f"{'GPUS/REPLICA':<13}{'FP8 KV':<7}GFD PRODUCTS", file=out)
+          f"{'GPUS/REPLICA':<13}{'FP8 KV':<7}{'CUDA GIB':>8}  {'VLLM BATCH':<11}GFD PRODUCTS", file=out)
     for a in (*catalog.accelerators.values(), catalog.cpu):
         price = catalog.prices[a.name]
         per_replica = str(a.max_gpus_per_replica) if a.is_gpu else "-"
         kv = ("yes" if fp8_kv.allows(fp8_kv.engine, a, fp8_kv.kv_cache_dtype) else "no") if a.is_gpu else "-"
+        cuda = f"{a.capacity_gib:.2f}" if a.is_gpu else "-"
+        tier = f"{batch.for_accelerator(a)}/{batch.seqs_for_accelerator(a)}" if a.is_gpu and batch else "-"
         print(f"{a.name:<30}{a.memory_gib:>7.0f}GiB  {a.compute or '-':<5}{a.family:<14}{a.arch:<7}"
-              f"{price.usd_per_hour:>7.2f} {price.date:<9}{per_replica:<13}{kv:<7}"
+              f"{price.usd_per_hour:>7.2f} {price.date:<9}{per_replica:<13}{kv:<7}{cuda:>8}  {tier:<11}"
               f"{', '.join(a.gfd_products) or '-'}", file=out)
     return 0
 
@@ -228,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("crd", help="print the CustomResourceDefinition").set_defaults(func=cmd_crd)
     sub.add_parser("accelerators", help="list catalog accelerator types").set_defaults(func=cmd_accelerators)
+
+    p_download = sub.add_parser("download", help="the download Job's process: fetch the checkpoint and adapters, "
+                                                 "check them, report in the termination log")
+    download.add_download_arguments(p_download)
+    p_download.set_defaults(func=download.cmd_download)
 
     p_activator = sub.add_parser("activator", help=(
         "run the activator of a scaled-to-zero object: hold requests until a replica is ready (the operator "

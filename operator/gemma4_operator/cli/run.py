@@ -67,8 +67,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (the default)")
     p.add_argument("--image", action="append", default=None, metavar="KEY=IMAGE",
                    help=f"default image, KEY one of {', '.join(image_keys())} (an engine's, or the download Job's: "
-                        "any image with python3 and huggingface_hub's hf; the activator's: this operator's image; "
-                        "repeatable; a spec's serving.image still wins). Env GEMMA4_IMAGES (comma-separated)")
+                        "an image of this operator, which runs `gemma4-operator download`; the activator's: this "
+                        "operator's image too; repeatable; a spec's serving.image still wins). Env GEMMA4_IMAGES "
+                        "(comma-separated)")
     p.add_argument("--accelerator-price", action="append", default=None, metavar="TYPE=USD",
                    help="your price per GPU-hour of an accelerator type, instead of the catalog's indicative "
                         "on-demand price, for ranking plans by cost (repeatable). Env GEMMA4_ACCELERATOR_PRICES "

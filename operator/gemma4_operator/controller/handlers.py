@@ -90,7 +90,7 @@ from gemma4_operator.reconcile.model_status import current_job, model_state
 from gemma4_operator.render import ownership
 from gemma4_operator.render.activator import is_activator_object
 from gemma4_operator.render.children import MANAGER, image_volume_probe, image_volumes_refusal, keeps_image_volume
-from gemma4_operator.render.download import is_download_pod
+from gemma4_operator.render.download import download_id, is_download_pod
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: obs
     model = model_state(outcome.plan, spec, job, downloads, deployment,
                         observe.loading_pods(serving)) if outcome.plan is not None else None
     if problem is None and outcome.plan is not None:
-        problem = await _job_refusal(ctx, parent.key, current_job(outcome.plan, job), downloads)
+        problem = await _job_refusal(ctx, parent.key, current_job(download_id(outcome.plan, spec), job), downloads)
     new = observe.compute_status(owner=parent.owner, generation=parent.generation, spec=spec, outcome=outcome,
                                  deployment=deployment, pods=serving, previous=previous, now=now_rfc3339(),
                                  problem=problem, model=model)

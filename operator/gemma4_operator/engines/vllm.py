@@ -15,7 +15,15 @@ import math
 from typing_extensions import override
 
 from gemma4_operator.api import Gemma4DeploymentSpec
-from gemma4_operator.catalog import GIB, Accelerator, Catalog, Checkpoint, FormatInfo, VariantInfo
+from gemma4_operator.catalog import (
+    GIB,
+    Accelerator,
+    Catalog,
+    Checkpoint,
+    FormatInfo,
+    MaxNumBatchedTokens,
+    VariantInfo,
+)
 from gemma4_operator.engines.base import (
     CatalogEngine,
     EngineContainer,
@@ -76,6 +84,7 @@ LISTEN_HOST = "0.0.0.0"  # every interface: the Service and the kubelet's probes
 SHM_SIZE = "16Gi"  # NCCL/torch shared memory between tensor-parallel workers
 _FP8_KV, _BF16_KV = ("fp8",), ("bf16",)
 _MIN_SHORTFALL_GIB = 0.01
+ENFORCE_EAGER = "--enforce-eager"  # vLLM without CUDA graphs: no graph pool in the overhead
 _ANY_NODE = 64  # a bound on GPUs per node, to tell "does not divide the heads" from "too many GPUs"
 
 
@@ -124,10 +133,23 @@ class Engine(CatalogEngine):
     def weight_bytes(self, variant: VariantInfo, fmt: FormatInfo, checkpoint: Checkpoint | None) -> tuple[int, bool]:
         return memory.resident_weight_bytes(variant, fmt, checkpoint, memory.estimate_weight_bytes)
 
-    def batch_tokens(self, accel: Accelerator) -> int:
+    def _batch_defaults(self) -> MaxNumBatchedTokens:
         batch = self.info.max_num_batched_tokens
         assert batch is not None, "vLLM's catalog row sets max_num_batched_tokens"
-        return batch.for_accelerator(accel)
+        return batch
+
+    def batch_tokens(self, accel: Accelerator) -> int:
+        return self._batch_defaults().for_accelerator(accel)
+
+    def overhead_gib(self, c: Candidate) -> float:
+        """vLLM's memory per GPU besides weights and KV (catalog runtime_overhead, fitted on published start-up
+        logs): it grows with the GPU's batch defaults, the variant's width and encoders, and the CUDA graphs that
+        only --enforce-eager (serving.extraArgs) turns off."""
+        overhead = self.info.runtime_overhead
+        assert overhead is not None, "vLLM's catalog row sets runtime_overhead"
+        return overhead.gib(c.variant, batch_tokens=self.batch_tokens(c.accelerator),
+                            max_num_seqs=self._batch_defaults().seqs_for_accelerator(c.accelerator),
+                            cuda_graphs=ENFORCE_EAGER not in c.spec.serving.extra_args, multimodal=not c.text_only)
 
     def kv_reservation(self, variant: VariantInfo, accel: Accelerator, max_model_len: int, kv_dtype: str,
                        gpus: int) -> float:
@@ -150,9 +172,10 @@ class Engine(CatalogEngine):
         info, concurrency, gpus = self.info, c.spec.serving.concurrency, c.gpus
         encoders = memory.encoder_bytes(c.variant)
         weights_gib = ((c.weights_bytes - encoders) / gpus + (0 if c.text_only else encoders)) / GIB
-        overhead = info.overhead_gib + (0.0 if c.text_only else info.multimodal_overhead_gib)
+        overhead = self.overhead_gib(c)
         utilization = self.gpu_memory_utilization(c.spec)
-        usable = c.accelerator.memory_gib * utilization
+        # what CUDA reports (accelerators.yaml cuda_total_mib): vLLM's total_gpu_memory x gpu-memory-utilization
+        usable = c.accelerator.capacity_gib * utilization
         batch_tokens = self.batch_tokens(c.accelerator)
         per_seq = self.kv_reservation(c.variant, c.accelerator, c.spec.serving.max_model_len, c.kv_dtype, gpus) / GIB
         pool = usable - weights_gib - overhead
@@ -171,7 +194,7 @@ class Engine(CatalogEngine):
                 f"{info.startup_margin_gib:.1f} GiB (weights and activation peak as measured at start-up)",
                 # a memory shortfall, never 0 (0 means "not about memory" to the GPU-count search)
                 max(need + info.startup_margin_gib - usable, _MIN_SHORTFALL_GIB))
-        return MemoryFit(weights_gib, pool, overhead, c.accelerator.memory_gib, usable, per_seq, max_conc,
+        return MemoryFit(weights_gib, pool, overhead, c.accelerator.capacity_gib, usable, per_seq, max_conc,
                          batch_tokens, need, utilization)
 
     @override

@@ -38,10 +38,6 @@ class Choice:
         return f"{c.fmt} on {where} ({self.engine.name})"
 
 
-def _served_model_name(spec: Gemma4DeploymentSpec) -> str:
-    return f"gemma-4-{spec.model.variant.value}" + ("-it" if spec.model.instruction_tuned else "")
-
-
 def start_estimate(download_bytes: int, engine: EngineInfo, weights: Weights, catalog: Catalog, *,
                    shared_compile_cache: bool) -> StartEstimate:
     """The weights' way in: the Hub's bandwidth when the pod downloads, the disk's when they are already there
@@ -155,7 +151,7 @@ def assemble(spec: Gemma4DeploymentSpec, best: Choice, rest: Sequence[Choice], s
         memory_needed_gib=fit.needed_gib, max_concurrency=fit.max_concurrency,
         modalities=tuple(m.value for m in spec.serving.modalities),
         reasoning=spec.reasoning_enabled, tool_calling=spec.tool_calling_enabled,
-        served_model_name=_served_model_name(spec), download_bytes=download_bytes, weights=weights,
+        served_model_name=spec.model.served_name, download_bytes=download_bytes, weights=weights,
         startup_budget_s=_startup_budget_s(start), start=start, port=info.port,
         cpu_request_cores=CPU_CORES_PER_GPU * c.gpus if accel.is_gpu else CPU_POD_CORES,
         cost_per_replica_hour=round(best.cost, 2), alternatives=_runners_up(best, rest, catalog),

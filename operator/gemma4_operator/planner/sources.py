@@ -1,4 +1,4 @@
-"""Parsing of spec.model.source.uri: hf://REPO[@REVISION], hf://REPO:QUANT (GGUF), pvc://CLAIM/PATH and
+"""Parsing of spec.model.source.uri: hf://REPO[@REVISION], hf://REPO[@REVISION]:QUANT (GGUF), pvc://CLAIM/PATH and
 oci://REGISTRY/REPO:TAG|@DIGEST (an OCI artifact of a catalog checkpoint, mounted as an image volume)."""
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ class SourceRef:
             return f"pvc://{self.claim}/{self.path}"
         if self.scheme == "oci":
             return f"oci://{self.image}"
-        suffix = f"@{self.revision}" if self.revision else (f":{self.quant_tag}" if self.quant_tag else "")
-        return self.repo + suffix
+        return self.repo + (f"@{self.revision}" if self.revision else "") + (
+            f":{self.quant_tag}" if self.quant_tag else "")
 
 
 def custom(source: SourceRef | None) -> SourceRef | None:
@@ -59,15 +59,17 @@ def parse_source(uri: str) -> SourceRef:
     """Split a source URI; the CRD pattern has already checked its shape."""
     scheme, sep, rest = uri.partition("://")
     if not sep or scheme not in ("hf", "pvc", "oci") or not rest:
-        raise ValueError(f"model.source.uri {uri!r}: expected hf://REPO[@REVISION], hf://REPO:QUANT, pvc://CLAIM/PATH "
+        raise ValueError(f"model.source.uri {uri!r}: expected hf://REPO[@REVISION][:QUANT], pvc://CLAIM/PATH "
                          "or oci://REGISTRY/REPO:TAG")
     if scheme == "pvc":
         claim, _, path = rest.partition("/")
         return SourceRef("pvc", claim=claim, path=path)
     if scheme == "oci":
         return SourceRef("oci", image=rest)
-    if "@" in rest:
-        repo, _, revision = rest.partition("@")
-        return SourceRef("hf", repo=repo, revision=revision)
-    repo, _, tag = rest.partition(":")
-    return SourceRef("hf", repo=repo, quant_tag=tag)
+    # a git ref holds no ':' (git check-ref-format), so hf://REPO@REV:QUANT splits at the last ':' after '@'
+    repo, _, revision = rest.partition("@")
+    if revision:
+        revision, _, tag = revision.partition(":")
+    else:
+        repo, _, tag = repo.partition(":")
+    return SourceRef("hf", repo=repo, revision=revision, quant_tag=tag)

@@ -33,9 +33,10 @@ from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.planner.select import plan
 from gemma4_operator.policy import check_policy
 from gemma4_operator.reconcile.model_status import current_job, job_succeeded
+from gemma4_operator.reconcile.status import get_path
 from gemma4_operator.render.activator import is_activator_object, routed_service, scales_to_zero
 from gemma4_operator.render.children import Owner, RenderOptions, UnrenderableError, render_children
-from gemma4_operator.render.download import NEEDS_WEIGHTS, needs_download
+from gemma4_operator.render.download import CHECKPOINT_ANNOTATION, NEEDS_WEIGHTS, needs_download
 from gemma4_operator.render.ownership import owned_by
 
 HASH_ANNOTATION = "serving.gemma4.dev/applied-hash"
@@ -287,7 +288,8 @@ def withheld(desired: Desired, job: Mapping[str, Any] | None) -> frozenset[tuple
     p = desired.plan
     if p is None or not needs_download(p):
         return frozenset()
-    current = current_job(p, job)
+    wanted = next((c for c in desired.children if c["kind"] == "Job"), None)
+    current = current_job(get_path(wanted, "metadata", "annotations", CHECKPOINT_ANNOTATION) or "", job)
     if current is not None and job_succeeded(current):
         return frozenset()
     return frozenset((c["kind"], c["metadata"]["name"]) for c in desired.children if c["kind"] in NEEDS_WEIGHTS)

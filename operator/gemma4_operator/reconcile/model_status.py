@@ -11,8 +11,9 @@ from gemma4_operator.api import Gemma4DeploymentSpec, ModelStatus
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.reconcile.status import get_path
 from gemma4_operator.render.children import cache_size
-from gemma4_operator.render.download import CHECKPOINT_ANNOTATION, checkpoint_id, needs_download
+from gemma4_operator.render.download import CHECKPOINT_ANNOTATION, checkpoint_id, download_id, needs_download
 from gemma4_operator.weights.outcome import DownloadOutcome, read_outcome
+from gemma4_operator.weights.preflight import AdapterVerdict
 
 Obj = Mapping[str, Any]
 DOWNLOAD_CONTAINER = "download"
@@ -25,6 +26,7 @@ class ModelState:
     status: ModelStatus
     reason: str
     message: str
+    verdicts: tuple[AdapterVerdict, ...] = ()  # the download Job's adapter preflight, once it has succeeded
 
     @property
     def ready(self) -> bool:
@@ -39,9 +41,10 @@ class ModelState:
         return self.status.phase == "Downloading"
 
 
-def current_job(plan: Plan, job: Obj | None) -> Obj | None:
-    """The download Job, when it is the one for this plan's checkpoint (an older one is being replaced)."""
-    if job is None or get_path(job, "metadata", "annotations", CHECKPOINT_ANNOTATION) != checkpoint_id(plan):
+def current_job(wanted: str, job: Obj | None) -> Obj | None:
+    """The download Job, when it is the one that fetches ``wanted`` (render.download.download_id: the checkpoint
+    and the adapters); an older one is being replaced."""
+    if job is None or get_path(job, "metadata", "annotations", CHECKPOINT_ANNOTATION) != wanted:
         return None
     return None if get_path(job, "metadata", "deletionTimestamp") else job
 
@@ -67,7 +70,8 @@ def _last_outcome(plan: Plan, cache: str, pods: Sequence[Obj]) -> DownloadOutcom
         return None
     _, last = max(finished, key=lambda f: f[0])
     return read_outcome(str(last.get("message") or ""), exit_code=int(last.get("exitCode") or 0),
-                        repo=plan.weights.repo, expected_bytes=plan.download_bytes, cache_size=cache)
+                        repo=plan.weights.repo, expected_bytes=plan.download_bytes, cache_size=cache,
+                        revision=plan.weights.revision)
 
 
 def _base(plan: Plan, phase: str, **extra: Any) -> ModelStatus:
@@ -76,8 +80,8 @@ def _base(plan: Plan, phase: str, **extra: Any) -> ModelStatus:
                        bytes=plan.download_bytes, **extra)
 
 
-def _from_job(plan: Plan, job: Obj | None, pods: Sequence[Obj], cache: str) -> ModelState:
-    job = current_job(plan, job)
+def _from_job(plan: Plan, spec: Gemma4DeploymentSpec, job: Obj | None, pods: Sequence[Obj]) -> ModelState:
+    job, cache = current_job(download_id(plan, spec), job), cache_size(spec, plan)
     if job is None:
         return ModelState(_base(plan, "Pending"), "DownloadPending",
                           "the download Job is being created (a previous one is replaced first)")
@@ -88,7 +92,8 @@ def _from_job(plan: Plan, job: Obj | None, pods: Sequence[Obj], cache: str) -> M
     if job_succeeded(job):
         rate = outcome.throughput_mbps if outcome is not None and outcome.succeeded else None
         return ModelState(_base(plan, "Ready", throughput_mbps=round(rate, 1) if rate else None, **times),
-                          "Downloaded", f"{checkpoint_id(plan)} is on the cache PVC ({gib:.1f} GiB expected)")
+                          "Downloaded", f"{checkpoint_id(plan)} is on the cache PVC ({gib:.1f} GiB expected)",
+                          outcome.adapters if outcome is not None and outcome.succeeded else ())
     if job_finished(job, "Failed"):
         said = next((str(c.get("message") or "") for c in get_path(job, "status", "conditions") or []
                      if c.get("type") == "Failed"), "")
@@ -118,5 +123,5 @@ def model_state(plan: Plan, spec: Gemma4DeploymentSpec, job: Obj | None, downloa
     """``loading``: the serving pods running but not ready. The spec gives the PVC's size for a disk-full
     message."""
     if needs_download(plan):
-        return _from_job(plan, job, download_pods, cache_size(spec, plan))
+        return _from_job(plan, spec, job, download_pods)
     return _from_pods(plan, deployment, loading)

@@ -16,11 +16,13 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gemma4_operator.api import Condition, Gemma4DeploymentSpec
+from gemma4_operator.api.adapters import ADAPTERS_READY
 from gemma4_operator.api.limits import termination_message_tail
 from gemma4_operator.engines import engine as engine_named
 from gemma4_operator.engines.base import diagnose
 from gemma4_operator.observe.admission import deployment_create_failure
 from gemma4_operator.planner.plan import Plan
+from gemma4_operator.reconcile.adapter_status import AdapterState, adapter_state
 from gemma4_operator.render.activator import scales_to_zero
 from gemma4_operator.render.children import GPU_RESOURCE, SERVING_CONTAINER, Owner, endpoint, selector_string
 
@@ -29,12 +31,12 @@ if TYPE_CHECKING:  # model_status reads pods and Jobs with get_path from here
 
 PLANNED, AVAILABLE, PROGRESSING, DEGRADED, READY = "Planned", "Available", "Progressing", "Degraded", "Ready"
 MODEL_READY = "ModelReady"  # its value comes from model_status.model_state
-CONDITION_TYPES = (PLANNED, MODEL_READY, AVAILABLE, PROGRESSING, DEGRADED, READY)
+CONDITION_TYPES = (PLANNED, MODEL_READY, ADAPTERS_READY, AVAILABLE, PROGRESSING, DEGRADED, READY)
 SCALING_ACTIVE = "ScalingActive"  # the built-in autoscaler's
 _ORDER = {t: i for i, t in enumerate((*CONDITION_TYPES, SCALING_ACTIVE))}
 # Status fields this module owns; anything else in status (autoscaling, other conditions) is left alone.
 OWNED_FIELDS = ("observedGeneration", "phase", "conditions", "plan", "replicas", "readyReplicas",
-                "selector", "endpoint", "gpus", "ready", "model")
+                "selector", "endpoint", "gpus", "ready", "model", "adapters", "adaptersReady")
 
 OOM_KILLED = "OOMKilled"
 CRASH_LOOP = "CrashLoopBackOff"
@@ -332,6 +334,13 @@ def _model_condition(model: ModelState | None) -> ConditionValue:
     return _cond(MODEL_READY, model.ready, model.reason, model.message)
 
 
+def _adapters(spec: Gemma4DeploymentSpec | None, model: ModelState | None) -> AdapterState | None:
+    if spec is None or model is None:
+        return None
+    return adapter_state(spec, model.verdicts, fetched=model.ready,
+                         waiting="Downloading" if model.downloading else "Pending")
+
+
 def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec | None, outcome: PlanOutcome,
                    deployment: Obj | None, pods: Sequence[Obj], previous: Obj, now: str,
                    problem: Fault | None = None, model: ModelState | None = None) -> dict[str, Any]:
@@ -363,12 +372,14 @@ def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec 
     plan_status: Any = p.to_status().model_dump(by_alias=True, mode="json") if p is not None else (
         previous.get("plan") if deployment is not None else None)
     gpus = (p.gpu_label if p is not None else str(previous.get("gpus") or "")) if plan_status else ""
+    adapters = _adapters(spec, model)
+    adapters_c = [_cond(ADAPTERS_READY, adapters.ok, adapters.reason, adapters.message)] if adapters else []
     return {
         "observedGeneration": generation,
         "phase": phase,
         "conditions": merge_conditions(previous.get("conditions") or [],
-                                       [planned, _model_condition(model), available, progressing, degraded_c,
-                                        ready_c], generation, now),
+                                       [planned, _model_condition(model), *adapters_c, available, progressing,
+                                        degraded_c, ready_c], generation, now),
         "plan": plan_status,
         "replicas": int(get_path(deployment, "status", "replicas", default=0) or 0),
         "readyReplicas": ready,
@@ -378,6 +389,8 @@ def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec 
         "ready": f"{ready}/{desired}",
         # nulls kept: a merge patch deletes what is no longer known (an old download's throughput)
         "model": model.status.model_dump(by_alias=True, mode="json") if model is not None else None,
+        "adapters": [a.model_dump(by_alias=True, mode="json") for a in adapters.adapters] if adapters else None,
+        "adaptersReady": adapters.ready if adapters else None,
     }
 
 

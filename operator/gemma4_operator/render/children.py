@@ -27,6 +27,8 @@ from gemma4_operator.render.activator import activator_children, scales_to_zero
 from gemma4_operator.render.download import (
     COMPONENT_LABEL,
     DOWNLOAD_COMPONENT,
+    adapter_volumes,
+    download_refusal,
     downloader_image,
     job_values,
     needs_download,
@@ -248,8 +250,9 @@ def _volumes(name: str, spec: Gemma4DeploymentSpec, plan: Plan, engine: EngineCo
         # pulled by the container runtime before the container starts and kept in its image store per node
         volumes.append({"name": "model", "image": {"reference": plan.source.image, "pullPolicy": "IfNotPresent"}})
         mounts.append({"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True})
+    adapters, adapter_mounts = adapter_volumes(spec)
     scratch, scratch_mounts = scratch_volumes()
-    return volumes + scratch, mounts + scratch_mounts
+    return volumes + adapters + scratch, mounts + adapter_mounts + scratch_mounts
 
 
 def scrape_annotations(plan: Plan) -> dict[str, str]:
@@ -304,6 +307,8 @@ def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
         raise UnrenderableError(f"model.source.uri {plan.model_ref}: {refusal}")
     if (key_refusal := api_key_refusal(spec, plan)) is not None:
         raise UnrenderableError(key_refusal)
+    if (fetch_refusal := download_refusal(spec, plan)) is not None:
+        raise UnrenderableError(fetch_refusal)
     engine = engine_named(plan.engine).container(plan, spec)
     labels = child_labels(owner.name, plan.variant)
     common = {"name": owner.name, "namespace": owner.namespace, "labels": labels,

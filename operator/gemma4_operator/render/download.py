@@ -1,7 +1,8 @@
-"""The download Job of storage.modelCache (templates/job.yaml.j2): huggingface_hub's `hf download` of the plan's
-checkpoint into the cache PVC, once, under a standard-library wrapper that reports the outcome (bytes, seconds,
-the Hub's error) in the termination message. The Job's pod template is immutable: a new checkpoint gets a new
-Job, told apart by the checkpoint annotation."""
+"""The download Job of storage.modelCache (templates/job.yaml.j2): ``gemma4-operator download`` in the operator's
+own image (huggingface_hub's Python API, cli/download.py) fetches the plan's checkpoint and the adapters into the
+cache PVC, once, runs the adapter preflight, and reports the outcome (bytes, seconds, the Hub's typed error, one
+verdict per adapter) in the termination message. The Job's pod template is immutable: a new checkpoint or adapter
+list gets a new Job, told apart by the checkpoint annotation."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from gemma4_operator.api import Gemma4DeploymentSpec
+from gemma4_operator.api.adapters import MAX_LORA_RANKS
 from gemma4_operator.catalog import load_catalog
-from gemma4_operator.engines.base import SCRATCH_ENV, K8sObject, hub_env, with_user_env
+from gemma4_operator.engines.base import SCRATCH_ENV, K8sObject, hub_env, secret_env, with_user_env
 from gemma4_operator.planner.plan import Plan
-from gemma4_operator.planner.weights import CACHE_MOUNT, MODELS_DIR, WeightsMode
+from gemma4_operator.planner.sources import parse_source
+from gemma4_operator.planner.weights import ADAPTERS_MOUNT, CACHE_MOUNT, WeightsMode, adapter_path
 from gemma4_operator.render.pod_security import container_security_context, pod_security_context, scratch_volumes
-from gemma4_operator.weights import download_script_source
+from gemma4_operator.weights.artifacts import KIND_DIRS, Artifact, Kind, Manifest
+from gemma4_operator.weights.preflight import AdapterRules
 
 DOWNLOAD_COMPONENT = "download"
 COMPONENT_LABEL = "app.kubernetes.io/component"
@@ -23,7 +27,7 @@ DOWNLOADER_IMAGE_KEY = "downloader"  # --image downloader=IMAGE
 BACKOFF_LIMIT = 2
 # Children that start engines on the weights: withheld until the download has succeeded.
 NEEDS_WEIGHTS = frozenset({"Deployment", "ScaledObject"})
-# hf download streams to disk; its memory stays small (hf_xet's chunk buffers included)
+# huggingface_hub streams to disk; its memory stays small (hf_xet's chunk buffers included)
 RESOURCES: K8sObject = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}
 
 
@@ -43,32 +47,106 @@ def checkpoint_id(plan: Plan) -> str:
     return f"{w.repo}@{w.revision or 'main'}{files}"
 
 
-def download_command(plan: Plan) -> list[str]:
-    """The Job's whole command line; older checkpoints under MODELS_DIR are removed first (the PVC is sized
-    for one checkpoint; running pods have already loaded theirs)."""
+def download_id(plan: Plan, spec: Gemma4DeploymentSpec) -> str:
+    """Everything the Job fetches, as its annotation: a change (checkpoint or adapter list) is a new Job, and
+    the serving children wait for it."""
+    adapters = ", ".join(f"{a.name}={a.uri}" for a in spec.model.adapters)
+    return checkpoint_id(plan) + (f"; adapters {adapters}" if adapters else "")
+
+
+def checkpoint_artifact(plan: Plan) -> Artifact:
     w = plan.weights
-    revision = ["--revision", w.revision] if w.revision else []
-    hf = ["hf", "download", w.repo, *w.download_files, *revision, "--local-dir", w.directory]
-    return ["python3", "-c", download_script_source(), "--prune-root", MODELS_DIR, "--", *hf]
+    return Artifact(Kind.CHECKPOINT, "model", w.repo, w.directory, w.revision, w.download_files, "HF_TOKEN")
 
 
-# HF_DEBUG=1: hf's one-line error says "Model 'REPO' not found." for a 401 and a 404 alike (huggingface_hub
-# cli/_errors.py); the traceback it adds carries the status ("RepositoryNotFoundError: 401 Client Error."), which
-# tells a gated or private repository from a missing one (weights/outcome.py). Tokens are shown as <TOKEN>
-# (utils/_http.py _curlify). HF_HUB_DISABLE_UPDATE_CHECK=1: no version check against PyPI at start
-# (cli/_cli_utils.py check_cli_update), a call an air-gapped cluster would wait on.
+def adapter_directory(name: str) -> str:
+    """Where the Job stages an adapter on the cache volume (the serving pods see it at ADAPTERS_MOUNT/NAME)."""
+    return f"{CACHE_MOUNT}/{KIND_DIRS[Kind.ADAPTER]}/{name}"
+
+
+def adapter_token_env(index: int) -> str:
+    return f"HF_TOKEN_ADAPTER_{index}"
+
+
+def adapter_artifacts(spec: Gemma4DeploymentSpec) -> tuple[Artifact, ...]:
+    """The hf:// adapters (pvc:// and oci:// ones are mounted, not fetched), each with its own token."""
+    artifacts = []
+    for index, adapter in enumerate(spec.model.adapters):
+        source = parse_source(adapter.uri)
+        if source.scheme == "hf":
+            token = adapter_token_env(index) if adapter.token_secret_ref is not None else ""
+            artifacts.append(Artifact(Kind.ADAPTER, adapter.name, source.repo, adapter_directory(adapter.name),
+                                      source.revision, token_env=token))
+    return tuple(artifacts)
+
+
+def adapter_volumes(spec: Gemma4DeploymentSpec) -> tuple[list[K8sObject], list[K8sObject]]:
+    """The serving pod's view of the adapters at ADAPTERS_MOUNT/NAME: the Job's staging directory on the cache
+    PVC (hf://), the claim's path (pvc://), the artifact (oci://, an image volume), all read-only."""
+    volumes: list[K8sObject] = []
+    mounts: list[K8sObject] = []
+    if adapter_artifacts(spec):
+        mounts.append({"name": "cache", "mountPath": ADAPTERS_MOUNT, "subPath": KIND_DIRS[Kind.ADAPTER],
+                       "readOnly": True})
+    for index, adapter in enumerate(spec.model.adapters):
+        source, volume = parse_source(adapter.uri), f"adapter-{index}"
+        if source.scheme == "pvc":
+            volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True}})
+            mounts.append({"name": volume, "mountPath": adapter_path(adapter.name), "subPath": source.path,
+                           "readOnly": True})
+        elif source.scheme == "oci":
+            volumes.append({"name": volume, "image": {"reference": source.image, "pullPolicy": "IfNotPresent"}})
+            mounts.append({"name": volume, "mountPath": adapter_path(adapter.name), "readOnly": True})
+    return volumes, mounts
+
+
+def download_refusal(spec: Gemma4DeploymentSpec, plan: Plan) -> str | None:
+    """What only the download Job can fetch, asked without one: hf:// adapters (fetched and checked before a
+    serving pod starts), a GGUF source's revision (llama.cpp's -hf takes REPO:QUANT, no revision)."""
+    if needs_download(plan):
+        return None
+    if adapter_artifacts(spec):
+        return ("model.adapters: an hf:// adapter is fetched and checked by the download Job before a serving pod "
+                "starts, which needs storage.modelCache (a PVC the Job fills once); set storage.modelCache, or "
+                "serve the adapter from pvc:// or oci://")
+    source = plan.source
+    if plan.weights.mode is WeightsMode.HUB and source is not None and source.revision and source.quant_tag:
+        return (f"model.source.uri {source.display}: llama.cpp's -hf downloads REPO:QUANT at the default branch "
+                "only; a revision is fetched by the download Job, which needs storage.modelCache and a repository "
+                "whose quant the catalog names, or drop @REVISION")
+    return None
+
+
+def max_adapter_rank(spec: Gemma4DeploymentSpec) -> int:
+    """serving.lora.maxRank; unset, it is derived from the adapters' own ranks, so any rank on vLLM's ladder."""
+    lora = spec.serving.lora
+    return lora.max_rank if lora is not None and lora.max_rank is not None else MAX_LORA_RANKS[-1]
+
+
+def download_manifest(plan: Plan, spec: Gemma4DeploymentSpec) -> Manifest:
+    """The Job's task: the checkpoint, then the adapters, checked as the plan's engine loads them."""
+    gguf = load_catalog().engines[plan.engine].weights == "gguf"
+    return Manifest(plan.variant, AdapterRules(max_rank=max_adapter_rank(spec), gguf=gguf),
+                    (checkpoint_artifact(plan), *adapter_artifacts(spec)))
+
+
+def download_command(manifest: Manifest) -> list[str]:
+    """The Job's whole command line: the operator's CLI (its image's ENTRYPOINT runs the operator)."""
+    return ["gemma4-operator", "download", "--manifest", manifest.to_json()]
+
+
 # HF_XET_CHUNK_CACHE_SIZE_BYTES=0: hf_xet keeps a chunk cache under HF_HOME/xet, up to 10 GB unless built
 # without it (xet-runtime src/config/groups/chunk_cache.rs); HF_HOME is on the cache PVC, sized for one checkpoint
 # plus 20%, and a one-time download reads no chunk twice.
-HF_CLI_ENV: tuple[K8sObject, ...] = ({"name": "HF_DEBUG", "value": "1"},
-                                     {"name": "HF_HUB_DISABLE_UPDATE_CHECK", "value": "1"},
-                                     {"name": "HF_XET_CHUNK_CACHE_SIZE_BYTES", "value": "0"})
+HF_ENV: tuple[K8sObject, ...] = ({"name": "HF_XET_CHUNK_CACHE_SIZE_BYTES", "value": "0"},)
 
 
 def download_env(spec: Gemma4DeploymentSpec) -> list[K8sObject]:
-    """HF_HOME and the token (this pod downloads), hf's settings for the report, HOME on its volume;
+    """HF_HOME and the token (this pod downloads), huggingface_hub's settings, HOME on its volume;
     serving.env too (e.g. HF_ENDPOINT for a mirror)."""
-    return with_user_env([*hub_env(spec, token=True), *HF_CLI_ENV, *SCRATCH_ENV], spec)
+    tokens = [secret_env(adapter_token_env(i), a.token_secret_ref) for i, a in enumerate(spec.model.adapters)
+              if a.token_secret_ref is not None]
+    return with_user_env([*hub_env(spec, token=True), *tokens, *HF_ENV, *SCRATCH_ENV], spec)
 
 
 def downloader_image() -> str:
@@ -76,7 +154,7 @@ def downloader_image() -> str:
     return load_catalog().weights.downloader.image
 
 
-# The downloader (python3 and hf) writes only HF_HOME on the cache PVC, HOME and /tmp: a read-only root.
+# The downloader writes only HF_HOME on the cache PVC, HOME and /tmp: a read-only root.
 READ_ONLY_ROOT_FILESYSTEM = True
 
 
@@ -87,9 +165,10 @@ def job_values(name: str, spec: Gemma4DeploymentSpec, plan: Plan, image: str) ->
     pod_settings = {"imagePullSecrets": [s.model_dump() for s in pod.image_pull_secrets],
                     "tolerations": list(pod.tolerations), "priorityClassName": pod.priority_class_name}
     scratch, scratch_mounts = scratch_volumes()
-    return {"annotations": {CHECKPOINT_ANNOTATION: checkpoint_id(plan)}, "backoff_limit": BACKOFF_LIMIT,
+    return {"annotations": {CHECKPOINT_ANNOTATION: download_id(plan, spec)}, "backoff_limit": BACKOFF_LIMIT,
             "pod_settings": {k: v for k, v in pod_settings.items() if v}, "image": image,
-            "command": download_command(plan), "env": download_env(spec), "resources": RESOURCES,
+            "command": download_command(download_manifest(plan, spec)), "env": download_env(spec),
+            "resources": RESOURCES,
             "pod_security": pod_security_context(spec),
             "container_security": container_security_context(READ_ONLY_ROOT_FILESYSTEM),
             "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": f"{name}-model-cache"}}, *scratch],

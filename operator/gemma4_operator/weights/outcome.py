@@ -1,47 +1,33 @@
-"""What the download Job's termination message (written by ``download_script.py``) means for the model's
-status: a reason and words a user can act on.
+"""What the download Job's termination report (weights/artifacts.py Report, written by cli/download.py) means
+for the model's status and the adapters': a reason and words a user can act on.
 
-The texts matched are huggingface_hub 2.4's own, as ``hf download`` prints them:
-
-* ``cli/_errors.py`` (the CLI's one-line errors): ``Access denied. Model 'REPO' requires approval.``
-  (GatedRepoError), ``Model 'REPO' not found.`` (RepositoryNotFoundError, for a 401 as for a 404),
-  ``Revision not found in model 'REPO'.`` (RevisionNotFoundError).
-* ``utils/_http.py`` ``hf_raise_for_status`` (the exception texts, printed in full with ``HF_DEBUG=1``, and
-  in the warning with which a snapshot download falls back to an existing folder): ``401 Client Error.``,
-  ``Cannot access gated repo for url``, ``Repository Not Found for url``, ``Revision Not Found for url``,
-  ``403 Forbidden:``. The Hub answers 401 for a gated or private repository without a token and for
-  a missing one alike (the comment there), so a 401 is worded as "gated or private (or does not exist)".
-* ``file_download.py`` ``_check_disk_space``: ``Not enough free disk space to download the file.``;
-  the OS's ENOSPC text ``No space left on device`` ([Errno 28]).
+The Job reports huggingface_hub's typed errors with the HTTP status they carry (utils/_http.py
+``hf_raise_for_status``: GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError,
+all HfHubHTTPError with ``response.status_code``); the Hub answers 401 for a gated or private repository
+without a token and for a missing one alike (the comment there), so a 401 is worded as "gated or private (or
+does not exist)". A full disk is the OS's ENOSPC (errno 28) or huggingface_hub's own check
+(file_download.py ``_check_disk_space``: "Not enough free disk space").
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
-import re
 import signal
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 from gemma4_operator.api.limits import termination_message_tail
 from gemma4_operator.catalog import GIB
+from gemma4_operator.weights.artifacts import FetchError, verdicts_from
+from gemma4_operator.weights.preflight import AdapterVerdict
 
 # The cache holds the download plus 20% for the repository's small files and the engines' own caches under it;
 # render.children.model_cache_gib sizes the volume with required_cache_gib, so DiskFull names the same number.
 CACHE_MARGIN = 1.2
-# hf fetches ENDPOINT/api/agent-harnesses at start-up and logs its failure (huggingface_hub
-# utils/_detect_agent.py); a mirror without that endpoint says nothing about the model.
-NOISE = "agent-harnesses"
-DISK_FULL = ("No space left on device", "[Errno 28]", "Not enough free disk space to download the file")
-GATED = ("GatedRepoError", "requires approval.", "Cannot access gated repo for url", "401 Client Error",
-         "403 Client Error", "403 Forbidden", "401 Unauthorized")
-REVISION_NOT_FOUND = ("RevisionNotFoundError", "Revision not found in", "Revision Not Found for url")
-REPO_NOT_FOUND = ("RepositoryNotFoundError", "Repository Not Found for url")
-REPO_NOT_FOUND_CLI = re.compile(r"\b(?:Model|Repository) '[^']+' not found\.")
-REVISION_IN_URL = re.compile(r"/(?:revision|resolve)/([^/\s]+)")
-ERRORISH = ("Error", "error")
+DISK_FULL_WORDS = ("No space left on device", "Not enough free disk space")
+ACCESS_DENIED = frozenset({401, 403})
 EVIDENCE_CHARS = 300
 
 
@@ -50,10 +36,12 @@ class DownloadOutcome:
     """How the download Job ended, as the model's status says it."""
 
     succeeded: bool
-    reason: str  # Downloaded | GatedRepository | RepositoryNotFound | RevisionNotFound | DiskFull | DownloadFailed
+    reason: str  # Downloaded | GatedRepository | RepositoryNotFound | RevisionNotFound | FileNotFound | DiskFull |
+    #              VariantMismatch | DownloadFailed
     message: str  # words a user can act on
     bytes: int | None = None
     seconds: float | None = None
+    adapters: tuple[AdapterVerdict, ...] = ()  # the preflight's verdicts, one per adapter the Job fetched
 
     @property
     def throughput_mbps(self) -> float | None:
@@ -67,6 +55,8 @@ class DownloadOutcome:
 class _Report:
     bytes: int | None
     seconds: float | None
+    error: FetchError | None
+    adapters: tuple[AdapterVerdict, ...]
     lines: tuple[str, ...]
 
 
@@ -79,8 +69,19 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _integer(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _error(data: Any) -> FetchError | None:
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        return None
+    return FetchError(str(data.get("artifact") or ""), data["type"], str(data.get("message") or ""),
+                      _integer(data.get("status")), _integer(data.get("errno")))
+
+
 def _parse(termination_message: str) -> _Report | None:
-    """The script's JSON report, or None when the message is something else (the kubelet's log tail, a
+    """The Job's JSON report, or None when the message is something else (the kubelet's log tail, a
     truncated write, an empty message after OOMKilled)."""
     try:
         data = json.loads(termination_message)
@@ -91,11 +92,8 @@ def _parse(termination_message: str) -> _Report | None:
     size, seconds = _number(data.get("bytes")), _number(data.get("seconds"))
     log = data.get("log")
     lines = tuple(line for line in log.splitlines() if line.strip()) if isinstance(log, str) else ()
-    return _Report(None if size is None else int(size), seconds, lines)
-
-
-def _first(lines: tuple[str, ...], pieces: tuple[str, ...]) -> str | None:
-    return next((line for line in lines if any(piece in line for piece in pieces)), None)
+    return _Report(None if size is None else int(size), seconds, _error(data.get("error")),
+                   verdicts_from(data.get("adapters")), lines)
 
 
 def _evidence(line: str) -> str:
@@ -103,45 +101,46 @@ def _evidence(line: str) -> str:
     return line if len(line) <= EVIDENCE_CHARS else line[: EVIDENCE_CHARS - 1] + "…"
 
 
-def _last_meaningful(lines: tuple[str, ...]) -> str | None:
-    """The last error line, else the last line, leaving out hf's hints ("Hint: set HF_DEBUG=1 ...")."""
-    useful = [line for line in lines if not line.lstrip().startswith("Hint:")]
-    errors = [line for line in useful if any(piece in line for piece in ERRORISH)]
-    chosen = errors or useful
-    return chosen[-1] if chosen else None
+def disk_full(error: FetchError) -> bool:
+    return error.errno == errno.ENOSPC or any(words in error.message for words in DISK_FULL_WORDS)
 
 
-def _revision(lines: tuple[str, ...]) -> str | None:
-    for line in lines:
-        found = REVISION_IN_URL.search(line)
-        if found is not None and any(piece in line for piece in REVISION_NOT_FOUND):
-            return unquote(found.group(1).rstrip("."))
-    return None
+def fetch_failure(error: FetchError, repo: str, revision: str, uri_field: str) -> tuple[str, str]:
+    """The reason and words for an artifact the Hub refused or that could not be fetched; ``uri_field`` names
+    the setting to correct ("model.source.uri", "the adapter x's uri")."""
+    if error.type == "GatedRepoError" or error.status in ACCESS_DENIED:
+        return "GatedRepository", (
+            f"the Hub refused {repo} (HTTP {error.status or 401}): the repository is gated or private (or does not "
+            f"exist) — accept its license on https://huggingface.co/{repo} with the account whose token "
+            f"{'model.source.tokenSecretRef' if uri_field == 'model.source.uri' else 'its tokenSecretRef'} names, "
+            "or set tokenSecretRef to such a token")
+    if error.type == "RevisionNotFoundError":
+        named = f"revision {revision!r}" if revision else "such revision"
+        return "RevisionNotFound", (
+            f"the Hub has no {named} of {repo} (HTTP 404): correct the revision after '@' in {uri_field} "
+            f"(hf://{repo}@REVISION) to a branch, tag or commit of the repository")
+    if error.type == "RepositoryNotFoundError":
+        return "RepositoryNotFound", (
+            f"the Hub has no repository {repo} (HTTP 404): correct {uri_field} (hf://OWNER/NAME) to an existing "
+            "model repository")
+    if error.type in ("EntryNotFoundError", "MissingFiles"):
+        return "FileNotFound", f"{_evidence(error.message)} (HTTP 404): correct {uri_field} to name a file it has"
+    status = f" (HTTP {error.status})" if error.status else ""
+    return "DownloadFailed", f"fetching {repo} failed{status}: {error.type}: {_evidence(error.message)}"
 
 
-def _classify(lines: tuple[str, ...], repo: str, expected_bytes: int, cache_size: str) -> tuple[str, str] | None:
-    """The reason and message of a failure the log explains, or None."""
-    lines = tuple(line for line in lines if NOISE not in line)
-    if _first(lines, DISK_FULL) is not None:
+def _classify(report: _Report, repo: str, revision: str, expected_bytes: int, cache_size: str) -> tuple[str, str]:
+    error = report.error
+    if error is None:
+        last = report.lines[-1] if report.lines else None
+        return "DownloadFailed", f"the download of {repo} failed: {_evidence(last) if last else 'it printed nothing'}"
+    if disk_full(error):
         return "DiskFull", (
             f"the model cache ran out of space: the checkpoint needs {expected_bytes / GIB:.1f} GiB; set "
             f"storage.modelCache.size to at least {required_cache_gib(expected_bytes)}Gi (it is {cache_size})")
-    if _first(lines, GATED) is not None:
-        return "GatedRepository", (
-            f"the Hub refused {repo} (HTTP 401/403): the repository is gated or private (or does not exist) — "
-            f"accept its license on https://huggingface.co/{repo} with the account whose token "
-            "model.source.tokenSecretRef names, or set tokenSecretRef to such a token")
-    if _first(lines, REVISION_NOT_FOUND) is not None:
-        revision = _revision(lines)
-        named = f"revision {revision!r}" if revision else "such revision"
-        return "RevisionNotFound", (
-            f"the Hub has no {named} of {repo} (HTTP 404): correct the revision after '@' in model.source.uri "
-            f"(hf://{repo}@REVISION) to a branch, tag or commit of the repository")
-    if _first(lines, REPO_NOT_FOUND) is not None or any(REPO_NOT_FOUND_CLI.search(line) for line in lines):
-        return "RepositoryNotFound", (
-            f"the Hub has no repository {repo} (HTTP 404): correct model.source.uri (hf://OWNER/NAME) "
-            "to an existing model repository")
-    return None
+    if error.type == "VariantMismatch":
+        return "VariantMismatch", error.message
+    return fetch_failure(error, repo, revision, "model.source.uri")
 
 
 def _unreported(termination_message: str, exit_code: int) -> DownloadOutcome:
@@ -160,23 +159,19 @@ def _unreported(termination_message: str, exit_code: int) -> DownloadOutcome:
 
 
 def read_outcome(termination_message: str, *, exit_code: int, repo: str, expected_bytes: int,
-                 cache_size: str) -> DownloadOutcome:
+                 cache_size: str, revision: str = "") -> DownloadOutcome:
     """The outcome of the download container that ended with ``exit_code`` and ``termination_message``
-    (at most its last 4096 bytes are read: the script's report is never longer)."""
+    (at most its last 4096 bytes are read: the Job's report is never longer)."""
     termination_message = termination_message_tail(termination_message)
     report = _parse(termination_message)
+    adapters = report.adapters if report is not None else ()
     if exit_code == 0:
         size, seconds = (report.bytes, report.seconds) if report is not None else (None, None)
         done = f"downloaded {repo}" + (f": {size / GIB:.2f} GiB" if size is not None else "")
         if size is not None and seconds:
             done += f" in {seconds:.1f} s ({size / 1e6 / seconds:.1f} MB/s)"
-        return DownloadOutcome(True, "Downloaded", done, size, seconds)
+        return DownloadOutcome(True, "Downloaded", done, size, seconds, adapters)
     if report is None:
         return _unreported(termination_message, exit_code)
-    classified = _classify(report.lines, repo, expected_bytes, cache_size)
-    if classified is not None:
-        return DownloadOutcome(False, *classified, report.bytes, report.seconds)
-    last = _last_meaningful(report.lines)
-    why = _evidence(last) if last is not None else "it printed nothing"
-    return DownloadOutcome(False, "DownloadFailed", f"the download of {repo} failed (exit code {exit_code}): {why}",
-                           report.bytes, report.seconds)
+    return DownloadOutcome(False, *_classify(report, repo, revision, expected_bytes, cache_size), report.bytes,
+                           report.seconds, adapters)
