@@ -78,6 +78,9 @@ class OperatorConfig:
     operator_namespace: str = ""  # POD_NAMESPACE (the chart sets it): the autoscaler's scrapes come from there
     # What a Gemma4Deployment may set (--tenant-policy); None: no policy (the chart always passes one)
     tenant_policy: TenantPolicy | None = None
+    # The ClusterRole the chart ships for the endpoint picker (--epp-cluster-role; Helm routing.enabled): the
+    # operator binds it by name for spec.routing.inferencePool. Empty: routing not installed.
+    epp_cluster_role: str = ""
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.images) - set(image_keys()))

@@ -130,3 +130,14 @@ async def test_body_over_the_bound_gets_413_without_being_held(
 async def _chunks(piece: bytes, times: int) -> AsyncIterator[bytes]:
     for _ in range(times):
         yield piece
+
+
+async def test_an_endpoint_pickers_metrics_scrape_is_answered_not_held(
+        activator_factory: Callable[..., Awaitable[Started]]) -> None:
+    """With routing, the endpoint picker scrapes /metrics on each endpoint's port, the activator's at zero: a scrape
+    held as a request would wake the Deployment every few seconds."""
+    activator, settings = await activator_factory(free_port())
+    async with httpx.AsyncClient(timeout=5) as client:
+        answer = await client.get(f"http://127.0.0.1:{settings.port}/metrics")
+        assert (answer.status_code, answer.text) == (200, "")
+        assert activator.held == 0 and await _held(client, settings) == 0

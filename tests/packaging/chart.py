@@ -36,6 +36,8 @@ HEALTH_LUA = ARGOCD / "health.lua"
 ARGOCD_CM = ARGOCD / "argocd-cm.yaml"
 
 RELEASE = "gemma4-operator"
+ROLE_LABEL = "serving.gemma4.dev/role"
+EPP_ROLE = "endpoint-picker"
 NAMESPACE = "gemma4-system"
 HEALTH_KEY = "resource.customizations.health.serving.gemma4.dev_Gemma4Deployment"
 
@@ -89,9 +91,16 @@ def is_aggregated(role: Manifest) -> bool:
     return any(k.startswith(AGGREGATE_LABEL_PREFIX) for k in (role["metadata"].get("labels") or {}))
 
 
+def is_endpoint_picker_role(role: Manifest) -> bool:
+    """The ClusterRole the chart ships for the endpoint picker (routing.enabled), which the operator binds."""
+    return (role["metadata"].get("labels") or {}).get(ROLE_LABEL) == EPP_ROLE
+
+
 def operator_roles(objects: list[Manifest]) -> list[Manifest]:
-    """The operator's own ClusterRole(s) and Roles: everything RBAC renders but the tenants' aggregated roles."""
-    return [o for o in objects if o["kind"] in ("ClusterRole", "Role") and not is_aggregated(o)]
+    """The operator's own ClusterRole(s) and Roles: everything RBAC renders but the tenants' aggregated roles and
+    the endpoint picker's."""
+    return [o for o in objects if o["kind"] in ("ClusterRole", "Role") and not is_aggregated(o)
+            and not is_endpoint_picker_role(o)]
 
 
 def operator_cluster_role(objects: list[Manifest]) -> Manifest:

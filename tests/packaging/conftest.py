@@ -18,6 +18,8 @@ VALUE_SETS: dict[str, tuple[str, ...]] = {
     "servicemonitor-capability": ("--set", "metrics.serviceMonitor.enabled=true",
                                   "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"),
     "engine-monitors-off": ("--set", "operator.engineMonitors=off"),
+    # spec.routing.inferencePool: the endpoint picker's ClusterRole and the operator's rights on the routing children
+    "routing": ("--set", "routing.enabled=true"),
     # The operator's metrics bound to 127.0.0.1, and open to every pod (the default is networkPolicy).
     "metrics-localhost": ("--set", "metrics.access=localhost"),
     "metrics-open": ("--set", "metrics.access=open"),

@@ -29,6 +29,7 @@ from tests.packaging.chart import (
     NAMESPACE,
     ROOT,
     Manifest,
+    is_endpoint_picker_role,
     of_kind,
     one,
     operator_cluster_role,
@@ -60,10 +61,27 @@ MODE_ONLY: dict[Permission, tuple[str, str]] = {
 # Granted although the integration tests never make the request: each entry says why.
 _PEERING = ("HA only (ha.enabled): kopf reads its peering object and patches its keep-alive into it; "
             "the integration tests run the operator --standalone")
+_ROUTING = ("routing.enabled only (--epp-cluster-role): recorded apart, under otherModes 'routing' (tests/integration/"
+            "test_routing.py; checked by test_every_recorded_routing_request_is_granted_by_routing_only); deletes and "
+            "the escalation check run in tests/e2e/test_routing.py with this chart's rules")
+_ROUTING_KINDS = (("inference.networking.k8s.io", "inferencepools"), ("gateway.networking.k8s.io", "httproutes"),
+                  ("", "configmaps"), ("", "serviceaccounts"), ("rbac.authorization.k8s.io", "rolebindings"))
 UNRECORDED: dict[Permission, str] = {
     **{("kopf.dev", "clusterkopfpeerings", verb): _PEERING for verb in ("list", "watch", "patch")},
     **{("kopf.dev", "kopfpeerings", verb): _PEERING for verb in ("list", "watch", "patch")},
+    **{(group, resource, verb): _ROUTING for group, resource in _ROUTING_KINDS
+       for verb in ("get", "list", "watch", "create", "patch", "delete")},
+    ("apps", "deployments", "delete"): _ROUTING,
+    ("", "services", "delete"): _ROUTING,
+    ("rbac.authorization.k8s.io", "clusterroles", "bind"): _ROUTING,
 }
+# The one escalation-class verb: `bind` on the endpoint picker's ClusterRole (by name), so that the operator can
+# bind it without holding its verbs (the API server's RBAC escalation check).
+def bind_rule(objects: list[Manifest]) -> dict[str, Any] | None:
+    """The operator's `bind` rule as the chart must render it: on the picker's ClusterRole alone; None without it."""
+    epp = [o["metadata"]["name"] for o in objects if o["kind"] == "ClusterRole" and is_endpoint_picker_role(o)]
+    return {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "verbs": ["bind"],
+            "resourceNames": epp} if epp else None
 
 # Paths every authenticated user may read (system:discovery, system:public-info-viewer).
 DISCOVERY_PREFIXES = ("/api", "/apis", "/version", "/openapi", "/healthz", "/livez", "/readyz")
@@ -138,9 +156,12 @@ def test_the_exceptions_are_needed_and_not_recorded(renderer: Renderer) -> None:
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_no_wildcards_secrets_or_escalation(value_set: str, renderer: Renderer) -> None:
-    for role in roles(renderer.value_set(value_set)):
+    objects = renderer.value_set(value_set)
+    for role in roles(objects):
         where = f"{value_set}: {role['kind']} {role['metadata']['name']}"
         for rule in role["rules"]:
+            if rule == bind_rule(objects):
+                continue
             assert set(rule) <= {"apiGroups", "resources", "verbs"}, f"{where}: {rule}"  # no nonResourceURLs
             for key in ("apiGroups", "resources", "verbs"):
                 assert not any("*" in value for value in rule[key]), f"{where}: wildcard in {key}: {rule}"
@@ -201,22 +222,27 @@ def test_fixed_accelerators_need_no_node_access(renderer: Renderer) -> None:
 README = ROOT / "README.md"
 README_SECTION = ("**RBAC, least privilege.**", "**High availability.**")
 README_COLUMNS = ["API group", "Resources", "Verbs", "Granted", "With `watchNamespaces`", "Why"]
-# The "Granted" column: what a rule needs, as (watchNamespaces set, ha.enabled).
+# The "Granted" column: what a rule needs, as (watchNamespaces set, ha.enabled, routing.enabled).
 GRANTED = {
-    "always": (False, False),
-    "`watchNamespaces`": (True, False),
-    "`ha.enabled`": (False, True),
-    "`ha.enabled` + `watchNamespaces`": (True, True),
+    "always": (False, False, False),
+    "`watchNamespaces`": (True, False, False),
+    "`ha.enabled`": (False, True, False),
+    "`ha.enabled` + `watchNamespaces`": (True, True, False),
+    "`routing.enabled`": (False, False, True),
 }
 # The "With `watchNamespaces`" column: where the rule goes then ("—": not granted then).
 PLACES = {"Role", "ClusterRole", "—"}
-# (watchNamespaces set, ha.enabled) -> helm arguments
+# (watchNamespaces set, ha.enabled, routing.enabled) -> helm arguments
+_NAMESPACES = ("--set-json", 'watchNamespaces=["ml","team-a"]')
+_HA = ("--set", "ha.enabled=true", "--set", "replicaCount=2")
+_ROUTING_ON = ("--set", "routing.enabled=true")
 RENDERINGS = {
-    (False, False): (),
-    (True, False): ("--set-json", 'watchNamespaces=["ml","team-a"]'),
-    (False, True): ("--set", "ha.enabled=true", "--set", "replicaCount=2"),
-    (True, True): ("--set-json", 'watchNamespaces=["ml","team-a"]', "--set", "ha.enabled=true",
-                   "--set", "replicaCount=2"),
+    (False, False, False): (),
+    (True, False, False): _NAMESPACES,
+    (False, True, False): _HA,
+    (True, True, False): _NAMESPACES + _HA,
+    (False, False, True): _ROUTING_ON,
+    (True, False, True): _NAMESPACES + _ROUTING_ON,
 }
 
 
@@ -252,23 +278,24 @@ def readme_rules() -> list[ReadmeRule]:
     return rules
 
 
-def documented(namespaced: bool, ha: bool) -> tuple[set[Permission], set[Permission]]:
+def documented(namespaced: bool, ha: bool, routing: bool = False) -> tuple[set[Permission], set[Permission]]:
     """What the README says the ClusterRole and (with watchNamespaces) each Role grant."""
     cluster: set[Permission] = set()
     role: set[Permission] = set()
     for rule in readme_rules():
-        needs_namespaced, needs_ha = GRANTED[rule.granted]
-        if (needs_namespaced and not namespaced) or (needs_ha and not ha) or (namespaced and rule.place == "—"):
+        needs_namespaced, needs_ha, needs_routing = GRANTED[rule.granted]
+        if (needs_namespaced and not namespaced) or (needs_ha and not ha) or (needs_routing and not routing) \
+                or (namespaced and rule.place == "—"):
             continue
         (role if namespaced and rule.place == "Role" else cluster).update(rule.permissions)
     return cluster, role
 
 
-@pytest.mark.parametrize(("namespaced", "ha"), list(RENDERINGS))
-def test_the_readme_rbac_table_is_the_rendered_rules_verb_for_verb(namespaced: bool, ha: bool,
+@pytest.mark.parametrize(("namespaced", "ha", "routing"), list(RENDERINGS))
+def test_the_readme_rbac_table_is_the_rendered_rules_verb_for_verb(namespaced: bool, ha: bool, routing: bool,
                                                                    renderer: Renderer) -> None:
-    objects = renderer.objects(*RENDERINGS[(namespaced, ha)])
-    cluster, role = documented(namespaced, ha)
+    objects = renderer.objects(*RENDERINGS[(namespaced, ha, routing)])
+    cluster, role = documented(namespaced, ha, routing)
     rendered = grants(operator_cluster_role(objects)["rules"])
     assert rendered == cluster, (f"ClusterRole: the README says {_missing(cluster - rendered, set())} too much and "
                                  f"misses {_missing(rendered - cluster, set())}")
@@ -285,9 +312,40 @@ def test_the_readme_says_what_watch_namespaces_limits(renderer: Renderer) -> Non
     section = _readme_section()
     paragraph = next((p for p in section.split("\n\n") if p.startswith("**`watchNamespaces` limits**")), "")
     assert "`--namespace`" in paragraph and "Role" in paragraph, "README: say what watchNamespaces limits"
-    args = workload(renderer.objects(*RENDERINGS[(True, False)]))["spec"]["template"]["spec"]["containers"][0]["args"]
+    pod = workload(renderer.objects(*RENDERINGS[(True, False, False)]))["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
     assert {"--namespace=ml", "--namespace=team-a"} <= set(args)  # what the paragraph says the chart passes
     stays = {resource for _, resource, _ in documented(True, False)[0]}
     assert stays == {"nodes", "customresourcedefinitions", "namespaces"}, stays
     for words in ("nodes", "CRDs", "namespaces"):
         assert words in paragraph, f"the watchNamespaces paragraph does not name what stays cluster-wide: {words}"
+
+
+def test_the_endpoint_picker_role_reads_only_and_the_operator_binds_it_by_name(renderer: Renderer) -> None:
+    """routing.enabled: the chart ships the picker's ClusterRole (read-only) and the operator may bind that role
+    alone; it holds none of the picker's rights on InferenceObjectives, and nothing about it without routing."""
+    objects = renderer.value_set("routing")
+    epp = [o for o in objects if o["kind"] == "ClusterRole" and is_endpoint_picker_role(o)]
+    assert len(epp) == 1
+    assert {verb for _, _, verb in grants(epp[0]["rules"])} == {"get", "list", "watch"}
+    assert ("", "pods", "watch") in grants(epp[0]["rules"])
+    operator_rules = operator_cluster_role(objects)["rules"]
+    assert bind_rule(objects) in operator_rules
+    assert not {p for p in grants(operator_rules) if p[0] == "inference.networking.x-k8s.io"}
+    default = renderer.value_set("default")
+    assert bind_rule(default) is None
+    assert not [o for o in default if o["kind"] == "ClusterRole" and is_endpoint_picker_role(o)]
+    args = workload(objects)["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--epp-cluster-role={epp[0]['metadata']['name']}" in args
+
+
+def test_every_recorded_routing_request_is_granted_by_routing_only(renderer: Renderer) -> None:
+    modes = {m["mode"]: m for m in _record().get("otherModes") or []}
+    assert "routing" in modes, "no routing requests recorded: run the whole integration tier (tests/integration)"
+    needed = {(r["group"], r["resource"], r["verb"]) for r in modes["routing"]["requests"]}
+    assert needed
+    routing = grants(operator_cluster_role(renderer.value_set("routing"))["rules"])
+    default = grants(operator_cluster_role(renderer.value_set("default"))["rules"])
+    assert not _missing(needed, routing), f"routing mode makes requests its rules forbid: {_missing(needed, routing)}"
+    assert not needed & default, f"granted without routing.enabled: {sorted(needed & default)}"
+    assert needed <= set(UNRECORDED), f"not listed as routing-only: {sorted(needed - set(UNRECORDED))}"

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from gemma4_operator.api import Gemma4Deployment, Gemma4DeploymentSpec
 from gemma4_operator.catalog import load_catalog
 from gemma4_operator.engines import vllm
+from gemma4_operator.planner.lora import AdapterFacts
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.planner.select import plan
 from tests.tools.vllm_parser import VllmParseResult, check_vllm_command_lines
@@ -56,6 +57,27 @@ def _vllm_plans() -> list[tuple[str, Gemma4DeploymentSpec, Plan]]:
         {"model": {"variant": "e4b", "source": {"uri": "hf://google/gemma-4-E4B-it@0123abcd"}}, "engine": "vllm",
          "accelerator": {"type": "nvidia-l4"}, "serving": {"maxModelLen": 8192, "concurrency": 2}})
     found.append(("e4b-pinned-revision", pinned, plan(pinned, FACTS)))
+    return found + _lora_plans()
+
+
+ADAPTERS = [{"name": "support", "uri": "hf://acme/gemma-4-support-lora"},
+            {"name": "legal-v2", "uri": "pvc://loras/legal", "tokenSecretRef": {"name": "hf", "key": "token"}}]
+LORA_SHAPES = ({},
+               {"maxRank": 64, "maxActiveAdapters": 2, "cachedAdapters": 8, "targetModules": ["qkv_proj", "o_proj"]},
+               {"maxRank": 320, "maxActiveAdapters": 1, "targetModules": ["q_proj", "v_proj", "down_proj"]})
+
+
+def _lora_plans() -> list[tuple[str, Gemma4DeploymentSpec, Plan]]:
+    """Every variant with adapters under each serving.lora shape, and one whose adapters target the towers."""
+    found = []
+    for variant, (i, lora) in itertools.product(load_catalog().variants, enumerate(LORA_SHAPES)):
+        spec = Gemma4DeploymentSpec.model_validate(
+            {"model": {"variant": variant, "adapters": ADAPTERS}, "engine": "vllm",
+             "accelerator": {"type": "nvidia-h100-80gb"}, "serving": {"maxModelLen": 8192, "lora": lora}})
+        found.append((f"{variant}-lora-{i}", spec, plan(spec, FACTS)))
+    towers = Gemma4DeploymentSpec.model_validate(
+        {"model": {"variant": "e4b", "adapters": ADAPTERS[:1]}, "engine": "vllm", "accelerator": {"type": "nvidia-l4"}})
+    found.append(("e4b-lora-towers", towers, plan(towers, FACTS, adapters=AdapterFacts(ranks=(8,), towers=True))))
     return found
 
 
@@ -81,6 +103,21 @@ def _expected(p: Plan) -> dict[str, Any]:
         "reasoning_parser": "gemma4" if p.reasoning else None,
         "enable_auto_tool_choice": p.tool_calling or None,
         "tool_call_parser": "gemma4" if p.tool_calling else None,
+        **_expected_lora(p),
+    }
+
+
+def _expected_lora(p: Plan) -> dict[str, Any]:
+    s = p.lora
+    if s is None:
+        return dict.fromkeys(("enable_lora", "max_loras", "max_lora_rank", "max_cpu_loras", "lora_target_modules",
+                              "enable_tower_connector_lora", "lora_modules"))
+    return {
+        "enable_lora": True, "max_loras": s.active, "max_lora_rank": s.max_rank, "max_cpu_loras": s.cached,
+        "lora_target_modules": list(s.target_modules) or None, "enable_tower_connector_lora": s.towers or None,
+        "lora_modules": [{"name": name, "path": f"/models/adapters/{name}", "base_model_name": p.served_model_name,
+                          "is_3d_lora_weight": False}
+                         for name in s.adapters],
     }
 
 
@@ -99,6 +136,7 @@ def test_every_rendered_vllm_command_line_parses_and_reads_back_the_plan() -> No
     assert len(plans) > 100, "the matrix should produce many distinct command lines"
     assert any(p.expert_parallel for _, p in plans.values()) and any(p.text_only for _, p in plans.values())
     assert any(p.source and p.source.revision for _, p in plans.values())
+    assert sum(p.lora is not None for _, p in plans.values()) == 13
     bare = ["vllm", "serve", "google/gemma-4-E4B-it"]
     defaults, *results = check_vllm_command_lines([bare, *(list(a) for a in plans)])
     failures = [f"{plans[r.argv][0]}: {r.error}" for r in results if not r.ok]

@@ -63,6 +63,13 @@ SELECTED_FIELDS: tuple[str, ...] = (
     "tool_call_parser",
     "reasoning_parser",
     "trust_remote_code",
+    "enable_lora",
+    "max_loras",
+    "max_lora_rank",
+    "max_cpu_loras",
+    "lora_target_modules",
+    "enable_tower_connector_lora",
+    "lora_modules",
 )
 
 
@@ -180,6 +187,8 @@ class Checker:
                 f"invalid reasoning parser: {reasoning_parser} (choose from {','.join(sorted(self.reasoning_parsers))})"
             )
 
+        if getattr(engine_args, "enable_lora", False):
+            _check_lora_config(engine_args)
         parsed: dict[str, Any] = {}
         for name in SELECTED_FIELDS:
             if hasattr(engine_args, name):
@@ -187,6 +196,19 @@ class Checker:
             elif hasattr(ns, name):
                 parsed[name] = _jsonable(getattr(ns, name))
         return {"parsed": parsed, "non_default": non_default}
+
+
+def _check_lora_config(engine_args: Any) -> None:
+    """vLLM's own LoRAConfig validation (the rank ladder, max_cpu_loras >= max_loras), which `vllm serve` runs
+    in create_engine_config, after the point this checker stops (create_engine_config needs the model)."""
+    from vllm.config.lora import LoRAConfig
+
+    try:
+        LoRAConfig(max_lora_rank=engine_args.max_lora_rank, max_loras=engine_args.max_loras,
+                   max_cpu_loras=engine_args.max_cpu_loras, target_modules=engine_args.lora_target_modules,
+                   enable_tower_connector_lora=engine_args.enable_tower_connector_lora)
+    except ValueError as e:  # pydantic's ValidationError is a ValueError
+        raise _ArgvError(f"LoRAConfig: {e}") from e
 
 
 class _ArgvError(Exception):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 
@@ -29,8 +30,10 @@ from gemma4_operator.planner.plan import ClusterFacts
 from gemma4_operator.planner.select import plan
 from gemma4_operator.reconcile import desired as rc
 from gemma4_operator.reconcile import status as observe
+from gemma4_operator.render import routing as r
 from gemma4_operator.render.activator import ADMIN_PORT, PORT
 from gemma4_operator.render.children import Owner, RenderOptions, render_children
+from tests.support.inference_schemas import INFERENCE_POOL_V1
 from tests.support.pod_security import restricted_violations
 
 OWNER = Owner("chat", "ml", "0b7d3c1e-1111-4a5b-9c9d-123456789abc")
@@ -285,3 +288,21 @@ def test_a_shared_model_cache_makes_the_wake_a_warm_start() -> None:
     assert p.start.warm_s < p.start.first_s
     assert settings.cold_start_s == p.start.warm_s  # Retry-After counts down from the warm start
     assert settings.hold_timeout_s == max(p.startup_budget_s, p.start.warm_s)  # held as long as a start may take
+
+
+def test_with_routing_the_inference_pool_follows_the_service_to_the_activator_and_back() -> None:
+    spec = {**_spec(ZERO).model_dump(by_alias=True), "routing": {"inferencePool": {}}}
+    parent = Gemma4Deployment.model_validate({"apiVersion": "serving.gemma4.dev/v1alpha1", "kind": "Gemma4Deployment",
+                                              "metadata": {"name": "chat", "namespace": "ml"}, "spec": spec})
+    options = RenderOptions(routing=r.RoutingCluster())
+    desired = rc.desired_state(parent, OWNER.uid, ClusterFacts.every_catalog_type(), OperatorConfig(), options)
+    pool = desired.child("InferencePool", "chat")
+    assert pool is not None, desired.error
+    at_zero = rc.routed(desired, parent, {"spec": {"replicas": 0}, "status": {}}).child("InferencePool", "chat")
+    assert at_zero is not None
+    jsonschema.validate(at_zero, INFERENCE_POOL_V1)
+    assert at_zero["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "gemma4-activator"
+    assert at_zero["spec"]["targetPorts"] == [{"number": PORT}]  # the activator's requests port
+    assert at_zero["spec"]["endpointPickerRef"] == pool["spec"]["endpointPickerRef"]
+    serving = rc.routed(desired, parent, {"spec": {"replicas": 1}, "status": {"readyReplicas": 1}})
+    assert serving.child("InferencePool", "chat") == pool

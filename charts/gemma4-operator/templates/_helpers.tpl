@@ -113,6 +113,35 @@ the serving pods through a secretKeyRef that the kubelet resolves, never through
   resources: [podmonitors]
   verbs: [get{{ if not $poll }}, list, watch{{ end }}, create, patch]
 {{- end }}
+{{- if .Values.routing.enabled }}
+# Routing (spec.routing.inferencePool): the InferencePool, the HTTPRoute of mode gateway and the endpoint picker's
+# ConfigMap, ServiceAccount and RoleBinding; each deleted when its object turns routing off or changes mode, and so
+# are the picker's Deployment and Services (`delete` on those kinds only with routing).
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [delete]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [delete]
+- apiGroups: [inference.networking.k8s.io]
+  resources: [inferencepools]
+  verbs: [get{{ if not $poll }}, list, watch{{ end }}, create, patch, delete]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [get{{ if not $poll }}, list, watch{{ end }}, create, patch, delete]
+- apiGroups: [""]
+  resources: [configmaps, serviceaccounts]
+  verbs: [get{{ if not $poll }}, list, watch{{ end }}, create, patch, delete]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [rolebindings]
+  verbs: [get{{ if not $poll }}, list, watch{{ end }}, create, patch, delete]
+# The picker's RoleBinding names the ClusterRole this chart ships for it: the API server lets the operator
+# create it with `bind` on that one role, so the operator never holds the picker's verbs itself.
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [clusterroles]
+  verbs: [bind]
+  resourceNames: [{{ include "gemma4-operator.fullname" . }}-epp]
+{{- end }}
 # Serving pods, read-only: crash loops, image pulls and readiness for the status.
 - apiGroups: [""]
   resources: [pods]

@@ -15,6 +15,10 @@ MAX_ADAPTERS = 16  # adapters per Gemma4Deployment: bounds the CEL rules' cost a
 MAX_ACTIVE_ADAPTERS = 64  # GPU slots; each costs memory on every wrapped layer (status.plan.memoryGiB.lora)
 MAX_CACHED_ADAPTERS = 256
 ADAPTERS_READY = "AdaptersReady"  # the condition type that follows status.adapters
+# Where the serving container finds adapter NAME (the weights path stages it there): a PEFT directory for vLLM,
+# and for llama.cpp the GGUF adapter file ADAPTER_GGUF inside it
+ADAPTERS_DIR = "/models/adapters"
+ADAPTER_GGUF = "adapter.gguf"
 # A module suffix as vLLM's --lora-target-modules matches it (vllm/lora/utils.py is_in_target_modules)
 TARGET_MODULE_PATTERN = r"^[a-z_][a-z0-9_]*$"
 ADAPTER_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # a DNS-1123 label, as for the OpenAI model name
@@ -39,6 +43,10 @@ CACHED_BELOW_ACTIVE_MESSAGE = ("cachedAdapters must be at least maxActiveAdapter
                                "also kept in the host cache (vLLM --max-cpu-loras >= --max-loras)")
 LORA_WITHOUT_ADAPTERS_MESSAGE = ("serving.lora sizes the adapter slots of model.adapters: add an adapter to "
                                  "model.adapters or remove serving.lora")
+
+
+def adapter_dir(name: str) -> str:
+    return f"{ADAPTERS_DIR}/{name}"
 
 
 def served_model_name(variant: str, instruction_tuned: bool) -> str:

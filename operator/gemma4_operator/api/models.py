@@ -893,6 +893,95 @@ class NetworkPolicySpec(ApiModel):
         "serving port, e.g. an ingress controller's namespace."))] = Field(default_factory=list)
 
 
+class RoutingMode(enum.StrEnum):
+    STANDALONE = "standalone"
+    GATEWAY = "gateway"
+
+
+class FailureMode(enum.StrEnum):
+    FAIL_OPEN = "FailOpen"
+    FAIL_CLOSE = "FailClose"
+
+
+class Scorer(enum.StrEnum):
+    PREFIX = "prefix"
+    QUEUE = "queue"
+    KV_CACHE = "kv-cache"
+    LORA_AFFINITY = "lora-affinity"
+
+
+class GatewayRef(ApiModel):
+    name: Annotated[str, Field(description="Name of the Gateway (gateway.networking.k8s.io/v1) the HTTPRoute "
+                                           "attaches to.", min_length=1, max_length=253)]
+    namespace: Annotated[str, Field(description=(
+        "Namespace of the Gateway; empty: this namespace. A Gateway elsewhere must admit routes from this "
+        "namespace (its listeners' allowedRoutes)."), max_length=63)] = ""
+    section_name: Annotated[str, Field(alias="sectionName", description=(
+        "Listener of the Gateway to attach to; empty: every listener that admits the route."), max_length=253)] = ""
+
+
+_INFERENCE_POOL_RULES = cel_rules(
+    CelRule(
+        rule="self.mode != 'gateway' || has(self.gatewayRef)",
+        message="gatewayRef: mode gateway needs the Gateway to attach the HTTPRoute to",
+        field_path=".gatewayRef",
+    ),
+    CelRule(
+        rule="self.mode == 'gateway' || !has(self.gatewayRef)",
+        message=("gatewayRef: only mode gateway uses a Gateway; standalone mode serves "
+                 "through its own NAME-router Service (remove gatewayRef or set mode gateway)"),
+        field_path=".gatewayRef",
+    ),
+    CelRule(
+        rule="self.scorers.all(s, self.scorers.exists_one(t, t == s))",
+        message="scorers: each scorer at most once",
+        field_path=".scorers",
+    ),
+)
+
+
+class InferencePoolRouting(ApiModel):
+    """Gateway API Inference Extension routing: an InferencePool over the serving pods and an endpoint picker."""
+
+    model_config = ConfigDict(json_schema_extra=_INFERENCE_POOL_RULES)
+
+    mode: Annotated[RoutingMode, Field(description=(
+        "standalone: the endpoint picker with an Envoy sidecar behind a NAME-router Service (port 8081); no "
+        "Gateway needed. gateway: an HTTPRoute from gatewayRef to the InferencePool; needs a Gateway API "
+        "implementation that supports InferencePool (Istio, kgateway, NGINX Gateway Fabric, GKE, ...)."
+    ))] = RoutingMode.STANDALONE
+    gateway_ref: Annotated[GatewayRef | None, Field(alias="gatewayRef", description=(
+        "The Gateway the HTTPRoute attaches to (mode gateway only)."))] = None
+    failure_mode: Annotated[FailureMode, Field(alias="failureMode", description=(
+        "What the proxy does when the endpoint picker does not answer: FailClose (default, upstream's) refuses "
+        "the request; FailOpen sends it to any ready replica."))] = FailureMode.FAIL_CLOSE
+    scorers: Annotated[list[Scorer], Field(description=(
+        "Scorers the endpoint picker weighs replicas by: prefix (its prefix-cache index), queue (waiting "
+        "requests), kv-cache (KV-cache use), lora-affinity (replicas that hold the request's adapter). Empty: "
+        "every scorer whose metric the engine exports (vLLM: prefix, queue, kv-cache, and lora-affinity with "
+        "adapters; llama.cpp: prefix and queue). A scorer the engine cannot feed is refused in RoutingReady."
+    ), max_length=4)] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_gateway(self) -> InferencePoolRouting:
+        """The pydantic twin of this model's CEL rules (same messages, same order)."""
+        gateway = self.mode is RoutingMode.GATEWAY
+        broken = [gateway and self.gateway_ref is None, not gateway and self.gateway_ref is not None,
+                  len(self.scorers) != len(set(self.scorers))]
+        rules = _INFERENCE_POOL_RULES["x-kubernetes-validations"]
+        problems = [rule["message"] for rule, bad in zip(rules, broken, strict=True) if bad]
+        if problems:
+            raise cross_field_error(problems)
+        return self
+
+
+class RoutingSpec(ApiModel):
+    inference_pool: Annotated[InferencePoolRouting | None, Field(alias="inferencePool", description=(
+        "Route requests by prefix-cache, queue, KV-cache and LoRA affinity instead of at random: the operator "
+        "creates an InferencePool (inference.networking.k8s.io/v1) over the serving pods and an endpoint "
+        "picker. Worth it with more than one replica. Absent: off (clients use the NAME Service)."))] = None
+
+
 class Gemma4DeploymentSpec(ApiModel):
     model_config = ConfigDict(json_schema_extra=_SPEC_RULES)
 
@@ -925,6 +1014,9 @@ class Gemma4DeploymentSpec(ApiModel):
     network_policy: Annotated[NetworkPolicySpec | None, Field(alias="networkPolicy", description=(
         "Restrict ingress to the serving pods with a NetworkPolicy (enforced by the cluster's network plugin)."
     ))] = None
+    routing: Annotated[RoutingSpec, Field(description=(
+        "Request routing in front of the replicas (an InferencePool and an endpoint picker)."
+    ))] = Field(default_factory=RoutingSpec)
 
     @model_validator(mode="after")
     def _check_cross_field(self) -> Gemma4DeploymentSpec:
@@ -1171,7 +1263,9 @@ class Gemma4DeploymentStatus(ApiModel):
     replicas: Annotated[int, Field(description="Serving pods (for the scale subresource).")] = 0
     ready_replicas: Annotated[int, Field(alias="readyReplicas", description="Ready serving pods.")] = 0
     selector: Annotated[str, Field(description="Label selector of the serving pods (for the scale subresource).")] = ""
-    endpoint: Annotated[str, Field(description="In-cluster OpenAI-compatible base URL.")] = ""
+    endpoint: Annotated[str, Field(description=(
+        "In-cluster OpenAI-compatible base URL clients use: the Service NAME, or NAME-router once standalone "
+        "routing (spec.routing.inferencePool) is ready; in gateway mode clients call the Gateway."))] = ""
     gpus: Annotated[str, Field(description="GPUs per replica for display, e.g. 2x h100-80gb.")] = ""
     ready: Annotated[str, Field(description="Ready and desired replicas for display, e.g. 2/3.")] = ""
     autoscaling: Annotated[AutoscalingStatus | None, Field(description="Autoscaler state.")] = None
@@ -1220,9 +1314,12 @@ __all__ = [
     "Condition",
     "EngineChoice",
     "EnvVar",
+    "FailureMode",
+    "GatewayRef",
     "Gemma4Deployment",
     "Gemma4DeploymentSpec",
     "Gemma4DeploymentStatus",
+    "InferencePoolRouting",
     "KvCacheDtypeChoice",
     "LocalObjectReference",
     "LoraSpec",
@@ -1242,7 +1339,10 @@ __all__ = [
     "QuantizationChoice",
     "RecommendationEntry",
     "RetainPolicy",
+    "RoutingMode",
+    "RoutingSpec",
     "ScaleToZeroSpec",
+    "Scorer",
     "SecretKeyRef",
     "SecurityContextSpec",
     "ServingSpec",

@@ -61,6 +61,10 @@ class VariantInfo(CatalogModel):
     kv_shared_layers: int
     experts: int
     experts_per_token: int = 0
+    intermediate_size: int
+    double_wide_mlp: bool  # the kv-shared layers' MLP is twice intermediate_size wide
+    per_layer_input_size: int  # 0 without per-layer embeddings
+    expert_intermediate_size: int  # 0 without experts
     params: VariantParams
 
     @property
@@ -77,6 +81,12 @@ class VariantInfo(CatalogModel):
         owning = range(self.layers - self.kv_shared_layers)
         full = sum(1 for i in owning if self.is_full_attention(i))
         return len(owning) - full, full
+
+    def is_kv_shared(self, layer: int) -> bool:
+        return layer >= self.layers - self.kv_shared_layers
+
+    def mlp_width(self, layer: int) -> int:
+        return self.intermediate_size * (2 if self.double_wide_mlp and self.is_kv_shared(layer) else 1)
 
     def valid_tensor_parallel_sizes(self, limit: int) -> list[int]:
         """Powers of two vLLM's gemma4.py accepts: they divide the attention heads, and divide or are
@@ -305,6 +315,26 @@ class ApiKeyInfo(CatalogModel):
         return path in self.open_paths
 
 
+LoraLayers = Literal["every", "kv_owning", "kv_shared", "moe", "per_layer_input", "once_per_layer_input"]
+LoraDim = Literal["hidden", "q", "kv", "mlp", "ple", "ple_total", "router", "expert_mlp"]
+
+
+class LoraModule(CatalogModel):
+    """One layer an engine wraps for LoRA: where it exists, how tensor parallelism splits it, its shape."""
+
+    name: str
+    layers: LoraLayers
+    parallel: Literal["column", "row", "replicated", "experts"]
+    input: LoraDim
+    outputs: tuple[LoraDim, ...]  # one LoRA slice per packed output (q, k, v; gate, up)
+
+
+class LoraLayout(CatalogModel):
+    dtype_bytes: int
+    modules: tuple[LoraModule, ...]
+    source: str
+
+
 class EngineInfo(CatalogModel):
     version: str
     weights: Literal["safetensors", "gguf"]
@@ -321,6 +351,7 @@ class EngineInfo(CatalogModel):
     source: str
     metrics: dict[str, tuple[str, ...]]
     api_key: ApiKeyInfo
+    lora_info: tuple[str, ...] = ()  # the adapters loaded per replica, as labels (the router's LoRA affinity)
     # the fraction of GPU memory the fit plans within; with gpu_memory_utilization_flag the engine's own
     # setting (vLLM's --gpu-memory-utilization, serving.gpuMemoryUtilization overrides it), else a headroom
     gpu_memory_utilization: float = 0.90
@@ -334,6 +365,7 @@ class EngineInfo(CatalogModel):
     ubatch: int = 512
     ctx_checkpoints: int | None = None  # llama-server --ctx-checkpoints, when the catalog bounds it
     compile_s: int = 0  # a start without the engine's compile cache (vLLM's torch.compile), on top of the fixed part
+    lora: LoraLayout | None = None  # the layers that get LoRA slots, where the engine preallocates them
 
     def image(self, *, gpu: bool, arch: str) -> str:
         table = self.images.gpu if gpu else self.images.cpu
@@ -429,6 +461,49 @@ class WeightsInfo(CatalogModel):
     image_volumes: ImageVolumes
 
 
+class RouterImages(CatalogModel):
+    epp: str
+    envoy: str
+    source: str
+
+
+class RouterPorts(CatalogModel):
+    ext_proc: int
+    health: int
+    metrics: int
+    router: int
+    envoy_ready: int
+
+
+class EppResources(CatalogModel):
+    base_cpu_millis: int
+    cpu_millis_per_replica: int
+    max_cpu_millis: int
+    base_memory_mib: int
+    memory_mib_per_replica: int
+    max_memory_mib: int
+    envoy_cpu_millis: int
+    envoy_memory_mib: int
+
+
+class ScorerInfo(CatalogModel):
+    plugin: str  # the EPP plugin type
+    weight: int
+    metric: str | None = None  # engines.yaml `metrics` key or lora_info; None: the EPP's own state
+    adapters_only: bool = False
+
+
+class RoutingInfo(CatalogModel):
+    """catalog/routing.yaml: the endpoint picker, its sidecar and its scorers."""
+
+    release: str
+    crd_manifest: str
+    images: RouterImages
+    ports: RouterPorts
+    epp_resources: EppResources
+    scorers: dict[str, ScorerInfo]
+
+
 class Catalog(CatalogModel):
     variants: dict[str, VariantInfo]
     formats: dict[str, FormatInfo]
@@ -441,6 +516,7 @@ class Catalog(CatalogModel):
     prices: dict[str, Price]
     quality_floor: Quality
     weights: WeightsInfo
+    routing: RoutingInfo
 
     def price(self, accelerator: str) -> float:
         """USD per GPU-hour of an accelerator type (per pod-hour for cpu)."""
@@ -494,4 +570,5 @@ def load_catalog() -> Catalog:
         known_bad=tuple(KnownBadRule(**r) for r in _read("known_bad.yaml")["rules"]),
         hardware_rules=HardwareRules(**_read("hardware_rules.yaml")),
         weights=WeightsInfo(**_read("weights.yaml")),
+        routing=RoutingInfo(**_read("routing.yaml")),
     )

@@ -100,6 +100,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="give every Gemma4Deployment a NetworkPolicy (ingress to its serving port only from its "
                         "namespace, the operator's and spec.networkPolicy.ingressFrom) unless its "
                         "spec.networkPolicy.enabled is false. Env GEMMA4_NETWORK_POLICY=true")
+    p.add_argument("--epp-cluster-role", metavar="NAME",
+                   help="the ClusterRole the chart ships for the endpoint picker (Helm routing.enabled): "
+                        "spec.routing.inferencePool binds it to each object's picker and watches InferencePools, "
+                        "HTTPRoutes, ConfigMaps, ServiceAccounts and RoleBindings; unset: no routing. "
+                        "Env GEMMA4_EPP_CLUSTER_ROLE")
     p.add_argument("--tenant-policy", metavar="JSON",
                    help="what a Gemma4Deployment may set, as the Helm chart's tenantPolicy values in JSON (e.g. "
                         "'{\"imagePrefixes\": [\"registry.example.com/\"]}'; a key left out refuses everything "
@@ -217,6 +222,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         autoscale_interval=settings.seconds(args.autoscale_interval, "--autoscale-interval", "AUTOSCALE_INTERVAL",
                                             "15", most=HOUR_S),
         scale_to_zero_time_scale=args.test_time_scale or 1.0,
+        epp_cluster_role=str(args.epp_cluster_role or _env("EPP_CLUSTER_ROLE", "", env) or ""),
     )
 
 

@@ -214,7 +214,7 @@ async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource, m
     if deployment_key is None:
         return []
     live = await source.children(parent, [deployment_key])
-    deployment = owned_child(live, "Deployment", parent.uid, parent.key[1])
+    deployment = owned_child(live, "Deployment", parent.uid, deployment_key.name)
     if deployment is None:
         return None  # the reconcile is creating it; nothing to scale yet
     replicas = (deployment.get("spec") or {}).get("replicas")

@@ -36,6 +36,7 @@ from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.reconcile import desired as rc
 from gemma4_operator.render.children import MANAGER, Owner, RenderOptions
 from gemma4_operator.render.ownership import MANAGED_BY_LABEL, NameConflict
+from gemma4_operator.render.routing import RoutingRefusal
 
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGER}"
@@ -227,13 +228,14 @@ class CachedDesired:
     plan: Plan | None
     error: PlanError | None
     children: Packed
+    routing_refusal: RoutingRefusal | None = None
 
     @classmethod
     def of(cls, fingerprint: str, desired: rc.Desired) -> CachedDesired:
-        return cls(fingerprint, desired.plan, desired.error, Packed.of(desired.children))
+        return cls(fingerprint, desired.plan, desired.error, Packed.of(desired.children), desired.routing_refusal)
 
     def desired(self) -> rc.Desired:
-        return rc.Desired(self.plan, self.error, tuple(self.children.unpack()))
+        return rc.Desired(self.plan, self.error, tuple(self.children.unpack()), self.routing_refusal)
 
 
 @dataclasses.dataclass
@@ -280,6 +282,7 @@ class OperatorContext:
     admission_checks: dict[Key, int] = dataclasses.field(default_factory=dict)
     last_facts: frozenset[str] | None = None
     keda_checked_at: float = -math.inf  # time.monotonic() of the last KEDA discovery
+    routing_checked_at: float = -math.inf  # ... of the last InferencePool/HTTPRoute CRD discovery
     image_volumes_checked_at: float = -math.inf  # ... of the last image-volume dry run
     autoscaler: dict[Key, AutoscalerMemory] = dataclasses.field(default_factory=dict)
     autoscalers: dict[Key, asyncio.Task[None]] = dataclasses.field(default_factory=dict)  # per-object loops

@@ -56,6 +56,7 @@ from gemma4_operator.api import (
 )
 from gemma4_operator.config import ChildrenMode, EngineMonitors, OperatorConfig
 from gemma4_operator.controller import autoscaler_loop as autoscaler
+from gemma4_operator.controller import routing as routing_io
 from gemma4_operator.controller.context import (
     ACCELERATORS,
     CHILDREN,
@@ -87,6 +88,7 @@ from gemma4_operator.planner.plan import ClusterFacts
 from gemma4_operator.reconcile import desired as rc
 from gemma4_operator.reconcile import status as observe
 from gemma4_operator.reconcile.model_status import current_job, model_state
+from gemma4_operator.reconcile.routing_status import RoutingState
 from gemma4_operator.render import ownership
 from gemma4_operator.render.activator import is_activator_object
 from gemma4_operator.render.children import MANAGER, image_volume_probe, image_volumes_refusal, keeps_image_volume
@@ -189,7 +191,8 @@ def object_state(spec: Gemma4DeploymentSpec | None, outcome: observe.PlanOutcome
 
 async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: observe.PlanOutcome,
                    live: Sequence[Obj], pods: Sequence[Obj], previous: Mapping[str, Any],
-                   problem: observe.Fault | None, extra_events: Sequence[observe.EventSpec]) -> None:
+                   problem: observe.Fault | None, extra_events: Sequence[observe.EventSpec],
+                   routing: RoutingState | None = None) -> None:
     deployment = ownership.owned_child(live, "Deployment", parent.uid, parent.key[1])
     downloads: list[Obj] = []
     serving: list[Obj] = []
@@ -203,7 +206,7 @@ async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: obs
         problem = await _job_refusal(ctx, parent.key, current_job(download_id(outcome.plan, spec), job), downloads)
     new = observe.compute_status(owner=parent.owner, generation=parent.generation, spec=spec, outcome=outcome,
                                  deployment=deployment, pods=serving, previous=previous, now=now_rfc3339(),
-                                 problem=problem, model=model)
+                                 problem=problem, model=model, routing=routing)
     patch = observe.status_patch(previous, new)
     if patch is not None:
         await asyncio.to_thread(ctx.kube.patch_status, *parent.key, patch)
@@ -408,8 +411,10 @@ async def _reconcile_locked(ctx: OperatorContext, parent: Parent, source: ChildS
     conflicts = _remember_conflicts(ctx, parent, desired, sync)
     if conflicts is not None and sync.problem is None:
         sync.problem = conflicts
-    await _publish(ctx, parent, model.spec if model else None, outcome, list(sync.by_name.values()),
-                   await source.pods(parent), previous, sync.problem, _applied_event(sync.applied))
+    spec = model.spec if model else None
+    live_now = list(sync.by_name.values())
+    await _publish(ctx, parent, spec, outcome, live_now, await source.pods(parent), previous, sync.problem,
+                   _applied_event(sync.applied), routing_io.routing_state(parent, spec, desired, live_now))
     if invalid is not None:
         raise kopf.PermanentError(invalid.message)
     if sync.problem is not None and sync.problem.reason == "ApplyRejected":
@@ -458,14 +463,18 @@ async def _process(ctx: OperatorContext, indices: Mapping[str, Any], key: Key, m
     parent = _parent_from_index(indices, key)
     if parent is None or parent.deleting:
         return
+    routing_missing = False
     if mark.only is None:
         await follow_keda(ctx, parent.body, indices)
         await follow_image_volumes(ctx, parent.body)
+        routing_missing = await routing_io.follow_routing(ctx, parent.body)
     try:
         await reconcile(ctx, parent, ctx.source(indices), ctx.facts(indices), trigger=mark.trigger, only=mark.only)
         checks = ctx.admission_checks.get(key, 0)
         if 0 < checks <= len(ADMISSION_RECHECKS):
             _schedule(ctx, key, ADMISSION_RECHECKS[checks - 1], indices, "admission", 0)
+        elif routing_missing:  # no event says when the CRDs arrive: look again
+            _schedule(ctx, key, routing_io.RECHECK_S, indices, "routing", 0)
     except RetryableApiError as e:
         delay = rc.backoff_delay(mark.retry, e.retry_after)
         logger.warning("%s %s/%s: %s; retrying in %.0fs", KIND, *key, e, delay)
@@ -549,6 +558,7 @@ async def on_resync(body: kopf.Body, memo: Any, retry: int = 0, **kwargs: Any) -
     """Poll mode timer: re-read children and pods, repair, refresh status."""
     ctx = context_of(memo)
     await follow_keda(ctx, body, None)
+    await routing_io.follow_routing(ctx, body)
     try:
         await reconcile(ctx, parent_snapshot(body), ctx.source(kwargs), ctx.facts(kwargs), trigger="resync")
     except RetryableApiError as e:
@@ -702,11 +712,13 @@ async def detect_capabilities(memo: Any, retry: int = 0, **_: Any) -> None:
     logger.info("PodDisruptionBudgets are rendered as %s", ctx.render_options.pdb_api_version)
     await detect_keda(ctx, startup_retry=retry)
     await detect_pod_monitors(ctx, retry)
+    await routing_io.detect_routing(ctx)
 
 
 def child_resources(config: OperatorConfig) -> tuple[tuple[str, str], ...]:
     """The owned kinds to watch: PodMonitors only when the operator may create them."""
-    return CHILD_RESOURCES + ((PODMONITORS,) if config.engine_monitors is EngineMonitors.AUTO else ())
+    return (CHILD_RESOURCES + ((PODMONITORS,) if config.engine_monitors is EngineMonitors.AUTO else ())
+            + routing_io.routing_resources(config))
 
 
 async def detect_pod_monitors(ctx: OperatorContext, retry: int = 0) -> None:

@@ -74,6 +74,13 @@ RESOURCES: dict[tuple[str, str], ResourceType] = {
     ("v1", "Event"): ResourceType("", "v1", "events"),
     ("networking.k8s.io/v1", "NetworkPolicy"): ResourceType("networking.k8s.io", "v1", "networkpolicies"),
     (f"{GROUP}/{VERSION}", "Gemma4Deployment"): ResourceType(GROUP, VERSION, PLURAL),
+    # spec.routing.inferencePool's children
+    ("v1", "ConfigMap"): ResourceType("", "v1", "configmaps"),
+    ("v1", "ServiceAccount"): ResourceType("", "v1", "serviceaccounts"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): ResourceType("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    ("inference.networking.k8s.io/v1", "InferencePool"): ResourceType("inference.networking.k8s.io", "v1",
+                                                                      "inferencepools"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): ResourceType("gateway.networking.k8s.io", "v1", "httproutes"),
 }
 
 

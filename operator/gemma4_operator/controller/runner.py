@@ -47,6 +47,7 @@ def make_context(config: OperatorConfig, *, api_client: Any = None, metrics: Met
     from gemma4_operator.render.activator import ACTIVATOR_IMAGE_KEY
     from gemma4_operator.render.children import RenderOptions
     from gemma4_operator.render.download import DOWNLOADER_IMAGE_KEY
+    from gemma4_operator.render.routing import RoutingCluster
 
     api = api_client if api_client is not None else build_api_client(config.server)
     return OperatorContext(config=config, kube=Kube(api, request_timeout=config.request_timeout),
@@ -57,6 +58,9 @@ def make_context(config: OperatorConfig, *, api_client: Any = None, metrics: Met
                                activator_image=config.images.get(ACTIVATOR_IMAGE_KEY, ""),
                                network_policy=config.network_policy,
                                operator_namespace=config.operator_namespace,
+                               # the CRDs: discovery at startup (controller.routing.detect_routing)
+                               routing=RoutingCluster(epp_cluster_role=config.epp_cluster_role,
+                                                      inference_pool_served=False, httproute_served=False),
                                # checked by a dry run at the first oci:// object (handlers.follow_image_volumes)
                                image_volumes=False, image_volumes_refusal="not checked yet"))
 

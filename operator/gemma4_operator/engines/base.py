@@ -26,6 +26,7 @@ from gemma4_operator.planner.weights import CACHE_MOUNT, WeightsMode
 
 K8sObject = dict[str, Any]
 
+LORA_INFO = "lora_info"  # engines.yaml: the adapters each replica holds (not an autoscaling signal)
 # catalog engines.yaml `metrics` keys -> autoscaling signals
 _METRIC_KEYS = {
     "queue_length": Signal.QUEUE_LENGTH,
@@ -65,6 +66,7 @@ class MemoryFit:
     batch_tokens: int
     needed_gib: float
     gpu_memory_utilization: float  # the fraction of a GPU's memory the fit used (1.0 on CPU)
+    lora_gib: float = 0.0  # adapter slots, taken from what the KV pool would have had
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,8 @@ class EngineSettings:
     parallelism_notes: tuple[str, ...] = ()
     modality_notes: tuple[str, ...] = ()
     extra_download_bytes: int = 0  # files fetched besides the checkpoint's weights (llama.cpp's mmproj)
+    lora_host_gib: float = 0.0  # host memory of the engine's adapter cache (pod memory request)
+    lora_notes: tuple[str, ...] = ()  # what the adapter slots cost and what would save memory
 
 
 class Engine(Protocol):
@@ -214,6 +218,10 @@ class Engine(Protocol):
 
     def default_signals(self, plan: Plan) -> tuple[tuple[Signal, float], ...]:
         """(signal, target) pairs the autoscaler uses when the spec names no metrics."""
+
+    def exposed_metric(self, key: str) -> str | None:
+        """The metric of a catalog key (engines.yaml ``metrics`` keys, or ``lora_info``) this engine's release
+        exports, newest name first; None when it exports none (the endpoint picker's config reads it)."""
 
     def error_signatures(self) -> tuple[ErrorSignature, ...]:
         """Start-up failures recognised in the serving container's termination message, most specific first."""
@@ -291,6 +299,10 @@ class CatalogEngine(Engine):
         which rises with prompt length rather than load, is not asked. Measured on the trace benchmark
         (tests/benchmarks/autoscaling, the same settings on every trace, RESULTS.md)."""
         return ((Signal.QUEUE_LENGTH, DEFAULT_QUEUE), (Signal.BATCH_SIZE, round(BUSY_SLOTS * self.slots(plan), 2)))
+
+    def exposed_metric(self, key: str) -> str | None:
+        names = self._info.lora_info if key == LORA_INFO else self._info.metrics.get(key, ())
+        return names[0] if names else None
 
 
 DEFAULT_QUEUE = 2.0  # requests waiting per replica in the default policy (the API's default target is 5)

@@ -15,12 +15,14 @@ import math
 from typing_extensions import override
 
 from gemma4_operator.api import Gemma4DeploymentSpec
+from gemma4_operator.api.adapters import adapter_dir
 from gemma4_operator.catalog import (
     GIB,
     Accelerator,
     Catalog,
     Checkpoint,
     FormatInfo,
+    LoraLayout,
     MaxNumBatchedTokens,
     VariantInfo,
 )
@@ -38,7 +40,7 @@ from gemma4_operator.engines.base import (
     with_termination_log,
     with_user_env,
 )
-from gemma4_operator.planner import memory
+from gemma4_operator.planner import lora, memory
 from gemma4_operator.planner.plan import Candidate, Plan
 from gemma4_operator.planner.sources import SourceRef
 
@@ -178,14 +180,19 @@ class Engine(CatalogEngine):
         usable = c.accelerator.capacity_gib * utilization
         batch_tokens = self.batch_tokens(c.accelerator)
         per_seq = self.kv_reservation(c.variant, c.accelerator, c.spec.serving.max_model_len, c.kv_dtype, gpus) / GIB
-        pool = usable - weights_gib - overhead
+        lora_gib = self._lora_gib(c)
+        if isinstance(lora_gib, Shortfall):
+            return lora_gib
+        # adapter slots are allocated at load, before vLLM sizes the KV cache from what is left
+        pool = usable - weights_gib - overhead - lora_gib
         # vLLM measures weights and the activation peak at start-up; a plan tighter than this may be refused
         max_conc = max(0, math.floor((pool - info.startup_margin_gib) / per_seq))
-        need = weights_gib + overhead + concurrency * per_seq
+        need = weights_gib + overhead + lora_gib + concurrency * per_seq
         if concurrency > max_conc:
             if need > usable:
+                slots = f" + {lora_gib:.1f} LoRA slots" if lora_gib else ""
                 return Shortfall(
-                    f"needs {need:.1f} GiB per GPU ({weights_gib:.1f} weights + {overhead:.1f} overhead + "
+                    f"needs {need:.1f} GiB per GPU ({weights_gib:.1f} weights + {overhead:.1f} overhead{slots} + "
                     f"{concurrency} x {per_seq:.2f} KV) but has {usable:.1f} GiB usable: short by "
                     f"{need - usable:.1f} GiB",
                     need - usable)
@@ -195,11 +202,28 @@ class Engine(CatalogEngine):
                 # a memory shortfall, never 0 (0 means "not about memory" to the GPU-count search)
                 max(need + info.startup_margin_gib - usable, _MIN_SHORTFALL_GIB))
         return MemoryFit(weights_gib, pool, overhead, c.accelerator.capacity_gib, usable, per_seq, max_conc,
-                         batch_tokens, need, utilization)
+                         batch_tokens, need, utilization, lora_gib)
+
+    def _lora_layout(self) -> LoraLayout:
+        layout = self.info.lora
+        assert layout is not None, "vLLM's catalog row describes its LoRA layers"
+        return layout
+
+    def _lora_gib(self, c: Candidate) -> float | Shortfall:
+        """GiB of adapter slots per GPU: --max-loras slots on every wrapped layer the targets select."""
+        if c.lora is None:
+            return 0.0
+        unknown = lora.unknown_targets(self._lora_layout(), c.lora.target_modules)
+        if unknown:
+            known = ", ".join(m.name for m in self._lora_layout().modules)
+            return Shortfall(f"serving.lora.targetModules {unknown} name no layer vLLM wraps on Gemma 4 (their "
+                             f"adapter weights would be ignored): use {known}", 0.0)
+        per_slot = lora.slot_bytes(c.variant, self._lora_layout(), c.lora, c.gpus, _expert_parallel(c))
+        return c.lora.active * per_slot / GIB
 
     @override
     def settings(self, c: Candidate, source: SourceRef | None) -> EngineSettings:
-        expert_parallel = c.variant.is_moe and c.gpus > 1
+        expert_parallel = _expert_parallel(c)
         flag = None
         if source is not None:
             flag = "fp8" if c.fmt == "fp8" else None  # a custom BF16 repo quantized online at load
@@ -216,7 +240,29 @@ class Engine(CatalogEngine):
             parallelism.append(f"mixture of experts on {c.gpus} GPUs: --enable-expert-parallel shards the "
                                f"{c.variant.experts} experts")
         modality = ("text only: --language-model-only skips the vision/audio encoders",) if c.text_only else ()
-        return EngineSettings(c.gpus, expert_parallel, flag, tuple(parallelism), modality)
+        host = 0.0 if c.lora is None else lora.host_gib(c.variant, self._lora_layout(), c.lora, c.gpus)
+        return EngineSettings(c.gpus, expert_parallel, flag, tuple(parallelism), modality,
+                              lora_host_gib=host, lora_notes=self._lora_notes(c))
+
+    def _lora_notes(self, c: Candidate) -> tuple[str, ...]:
+        """What the slots cost, and on a mixture of experts what leaving the experts out would save."""
+        slots = c.lora
+        if slots is None:
+            return ()
+        layout, ep = self._lora_layout(), _expert_parallel(c)
+        per_module = lora.slot_bytes_by_module(c.variant, layout, slots.max_rank, c.gpus, ep)
+        total = sum(b for name, b in per_module.items() if lora.targeted(name, slots.target_modules))
+        notes = [f"LoRA: {slots.active} adapter slots (--max-loras) of rank {slots.max_rank} take "
+                 f"{slots.active * total / GIB:.2f} GiB per GPU from the KV cache ({total / GIB:.3f} GiB each)"]
+        expert_modules = {m.name for m in layout.modules if m.parallel == "experts"}
+        experts = sum(b for name, b in per_module.items()
+                      if name in expert_modules and lora.targeted(name, slots.target_modules))
+        if experts * 2 > total:
+            dense = [name for name in per_module if name not in expert_modules]
+            notes.append(f"LoRA: the expert slots are {experts / total:.0%} of it; serving.lora.targetModules "
+                         f"{dense} (for adapters that do not train the experts) would save "
+                         f"{slots.active * experts / GIB:.2f} GiB per GPU")
+        return tuple(notes)
 
     @override
     def container(self, plan: Plan, spec: Gemma4DeploymentSpec) -> EngineContainer:
@@ -319,6 +365,11 @@ ERROR_SIGNATURES: tuple[ErrorSignature, ...] = (
 )
 
 
+def _expert_parallel(c: Candidate) -> bool:
+    return c.variant.is_moe and c.gpus > 1
+
+
+
 def _model_args(plan: Plan) -> list[str]:
     """A local directory (cache PVC, pvc://, image volume) or the Hub repository the pod downloads."""
     weights, source = plan.weights, plan.source
@@ -358,4 +409,21 @@ def command_line(plan: Plan, spec: Gemma4DeploymentSpec) -> list[str]:
         args += ["--reasoning-parser", "gemma4"]
     if plan.tool_calling:
         args += ["--enable-auto-tool-choice", "--tool-call-parser", "gemma4"]
-    return args + list(spec.serving.extra_args)
+    return args + _lora_args(plan) + list(spec.serving.extra_args)
+
+
+def _lora_args(plan: Plan) -> list[str]:
+    """Adapter slots and the adapters, each served under its own name on the base's (vllm/entrypoints/openai/
+    cli_args.py LoRAParserAction: JSON {name, path, base_model_name}; vllm/engine/arg_utils.py the LoRA flags)."""
+    slots = plan.lora
+    if slots is None:
+        return []
+    args = ["--enable-lora", "--max-loras", str(slots.active), "--max-lora-rank", str(slots.max_rank),
+            "--max-cpu-loras", str(slots.cached)]
+    if slots.target_modules:
+        args += ["--lora-target-modules", *slots.target_modules]
+    if slots.towers:
+        args.append("--enable-tower-connector-lora")
+    modules = [json.dumps({"name": name, "path": adapter_dir(name), "base_model_name": plan.served_model_name},
+                          separators=(",", ":")) for name in slots.adapters]
+    return [*args, "--lora-modules", *modules]

@@ -115,6 +115,7 @@ def _notes(spec: Gemma4DeploymentSpec, best: Choice, settings: EngineSettings, c
     if spec.serving.kv_cache_dtype is KvCacheDtypeChoice.AUTO:
         notes.append(_kv_note(c, best.engine, catalog))
     notes += settings.modality_notes
+    notes += settings.lora_notes
     if spec.serving.gpu_memory_utilization is not None and not best.engine.info.gpu_memory_utilization_flag:
         notes.append(f"serving.gpuMemoryUtilization ignored: {best.engine.name} has no such setting (it allocates "
                      "what its context needs)")
@@ -147,7 +148,8 @@ def assemble(spec: Gemma4DeploymentSpec, best: Choice, rest: Sequence[Choice], s
         concurrency=spec.serving.concurrency, kv_cache_dtype=c.kv_dtype, max_num_batched_tokens=fit.batch_tokens,
         gpu_memory_utilization=fit.gpu_memory_utilization,
         memory=PlanMemory(weights=round(fit.weights_gib, 1), kv_cache=round(fit.kv_pool_gib, 1),
-                          overhead=round(fit.overhead_gib, 1), capacity=round(fit.capacity_gib, 1)),
+                          overhead=round(fit.overhead_gib, 1), capacity=round(fit.capacity_gib, 1),
+                          lora=round(fit.lora_gib, 2)),
         memory_needed_gib=fit.needed_gib, max_concurrency=fit.max_concurrency,
         modalities=tuple(m.value for m in spec.serving.modalities),
         reasoning=spec.reasoning_enabled, tool_calling=spec.tool_calling_enabled,
@@ -155,5 +157,6 @@ def assemble(spec: Gemma4DeploymentSpec, best: Choice, rest: Sequence[Choice], s
         startup_budget_s=_startup_budget_s(start), start=start, port=info.port,
         cpu_request_cores=CPU_CORES_PER_GPU * c.gpus if accel.is_gpu else CPU_POD_CORES,
         cost_per_replica_hour=round(best.cost, 2), alternatives=_runners_up(best, rest, catalog),
-        notes=_notes(spec, best, settings, catalog, chose_accelerator),
+        notes=_notes(spec, best, settings, catalog, chose_accelerator), lora=c.lora,
+        lora_host_gib=settings.lora_host_gib,
     )

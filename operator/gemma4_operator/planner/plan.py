@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gemma4_operator.api import Gemma4DeploymentSpec, Modality, PlanMemory, PlanStatus
+from gemma4_operator.api import Gemma4DeploymentSpec, Modality, PlanLora, PlanMemory, PlanStatus
 from gemma4_operator.catalog import Accelerator, Catalog, Checkpoint, VariantInfo, load_catalog
+from gemma4_operator.planner.lora import LoraSlots
 from gemma4_operator.planner.sources import SourceRef
 from gemma4_operator.planner.weights import Weights
 
@@ -56,6 +57,7 @@ class Candidate:
     download_bytes: int
     kv_dtype: str
     warnings: tuple[str, ...]
+    lora: LoraSlots | None = None  # adapter slots to fit beside the KV cache (spec.model.adapters)
 
     @property
     def text_only(self) -> bool:
@@ -115,6 +117,8 @@ class Plan:
     cost_per_replica_hour: float = 0.0  # USD, from the catalog's or the operator's prices
     alternatives: tuple[str, ...] = ()  # runner-up plans and why they lost
     notes: tuple[str, ...] = field(default_factory=tuple)
+    lora: LoraSlots | None = None
+    lora_host_gib: float = 0.0  # host memory of the adapter cache, added to the pod's memory request
 
     @property
     def text_only(self) -> bool:
@@ -133,8 +137,15 @@ class Plan:
             tensor_parallel_size=self.tensor_parallel_size, max_model_len=self.max_model_len,
             kv_cache_dtype=self.kv_cache_dtype, memory_gib=self.memory, max_concurrency=self.max_concurrency,
             cost_per_replica_hour=self.cost_per_replica_hour, alternatives=list(self.alternatives),
-            notes=list(self.notes),
+            notes=list(self.notes), lora=self._lora_status(),
         )
+
+    def _lora_status(self) -> PlanLora | None:
+        s = self.lora
+        if s is None:
+            return None
+        return PlanLora(max_rank=s.max_rank, max_active_adapters=s.active, cached_adapters=s.cached,
+                        target_modules=list(s.target_modules), host_gib=self.lora_host_gib)
 
 
 class PlanError(Exception):

@@ -9,15 +9,16 @@ and the fits are scored: the cheapest plan that keeps quality (see :func:`rank`)
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.catalog import Accelerator, Catalog, load_catalog
 from gemma4_operator.engines import registry
 from gemma4_operator.engines.base import Engine, MemoryFit, Shortfall
-from gemma4_operator.planner import candidates
+from gemma4_operator.planner import candidates, lora
 from gemma4_operator.planner.alternatives import nearest_alternatives
 from gemma4_operator.planner.assemble import Choice, assemble
+from gemma4_operator.planner.lora import AdapterFacts, LoraSlots
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError, Rejection
 from gemma4_operator.planner.sources import SourceRef, custom, parse_source
 
@@ -31,6 +32,7 @@ class _Search:
     catalog: Catalog
     allowed: list[Engine]
     prices: Mapping[str, float]
+    lora: LoraSlots | None
 
     def price(self, accel: Accelerator) -> float:
         return self.prices.get(accel.name, self.catalog.price(accel.name))
@@ -40,6 +42,8 @@ def _fit(s: _Search, prepared: candidates.Prepared, gpus: int, kv_dtype: str) ->
     matched = candidates.match(prepared, gpus, kv_dtype, s.catalog)
     if isinstance(matched, Rejection):
         return matched
+    if s.lora is not None:
+        matched = replace(matched, lora=s.lora)
     engine, fmt, accel = prepared.engine, prepared.fmt, prepared.accel
     result: MemoryFit | Shortfall = engine.fit(matched)
     if isinstance(result, Shortfall):
@@ -108,13 +112,15 @@ def rank(c: Choice) -> tuple[bool, float, bool, tuple[int, int], int, float, str
 
 def plan(spec: Gemma4DeploymentSpec, facts: ClusterFacts, catalog: Catalog | None = None, *,
          images: Mapping[str, str] | None = None, prices: Mapping[str, float] | None = None,
-         suggest: bool = True) -> Plan:
+         suggest: bool = True, adapters: AdapterFacts | None = None) -> Plan:
     """Plan one replica. ``images`` are operator-wide image overrides by engine image key (a spec's
     serving.image wins over them), ``prices`` USD per GPU-hour by accelerator type instead of the
-    catalog's. Raises PlanError (never anything else for a schema-valid spec)."""
+    catalog's, ``adapters`` what the adapters' preflight read (ranks, tower targets). Raises PlanError (never
+    anything else for a schema-valid spec)."""
     catalog = catalog or load_catalog()
     source = parse_source(spec.model.source.uri) if spec.model.source else None
-    s = _Search(spec, custom(source), catalog, candidates.allowed_engines(spec, registry(catalog)), prices or {})
+    s = _Search(spec, custom(source), catalog, candidates.allowed_engines(spec, registry(catalog)), prices or {},
+                lora.resolve(spec, adapters or AdapterFacts()))
     rejections: list[Rejection] = []
     accelerators = candidates.accelerators(spec, facts, catalog)
     found = sorted((c for accel in accelerators for c in _choices_on(s, accel, rejections)), key=rank)
@@ -123,7 +129,7 @@ def plan(spec: Gemma4DeploymentSpec, facts: ClusterFacts, catalog: Catalog | Non
         where = spec.accelerator.type if spec.accelerator.type != "auto" else (
             "any accelerator type present" if accelerators[0].is_gpu else "cpu (no GPU types present)")
         alternatives = nearest_alternatives(
-            spec, facts, catalog, lambda sp, f, c: plan(sp, f, c, prices=prices, suggest=False),
+            spec, facts, catalog, lambda sp, f, c: plan(sp, f, c, prices=prices, suggest=False, adapters=adapters),
             memory_bound=any(r.shortfall_gib > 0 for r in rejections)) if suggest else []
         raise PlanError(f"{label} does not fit on {where}", _closest_first(rejections), alternatives)
     return assemble(spec, found[0], found[1:], source, catalog, chose_accelerator=len(accelerators) > 1,

@@ -34,10 +34,11 @@ from gemma4_operator.planner.select import plan
 from gemma4_operator.policy import check_policy
 from gemma4_operator.reconcile.model_status import current_job, job_succeeded
 from gemma4_operator.reconcile.status import get_path
-from gemma4_operator.render.activator import is_activator_object, routed_service, scales_to_zero
-from gemma4_operator.render.children import Owner, RenderOptions, UnrenderableError, render_children
+from gemma4_operator.render.activator import is_activator_object, routed_pool, routed_service, scales_to_zero
+from gemma4_operator.render.children import Owner, RenderOptions, UnrenderableError, render_all
 from gemma4_operator.render.download import CHECKPOINT_ANNOTATION, NEEDS_WEIGHTS, needs_download
 from gemma4_operator.render.ownership import owned_by
+from gemma4_operator.render.routing import RoutingRefusal, is_routing_child
 
 HASH_ANNOTATION = "serving.gemma4.dev/applied-hash"
 # Children that may stop being wanted while the object lives on. A PVC is never deleted by the
@@ -82,6 +83,7 @@ class Desired:
     plan: Plan | None
     error: PlanError | None
     children: tuple[K8sObject, ...]
+    routing_refusal: RoutingRefusal | None = None  # why the routing the spec asks for is not rendered
 
     def child(self, kind: str, name: str) -> K8sObject | None:
         for c in self.children:
@@ -140,20 +142,22 @@ def desired_state(parent: Gemma4Deployment, uid: str, facts: ClusterFacts, confi
                 p = plan(parent.spec, pinned, images=config.images, prices=config.prices)
     owner = Owner(parent.name, parent.namespace, uid)
     try:
-        rendered = render_children(owner, parent.spec, p, options)
+        rendered, routing_refusal = render_all(owner, parent.spec, p, options)
     except UnrenderableError as e:
         return Desired(None, PlanError(str(e), ()), ())
     children = tuple(with_hash(c) for c in rendered)
-    return Desired(p, None, children)
+    return Desired(p, None, children, routing_refusal)
 
 
 def routed(desired: Desired, parent: Gemma4Deployment, deployment: Mapping[str, Any] | None) -> Desired:
-    """The desired children with the object's Service pointed at the activator while the live serving
-    ``deployment`` has no ready replica, for an object that may scale to zero (render.activator)."""
+    """The desired children with the object's Service (and its InferencePool, with routing) pointed at the
+    activator while the live serving ``deployment`` has no ready replica, for an object that may scale to zero
+    (render.activator)."""
     if desired.plan is None or not routes_to_activator(scales_to_zero(parent.spec), deployment):
         return desired
-    children = tuple(with_hash(routed_service(c, True)) if (c["kind"], c["metadata"]["name"]) == (
-        "Service", parent.name) else c for c in desired.children)
+    switch = {("Service", parent.name): lambda c: routed_service(c, True), ("InferencePool", parent.name): routed_pool}
+    children = tuple(with_hash(switch[key](c)) if (key := (c["kind"], c["metadata"]["name"])) in switch else c
+                     for c in desired.children)
     return dataclasses.replace(desired, children=children)
 
 
@@ -275,7 +279,8 @@ def stale_children(desired: Iterable[Mapping[str, Any]], live: Iterable[Mapping[
     stale = []
     for obj in live:
         key = ChildKey.of(obj)
-        deletable = key.kind in DELETABLE_KINDS or is_activator_object(obj)  # the wake path's, scale to zero off
+        # routing children the spec no longer asks for; the wake path's when scale to zero is off
+        deletable = key.kind in DELETABLE_KINDS or is_routing_child(obj) or is_activator_object(obj)
         if deletable and (key.kind, key.name) not in wanted and owned_by(obj, owner_uid):
             stale.append(key)
     return stale
@@ -297,10 +302,11 @@ def withheld(desired: Desired, job: Mapping[str, Any] | None) -> frozenset[tuple
 
 def written_on_event(kind: str, name: str, parent_name: str) -> list[tuple[str, str]]:
     """(kind, name) a child's event lets the reconcile write: that child; for the download Job also the
-    children it was holding back (its success starts them); for the serving Deployment also the Service, whose
-    selector follows its ready replicas when the object scales to zero (:func:`routed`)."""
+    children it was holding back (its success starts them); for the serving Deployment also the Service and the
+    InferencePool, whose selectors follow its ready replicas when the object scales to zero (:func:`routed`)."""
     held = [(k, parent_name) for k in sorted(NEEDS_WEIGHTS)] if kind == "Job" else []
-    routed_by = [("Service", parent_name)] if (kind, name) == ("Deployment", parent_name) else []
+    routed_by = [("Service", parent_name), ("InferencePool", parent_name)] if (kind, name) == (
+        "Deployment", parent_name) else []
     return [(kind, name), *held, *routed_by]
 
 

@@ -28,12 +28,14 @@ from gemma4_operator.render.children import GPU_RESOURCE, SERVING_CONTAINER, Own
 
 if TYPE_CHECKING:  # model_status reads pods and Jobs with get_path from here
     from gemma4_operator.reconcile.model_status import ModelState
+    from gemma4_operator.reconcile.routing_status import RoutingState
 
 PLANNED, AVAILABLE, PROGRESSING, DEGRADED, READY = "Planned", "Available", "Progressing", "Degraded", "Ready"
 MODEL_READY = "ModelReady"  # its value comes from model_status.model_state
 CONDITION_TYPES = (PLANNED, MODEL_READY, ADAPTERS_READY, AVAILABLE, PROGRESSING, DEGRADED, READY)
 SCALING_ACTIVE = "ScalingActive"  # the built-in autoscaler's
-_ORDER = {t: i for i, t in enumerate((*CONDITION_TYPES, SCALING_ACTIVE))}
+ROUTING_READY = "RoutingReady"  # only while spec.routing asks for routing (reconcile.routing_status)
+_ORDER = {t: i for i, t in enumerate((*CONDITION_TYPES, SCALING_ACTIVE, ROUTING_READY))}
 # Status fields this module owns; anything else in status (autoscaling, other conditions) is left alone.
 OWNED_FIELDS = ("observedGeneration", "phase", "conditions", "plan", "replicas", "readyReplicas",
                 "selector", "endpoint", "gpus", "ready", "model", "adapters", "adaptersReady")
@@ -343,12 +345,14 @@ def _adapters(spec: Gemma4DeploymentSpec | None, model: ModelState | None) -> Ad
 
 def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec | None, outcome: PlanOutcome,
                    deployment: Obj | None, pods: Sequence[Obj], previous: Obj, now: str,
-                   problem: Fault | None = None, model: ModelState | None = None) -> dict[str, Any]:
+                   problem: Fault | None = None, model: ModelState | None = None,
+                   routing: RoutingState | None = None) -> dict[str, Any]:
     """The status fields this operator owns (see OWNED_FIELDS), as JSON-ready values.
 
     ``problem`` is a fault found while applying (a child refused by the API server, or owned by
     another object); it takes precedence over a failed download and pod faults in Degraded. ``pods``
-    are the serving pods; ``model`` the weights' state (model_status.model_state).
+    are the serving pods; ``model`` the weights' state (model_status.model_state); ``routing`` RoutingReady and the
+    endpoint (reconcile.routing_status), None when the spec asks for no routing.
     """
     p = outcome.plan
     desired = desired_replicas(spec, deployment)
@@ -377,14 +381,17 @@ def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec 
     return {
         "observedGeneration": generation,
         "phase": phase,
-        "conditions": merge_conditions(previous.get("conditions") or [],
-                                       [planned, _model_condition(model), *adapters_c, available, progressing,
-                                        degraded_c, ready_c], generation, now),
+        "conditions": _with_routing(merge_conditions(
+            previous.get("conditions") or [], [planned, _model_condition(model), *adapters_c, available, progressing,
+                                               degraded_c, ready_c, *([routing.condition] if routing else [])],
+            generation, now),
+            routing),
         "plan": plan_status,
         "replicas": int(get_path(deployment, "status", "replicas", default=0) or 0),
         "readyReplicas": ready,
         "selector": selector_string(owner.name),
-        "endpoint": endpoint(owner) if p is not None or deployment is not None else "",
+        "endpoint": (routing.endpoint if routing else endpoint(owner)) if p is not None or deployment is not None
+        else "",
         "gpus": gpus,
         "ready": f"{ready}/{desired}",
         # nulls kept: a merge patch deletes what is no longer known (an old download's throughput)
@@ -392,6 +399,11 @@ def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec 
         "adapters": [a.model_dump(by_alias=True, mode="json") for a in adapters.adapters] if adapters else None,
         "adaptersReady": adapters.ready if adapters else None,
     }
+
+
+def _with_routing(conditions: list[dict[str, Any]], routing: RoutingState | None) -> list[dict[str, Any]]:
+    """RoutingReady only while the spec asks for routing."""
+    return conditions if routing is not None else [c for c in conditions if c.get("type") != ROUTING_READY]
 
 
 def merge_conditions(previous: Sequence[Obj], new: Sequence[ConditionValue], generation: int,

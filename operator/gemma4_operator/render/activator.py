@@ -72,6 +72,14 @@ def wake_seconds(spec: Gemma4DeploymentSpec, plan: Plan) -> int:
     return max(1, plan.start.warm_s if spec.storage.model_cache is not None else plan.start.first_s)
 
 
+def routed_pool(pool: K8sObject) -> K8sObject:
+    """The object's InferencePool (routing) following its Service: at zero the activator's pods are the pool's only
+    endpoint, on the activator's requests port, so the endpoint picker sends every request there to be held."""
+    spec = pool["spec"]
+    selector = activator_selector(spec["selector"]["matchLabels"])
+    return {**pool, "spec": {**spec, "selector": {"matchLabels": selector}, "targetPorts": [{"number": PORT}]}}
+
+
 def activator_args(namespace: str, name: str, spec: Gemma4DeploymentSpec, plan: Plan,
                    engine: EngineContainer) -> list[str]:
     ready_path = str(((engine.readiness_probe or {}).get("httpGet") or {}).get("path") or "/health")

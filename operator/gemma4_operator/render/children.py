@@ -7,6 +7,7 @@ the document structure.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -40,6 +41,8 @@ from gemma4_operator.render.pod_security import (
     scratch_volumes,
     serving_read_only_root,
 )
+from gemma4_operator.render.routing import RoutingCluster, RoutingRefusal
+from gemma4_operator.render.routing_objects import routing_render
 from gemma4_operator.weights.outcome import required_cache_gib
 
 SERVICE_PORT = 8000
@@ -87,6 +90,8 @@ class RenderOptions:
     network_policy: bool = False  # --network-policy: a NetworkPolicy per object unless its spec says otherwise
     operator_namespace: str = ""  # where the operator runs (its autoscaler's scrapes come from there)
     activator_image: str = ""  # --image activator=IMAGE (the chart: the operator's own image); empty: the default
+    # spec.routing.inferencePool: what the install and the cluster offer
+    routing: RoutingCluster = dataclasses.field(default_factory=RoutingCluster)
 
 
 KEDA_API_VERSION = "keda.sh/v1alpha1"
@@ -207,8 +212,9 @@ def _resources(spec: Gemma4DeploymentSpec, plan: Plan) -> K8sObject:
     disk = {} if spec.storage.model_cache is not None else {"ephemeral-storage": f"{model_cache_gib(plan)}Gi"}
     if plan.accelerator.is_gpu:
         gpus = plan.gpus_per_replica
-        return {"requests": {"cpu": str(plan.cpu_request_cores), "memory": f"{MEMORY_GIB_PER_GPU * gpus}Gi",
-                             **disk},
+        # the engine's host-side adapter cache (vLLM --max-cpu-loras) on top of the per-GPU host memory
+        host_gib = MEMORY_GIB_PER_GPU * gpus + math.ceil(plan.lora_host_gib)
+        return {"requests": {"cpu": str(plan.cpu_request_cores), "memory": f"{host_gib}Gi", **disk},
                 "limits": {plan.accelerator.resource: str(gpus)}}
     # On CPU the plan's memory need is the pod's memory: request it and cap it.
     memory = f"{math.ceil(plan.memory_needed_gib)}Gi"
@@ -299,8 +305,16 @@ def minimum_replicas(spec: Gemma4DeploymentSpec) -> int:
 def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
                     options: RenderOptions | None = None) -> list[K8sObject]:
     """Deployment, Service, and when asked for a PVC; a PDB when more than one replica runs; a PodMonitor
-    where the cluster serves them; KEDA's ScaledObject for ``backend: keda``; a NetworkPolicy when asked for; the
-    activator's children when the object may scale to zero (render.activator)."""
+    where the cluster serves them; KEDA's ScaledObject for ``backend: keda``; a NetworkPolicy when asked for;
+    the activator's children when the object may scale to zero (render.activator); the routing children
+    (render.routing_objects) where they can be made."""
+    return render_all(owner, spec, plan, options)[0]
+
+
+def render_all(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
+               options: RenderOptions | None = None) -> tuple[list[K8sObject], RoutingRefusal | None]:
+    """:func:`render_children`, and why the routing the spec asks for is not rendered (None when it is, or
+    when the spec asks for none)."""
     options = options or RenderOptions()
     if plan.weights.mode is WeightsMode.IMAGE and not options.image_volumes:
         refusal = options.image_volumes_refusal or image_volumes_refusal()
@@ -349,7 +363,9 @@ def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
                                        options.operator_namespace)
     if minimum_replicas(spec) > 1 or (spec.autoscaling is not None and spec.autoscaling.max_replica_count > 1):
         children.append(_render("pdb.yaml.j2", **common, pdb_api_version=options.pdb_api_version))
-    return children
+    routed, routing_refusal = routing_render(common, spec, plan, options.routing, METRICS_PATH,
+                                             adapters=bool(spec.model.adapters))
+    return children + routed, routing_refusal
 
 
 def _pvc(common: dict[str, Any], spec: Gemma4DeploymentSpec, plan: Plan) -> K8sObject:

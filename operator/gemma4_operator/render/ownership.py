@@ -71,9 +71,10 @@ def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
 
 
 def owned_child(live: Iterable[_Obj], kind: str, uid: str, name: str | None = None) -> _Obj | None:
-    """The first of ``live`` of ``kind`` (named ``name``, when given) that ``uid`` controls."""
-    return next((c for c in live if c.get("kind") == kind and owned_by(c, uid) and (
-        name is None or (c.get("metadata") or {}).get("name") == name)), None)
+    """The first of ``live`` of ``kind`` (and ``name``, where an object has several of a kind: the serving
+    Deployment beside the endpoint picker's) that ``uid`` controls."""
+    return next((c for c in live if c.get("kind") == kind and owned_by(c, uid)
+                 and (name is None or (c.get("metadata") or {}).get("name") == name)), None)
 
 
 def _labels(obj: Mapping[str, Any]) -> Mapping[str, Any]:
