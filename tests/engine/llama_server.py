@@ -95,6 +95,8 @@ class LlamaServerSettings:
     reasoning_budget: int = -1  # --reasoning-budget
     api_keys: tuple[str, ...] = ()  # --api-key (comma-separated)
     webui: bool = True  # --webui / --no-webui
+    lora: tuple[tuple[Path, float], ...] = ()  # --lora FILE (scale 1) / --lora-scaled FILE:SCALE; ids 0, 1, ...
+    cache_prompt: bool = True  # --cache-prompt / --no-cache-prompt: requests reuse a slot's cached prompt
     extra: Mapping[str, Any] = field(default_factory=dict)  # raw CommonParams attributes, set last (tests only)
 
     # -- dict round trip ------------------------------------------------------------------------------------------
@@ -112,6 +114,8 @@ class LlamaServerSettings:
         for key in ("alias", "api_keys"):
             if key in kw:
                 kw[key] = tuple(kw[key])
+        if "lora" in kw:
+            kw["lora"] = tuple((Path(path), float(scale)) for path, scale in kw["lora"])
         if "extra" in kw:
             kw["extra"] = dict(kw["extra"])
         settings = cls(**kw)
@@ -126,7 +130,7 @@ class LlamaServerSettings:
             if isinstance(value, Path):
                 value = str(value)
             elif isinstance(value, tuple):
-                value = list(value)
+                value = [[str(v[0]), v[1]] if isinstance(v, tuple) else v for v in value]
             elif isinstance(value, Mapping):
                 value = dict(value)
             out[f.name] = value
@@ -243,6 +247,23 @@ def _const(key: str, const: Any) -> Updater:
     return update
 
 
+def _append_lora(kw: dict[str, Any], flag: str, value: str) -> None:
+    """--lora FILE[,FILE] at scale 1; --lora-scaled FILE:SCALE[,...] (common/arg.cpp: exactly one ':' per item)."""
+    added = []
+    for item in _csv(value):
+        if flag == "--lora":
+            added.append((Path(item), 1.0))
+            continue
+        parts = item.split(":")
+        if len(parts) != 2:
+            raise UnsupportedFlagError(f"{flag} expects FILE:SCALE, got {item!r}")
+        try:
+            added.append((Path(parts[0]), float(parts[1])))
+        except ValueError as exc:
+            raise UnsupportedFlagError(f"{flag}: {parts[1]!r} is not a number") from exc
+    kw["lora"] = (*kw.get("lora", ()), *added)
+
+
 def _append_csv(key: str) -> Updater:
     def update(kw: dict[str, Any], flag: str, value: str) -> None:
         del flag
@@ -294,6 +315,10 @@ _FLAGS: tuple[_Flag, ...] = (
     _Flag(("--api-key",), True, _append_csv("api_keys")),
     _Flag(("--webui", "--ui"), False, _const("webui", True)),
     _Flag(("--no-webui", "--no-ui"), False, _const("webui", False)),
+    _Flag(("--lora",), True, _append_lora),
+    _Flag(("--lora-scaled",), True, _append_lora),
+    _Flag(("--cache-prompt",), False, _const("cache_prompt", True)),
+    _Flag(("--no-cache-prompt",), False, _const("cache_prompt", False)),
 )
 _BY_NAME: dict[str, _Flag] = {name: spec for spec in _FLAGS for name in spec.names}
 SUPPORTED_FLAGS: tuple[str, ...] = tuple(sorted(_BY_NAME))
@@ -305,7 +330,8 @@ def settings_from_argv(argv: Sequence[str]) -> LlamaServerSettings:
     ``argv`` may start with the program (``llama-server`` or a path ending in it). Parsing follows llama.cpp's
     ``common_params_parse``: ``_`` in ``--long_flags`` counts as ``-``; there is no ``--flag=value`` form (llama.cpp
     rejects it as an invalid argument, so do we); a repeated flag's last value wins, except ``-a``/``--api-key``,
-    whose comma-separated values accumulate. Unknown flags, stray positionals, missing values and values llama.cpp
+    whose comma-separated values accumulate, and ``--lora``/``--lora-scaled``, whose adapters accumulate. Unknown
+    flags, stray positionals, missing values and values llama.cpp
     would reject raise :class:`UnsupportedFlagError`. ``LLAMA_ARG_*`` environment variables are not considered.
     """
     args = list(argv)
@@ -399,6 +425,8 @@ def build_common_params(settings: LlamaServerSettings) -> Any:
     p.sampling.reasoning_budget_tokens = settings.reasoning_budget
     p.api_keys = list(settings.api_keys)
     p.ui = settings.webui
+    p.lora_adapters = [xlc.CommonAdapterLoraInfo(str(path), scale) for path, scale in settings.lora]
+    p.cache_prompt = settings.cache_prompt
     for key, value in settings.extra.items():
         if not hasattr(p, key):
             raise ValueError(f"xllamacpp.CommonParams has no attribute {key!r}")

@@ -59,6 +59,22 @@ def test_corrupt_model_file_is_model_load_failed(tiny_settings: LlamaServerSetti
     assert found.reason == "ModelLoadFailed" and "model.source" in found.message
 
 
+def test_a_missing_adapter_file_is_adapter_load_failed(tiny_settings: LlamaServerSettings, tmp_path: Path) -> None:
+    missing = tmp_path / "adapters" / "support" / "adapter.gguf"
+    settings = dataclasses.replace(tiny_settings, lora=((missing, 0.0),))
+    found = diagnosed(fail_to_start(settings, tmp_path / "server.log"))
+    assert found.reason == "AdapterLoadFailed"
+    assert str(missing) in found.message and "No such file or directory" in found.message
+
+
+def test_a_gguf_that_is_no_adapter_is_adapter_load_failed(tiny_settings: LlamaServerSettings, tmp_path: Path,
+                                                          tiny_mmproj_gguf: Path) -> None:
+    settings = dataclasses.replace(tiny_settings, lora=((tiny_mmproj_gguf, 0.0),))
+    found = diagnosed(fail_to_start(settings, tmp_path / "server.log"))
+    assert found.reason == "AdapterLoadFailed" and "convert_lora_to_gguf.py" in found.message
+    assert "general.type to be 'adapter'" in found.message
+
+
 def _mem_total_bytes() -> int:
     for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
         if line.startswith("MemTotal:"):

@@ -198,3 +198,29 @@ async def test_a_cheaper_gpu_type_joining_does_not_move_a_running_object(k: Emul
         await h.settle(k)
         d = h.obj(k, DEPLOYMENTS, "default", "chat")
         assert d is not None and "NVIDIA-L4" in str(d["spec"]["template"]["spec"]["affinity"])
+
+
+async def test_editing_the_adapter_list_rolls_the_deployment_once(k: Emulator) -> None:
+    """The adapters are in the pod template (the engine's arguments), so an edit rolls the pods once, and
+    nothing is written again while nothing changes."""
+    support = {"name": "support", "uri": "hf://acme/gemma-4-e4b-support-lora"}
+    legal = {"name": "legal", "uri": "hf://acme/gemma-4-e4b-legal-lora"}
+    await h.create(k, NODES, h.node("gpu-1", L4))
+    await h.create(k, G4D, h.g4d("chat", model={"variant": "e4b", "adapters": [support]}))
+    async with h.OperatorRun(k):
+        await h.wait_for(lambda: h.obj(k, SERVICES, "default", "chat"), what="children")
+        await h.settle(k)
+        assert '{"name":"support","path":"/models/adapters/support","base_model_name":"gemma-4-e4b-it"}' in \
+            args(k, "default", "chat")
+
+        mark = len(h.operator_requests(k))
+        await h.patch(k, G4D, "default", "chat", {"spec": {"model": {"adapters": [support, legal]}}})
+        await h.wait_for(lambda: any('"name":"legal"' in a for a in args(k, "default", "chat")), what="legal")
+        await h.settle(k)
+        assert [r.resource.plural for r in applies(k, mark)] == ["deployments"]
+        cr = h.obj(k, G4D, "default", "chat")
+        assert cr is not None and cr["status"]["plan"]["lora"]["maxActiveAdapters"] == 2
+
+        idle = len(h.operator_requests(k))
+        await h.settle(k, quiet=1.5)
+        assert h.writes(k, idle) == []

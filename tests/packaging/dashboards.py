@@ -241,6 +241,14 @@ def serving_dashboard() -> dashboard.Dashboard:
         "KV-cache use", "vLLM's KV-cache usage per pod (1 = full: new requests wait). llama.cpp exports none.",
         queries((f"max by (pod) (vllm:kv_cache_usage_perc{{{obj}}})", "{{pod}}")),
         unit="percentunit").max(1))
+    board = board.with_panel(single(
+        "LoRA adapters", "vLLM's lora_requests_info, per pod: the adapters in the running batch and those waiting "
+        "for one of the max_lora GPU slots (serving.lora.maxActiveAdapters); adapters waiting often mean too few "
+        "slots. Its latest series per pod (each scheduling state is a series whose value is when it was seen).",
+        query(f"topk by (pod) (1, vllm:lora_requests_info{{{obj}}})",
+              "{{pod}}: running [{{running_lora_adapters}}], waiting [{{waiting_lora_adapters}}] of {{max_lora}} "
+              "slots"),
+        width=12, steps=[(None, "blue")]).text_mode(common.BigValueTextMode.NAME))
     board = board.with_panel(series(
         "Tokens / s", "Prompt and generated tokens per second over all pods.",
         queries((f"sum(rate(vllm:prompt_tokens_total{{{obj}}}[{RATE}]))", "prompt (vLLM)"),

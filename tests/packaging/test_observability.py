@@ -96,7 +96,7 @@ def test_serving_dashboard_covers_the_serving_signals() -> None:
                    "histogram_quantile(0.99, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket",
                    "histogram_quantile(0.99, sum by (le) (rate(vllm:inter_token_latency_seconds_bucket",
                    "rate(vllm:generation_tokens_total", "rate(llamacpp:tokens_predicted_total",
-                   "gemma4_operator_autoscaler_decisions_total"):
+                   "gemma4_operator_autoscaler_decisions_total", "vllm:lora_requests_info"):
         assert needle in exprs, needle
 
 

@@ -63,6 +63,27 @@ LLAMACPP_KV_ALLOC = (
     "1.03.438.551 E srv          init: exiting due to model loading error\n")
 LLAMACPP_BAD_MODEL = "0.00.015.073 E llama_model_load: error loading model: unknown model architecture: 'gemma9'\n"
 
+# Adapters vLLM's API server loads from --lora-modules at start-up (init_static_loras raises the load's message)
+_LORA_LOAD = ('  File "/usr/local/lib/python3.12/dist-packages/vllm/entrypoints/openai/models/serving.py", '
+              "line 139, in init_static_loras\n    raise ValueError(load_result.error.message)\n")
+ADAPTER_RANK = _LORA_LOAD + "ValueError: LoRA rank 64 is greater than max_lora_rank 16.\n"
+ADAPTER_MODULES_TO_SAVE = (_LORA_LOAD + 'ValueError: vLLM only supports modules_to_save being either None or '
+                           '["classifier", "score"] for classification models. Unsupported modules_to_save: '
+                           "['lm_head', 'embed_tokens']\n")
+ADAPTER_DORA = _LORA_LOAD + "ValueError: vLLM does not yet support DoRA.\n"
+ADAPTER_MISSING = (_LORA_LOAD
+                   + "ValueError: Loading lora support failed: No adapter found for /models/adapters/support\n")
+# llama-server's lines for an adapter it cannot open or refuses (tests/engine/test_llama_errors.py makes both)
+LLAMACPP_ADAPTER_MISSING = (
+    "0.00.011.582 E llama_adapter_lora_init: failed to open '/models/adapters/support/adapter.gguf': No such file or "
+    "directory\n"
+    "0.00.011.607 E cmn  common_init_: failed to load lora adapter '/models/adapters/support/adapter.gguf'\n"
+    "0.00.011.961 E srv          init: exiting due to model loading error\n")
+LLAMACPP_ADAPTER_REFUSED = (
+    "0.00.029.306 E llama_adapter_lora_init_from_file_ptr: failed to apply lora adapter: expect general.type to be "
+    "'adapter', but got: mmproj\n"
+    "0.00.029.342 E cmn  common_init_: failed to load lora adapter '/models/adapters/support/adapter.gguf'\n")
+
 # engine -> (text, expected reason, words the message must contain)
 SAMPLES: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
     "vllm": [
@@ -76,11 +97,19 @@ SAMPLES: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
                                                        "config.json is gated")),
         (NOT_FOUND, "RepositoryNotFound", ("model.source.uri", "acme/gemma-4-e4b-nope/revision/main does not")),
         (REVISION, "RepositoryNotFound", ("revision",)),
+        (ADAPTER_RANK, "AdapterRankTooHigh", ("rank 64", "serving.lora.maxRank", "--max-lora-rank")),
+        (ADAPTER_MODULES_TO_SAVE, "AdapterNotServable", ("['lm_head', 'embed_tokens']", "save_pretrained_merged",
+                                                         "model.source.uri")),
+        (ADAPTER_DORA, "AdapterNotServable", ("DoRA", "model.source.uri")),
+        (ADAPTER_MISSING, "AdapterNotFound", ("support", "/models/adapters/support", "adapter_config.json")),
     ],
     "llamacpp": [
         (LLAMACPP_KV_ALLOC, "KVCacheTooSmall", ("serving.maxModelLen", "serving.concurrency", "planner")),
         (LLAMACPP_MISSING_FILE, "ModelLoadFailed", ("/models/gemma-4-e2b-it-Q4_K_M.gguf", "No such file or directory",
                                                     "model.source")),
         (LLAMACPP_BAD_MODEL, "ModelLoadFailed", ("unknown model architecture", "model.source")),
+        (LLAMACPP_ADAPTER_MISSING, "AdapterLoadFailed", ("/models/adapters/support/adapter.gguf",
+                                                         "No such file or directory", "model.adapters")),
+        (LLAMACPP_ADAPTER_REFUSED, "AdapterLoadFailed", ("general.type to be 'adapter'", "convert_lora_to_gguf.py")),
     ],
 }

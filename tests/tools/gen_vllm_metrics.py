@@ -19,7 +19,8 @@ The exposition is what vLLM's own code serves, not a hand-written imitation:
 
 The only stand-in is the config: a real ``VllmConfig`` needs the model's HF config and importing its model class
 (network / CUDA-only dependencies), so ``vllm_config`` is an object with vLLM's real ``ObservabilityConfig``,
-``CacheConfig`` and ``ParallelConfig`` and a small stand-in ``model_config`` (served_model_name, max_model_len).
+``CacheConfig``, ``ParallelConfig`` and ``LoRAConfig`` (two adapter slots, so the LoRA gauge is registered too) and
+a small stand-in ``model_config`` (served_model_name, max_model_len).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ OUT_DIR = REPO / "tests" / "data" / "metrics"
 
 def _vllm_config(served_model_name: str, max_model_len: int, num_gpu_blocks: int) -> Any:
     from vllm.config import CacheConfig, ObservabilityConfig, ParallelConfig
+    from vllm.config.lora import LoRAConfig
 
     cache = CacheConfig(block_size=16, gpu_memory_utilization=0.9, cache_dtype="auto")
     cache.num_gpu_blocks = num_gpu_blocks  # set by the engine after KV-cache profiling
@@ -64,7 +66,7 @@ def _vllm_config(served_model_name: str, max_model_len: int, num_gpu_blocks: int
         kv_transfer_config=None,
         ec_transfer_config=None,
         watermark_config=None,
-        lora_config=None,
+        lora_config=LoRAConfig(max_loras=2),  # --enable-lora: vllm:lora_requests_info is registered
     )
 
 
@@ -121,6 +123,8 @@ def _record(logger: Any) -> None:
         num_waiting_reqs=7,
         kv_cache_usage=0.42,
         prefix_cache_stats=prefix,
+        running_lora_adapters={"support": 2, "legal": 1},
+        waiting_lora_adapters={"billing": 1},
     )
     logger.record(scheduler_stats=sched, iteration_stats=iteration, engine_idx=0)
 

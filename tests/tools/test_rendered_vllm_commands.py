@@ -152,3 +152,17 @@ def test_parser_rejects_what_a_typo_in_the_renderer_would_produce() -> None:
     broken = [a.replace("--max-model-len", "--max-model-length") for a in argv]
     result, = check_vllm_command_lines([broken])
     assert not result.ok and "--max-model-length" in (result.error or ""), name
+
+
+def test_vllms_lora_config_refuses_what_a_wrong_lora_renderer_would_produce() -> None:
+    """The checker runs vLLM's own LoRAConfig: an off-ladder rank, or fewer cached adapters than slots, fail."""
+    name, spec, p = next(found for found in _lora_plans() if found[2].lora and found[2].lora.active == 2)
+    argv = ["vllm", "serve", *vllm.command_line(p, spec)]
+
+    def with_value(flag: str, value: str) -> list[str]:
+        i = argv.index(flag)
+        return [*argv[:i + 1], value, *argv[i + 2:]]
+
+    rank, cached = check_vllm_command_lines([with_value("--max-lora-rank", "24"), with_value("--max-cpu-loras", "1")])
+    assert not rank.ok and "24" in (rank.error or ""), name
+    assert not cached.ok and "max_cpu_loras (1) must be >= max_loras (2)" in (cached.error or ""), name

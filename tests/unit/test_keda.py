@@ -77,9 +77,9 @@ def test_triggers_mirror_the_builtin_arithmetic() -> None:
 
 
 def test_default_metrics_pair_the_queue_with_requests_in_flight_against_the_slots() -> None:
-    vllm = build({"maxReplicaCount": 3})  # 26b-a4b on one H100: maxConcurrency 20
+    vllm = build({"maxReplicaCount": 3})  # 26b-a4b on one H100: maxConcurrency 21 (0.925 x 21 = 19.43)
     assert [(t["name"], t["metadata"]["threshold"]) for t in vllm["triggers"]] == [
-        ("queue-length", "2"), ("batch-size", "18.5")]
+        ("queue-length", "2"), ("batch-size", "19.43")]
     spec = Gemma4DeploymentSpec.model_validate({"model": {"variant": "e2b"}, "accelerator": {"type": "cpu"},
                                                 "serving": {"concurrency": 5},
                                                 "autoscaling": {"maxReplicaCount": 3}})

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from gemma4_operator.api import Gemma4DeploymentSpec
+from gemma4_operator.api import Gemma4Deployment, Gemma4DeploymentSpec
 from gemma4_operator.catalog import GIB, load_catalog
+from gemma4_operator.cli.main import plan_table
 from gemma4_operator.planner import lora
 from gemma4_operator.planner.lora import AdapterFacts, LoraSlots
 from gemma4_operator.planner.plan import ClusterFacts, PlanError
@@ -111,7 +112,11 @@ def test_kv_pool_shrinks_by_exactly_the_slots(variant: str) -> None:
     assert with_lora.memory_needed_gib - base.memory_needed_gib == pytest.approx(slots_gib, abs=1e-9)
     assert base.memory.kv_cache - with_lora.memory.kv_cache == pytest.approx(slots_gib, abs=0.1)
     assert with_lora.max_concurrency <= base.max_concurrency
-    assert base.memory.lora == 0.0 and base.lora is None and base.to_status().lora is None
+    assert base.memory.lora is None and base.lora is None and base.to_status().lora is None
+    # without adapters the status keeps its earlier shape: no lora keys at all
+    dumped = base.to_status().model_dump(by_alias=True, mode="json")
+    assert "lora" not in dumped and "lora" not in dumped["memoryGiB"]
+    assert with_lora.to_status().model_dump(by_alias=True, mode="json")["memoryGiB"]["lora"] == with_lora.memory.lora
 
 
 def test_target_modules_drop_the_expert_slots_and_the_note_says_what_they_would_save() -> None:
@@ -153,7 +158,7 @@ def test_unset_fields_are_derived_from_the_adapters_and_the_preflight() -> None:
 
 def test_status_shows_the_resolved_slots() -> None:
     status = plan(_spec("e4b", lora_spec={"maxRank": 64, "cachedAdapters": 8}), FACTS).to_status()
-    assert status.lora is not None and status.memory_gib.lora > 0
+    assert status.lora is not None and status.memory_gib.lora is not None and status.memory_gib.lora > 0
     assert (status.lora.max_rank, status.lora.max_active_adapters, status.lora.cached_adapters) == (64, 2, 8)
 
 
@@ -166,3 +171,14 @@ def test_the_adapter_cache_is_added_to_the_pods_memory_request() -> None:
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     want = MEMORY_GIB_PER_GPU * p.gpus_per_replica + math.ceil(p.lora_host_gib)
     assert p.lora_host_gib > 0 and container["resources"]["requests"]["memory"] == f"{want}Gi"
+
+
+def test_the_cli_plan_table_shows_the_slots_beside_the_kv_pool() -> None:
+    spec = _spec("26b-a4b")
+    d = Gemma4Deployment.model_validate({"apiVersion": "serving.gemma4.dev/v1alpha1", "kind": "Gemma4Deployment",
+                                         "metadata": {"name": "chat"}, "spec": spec.model_dump(by_alias=True)})
+    p = plan(spec, FACTS)
+    assert p.memory.lora is not None
+    table = plan_table(d, p, "every catalog type")
+    assert f"    lora slots      {p.memory.lora:>8.1f}" in table
+    assert "lora slots" not in plan_table(d, plan(_spec("26b-a4b", adapters=None), FACTS), "every catalog type")

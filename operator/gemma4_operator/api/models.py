@@ -15,7 +15,15 @@ import enum
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from gemma4_operator.api.adapters import (
     ADAPTER_NAME_MESSAGE,
@@ -1134,15 +1142,25 @@ class Condition(ApiModel):
                                               description="metadata.generation this condition reflects.")] = 0
 
 
-class PlanMemory(ApiModel):
+class _OmitsNone(ApiModel):
+    """Serialized without its null fields, so that an object without adapters keeps the status (and the CLI's
+    output) it had before status.plan grew its LoRA fields."""
+
+    @model_serializer(mode="wrap")
+    def _omit_none(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+
+
+class PlanMemory(_OmitsNone):
     weights: Annotated[float, Field(description="GiB of weights per GPU (or per pod on CPU).")]
     kv_cache: Annotated[float, Field(alias="kvCache", description="GiB of KV-cache pool per GPU.")]
     overhead: Annotated[float, Field(description="GiB of activations, CUDA graphs and runtime buffers per GPU.")]
     capacity: Annotated[float, Field(description="GiB of memory per GPU (or the CPU pod's memory budget).")]
-    lora: Annotated[float, Field(description=(
+    lora: Annotated[float | None, Field(description=(
         "GiB of LoRA adapter slots per GPU (serving.lora.maxActiveAdapters x the bytes one slot takes on every "
-        "wrapped layer at maxRank, after tensor-parallel sharding), taken from the KV-cache pool. 0 without "
-        "adapters."))] = 0.0
+        "wrapped layer at maxRank, after tensor-parallel sharding), taken from the KV-cache pool. Absent without "
+        "adapters (and on llama.cpp, which has no slots)."))] = None
 
 
 class PlanLora(ApiModel):
@@ -1157,7 +1175,7 @@ class PlanLora(ApiModel):
         "GiB of host memory the cached adapters add to the pod's memory request."))] = 0.0
 
 
-class PlanStatus(ApiModel):
+class PlanStatus(_OmitsNone):
     engine: Annotated[str, Field(description="vllm or llamacpp.")]
     image: Annotated[str, Field(description="Engine container image.")]
     checkpoint: Annotated[str, Field(description="Hugging Face repo (and GGUF file) or PVC path served.")]

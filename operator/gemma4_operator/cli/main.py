@@ -59,7 +59,7 @@ def _facts(accelerators: Sequence[str] | None) -> tuple[ClusterFacts, str]:
 def plan_table(d: Gemma4Deployment, p: Plan, assumed: str) -> str:
     m = p.memory
     reserved = m.capacity * (1 - p.gpu_memory_utilization) if p.accelerator.is_gpu else 0.0
-    free = m.capacity - reserved - m.weights - m.overhead - m.kv_cache
+    free = m.capacity - reserved - m.weights - m.overhead - (m.lora or 0.0) - m.kv_cache
     unit = "per GPU" if p.accelerator.is_gpu else "per pod"
     hardware = f"{p.gpus_per_replica}x {p.accelerator.name}" if p.accelerator.is_gpu else "cpu"
     rows = [
@@ -81,7 +81,8 @@ def plan_table(d: Gemma4Deployment, p: Plan, assumed: str) -> str:
     out = [f"{KIND} {d.namespace}/{d.name or '(unnamed)'}   (cluster facts: {assumed})", ""]
     out += [f"  {k:<{width}}  {v}" for k, v in rows]
     out += ["", f"  memory {unit} (GiB)"]
-    memory_rows = [("weights", m.weights), ("overhead", m.overhead), ("kv cache pool", m.kv_cache)]
+    memory_rows = [("weights", m.weights), ("overhead", m.overhead),
+                   *([("lora slots", m.lora)] if m.lora is not None else []), ("kv cache pool", m.kv_cache)]
     if p.accelerator.is_gpu:
         memory_rows.append((f"reserved ({1 - p.gpu_memory_utilization:.0%})", reserved))
     memory_rows += [("unused", max(free, 0.0)), ("capacity", m.capacity)]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing_extensions import override
 
 from gemma4_operator.api import Gemma4DeploymentSpec
+from gemma4_operator.api.adapters import ADAPTER_GGUF, adapter_dir
 from gemma4_operator.catalog import GIB, Accelerator, Catalog, Checkpoint, FormatInfo, VariantInfo
 from gemma4_operator.engines.base import (
     CatalogEngine,
@@ -108,7 +109,7 @@ class Engine(CatalogEngine):
     def settings(self, c: Candidate, source: SourceRef | None) -> EngineSettings:
         # -hf also fetches the repository's mmproj unless the plan is text only (--no-mmproj)
         mmproj = 0 if c.text_only or c.checkpoint is None else (c.checkpoint.mmproj_bytes or 0)
-        return EngineSettings(extra_download_bytes=mmproj)
+        return EngineSettings(extra_download_bytes=mmproj, lora_notes=() if c.lora is None else (LORA_NOTE,))
 
     @override
     def container(self, plan: Plan, spec: Gemma4DeploymentSpec) -> EngineContainer:
@@ -142,6 +143,19 @@ ERROR_SIGNATURES: tuple[ErrorSignature, ...] = (
         "accelerator with more memory; the plan expected {kv_cache_gib} GiB of KV in {capacity_gib} GiB, so the "
         "planner's memory estimate is off",
         "failed to initialize the context", "failed to allocate buffer for kv cache"),
+    # LoRA adapters (src/llama-adapter.cpp, common/common.cpp): before the model's own failures, whose lines follow
+    signature(
+        r"failed to apply lora adapter: (?P<error>[^\n]*)",
+        "AdapterLoadFailed",
+        "llama.cpp refused an adapter ({error}): model.adapters on llama.cpp must be GGUF LoRA adapters made for "
+        "this variant (convert a PEFT adapter with llama.cpp's convert_lora_to_gguf.py --base the base model)",
+        "failed to apply lora adapter: "),
+    signature(
+        r"failed to open '(?P<path>[^']*)': (?P<error>[^\n]*)\n[^\n]*failed to load lora adapter",
+        "AdapterLoadFailed",
+        "llama.cpp cannot open the adapter file {path} ({error}): check model.adapters' uri and that the adapter "
+        "was fetched",
+        "failed to open ", "failed to load lora adapter"),
     signature(
         r"failed to open GGUF file '(?P<path>[^']*)' \((?P<error>[^)]*)\)",
         "ModelLoadFailed",
@@ -154,6 +168,15 @@ ERROR_SIGNATURES: tuple[ErrorSignature, ...] = (
         "llama.cpp could not load the model ({error}): check model.source and that the GGUF is a Gemma 4 model",
         "error loading model"),
 )
+
+
+# How a client picks an adapter on llama-server: the OpenAI `model` field does not select one (the engine tier
+# checks it); a request carries `"lora": [{"id": N, "scale": 1.0}]` (tools/server/README.md, POST /completion and
+# the OpenAI endpoints), N the adapter's place in model.adapters; GET /lora-adapters lists them.
+LORA_NOTE = ("LoRA on llama.cpp: each adapter loads whole beside the weights (its size is not in the memory plan) "
+             "at scale 0, and prompts are not cached (the cache ignores adapters); a request selects one with "
+             "\"lora\": [{\"id\": N, \"scale\": 1.0}], N its place in model.adapters (GET /lora-adapters "
+             "lists them), not with `model`; serving.lora's slot settings are vLLM's and do not apply")
 
 
 def _largest(ok: Callable[[int], bool], low: int, high: int) -> int:
@@ -204,4 +227,16 @@ def command_line(plan: Plan, spec: Gemma4DeploymentSpec, ctx_checkpoints: int | 
         args.append("--jinja")  # chat template engine: tool calls and the thinking channel
     if plan.instruction_tuned and not plan.reasoning:
         args += ["--reasoning-budget", "0"]
-    return args + list(spec.serving.extra_args)
+    return args + _lora_args(plan) + list(spec.serving.extra_args)
+
+
+def _lora_args(plan: Plan) -> list[str]:
+    """Each adapter's GGUF at scale 0 (--lora-scaled FILE:0), so that a request without a `lora` field gets the base
+    model (a request's adapters default to the command line's scales; --lora would apply them all); ids follow
+    model.adapters' order. --no-cache-prompt: this llama-server reuses a slot's cached prompt across requests
+    with different adapters, so a base request after an adapter request would read KV computed with the adapter
+    (tests/engine/test_llama_lora.py shows both)."""
+    if plan.lora is None:
+        return []
+    files = [arg for name in plan.lora.adapters for arg in ("--lora-scaled", f"{adapter_dir(name)}/{ADAPTER_GGUF}:0")]
+    return [*files, "--no-cache-prompt"]

@@ -345,6 +345,34 @@ ERROR_SIGNATURES: tuple[ErrorSignature, ...] = (
         "expected {weights_gib} GiB of weights and a {kv_cache_gib} GiB KV pool per GPU, so the planner's memory "
         "estimate is off",
         "CUDA out of memory"),
+    # LoRA adapters the preflight let through, refused when vLLM loads --lora-modules at start-up
+    # (vllm/lora/peft_helper.py _validate_features and validate_legal, vllm/exceptions.py LoRAAdapterNotFoundError)
+    signature(
+        r"LoRA rank (?P<rank>\d+) is greater than max_lora_rank (?P<max_rank>\d+)",
+        "AdapterRankTooHigh",
+        "an adapter has rank {rank}, above the slots' rank {max_rank} (vLLM --max-lora-rank): set "
+        "serving.lora.maxRank to {rank} or the next of vLLM's values above it, or unset it so the plan derives it",
+        "LoRA rank ", " is greater than max_lora_rank"),
+    signature(
+        r"vLLM only supports modules_to_save being either None[^\n]*?Unsupported modules_to_save: "
+        r"(?P<modules>\[[^\]]*\])",
+        "AdapterNotServable",
+        "an adapter saves whole modules {modules} (modules_to_save, e.g. the Google cookbook QLoRA's lm_head and "
+        "embed_tokens), which vLLM cannot serve as an adapter: merge it into the base model (save_pretrained_merged) "
+        "and serve the merged checkpoint as model.source.uri",
+        "vLLM only supports modules_to_save being either None ", "Unsupported modules_to_save: "),
+    signature(
+        r"vLLM does not yet support DoRA\.",
+        "AdapterNotServable",
+        "an adapter is a DoRA adapter (use_dora), which vLLM cannot serve: merge it into the base model and serve "
+        "the merged checkpoint as model.source.uri, or retrain it as a plain LoRA",
+        "vLLM does not yet support DoRA."),
+    signature(
+        r"Loading lora (?P<name>\S+) failed: No adapter found for (?P<path>\S+)",
+        "AdapterNotFound",
+        "vLLM found no adapter files for {name} at {path}: check model.adapters' uri (a PEFT directory with "
+        "adapter_config.json) and that the adapter was fetched",
+        "Loading lora ", " failed: No adapter found for "),
     signature(
         r"Cannot access gated repo for url (?P<url>\S+?)\.?(?=\s|$)",
         "GatedRepository",

@@ -149,7 +149,7 @@ def assemble(spec: Gemma4DeploymentSpec, best: Choice, rest: Sequence[Choice], s
         gpu_memory_utilization=fit.gpu_memory_utilization,
         memory=PlanMemory(weights=round(fit.weights_gib, 1), kv_cache=round(fit.kv_pool_gib, 1),
                           overhead=round(fit.overhead_gib, 1), capacity=round(fit.capacity_gib, 1),
-                          lora=round(fit.lora_gib, 2)),
+                          lora=round(fit.lora_gib, 2) if c.lora is not None and fit.lora_gib else None),
         memory_needed_gib=fit.needed_gib, max_concurrency=fit.max_concurrency,
         modalities=tuple(m.value for m in spec.serving.modalities),
         reasoning=spec.reasoning_enabled, tool_calling=spec.tool_calling_enabled,

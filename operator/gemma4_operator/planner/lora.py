@@ -9,8 +9,9 @@ output taken whole or per GPU as the layer's parallel kind says. The sources of 
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from gemma4_operator.api import Gemma4DeploymentSpec, LoraSpec
@@ -114,9 +115,11 @@ def unknown_targets(layout: LoraLayout, targets: Iterable[str]) -> list[str]:
     return sorted(set(targets) - known)
 
 
+@functools.cache
 def slot_bytes_by_module(variant: VariantInfo, layout: LoraLayout, rank: int, tp: int,
-                         expert_parallel: bool) -> dict[str, int]:
-    """Bytes one adapter slot takes on one GPU, per wrapped module name, summed over the layers."""
+                         expert_parallel: bool) -> Mapping[str, int]:
+    """Bytes one adapter slot takes on one GPU, per wrapped module name, summed over the layers (cached: every
+    candidate of a plan asks, and the catalog's rows are frozen)."""
     local_experts = variant.experts // tp if expert_parallel else variant.experts
     totals = {m.name: 0 for m in layout.modules}
     for layer in range(variant.layers):
