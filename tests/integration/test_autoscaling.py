@@ -9,6 +9,7 @@ operator's injectable clock (``OperatorContext.clock``), so the 300 s scale-down
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import socket
@@ -26,6 +27,8 @@ import yaml
 from harness import DEPLOYMENTS, G4D, PODS
 from kmock_plus import Emulator
 
+from gemma4_operator.activator.server import Activator, start
+from gemma4_operator.activator.settings import ActivatorSettings
 from gemma4_operator.config import ChildrenMode
 from gemma4_operator.controller.autoscaler_loop import AUTOSCALER_MANAGER
 
@@ -477,6 +480,70 @@ async def test_a_restarted_operator_holds_a_scale_down_only_as_long_as_the_windo
         await h.wait_for(lambda: replicas(k) == 1, what="scale down when the window really ends")
 
 
+SCALES_TO_ZERO = {"minReplicaCount": 0, "autoscalingMetricSpecs": [QUEUE],
+                  "scaleToZeroSpec": {"idleScaledownPeriod": "5m", "minScaleupPeriod": "5m"}}
+ACTIVATOR_LABELS = {**LABELS, "app.kubernetes.io/name": "gemma4-activator", "app.kubernetes.io/component": "activator"}
+
+
+def service_app(k: Emulator) -> str | None:
+    service = h.obj(k, h.SERVICES, "default", "chat")
+    return None if service is None else service["spec"]["selector"].get("app.kubernetes.io/name")
+
+
+@contextlib.asynccontextmanager
+async def real_activator(k: Emulator, engines: FakeEngines, ip: str = "127.0.0.9") -> AsyncIterator[tuple[
+        Activator, ActivatorSettings]]:
+    """The real activator (in-process) as the activator pod's process: on its own loopback address, its admin port
+    where the autoscaler scrapes (the fake engines' port); its pod Ready in kmock. Its upstream is an address where
+    no replica listens. A scale-to-zero object needs it: an activator that cannot be read is never idle."""
+    with socket.socket() as sock:  # a port free on loopback for the requests
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = ActivatorSettings(upstream="http://127.0.0.10:9", ready_path="/health", cold_start_s=60,
+                                 host=ip, port=port, admin_port=engines.port)
+    activator, stop = await start(settings)
+    try:
+        await h.create(k, PODS, {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "chat-activator-a", "namespace": "default", "labels": ACTIVATOR_LABELS},
+            "spec": {"containers": [{"name": "activator", "image": "gemma4-operator"}]},
+            "status": {"phase": "Running", "podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]}})
+        yield activator, settings
+    finally:
+        await stop()
+
+
+async def test_a_request_held_by_the_real_activator_wakes_a_deployment_at_zero(k: Emulator,
+                                                                                 engines: FakeEngines) -> None:
+    """The real activator holds a request; the built-in autoscaler reads the held gauge at zero replicas and wakes
+    one replica; the Service selects the activator until the Deployment reports a ready replica, then the serving
+    pods."""
+    async with real_activator(k, engines) as (activator, settings), h.OperatorRun(
+            k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1, metrics_url_template=engines.url_template):
+        await h.create(k, G4D, cr(**SCALES_TO_ZERO))
+        await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat-activator"), what="the activator")
+        await h.wait_for(lambda: service_app(k) == "gemma4-activator", what="the Service on the activator")
+        # asleep: the Deployment at zero (what an earlier idle period left), nothing held
+        await h.patch(k, DEPLOYMENTS, "default", "chat", {"spec": {"replicas": 0}})
+        await h.wait_for(lambda: status(k).get("autoscaling", {}).get("scaledToZero") is True, what="at zero")
+        assert replicas(k) == 0
+
+        async with aiohttp.ClientSession() as client:
+            held = asyncio.ensure_future(client.post(f"http://{settings.host}:{settings.port}/v1/completions",
+                                                     data=b"{}"))
+            await h.wait_for(lambda: replicas(k) == 1, what="the wake")
+            assert activator.held == 1 and not held.done()
+            await h.wait_for(lambda: any("wake: 1 request(s) held by the activator" in m
+                                         for m in scaled_events(k)), what="the Scaled event")
+            held.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+                await held
+        # the Deployment controller's report of a ready replica switches the Service back
+        await h.patch(k, DEPLOYMENTS, "default", "chat", {"status": {"replicas": 1, "readyReplicas": 1}},
+                      subresource="status")
+        await h.wait_for(lambda: service_app(k) == "gemma4", what="the Service back on the serving pods")
+
+
 ZERO = {"minReplicaCount": 0, "scaleToZeroSpec": {"idleScaledownPeriod": "5m", "minScaleupPeriod": "5m"},
         "autoscalingMetricSpecs": [QUEUE]}
 
@@ -491,30 +558,31 @@ async def test_an_idle_deployment_scales_to_zero_and_a_restart_keeps_the_idle_ti
     """The first operator sees the pod idle (nothing running or waiting, the request counter flat) and writes
     idleSince; a second one, started with empty memory when the period is over, reads it back and scales to
     zero at once instead of starting the period again."""
-    clock = Clock()
-    async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
-                             metrics_url_template=engines.url_template) as op:
-        assert op.ctx is not None
-        op.ctx.clock = clock
-        await h.create(k, G4D, cr(**ZERO))
-        await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
-        await add_pod(k, engines, "chat-a", waiting=0)
-        await h.wait_for(lambda: engines.scrapes["chat-a"] >= 2, what="scrapes of a busy pod (3 running)")
-        assert autoscaling_status(k).get("idleSince", "") == ""
-        engines.running["chat-a"] = 0
-        await h.wait_for(lambda: autoscaling_status(k).get("idleSince"), what="idleSince in status")
-        assert autoscaling_status(k)["idleSince"] == "1970-01-01T00:16:40.000Z"  # the clock's 1000 s
-        assert autoscaling_status(k)["scaledToZero"] is False
-        mark = len(h.writes(k))
-        seen = engines.scrapes["chat-a"]
-        await h.wait_for(lambda: engines.scrapes["chat-a"] >= seen + 5, what="more idle ticks")
-        assert [h.describe(r) for r in h.writes(k)[mark:]] == []  # an idle deployment costs no writes
-    clock.now += 300
-    async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
-                             metrics_url_template=engines.url_template) as op:
-        assert op.ctx is not None
-        op.ctx.clock = clock
-        await h.wait_for(lambda: replicas(k) == 0, what="scale to zero on the restored idle timer")
-        await h.wait_for(lambda: autoscaling_status(k).get("scaledToZero") is True, what="scaledToZero")
-        await h.wait_for(lambda: any(m.startswith("Scaled from 1 to 0: scale to zero: no request for 300s")
-                                     for m in scaled_events(k)), what="the Scaled event")  # posted after the status
+    async with real_activator(k, engines):  # a scale-to-zero object goes idle only with a readable activator
+        clock = Clock()
+        async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
+                                 metrics_url_template=engines.url_template) as op:
+            assert op.ctx is not None
+            op.ctx.clock = clock
+            await h.create(k, G4D, cr(**ZERO))
+            await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
+            await add_pod(k, engines, "chat-a", waiting=0)
+            await h.wait_for(lambda: engines.scrapes["chat-a"] >= 2, what="scrapes of a busy pod (3 running)")
+            assert autoscaling_status(k).get("idleSince", "") == ""
+            engines.running["chat-a"] = 0
+            await h.wait_for(lambda: autoscaling_status(k).get("idleSince"), what="idleSince in status")
+            assert autoscaling_status(k)["idleSince"] == "1970-01-01T00:16:40.000Z"  # the clock's 1000 s
+            assert autoscaling_status(k)["scaledToZero"] is False
+            mark = len(h.writes(k))
+            seen = engines.scrapes["chat-a"]
+            await h.wait_for(lambda: engines.scrapes["chat-a"] >= seen + 5, what="more idle ticks")
+            assert [h.describe(r) for r in h.writes(k)[mark:]] == []  # an idle deployment costs no writes
+        clock.now += 300
+        async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
+                                 metrics_url_template=engines.url_template) as op:
+            assert op.ctx is not None
+            op.ctx.clock = clock
+            await h.wait_for(lambda: replicas(k) == 0, what="scale to zero on the restored idle timer")
+            await h.wait_for(lambda: autoscaling_status(k).get("scaledToZero") is True, what="scaledToZero")
+            await h.wait_for(lambda: any(m.startswith("Scaled from 1 to 0: scale to zero: no request for 300s")
+                                         for m in scaled_events(k)), what="the Scaled event")  # posted after the status

@@ -45,6 +45,7 @@ from gemma4_operator.api.metric_names import Signal
 from gemma4_operator.autoscaling import history as recorded
 from gemma4_operator.autoscaling import idle
 from gemma4_operator.autoscaling import policy as scaling
+from gemma4_operator.autoscaling.activator import HELD_METRIC_NAMES, held_requests
 from gemma4_operator.autoscaling.decision import Policy, Sample
 from gemma4_operator.autoscaling.exposition import (
     PodMetrics,
@@ -64,6 +65,8 @@ from gemma4_operator.observe import speculative as drafting
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.reconcile import desired as rc
 from gemma4_operator.reconcile import status as observe
+from gemma4_operator.render.activator import ADMIN_PORT as ACTIVATOR_ADMIN_PORT
+from gemma4_operator.render.activator import is_activator_object
 from gemma4_operator.render.download import is_download_pod
 from gemma4_operator.render.ownership import owned_child
 
@@ -205,6 +208,16 @@ async def read_drafts(ctx: OperatorContext, parent: Parent, plan: Plan, pods: Se
     memory.drafts = drafting.record(memory.drafts, found, now, load_catalog().drafters.acceptance)
 
 
+async def held_by_activator(t: _Tick, pods: Sequence[Obj]) -> int | None:
+    """The requests the object's activator pods hold (their admin port's /metrics), None when unknown
+    (no ready activator pod, or one that did not answer): a wake is wanted when it is > 0."""
+    targets = [ScrapeTarget(str(p["metadata"]["name"]), t.ctx.config.metrics_url_template.format(
+        ip=p["status"]["podIP"], port=ACTIVATOR_ADMIN_PORT)) for p in pods if is_activator_object(p) and _ready(p)]
+    results = await scrape(t.ctx.http(), targets, HELD_METRIC_NAMES, now=t.now,
+                           concurrency=t.ctx.config.scrape_concurrency)
+    return held_requests(results)
+
+
 async def _scale(t: _Tick, deployment: rc.ChildKey, current: int, desired: int,
                  summary: str) -> list[observe.EventSpec] | None:
     """Set the Deployment's replicas under the autoscaler's own field manager; None if refused."""
@@ -237,7 +250,8 @@ async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource, m
         return None  # the reconcile is creating it; nothing to scale yet
     replicas = (deployment.get("spec") or {}).get("replicas")
     current = int(replicas) if replicas is not None else 1
-    serving = [p for p in await source.pods(parent) if _ready(p) and not is_download_pod(p)]
+    pods = await source.pods(parent)
+    serving = [p for p in pods if _ready(p) and not is_download_pod(p) and not is_activator_object(p)]
     t = _Tick(ctx, parent, spec, plan, engine_named(plan.engine), serving, ctx.clock())
     await read_drafts(ctx, parent, plan, serving, t.now)
     try:
@@ -245,7 +259,7 @@ async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource, m
     except ValueError as e:
         await _report(ctx, parent, current, current, (), False, "InvalidMetrics", str(e), "")
         return []
-    zero_spec = scaling.scale_to_zero(spec, plan, t.engine)
+    zero_spec = scaling.scale_to_zero(spec, plan, t.engine, ctx.config.scale_to_zero_time_scale)
     unreadable = await _read(t, pol, idle.ACTIVITY_SIGNALS if zero_spec is not None else frozenset())
     memory = ctx.autoscaler_memory(parent.key, parent.uid)
     if not memory.restored:  # first tick of this process: what a previous one left in status
@@ -253,6 +267,8 @@ async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource, m
         previous = ctx.previous_status(parent).get("autoscaling")
         memory.history = memory.history or recorded.from_status(previous, t.now, pol.scale_down_delay_s)
         memory.timers = idle.timers_from_status(previous, t.now)
+    if zero_spec is not None:
+        memory.held_requests = await held_by_activator(t, pods)
     zero = None if zero_spec is None else scaling.ZeroInput(
         zero_spec, memory.timers, memory.held_requests, frozenset(str(p["metadata"]["name"]) for p in serving))
     result = scaling.tick(pol, current, t.samples, memory.history, t.now, unreadable, t.failures, zero)

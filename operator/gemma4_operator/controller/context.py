@@ -251,7 +251,7 @@ class AutoscalerMemory:
     # speculative decoding: each pod's draft counters over the acceptance window (observe.speculative)
     drafts: dict[str, tuple[Reading, ...]] = dataclasses.field(default_factory=dict)
     timers: Timers = dataclasses.field(default_factory=Timers)  # scale to zero (autoscaling.idle); also in status
-    held_requests: int = 0  # requests the activator holds for this object, as it last reported them
+    held_requests: int | None = None  # requests the activator holds for this object (None: unknown)
 
 
 @dataclasses.dataclass

@@ -92,6 +92,7 @@ from gemma4_operator.reconcile import status as observe
 from gemma4_operator.reconcile.model_status import current_job, model_state
 from gemma4_operator.reconcile.routing_status import RoutingState
 from gemma4_operator.render import ownership
+from gemma4_operator.render.activator import is_activator_object
 from gemma4_operator.render.children import MANAGER, image_volume_probe, image_volumes_refusal, keeps_image_volume
 from gemma4_operator.render.download import download_id, is_download_pod
 
@@ -198,7 +199,8 @@ async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: obs
     downloads: list[Obj] = []
     serving: list[Obj] = []
     for pod in pods:
-        (downloads if is_download_pod(pod) else serving).append(pod)
+        if not is_activator_object(pod):
+            (downloads if is_download_pod(pod) else serving).append(pod)
     job = ownership.owned_child(live, "Job", parent.uid)
     model = model_state(outcome.plan, spec, job, downloads, deployment,
                         observe.loading_pods(serving)) if outcome.plan is not None else None
@@ -403,6 +405,8 @@ async def _reconcile_locked(ctx: OperatorContext, parent: Parent, source: ChildS
     outcome = _outcome(desired, invalid)
 
     live = await source.children(parent, [rc.ChildKey.of(c) for c in desired.children] if desired else [])
+    if desired is not None and model is not None:  # the Service follows the ready replicas (scale to zero)
+        desired = rc.routed(desired, model, ownership.owned_child(live, "Deployment", parent.uid, parent.key[1]))
     sync = _Sync({(c.get("kind"), (c.get("metadata") or {}).get("name")): c for c in live})
     if desired is not None and desired.plan is not None:
         await _apply_children(ctx, parent, source, desired, sync, only)

@@ -25,6 +25,7 @@ from gemma4_operator.observe import speculative as drafting
 from gemma4_operator.observe.admission import deployment_create_failure
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.reconcile.adapter_status import AdapterState, adapter_state
+from gemma4_operator.render.activator import scales_to_zero
 from gemma4_operator.render.children import GPU_RESOURCE, SERVING_CONTAINER, Owner, endpoint, selector_string
 
 if TYPE_CHECKING:  # model_status reads pods and Jobs with get_path from here
@@ -291,11 +292,14 @@ def _without_deployment(owner: Owner, p: Plan | None, model: ModelState | None) 
     return available, progressing
 
 
+SCALED_TO_ZERO = "ScaledToZero"
+
+
 def _rollout_conditions(deployment: Obj, pods: Sequence[Obj], desired: int, ready: int) -> tuple[
         ConditionValue, ConditionValue]:
     """Available and Progressing from the Deployment's status and the pods still loading."""
     if desired == 0:
-        available = _cond(AVAILABLE, False, "ScaledToZero", "0 replicas requested")
+        available = _cond(AVAILABLE, False, SCALED_TO_ZERO, "0 replicas requested")
     elif ready >= 1:
         available = _cond(AVAILABLE, True, "ReplicasReady", f"{ready}/{desired} replicas ready")
     else:
@@ -310,12 +314,17 @@ def _rollout_conditions(deployment: Obj, pods: Sequence[Obj], desired: int, read
 
 
 def _aggregate(owner: Owner, planned: ConditionValue, available: ConditionValue, progressing: ConditionValue,
-               degraded_c: ConditionValue, ready: str) -> tuple[ConditionValue, str]:
-    """Ready (what `kubectl wait --for=condition=Ready` waits on) and the phase, from the others."""
+               degraded_c: ConditionValue, ready: str, autoscaled_zero: bool = False) -> tuple[ConditionValue, str]:
+    """Ready (what `kubectl wait --for=condition=Ready` waits on) and the phase, from the others. An object the
+    autoscaler took to zero is Ready: its Service answers (the activator holds a request and wakes a replica)."""
     if not planned.true:
         return _cond(READY, False, planned.reason, planned.message), "Failed"
     if degraded_c.true:
         return _cond(READY, False, degraded_c.reason, degraded_c.message), "Degraded"
+    if autoscaled_zero and available.reason == SCALED_TO_ZERO and not progressing.true:
+        return _cond(READY, True, SCALED_TO_ZERO, (
+            f"scaled to zero while idle; {endpoint(owner)} still answers: the activator holds requests and wakes "
+            "a replica")), "Ready"
     if not available.true:
         return _cond(READY, False, available.reason, available.message), (
             "Progressing" if progressing.true else "Pending")
@@ -373,7 +382,8 @@ def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec 
             fault = Fault(progressing.reason, progressing.message)
     degraded_c = _cond(DEGRADED, True, fault.reason, fault.message) if fault is not None else \
         _cond(DEGRADED, False, "AsExpected", "no pod problems detected")
-    ready_c, phase = _aggregate(owner, planned, available, progressing, degraded_c, f"{ready}/{desired}")
+    ready_c, phase = _aggregate(owner, planned, available, progressing, degraded_c, f"{ready}/{desired}",
+                                spec is not None and scales_to_zero(spec))
     # A refused update keeps showing the plan still in force while its Deployment runs.
     plan_status: Any = p.to_status().model_dump(by_alias=True, mode="json") if p is not None else (
         previous.get("plan") if deployment is not None else None)
