@@ -352,6 +352,17 @@ def _adapters(spec: Gemma4DeploymentSpec | None, model: ModelState | None) -> Ad
                          waiting="Downloading" if model.downloading else "Pending")
 
 
+def _first_fault(problem: Fault | None, model: ModelState | None, deployment: Obj | None, pods: Sequence[Obj],
+                 p: Plan | None, drafts: drafting.Assessment | None) -> Fault | None:
+    """What Degraded reports, most pressing first: an apply problem, a failed download, pods the namespace's
+    admission refused, pod faults, a useless drafter."""
+    download_fault = Fault(model.reason, model.message) if model is not None and model.failed else None
+    refused = deployment_create_failure(deployment)
+    return problem or download_fault or (Fault(refused.reason, _clip(refused.message)) if refused else None) \
+        or degraded(pods, p.gpus_per_replica if p is not None and p.accelerator.is_gpu else 0, p) \
+        or _drafter_fault(p, drafts)
+
+
 def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec | None, outcome: PlanOutcome,
                    deployment: Obj | None, pods: Sequence[Obj], previous: Obj, now: str,
                    problem: Fault | None = None, model: ModelState | None = None,
@@ -368,11 +379,7 @@ def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec 
     p = outcome.plan
     desired = desired_replicas(spec, deployment)
     ready = int(get_path(deployment, "status", "readyReplicas", default=0) or 0)
-    download_fault = Fault(model.reason, model.message) if model is not None and model.failed else None
-    refused = deployment_create_failure(deployment)  # the namespace's admission refused the pods
-    fault = problem or download_fault or (Fault(refused.reason, _clip(refused.message)) if refused else None) \
-        or degraded(pods, p.gpus_per_replica if p is not None and p.accelerator.is_gpu else 0, p) \
-        or _drafter_fault(p, drafts)
+    fault = _first_fault(problem, model, deployment, pods, p, drafts)
     planned = _planned(p, outcome)
     if deployment is None:
         available, progressing = _without_deployment(owner, p, model)
