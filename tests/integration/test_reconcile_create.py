@@ -5,6 +5,7 @@ kmock has no server-side apply: kmock_plus applies with a hand-written stand-in;
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import harness as h
@@ -90,7 +91,8 @@ async def test_pvc_pdb_and_tensor_parallel_when_asked(k: Emulator) -> None:
         # no serving pod before the weights are on the PVC
         assert h.obj(k, DEPLOYMENTS, "default", "big") is None
         model = h.obj(k, G4D, "default", "big")["status"]["model"]  # type: ignore[index]
-        assert model["phase"] == "Downloading" and model["mode"] == "cache" and model["bytes"] == 62546177752
+        # the checkpoint and its MTP drafter (speculativeDecoding auto), downloaded together
+        assert (model["phase"], model["mode"], model["bytes"]) == ("Downloading", "cache", 62546177752 + 940000000)
         await h.patch(k, JOBS, "default", "big-download", {"status": {
             "succeeded": 1, "startTime": "2026-12-07T10:00:00Z", "completionTime": "2026-12-07T10:10:00Z",
             "conditions": [{"type": "Complete", "status": "True"}]}}, subresource="status")
@@ -102,6 +104,8 @@ async def test_pvc_pdb_and_tensor_parallel_when_asked(k: Emulator) -> None:
     assert c["resources"]["limits"] == {"nvidia.com/gpu": "2"}
     assert c["args"][c["args"].index("--tensor-parallel-size") + 1] == "2"
     assert c["args"][0] == "/cache/models/google/gemma-4-31B-it/main"
+    assert json.loads(c["args"][c["args"].index("--speculative-config") + 1])["model"] == \
+        "/cache/models/google/gemma-4-31B-it/main/mtp-drafter"
     assert {"name": "HF_HUB_OFFLINE", "value": "1"} in c["env"]
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["cache"] == {"name": "cache", "persistentVolumeClaim": {"claimName": "big-model-cache"}}

@@ -73,9 +73,11 @@ def test_default_render(renderer: Renderer) -> None:
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     container = _container(objects)
     assert container["image"] == f"{VALUES['image']['repository']}:0.1.0"  # appVersion, never latest
-    # the download Job runs the operator's own image (gemma4-operator download)
+    # the download Job and scale to zero's activator run the operator's own image (gemma4-operator download,
+    # gemma4-operator activator)
     assert container["args"] == ["--metrics-port=8080", "--health-port=8081", "--log-format=json",
-                                 f"--image=downloader={container['image']}", "--standalone"]
+                                 f"--image=downloader={container['image']}", f"--image=activator={container['image']}",
+                                 "--standalone"]
     assert "GEMMA4_PRIORITY" not in _env(container)
     assert container["resources"]["limits"]["memory"] and container["resources"]["requests"]["cpu"]
     service = one(objects, "Service")
@@ -162,6 +164,7 @@ def test_ha_namespaced(renderer: Renderer) -> None:
         "--metrics-port=9090", "--health-port=9091", "--log-format=text",
         "--namespace=ml", "--namespace=team-a",
         f"--image=downloader={container['image']}",  # the operator's own image, by digest like itself
+        f"--image=activator={container['image']}",
         "--image=llamacpp-cpu=registry.example.com/mirror/llama.cpp:server-b11434",
         "--image=vllm=registry.example.com/mirror/vllm-openai:v0.32.0",
         "--peering=gemma4-ml",

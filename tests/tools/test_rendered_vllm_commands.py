@@ -9,6 +9,7 @@ venv (~2-4 min).
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ def _vllm_plans() -> list[tuple[str, Gemma4DeploymentSpec, Plan]]:
         except (ValidationError, PlanError):
             continue
         found.append((f"{variant}-{accel}-{quant}-{'it' if it else 'base'}", spec, p))
+    found += _drafting_plans()
     pinned = Gemma4DeploymentSpec.model_validate(
         {"model": {"variant": "e4b", "source": {"uri": "hf://google/gemma-4-E4B-it@0123abcd"}}, "engine": "vllm",
          "accelerator": {"type": "nvidia-l4"}, "serving": {"maxModelLen": 8192, "concurrency": 2}})
@@ -81,6 +83,22 @@ def _lora_plans() -> list[tuple[str, Gemma4DeploymentSpec, Plan]]:
     return found
 
 
+def _drafting_plans() -> list[tuple[str, Gemma4DeploymentSpec, Plan]]:
+    """serving.speculativeDecoding beyond the matrix's default auto: forced with each token count the API takes at
+    its ends, and a drafter loaded from the model cache (a local directory, not a Hub repository)."""
+    found: list[tuple[str, Gemma4DeploymentSpec, Plan]] = []
+    for variant, tokens, cache in itertools.product(load_catalog().variants, (1, 16, None), (False, True)):
+        fields: dict[str, Any] = {
+            "model": {"variant": variant}, "engine": "vllm", "accelerator": {"type": "nvidia-b200"},
+            "serving": {"maxModelLen": 8192, "concurrency": 2,
+                        "speculativeDecoding": {"mode": "mtp", **({"numSpeculativeTokens": tokens} if tokens else {})}}}
+        if cache:
+            fields["storage"] = {"modelCache": {"size": "200Gi", "accessModes": ["ReadWriteMany"]}}
+        spec = Gemma4DeploymentSpec.model_validate(fields)
+        found.append((f"{variant}-mtp-{tokens or 'recipe'}{'-cache' if cache else ''}", spec, plan(spec, FACTS)))
+    return found
+
+
 # What vLLM calls each setting of the plan (AsyncEngineArgs / the serve namespace), and the value it must read
 # back; None: the plan leaves it at vLLM's default (read from a bare `vllm serve MODEL`).
 def _expected(p: Plan) -> dict[str, Any]:
@@ -103,6 +121,7 @@ def _expected(p: Plan) -> dict[str, Any]:
         "reasoning_parser": "gemma4" if p.reasoning else None,
         "enable_auto_tool_choice": p.tool_calling or None,
         "tool_call_parser": "gemma4" if p.tool_calling else None,
+        "speculative_config": vllm.speculative_config(p),
         **_expected_lora(p),
     }
 
@@ -137,6 +156,9 @@ def test_every_rendered_vllm_command_line_parses_and_reads_back_the_plan() -> No
     assert any(p.expert_parallel for _, p in plans.values()) and any(p.text_only for _, p in plans.values())
     assert any(p.source and p.source.revision for _, p in plans.values())
     assert sum(p.lora is not None for _, p in plans.values()) == 13
+    drafted = [p for _, p in plans.values() if p.drafter is not None]
+    assert {p.variant for p in drafted} == set(load_catalog().variants)
+    assert {p.speculative_tokens for p in drafted} >= {1, 2, 4, 16} and any(p.weights.local for p in drafted)
     bare = ["vllm", "serve", "google/gemma-4-E4B-it"]
     defaults, *results = check_vllm_command_lines([bare, *(list(a) for a in plans)])
     failures = [f"{plans[r.argv][0]}: {r.error}" for r in results if not r.ok]
@@ -144,6 +166,20 @@ def test_every_rendered_vllm_command_line_parses_and_reads_back_the_plan() -> No
     assert defaults.ok and set(defaults.parsed) >= set(_expected(next(iter(plans.values()))[1])), defaults.parsed
     wrong = [f"{plans[r.argv][0]}: {e}" for r in results for e in _read_back_errors(plans[r.argv][1], r, defaults)]
     assert wrong == [], f"{len(wrong)} settings differ:\n" + "\n".join(wrong[:20])
+
+
+def test_speculative_config_is_checked_against_vllms_own_fields() -> None:
+    """A misspelt key, an unknown method or a token count vLLM's bounds refuse: each fails the check."""
+    name, spec, p = next(found for found in _vllm_plans() if found[2].drafter is not None)
+    argv = ["vllm", "serve", *vllm.command_line(p, spec)]
+    at = argv.index("--speculative-config") + 1
+    good = json.loads(argv[at])
+    broken = [{**good, "method": "gemma4_assistant"}, {**good, "num_speculative_tokens": 0},
+              {"modle" if k == "model" else k: v for k, v in good.items()}]
+    results = check_vllm_command_lines([[*argv[:at], json.dumps(b), *argv[at + 1:]] for b in broken])
+    assert [r.ok for r in results] == [False, False, False], name
+    assert "method" in (results[0].error or "") and "num_speculative_tokens" in (results[1].error or "")
+    assert "modle: not a SpeculativeConfig field" in (results[2].error or "")
 
 
 def test_parser_rejects_what_a_typo_in_the_renderer_would_produce() -> None:

@@ -15,9 +15,11 @@ stdout: a JSON list, one object per command line, in order:
 Per command line this does what `vllm serve` does before it loads a model: the serve parser's parse_args
 (argparse errors, i.e. SystemExit, are captured with their message), ServeSubcommand.validate
 (validate_parsed_serve_args), args.model = args.model_tag, AsyncEngineArgs.from_cli_args, and the API server's
-parser-name checks against ToolParserManager / ReasoningParserManager. The last is stricter than vLLM, which
-checks --tool-call-parser only together with --enable-auto-tool-choice: here any given parser name must be
-registered.
+parser-name checks against ToolParserManager / ReasoningParserManager. The parser-name check is stricter than vLLM,
+which checks --tool-call-parser only together with --enable-auto-tool-choice: here any given parser name must be
+registered. --speculative-config's JSON is checked against SpeculativeConfig's own fields (each key one of its
+fields, each value valid for that field's type and bounds, as pydantic checks them when vLLM builds the config;
+its __post_init__, which loads the drafter's config.json, is not run).
 No model config is fetched (create_engine_config is not called; it would need the network).
 
 The parser is built once per process (6-10 s); each further command line takes milliseconds.
@@ -37,7 +39,7 @@ import os
 import shlex
 import sys
 import time
-from typing import Any, TextIO
+from typing import Annotated, Any, TextIO
 
 SELECTED_FIELDS: tuple[str, ...] = (
     "model",
@@ -70,6 +72,7 @@ SELECTED_FIELDS: tuple[str, ...] = (
     "lora_target_modules",
     "enable_tower_connector_lora",
     "lora_modules",
+    "speculative_config",
 )
 
 
@@ -118,12 +121,14 @@ class Checker:
 
     def __init__(self) -> None:
         os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+        from vllm.config import SpeculativeConfig  # type: ignore[import-not-found,unused-ignore]
         from vllm.engine.arg_utils import AsyncEngineArgs  # type: ignore[import-not-found,unused-ignore]
         from vllm.entrypoints.cli.serve import ServeSubcommand  # type: ignore[import-not-found,unused-ignore]
         from vllm.reasoning import ReasoningParserManager  # type: ignore[import-not-found,unused-ignore]
         from vllm.tool_parsers import ToolParserManager  # type: ignore[import-not-found,unused-ignore]
         from vllm.utils.argparse_utils import FlexibleArgumentParser  # type: ignore[import-not-found,unused-ignore]
 
+        self._speculative_fields: dict[str, Any] = dict(SpeculativeConfig.__pydantic_fields__)
         self._engine_args_cls: Any = AsyncEngineArgs
         self._serve = ServeSubcommand()
         self._root: Any = FlexibleArgumentParser(prog="vllm")
@@ -133,6 +138,16 @@ class Checker:
         self._baseline: dict[str, Any] = vars(self._root.parse_args(["serve"]))
         self._log = _Collect()
         logging.getLogger("vllm").addHandler(self._log)
+
+    def _speculative_problems(self, config: dict[str, Any]) -> list[str]:
+        problems = []
+        for key, value in config.items():
+            field = self._speculative_fields.get(key.replace("-", "_"))
+            if field is None:
+                problems.append(f"{key}: not a SpeculativeConfig field")
+            elif (problem := _field_problem(field, value)) is not None:
+                problems.append(f"{key}: {problem}")
+        return problems
 
     def check(self, argv: list[str] | str) -> dict[str, Any]:
         self._log.messages = []
@@ -181,6 +196,11 @@ class Checker:
             raise _ArgvError(
                 f"invalid tool call parser: {tool_parser} (choose from {','.join(sorted(self.tool_parsers))})"
             )
+        drafting = getattr(engine_args, "speculative_config", None)
+        if drafting:
+            problems = self._speculative_problems(drafting)
+            if problems:
+                raise _ArgvError("invalid --speculative-config: " + "; ".join(problems))
         reasoning_parser = getattr(engine_args, "reasoning_parser", None) or getattr(ns, "reasoning_parser", None)
         if reasoning_parser and reasoning_parser not in self.reasoning_parsers:
             raise _ArgvError(
@@ -209,6 +229,17 @@ def _check_lora_config(engine_args: Any) -> None:
                    enable_tower_connector_lora=engine_args.enable_tower_connector_lora)
     except ValueError as e:  # pydantic's ValidationError is a ValueError
         raise _ArgvError(f"LoRAConfig: {e}") from e
+
+
+def _field_problem(field: Any, value: Any) -> str | None:
+    from pydantic import TypeAdapter
+
+    annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    try:
+        TypeAdapter(annotation).validate_python(value)
+    except Exception as exc:
+        return " ".join(str(exc).split())
+    return None
 
 
 class _ArgvError(Exception):

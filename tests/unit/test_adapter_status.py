@@ -17,7 +17,7 @@ from gemma4_operator.reconcile.adapter_status import adapter_state
 from gemma4_operator.reconcile.model_status import model_state
 from gemma4_operator.render.children import Owner, UnrenderableError, render_children
 from gemma4_operator.render.download import CHECKPOINT_ANNOTATION, download_id
-from gemma4_operator.weights.artifacts import Manifest, Report
+from gemma4_operator.weights.artifacts import Kind, Manifest, Report
 from gemma4_operator.weights.preflight import AdapterVerdict
 
 OWNER = Owner("chat", "ml", "0b7d3c1e-1111-4a5b-9c9d-123456789abc")
@@ -126,7 +126,7 @@ def test_the_job_fetches_hf_adapters_with_their_own_token_and_pods_mount_them() 
     objs = children(spec_of(SUPPORT, FAQ, LOCAL))
     container = objs["Job"]["spec"]["template"]["spec"]["containers"][0]
     manifest = Manifest.from_json(container["command"][-1])
-    assert [(a.name, a.repo, a.revision, a.local_dir, a.token_env) for a in manifest.artifacts[1:]] == [
+    assert [(a.name, a.repo, a.revision, a.local_dir, a.token_env) for a in manifest.of(Kind.ADAPTER)] == [
         ("support", "me/support-lora", "", "/cache/adapters/support", "HF_TOKEN_ADAPTER_0"),
         ("faq", "me/faq-lora", "v2", "/cache/adapters/faq", "")]
     assert {"name": "HF_TOKEN_ADAPTER_0", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "support"}}} in (

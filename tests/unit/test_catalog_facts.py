@@ -92,7 +92,7 @@ def test_31b_fp8_resident_weights_are_the_observed_31_49_gib(instruction_tuned: 
 
 def test_31b_fp8_plan_uses_the_observed_weights() -> None:
     p = plan(spec(model={"variant": "31b"}, quantization="fp8", accelerator={"type": "nvidia-h100-80gb"},
-                  serving={"maxModelLen": 32768}), ALL_TYPES)
+                  serving={"maxModelLen": 32768, "speculativeDecoding": {"mode": "off"}}), ALL_TYPES)
     assert p.memory.weights == pytest.approx(31.49, abs=0.05)
 
 

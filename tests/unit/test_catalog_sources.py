@@ -19,7 +19,7 @@ CATALOG_DIR = Path(__file__).resolve().parents[2] / "operator" / "gemma4_operato
 CATALOG_FILES = sorted(CATALOG_DIR.glob("*.yaml"))
 EXPECTED_FILES = {"accelerators.yaml", "checkpoints.yaml", "engines.yaml", "formats.yaml", "known_bad.yaml",
                   "prices.yaml", "variants.yaml", "weights.yaml", "hardware_rules.yaml", "measurements.yaml",
-                  "routing.yaml"}
+                  "routing.yaml", "drafters.yaml"}
 
 # Documents that are not part of this repository, and the section sign their citations use.
 FORBIDDEN = ("gemma4-serving.md", "platform.md", "DESIGN.md", "§")

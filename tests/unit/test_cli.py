@@ -76,7 +76,7 @@ def test_plan_json_is_the_status_plan(capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 0
     p = json.loads(out)["plan"]
     assert (p["quantization"], p["gpusPerReplica"], p["accelerator"]) == ("nvfp4", 1, "nvidia-gb200")
-    assert set(p["memoryGiB"]) == {"weights", "kvCache", "overhead", "capacity"}
+    assert set(p["memoryGiB"]) == {"weights", "kvCache", "overhead", "capacity"}  # "lora" only with adapters
 
 
 def test_crd_command_prints_the_committed_crd(capsys: pytest.CaptureFixture[str]) -> None:

@@ -112,6 +112,40 @@ def test_a_missing_checkpoint_fails_the_job_with_the_typed_error_and_fetches_no_
     assert report["adapters"] == [] and not (tmp_path / "cache/adapters/support").exists()
 
 
+DRAFTER = "google/gemma-4-31B-it-assistant"
+
+
+def with_drafter(m: Manifest, cache: Path) -> Manifest:
+    """The manifest of a plan with speculative decoding: the drafter after the checkpoint, inside its directory."""
+    drafter = Artifact(Kind.DRAFTER, "drafter", DRAFTER, f"{cache}/models/{BASE}/main/mtp-drafter")
+    return Manifest(m.variant, m.rules, (m.artifacts[0], drafter, *m.artifacts[1:]), m.cache_root)
+
+
+def test_the_drafter_lands_in_the_checkpoint_s_directory_and_survives_its_pruning(
+        tmp_path: Path, repos: dict[str, dict[str, Path]]) -> None:
+    drafter = tmp_path / "hub" / "drafter"
+    drafter.mkdir(parents=True)
+    (drafter / "model.safetensors").write_bytes(b"d" * 100)
+    repos[DRAFTER] = {"model.safetensors": drafter / "model.safetensors"}
+    older = tmp_path / "cache" / "models" / "google" / "gemma-4-E2B-it" / "main"
+    older.mkdir(parents=True)
+    with StandInHub(repos) as hub:
+        m = with_drafter(manifest(tmp_path / "cache"), tmp_path / "cache")
+        code, output, _ = run(m, hub, tmp_path)
+        again, _, _ = run(m, hub, tmp_path)  # a restarted Job: the checkpoint's pruning keeps the drafter
+    directory = tmp_path / "cache" / "models" / BASE / "main"
+    assert (code, again) == (0, 0), output
+    assert (directory / "mtp-drafter" / "model.safetensors").read_bytes() == b"d" * 100
+    assert (directory / "model.safetensors").is_file() and not older.exists()
+
+
+def test_a_missing_drafter_fails_the_job(tmp_path: Path, repos: dict[str, dict[str, Path]]) -> None:
+    with StandInHub(repos) as hub:
+        code, _, report = run(with_drafter(manifest(tmp_path / "cache"), tmp_path / "cache"), hub, tmp_path)
+    assert code == 1
+    assert (report["error"]["type"], report["error"]["status"]) == ("RepositoryNotFoundError", 404)
+
+
 def test_a_named_file_the_repository_lacks_fails_the_job(tmp_path: Path, repos: dict[str, dict[str, Path]]) -> None:
     with StandInHub(repos) as hub:
         code, _, report = run(manifest(tmp_path / "cache", files=("model-Q4_K_M.gguf",)), hub, tmp_path)

@@ -102,3 +102,11 @@ def test_unsupported_metrics_are_refused_with_a_reason(autoscaling: dict[str, An
                                                        prometheus: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build(autoscaling, accelerator, prometheus)
+
+
+def test_scale_to_zero_scaled_object_validates_against_kedas_crd_schema() -> None:
+    so = build({**ALL_METRICS, "minReplicaCount": 0,
+                "scaleToZeroSpec": {"idleScaledownPeriod": "20m", "minScaleupPeriod": "5m"}})
+    jsonschema.validate(so, strict(KEDA_SCHEMA))
+    assert (so["minReplicaCount"], so["cooldownPeriod"]) == (0, 1200)
+    assert so["triggers"][-1]["name"] == "held-requests"

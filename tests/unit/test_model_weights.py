@@ -114,9 +114,11 @@ def test_a_text_only_cache_skips_the_mmproj_and_vllm_loads_the_directory() -> No
     vllm = rendered(spec_of(model={"variant": "31b"}, quantization="bf16", accelerator={"type": "nvidia-h100-80gb"},
                             storage=CACHE))
     assert server(vllm)["args"][0] == "/cache/models/google/gemma-4-31B-it/main"
-    (checkpoint,) = manifest_of(vllm["Job"]).artifacts
+    checkpoint, drafter = manifest_of(vllm["Job"]).artifacts  # the MTP drafter too (speculativeDecoding auto)
     assert (checkpoint.repo, checkpoint.files, checkpoint.local_dir) == (  # the whole repository
         "google/gemma-4-31B-it", (), "/cache/models/google/gemma-4-31B-it/main")
+    assert (drafter.repo, drafter.local_dir) == (
+        "google/gemma-4-31B-it-assistant", "/cache/models/google/gemma-4-31B-it/main/mtp-drafter")
     assert not manifest_of(vllm["Job"]).rules.gguf  # vLLM: PEFT adapters
 
 
@@ -175,7 +177,8 @@ def test_oci_uris_need_a_tag_or_a_digest(uri: str, ok: bool) -> None:
 
 def test_the_startup_budget_follows_the_path() -> None:
     # 31B BF16, 62.5 GB: at 100 MiB/s from the Hub (597 s) vs 200 MiB/s from a disk (298 s), + vLLM's 300 s
-    base = {"model": {"variant": "31b"}, "quantization": "bf16", "accelerator": {"type": "nvidia-h100-80gb"}}
+    base = {"model": {"variant": "31b"}, "quantization": "bf16", "accelerator": {"type": "nvidia-h100-80gb"},
+            "serving": {"speculativeDecoding": {"mode": "off"}}}
     hub = plan(spec_of(**base), FACTS)
     cached = plan(spec_of(**base, storage=CACHE), FACTS)
     assert (hub.startup_budget_s, cached.startup_budget_s) == (900, 600)

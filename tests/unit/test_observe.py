@@ -148,7 +148,7 @@ def test_fresh_object_all_conditions_present_in_order() -> None:
                                                       "Ready"]
     c = conds(st)
     assert c["Planned"]["status"] == "True" and c["Planned"]["reason"] == "Fits"
-    assert c["Planned"]["message"] == "e4b fp8 on 1x nvidia-l4 with vllm: 11.1 GiB weights + 6.6 GiB KV"
+    assert c["Planned"]["message"] == "e4b fp8 on 1x nvidia-l4 with vllm: 11.3 GiB weights + 6.4 GiB KV"
     assert c["Progressing"]["status"] == "True" and c["Progressing"]["reason"] == "RolloutInProgress"
     assert c["Ready"]["status"] == "False"
     assert all(x["lastTransitionTime"] == T0 and x["observedGeneration"] == 1 for x in st["conditions"])

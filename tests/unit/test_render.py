@@ -48,16 +48,18 @@ def test_every_child_is_owned_and_labelled() -> None:
             "serving.gemma4.dev/variant": "31b"}
         assert obj["metadata"]["namespace"] == "ml"
     assert objs["PersistentVolumeClaim"]["metadata"]["name"] == "chat-model-cache"
-    assert objs["PersistentVolumeClaim"]["spec"]["resources"]["requests"]["storage"] == "70Gi"  # 62.5 GB x 1.2
+    # (62.5 GB checkpoint + 0.94 GB MTP drafter) x 1.2
+    assert objs["PersistentVolumeClaim"]["spec"]["resources"]["requests"]["storage"] == "71Gi"
 
 
 def test_without_a_cache_the_pod_asks_for_the_disk_its_download_needs() -> None:
-    # 31B BF16: the 62,546,177,752-byte repository (huggingface.co/google/gemma-4-31B-it) + 20% -> 70 GiB
+    # 31B BF16: the 62,546,177,752-byte repository (huggingface.co/google/gemma-4-31B-it) and its 0.94 GB MTP drafter
+    # (speculativeDecoding auto) + 20% -> 71 GiB
     deployment = children(model={"variant": "31b"}, quantization="bf16",
                           accelerator={"type": "nvidia-h100-80gb"})["Deployment"]
     cache = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "cache")
-    assert cache == {"name": "cache", "emptyDir": {"sizeLimit": "70Gi"}}
-    assert server(deployment)["resources"]["requests"]["ephemeral-storage"] == "70Gi"
+    assert cache == {"name": "cache", "emptyDir": {"sizeLimit": "71Gi"}}
+    assert server(deployment)["resources"]["requests"]["ephemeral-storage"] == "71Gi"
     # llama.cpp downloads the mmproj too when images are served: e4b q8_0 8,031,223,872 + 560,000,000 bytes
     multimodal = server(children(model={"variant": "e4b"}, quantization="q8_0", accelerator={"type": "cpu"},
                                  serving={"modalities": ["text", "image"]})["Deployment"])

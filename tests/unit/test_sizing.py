@@ -34,7 +34,10 @@ def assert_fits(p: Plan) -> None:
     if p.engine == "vllm":
         in_flight = p.max_num_batched_tokens * CATALOG.engines["vllm"].in_flight_batches
         per_seq = vllm.kv_reservation_per_gpu(v, p.max_model_len, bpe, p.tensor_parallel_size, in_flight, 16) / GIB
-        assert p.max_concurrency * per_seq <= m.kv_cache + 0.05
+        # speculativeDecoding auto: above the drafter's limit the plan drops it, so maxConcurrency (the largest load
+        # accepted) may use the drafter's weights for KV too
+        drafter = p.drafter.download_bytes / p.tensor_parallel_size / GIB if p.drafter is not None else 0.0
+        assert p.max_concurrency * per_seq <= m.kv_cache + drafter + 0.05
         assert p.concurrency * per_seq <= m.kv_cache + 0.05
     else:
         assert llamacpp.kv_bytes(v, p.max_model_len, p.concurrency, bpe, 512) / GIB <= m.kv_cache + 0.05

@@ -91,6 +91,12 @@ class KvCacheDtypeChoice(enum.StrEnum):
     FP8 = "fp8"
 
 
+class SpeculativeDecodingMode(enum.StrEnum):
+    AUTO = "auto"
+    MTP = "mtp"
+    OFF = "off"
+
+
 class Modality(enum.StrEnum):
     TEXT = "text"
     IMAGE = "image"
@@ -413,6 +419,38 @@ class SecurityContextSpec(ApiModel):
         return self
 
 
+_SPECULATIVE_TOKENS_MESSAGE = ("serving.speculativeDecoding.numSpeculativeTokens has no effect with mode off: "
+                               "remove it, or set mode auto or mtp")
+_MTP_BASE_MESSAGE = ("serving.speculativeDecoding.mode: mtp needs an instruction-tuned model (model.instructionTuned: "
+                     "true): Gemma 4's MTP drafters (google/gemma-4-*-it-assistant) are trained against the -it "
+                     "checkpoints; use mode auto or off for a base model")
+MAX_SPECULATIVE_TOKENS = 16
+
+
+class SpeculativeDecodingSpec(ApiModel):
+    """Gemma 4's MTP "assistant" drafters as speculative decoding (vLLM --speculative-config)."""
+
+    model_config = ConfigDict(json_schema_extra=cel_rules(CelRule(
+        rule="self.mode != 'off' || !has(self.numSpeculativeTokens)",
+        message=_SPECULATIVE_TOKENS_MESSAGE, field_path=".numSpeculativeTokens",
+    )))
+
+    mode: Annotated[SpeculativeDecodingMode, Field(description=(
+        "auto (default): the planner adds the variant's MTP drafter (google/gemma-4-<V>-it-assistant, a small "
+        "model that proposes tokens the served model verifies: same output, faster decoding at low batch) where "
+        "the engine serves it, the checkpoint is the catalog's -it one, serving.concurrency is low enough for "
+        "speculation to pay, and the drafter's weights fit beside the KV cache; status.plan.notes says why it "
+        "is on or off. mtp: always use the drafter, or refuse the plan with the reason. off: never."
+    ))] = SpeculativeDecodingMode.AUTO
+    num_speculative_tokens: Annotated[int | None, Field(
+        alias="numSpeculativeTokens",
+        description=(
+            "Tokens the drafter proposes per step (vLLM's num_speculative_tokens). Unset: the vLLM Gemma 4 "
+            "recipe's value for the variant (e2b 2, e4b 4, 26b-a4b 4, 31b 4). More tokens pay on slower targets "
+            "and cost more when drafts are rejected."
+        ),
+        ge=1, le=MAX_SPECULATIVE_TOKENS,
+    )] = None
 _LORA_RULES = cel_rules(
     CelRule(rule=f"!has(self.maxRank) || self.maxRank in {list(MAX_LORA_RANKS)!r}",
             message=MAX_RANK_MESSAGE, field_path=".maxRank"),
@@ -533,6 +571,10 @@ class ServingSpec(ApiModel):
         "passed through the environment (never in arguments or status). The health and metrics paths stay "
         "open to the probes and the autoscaler where the engine allows it (vLLM); llama.cpp guards /metrics "
         "with the key too, so it is refused together with autoscaling."))] = None
+    speculative_decoding: Annotated[SpeculativeDecodingSpec, Field(alias="speculativeDecoding", description=(
+        "Speculative decoding with Gemma 4's MTP drafter checkpoints (vLLM): on where it pays by default "
+        "(mode auto); with the built-in autoscaler, status.speculativeDecoding shows the drafts' acceptance "
+        "rate."))] = Field(default_factory=SpeculativeDecodingSpec)
     lora: Annotated[LoraSpec | None, Field(description=(
         "LoRA slots for model.adapters: rank, adapters per batch, host cache and target modules. All derived "
         "when omitted."))] = None
@@ -855,6 +897,12 @@ _SPEC_RULES = cel_rules(
         message="serving.toolCalling needs an instruction-tuned model (model.instructionTuned: true)",
         field_path=".serving.toolCalling",
     ),
+    CelRule(
+        rule=("self.model.instructionTuned || !has(self.serving.speculativeDecoding) || "
+              "!has(self.serving.speculativeDecoding.mode) || self.serving.speculativeDecoding.mode != 'mtp'"),
+        message=_MTP_BASE_MESSAGE,
+        field_path=".serving.speculativeDecoding.mode",
+    ),
     *(CelRule(
         rule=f"self.accelerator.type != 'cpu' || self.engine != '{engine}'",
         message=(f"engine: {engine} is not planned on cpu (the engine catalog has no {engine} CPU plan for Gemma 4); "
@@ -1041,6 +1089,11 @@ class Gemma4DeploymentSpec(ApiModel):
             problems.append(_SPEC_RULES_BY_PATH[".serving.reasoning"])
         if not self.model.instruction_tuned and self.serving.tool_calling:
             problems.append(_SPEC_RULES_BY_PATH[".serving.toolCalling"])
+        drafting = self.serving.speculative_decoding
+        if not self.model.instruction_tuned and drafting.mode is SpeculativeDecodingMode.MTP:
+            problems.append(_SPEC_RULES_BY_PATH[".serving.speculativeDecoding.mode"])
+        if drafting.mode is SpeculativeDecodingMode.OFF and drafting.num_speculative_tokens is not None:
+            problems.append(_SPECULATIVE_TOKENS_MESSAGE)  # the twin of SpeculativeDecodingSpec's CEL rule
         if self._single_node_cache_for_many():
             problems.append(_SINGLE_NODE_CACHE_MESSAGE)
         cpu = self.accelerator.type == "cpu"
@@ -1199,6 +1252,10 @@ class PlanStatus(_OmitsNone):
         description="Runner-up plans the planner considered and why each lost (cost, quality, native speed).")] = \
         Field(default_factory=list)
     notes: Annotated[list[str], Field(description="Why the planner chose this.")] = Field(default_factory=list)
+    drafter: Annotated[str, Field(description=(
+        "The MTP drafter checkpoint speculative decoding uses (serving.speculativeDecoding); empty when off."))] = ""
+    num_speculative_tokens: Annotated[int, Field(alias="numSpeculativeTokens", description=(
+        "Tokens the drafter proposes per step; 0 when speculative decoding is off."))] = 0
     lora: Annotated[PlanLora | None, Field(description=(
         "The LoRA slots in force (serving.lora with what was derived); absent without adapters."))] = None
 
@@ -1255,6 +1312,18 @@ class ModelStatus(ApiModel):
         "Measured download rate in MB/s, when known."))] = None
 
 
+class SpeculativeDecodingStatus(ApiModel):
+    acceptance_rate: Annotated[float | None, Field(alias="acceptanceRate", description=(
+        "Accepted draft tokens / proposed draft tokens over the last window, summed over the serving pods (the "
+        "engine's counters); null until enough drafts were proposed to tell."))] = None
+    draft_tokens: Annotated[int, Field(alias="draftTokens", description=(
+        "Draft tokens proposed in the window the rate covers."))] = 0
+    window_seconds: Annotated[int, Field(alias="windowSeconds", description=(
+        "Seconds of engine counters the rate covers."))] = 0
+    state: Annotated[Literal["Measuring", "Effective", "Ineffective"], Field(description=(
+        "Measuring: too few drafts yet; Effective: the rate is at or above the threshold; Ineffective: below it for "
+        "the whole window (condition Degraded, reason SpeculativeDecodingIneffective, says to turn it off)."))] = \
+        "Measuring"
 class AdapterStatus(ApiModel):
     name: Annotated[str, Field(description="The adapter's name (spec.model.adapters[].name).")]
     phase: Annotated[Literal["Pending", "Downloading", "Ready", "Refused", "Failed"], Field(description=(
@@ -1289,6 +1358,9 @@ class Gemma4DeploymentStatus(ApiModel):
     autoscaling: Annotated[AutoscalingStatus | None, Field(description="Autoscaler state.")] = None
     model: Annotated[ModelStatus | None, Field(description=(
         "The weights: how they reach the pods and the download's progress (condition ModelReady)."))] = None
+    speculative_decoding: Annotated[SpeculativeDecodingStatus | None, Field(alias="speculativeDecoding", description=(
+        "The MTP drafter's acceptance rate, while the plan uses speculative decoding (read by the built-in "
+        "autoscaler's loop: autoscaling.backend operator)."))] = None
     adapters: Annotated[list[AdapterStatus] | None, Field(description=(
         "Each LoRA adapter of spec.model.adapters: its phase, rank, target modules and, when it does not serve, "
         "why (condition AdaptersReady)."),
@@ -1364,6 +1436,9 @@ __all__ = [
     "SecretKeyRef",
     "SecurityContextSpec",
     "ServingSpec",
+    "SpeculativeDecodingMode",
+    "SpeculativeDecodingSpec",
+    "SpeculativeDecodingStatus",
     "StorageSpec",
     "Variant",
     "cel_rules",

@@ -72,9 +72,12 @@ class Gated:
     note: str  # why the gate changed decide's count ("" when it did not)
 
 
-def activity(samples: Sequence[Sample], ready_pods: Collection[str], held: int, now: float,
+def activity(samples: Sequence[Sample], ready_pods: Collection[str], held: int | None, now: float,
              stale_after_s: float) -> Activity:
-    """Whether any request was served, running, waiting or held since the last tick (module docstring)."""
+    """Whether any request was served, running, waiting or held since the last tick (module docstring). ``held``
+    None: the activator could not be read, which is never idle (no scale to zero without a way back)."""
+    if held is None:
+        return Activity.UNKNOWN
     if held > 0:
         return Activity.BUSY
     fresh = [s for s in samples if s.ready and s.pod in ready_pods and now - s.at <= stale_after_s
@@ -98,16 +101,18 @@ def _seconds(x: float) -> str:
 
 
 def gate(zero: ScaleToZero, current: int, proposed: int, max_replicas: int, timers: Timers, act: Activity,
-         held: int, now: float) -> Gated:
+         held: int | None, now: float) -> Gated:
     """The count to set after ``decide`` proposed ``proposed`` (its floor one replica); ``timers`` are
     this tick's (after :func:`next_timers`). The returned timers record a scale-up made now."""
     if current == 0:
-        if held <= 0:
-            return Gated(0, timers, "scaled to zero: no request held by the activator")
+        if held is None or held <= 0:
+            return Gated(0, timers, "scaled to zero: no request held by the activator" if held is not None
+                         else "scaled to zero: the activator's held requests cannot be read")
         wake = min(max_replicas, max(1, math.ceil(held / zero.slots)))
         return Gated(wake, replace(timers, last_scale_up=now, idle_since=None),
                      f"wake: {held} request(s) held by the activator, {wake} replica(s) of {zero.slots} slots")
-    held_needs = min(max_replicas, math.ceil(held / zero.slots))  # no pod ready yet: the activator still holds
+    # no pod ready yet: the activator still holds (unknown: nothing more asked for)
+    held_needs = min(max_replicas, math.ceil((held or 0) / zero.slots))
     if held_needs > max(current, proposed):
         proposed = held_needs
     since_up = math.inf if timers.last_scale_up is None else now - timers.last_scale_up

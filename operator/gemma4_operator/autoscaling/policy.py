@@ -92,7 +92,7 @@ class ZeroInput:
 
     spec: ScaleToZero
     timers: Timers
-    held: int
+    held: int | None  # None: the activator could not be read
     ready_pods: frozenset[str]
 
 

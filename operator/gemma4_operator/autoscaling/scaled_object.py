@@ -14,6 +14,7 @@ from typing import Any
 
 from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.api.metric_names import Signal
+from gemma4_operator.autoscaling.activator import HELD_REQUESTS
 from gemma4_operator.autoscaling.decision import MetricTarget
 from gemma4_operator.autoscaling.policy import metric_targets, unavailable
 from gemma4_operator.engines.base import Engine
@@ -68,12 +69,23 @@ def triggers(targets: tuple[MetricTarget, ...], engine: Engine, name: str, names
     return out
 
 
+def wake_trigger(name: str, namespace: str, prometheus_url: str, slots: int) -> dict[str, Any]:
+    """Scale to zero's activation: the requests the activator holds (``activationThreshold`` 0, strict: one held
+    request wakes the object), ``slots`` of them per replica. ``ignoreNullValues: false``: an activator whose series
+    is missing is an error, never zero held requests, so it never lets the object go idle."""
+    selector = f'namespace="{namespace}",pod=~"{name}-activator-[a-z0-9]+-[a-z0-9]+"'
+    return {"type": "prometheus", "name": "held-requests", "metricType": "AverageValue",
+            "metadata": {"serverAddress": prometheus_url, "query": f"sum({HELD_REQUESTS}{{{selector}}})",
+                         "threshold": str(max(1, slots)), "activationThreshold": "0", "ignoreNullValues": "false"}}
+
+
 def scaled_object_spec(spec: Gemma4DeploymentSpec, plan: Plan, engine: Engine, name: str, namespace: str,
                        prometheus_url: str) -> dict[str, Any]:
-    """ScaledObject .spec targeting the child Deployment, with Vertex/HPA behaviour."""
+    """ScaledObject .spec targeting the child Deployment, with Vertex/HPA behaviour; with minReplicaCount 0 also
+    KEDA's own scale to zero: the activator's held requests activate it, idleScaledownPeriod is the cooldown."""
     autoscaling = spec.autoscaling
     assert autoscaling is not None
-    return {
+    body: dict[str, Any] = {
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
         "pollingInterval": 15,
         "minReplicaCount": autoscaling.min_replica_count,
@@ -85,3 +97,9 @@ def scaled_object_spec(spec: Gemma4DeploymentSpec, plan: Plan, engine: Engine, n
         }}},
         "triggers": triggers(metric_targets(spec, plan, engine), engine, name, namespace, prometheus_url),
     }
+    zero = autoscaling.scale_to_zero_spec
+    if autoscaling.min_replica_count == 0 and zero is not None:
+        # KEDA's cooldownPeriod "only applies when scaling to 0": the idle period before it
+        body["cooldownPeriod"] = zero.idle_scaledown_seconds
+        body["triggers"] = [*body["triggers"], wake_trigger(name, namespace, prometheus_url, plan.max_concurrency)]
+    return body

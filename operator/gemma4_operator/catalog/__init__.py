@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from gemma4_operator.catalog.drafters import DrafterCatalog
+
 GIB = 1024**3
 QUALITY_TIERS = ("lossless", "near-lossless", "lossy")  # best first
 Quality = Literal["lossless", "near-lossless", "lossy"]
@@ -517,6 +519,7 @@ class Catalog(CatalogModel):
     quality_floor: Quality
     weights: WeightsInfo
     routing: RoutingInfo
+    drafters: DrafterCatalog
 
     def price(self, accelerator: str) -> float:
         """USD per GPU-hour of an accelerator type (per pod-hour for cpu)."""
@@ -571,4 +574,5 @@ def load_catalog() -> Catalog:
         hardware_rules=HardwareRules(**_read("hardware_rules.yaml")),
         weights=WeightsInfo(**_read("weights.yaml")),
         routing=RoutingInfo(**_read("routing.yaml")),
+        drafters=DrafterCatalog(**_read("drafters.yaml")),
     )

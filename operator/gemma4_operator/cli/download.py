@@ -199,10 +199,22 @@ def _remove_unlisted_adapters(manifest: Manifest, report: Report) -> None:
             _say(report, f"removed adapter {path.name}: no longer listed")
 
 
+def _drafter(artifact: Artifact, report: Report) -> int:
+    """The MTP drafter, after its checkpoint (into that checkpoint's directory): a failure fails the Job, as the
+    plan's engine loads it at start."""
+    report.error = fetch(artifact)
+    if report.error is not None:
+        _say(report, f"error: drafter {report.error.type} {report.error.status or ''} {report.error.message}")
+        return EXIT_FAILED
+    return 0
+
+
 def run_download(manifest: Manifest, report: Report) -> int:
     code = 0
     for artifact in manifest.of(Kind.CHECKPOINT):
         code = code or _checkpoint(manifest, artifact, report)
+    for artifact in manifest.of(Kind.DRAFTER):
+        code = code or _drafter(artifact, report)
     if code == 0:
         _remove_unlisted_adapters(manifest, report)
         for artifact in manifest.of(Kind.ADAPTER):

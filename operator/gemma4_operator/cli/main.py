@@ -1,4 +1,5 @@
-"""Command line: offline `plan`, `render`, `crd`, `accelerators`, and `run` (the operator).
+"""Command line: offline `plan`, `render`, `crd`, `accelerators`; `run` (the operator) and `activator` (the
+wake path of a scaled-to-zero object, run from the operator's image).
 
 Exit codes: 0 success; 1 bad input: a usage error, an input file that is unreadable, too large, not
 text, not YAML or not a valid Gemma4Deployment, or (`run`) a bad flag or environment variable or no
@@ -20,6 +21,7 @@ from typing import Any, NoReturn, TextIO
 
 import yaml
 
+from gemma4_operator.activator import settings as activator_settings
 from gemma4_operator.api import KIND, AutoscalingBackend, Gemma4Deployment
 from gemma4_operator.api.crd import crd_yaml
 from gemma4_operator.catalog import load_catalog
@@ -163,6 +165,17 @@ def cmd_crd(_: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_activator(args: argparse.Namespace, _: TextIO) -> int:
+    import asyncio
+    import logging
+
+    from gemma4_operator.activator.server import serve  # aiohttp: only when the activator runs
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(activator_settings.settings_from_args(args)))
+    return 0
+
+
 def cmd_accelerators(_: argparse.Namespace, out: TextIO) -> int:
     """Catalog types with what the hardware rules make of them: GPUs one replica may span (1 on a MIG slice:
     no tensor parallel across slices), whether vLLM may keep an fp8 KV cache there, the memory CUDA reports (what
@@ -226,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "check them, report in the termination log")
     download.add_download_arguments(p_download)
     p_download.set_defaults(func=download.cmd_download)
+
+    p_activator = sub.add_parser("activator", help=(
+        "run the activator of a scaled-to-zero object: hold requests until a replica is ready (the operator "
+        "renders its Deployment)"))
+    activator_settings.add_arguments(p_activator)
+    p_activator.set_defaults(func=cmd_activator)
 
     p_run = sub.add_parser("run", help="run the operator (kopf) against the current cluster")
     operator_main.add_run_arguments(p_run)

@@ -67,8 +67,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces (the default)")
     p.add_argument("--image", action="append", default=None, metavar="KEY=IMAGE",
                    help=f"default image, KEY one of {', '.join(image_keys())} (an engine's, or the download Job's: "
-                        "an image of this operator, which runs `gemma4-operator download`; repeatable; a spec's "
-                        "serving.image still wins). Env GEMMA4_IMAGES (comma-separated)")
+                        "an image of this operator, which runs `gemma4-operator download`; the activator's: this "
+                        "operator's image too; repeatable; a spec's serving.image still wins). Env GEMMA4_IMAGES "
+                        "(comma-separated)")
     p.add_argument("--accelerator-price", action="append", default=None, metavar="TYPE=USD",
                    help="your price per GPU-hour of an accelerator type, instead of the catalog's indicative "
                         "on-demand price, for ranking plans by cost (repeatable). Env GEMMA4_ACCELERATOR_PRICES "
@@ -109,6 +110,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "'{\"imagePrefixes\": [\"registry.example.com/\"]}'; a key left out refuses everything "
                         "optional it covers): the operator refuses a spec that breaks it with Planned=False "
                         "(PolicyViolation). Default: no policy. Env GEMMA4_TENANT_POLICY")
+    p.add_argument("--autoscale-interval", type=float, metavar="SECONDS",
+                   help="seconds between two ticks of the built-in autoscaler per object (default 15). "
+                        "Env GEMMA4_AUTOSCALE_INTERVAL")
+    p.add_argument("--test-time-scale", type=float, help=argparse.SUPPRESS)  # tests only: config.py says why
     p.add_argument("--server", metavar="URL", help="API server URL without credentials (local testing; default: "
                                                    "in-cluster service account, else kubeconfig)")
 
@@ -214,6 +219,9 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         network_policy=bool(args.network_policy) or (_env("NETWORK_POLICY", "", env) or "").lower() in ("true", "1"),
         operator_namespace=(env if env is not None else os.environ).get("POD_NAMESPACE", ""),
         tenant_policy=_tenant_policy(args.tenant_policy, env),
+        autoscale_interval=settings.seconds(args.autoscale_interval, "--autoscale-interval", "AUTOSCALE_INTERVAL",
+                                            "15", most=HOUR_S),
+        scale_to_zero_time_scale=args.test_time_scale or 1.0,
         epp_cluster_role=str(args.epp_cluster_role or _env("EPP_CLUSTER_ROLE", "", env) or ""),
     )
 

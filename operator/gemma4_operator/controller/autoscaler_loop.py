@@ -18,6 +18,9 @@ One tick per autoscaled object every ``autoscale_interval`` seconds (an asyncio 
   manager (:data:`AUTOSCALER_MANAGER`), so the operator's main apply (which leaves replicas out
   when autoscaling is set) never owns or resets them; ``status.autoscaling`` and ScalingActive by a
   merge patch of ``/status``, only when they change; a Normal ``Scaled`` Event on every scale.
+- Speculative decoding: when the plan has an MTP drafter, each ready pod's draft counters (names in
+  catalog/drafters.yaml) are read too and kept over the acceptance window (``observe.speculative``); the
+  reconcile turns them into ``status.speculativeDecoding`` and Degraded.
 - Restart-safe: the recommendations that gate scale-down are kept in ``status.autoscaling``
   (``autoscaling.history``: written only when the recommendation or the window's maximum changes)
   and read back on the first tick of a new process; so are scale to zero's timers (``idleSince``,
@@ -42,6 +45,7 @@ from gemma4_operator.api.metric_names import Signal
 from gemma4_operator.autoscaling import history as recorded
 from gemma4_operator.autoscaling import idle
 from gemma4_operator.autoscaling import policy as scaling
+from gemma4_operator.autoscaling.activator import HELD_METRIC_NAMES, held_requests
 from gemma4_operator.autoscaling.decision import Policy, Sample
 from gemma4_operator.autoscaling.exposition import (
     PodMetrics,
@@ -51,14 +55,18 @@ from gemma4_operator.autoscaling.exposition import (
     to_samples,
 )
 from gemma4_operator.autoscaling.scaled_object import DCGM_GPU_UTIL, pod_selector
+from gemma4_operator.catalog import load_catalog
 from gemma4_operator.controller.context import ChildSource, Obj, OperatorContext, Parent, now_rfc3339
 from gemma4_operator.controller.kube import InvalidRequestError, RetryableApiError
 from gemma4_operator.controller.scraper import ScrapeTarget, get_bounded, scrape
 from gemma4_operator.engines import engine as engine_named
 from gemma4_operator.engines.base import Engine
+from gemma4_operator.observe import speculative as drafting
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.reconcile import desired as rc
 from gemma4_operator.reconcile import status as observe
+from gemma4_operator.render.activator import ADMIN_PORT as ACTIVATOR_ADMIN_PORT
+from gemma4_operator.render.activator import is_activator_object
 from gemma4_operator.render.download import is_download_pod
 from gemma4_operator.render.ownership import owned_child
 
@@ -174,6 +182,42 @@ async def _read(t: _Tick, pol: Policy, extra: frozenset[Signal] = frozenset()) -
     return unreadable
 
 
+async def get_text(session: aiohttp.ClientSession, url: str) -> str:
+    """A pod's /metrics, bounded like the autoscaler's scrapes (``get_bounded``)."""
+    return (await get_bounded(session, url, {}, "metrics body")).decode("utf-8", "replace")
+
+
+async def read_drafts(ctx: OperatorContext, parent: Parent, plan: Plan, pods: Sequence[Obj], now: float) -> None:
+    """Each ready pod's draft counters into the object's memory; a pod that cannot be read this time keeps
+    nothing new (the window's readings of the others still count)."""
+    counters = load_catalog().drafters.engines.get(plan.engine)
+    if plan.drafter is None or counters is None:
+        return
+    memory = ctx.autoscaler_memory(parent.key, parent.uid)
+    found: dict[str, drafting.Reading] = {}
+    for pod in pods:
+        url = ctx.config.metrics_url_template.format(ip=pod["status"]["podIP"], port=plan.port)
+        try:
+            text = await get_text(ctx.http(), url)
+            read = drafting.reading(text, counters.accepted_tokens_metric, counters.draft_tokens_metric, now)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            logger.debug("Gemma4Deployment %s/%s: draft counters of %s: %s", *parent.key, pod["metadata"]["name"], e)
+            continue
+        if read is not None:
+            found[str(pod["metadata"]["name"])] = read
+    memory.drafts = drafting.record(memory.drafts, found, now, load_catalog().drafters.acceptance)
+
+
+async def held_by_activator(t: _Tick, pods: Sequence[Obj]) -> int | None:
+    """The requests the object's activator pods hold (their admin port's /metrics), None when unknown
+    (no ready activator pod, or one that did not answer): a wake is wanted when it is > 0."""
+    targets = [ScrapeTarget(str(p["metadata"]["name"]), t.ctx.config.metrics_url_template.format(
+        ip=p["status"]["podIP"], port=ACTIVATOR_ADMIN_PORT)) for p in pods if is_activator_object(p) and _ready(p)]
+    results = await scrape(t.ctx.http(), targets, HELD_METRIC_NAMES, now=t.now,
+                           concurrency=t.ctx.config.scrape_concurrency)
+    return held_requests(results)
+
+
 async def _scale(t: _Tick, deployment: rc.ChildKey, current: int, desired: int,
                  summary: str) -> list[observe.EventSpec] | None:
     """Set the Deployment's replicas under the autoscaler's own field manager; None if refused."""
@@ -206,14 +250,16 @@ async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource, m
         return None  # the reconcile is creating it; nothing to scale yet
     replicas = (deployment.get("spec") or {}).get("replicas")
     current = int(replicas) if replicas is not None else 1
-    serving = [p for p in await source.pods(parent) if _ready(p) and not is_download_pod(p)]
+    pods = await source.pods(parent)
+    serving = [p for p in pods if _ready(p) and not is_download_pod(p) and not is_activator_object(p)]
     t = _Tick(ctx, parent, spec, plan, engine_named(plan.engine), serving, ctx.clock())
+    await read_drafts(ctx, parent, plan, serving, t.now)
     try:
         pol = scaling.policy(spec, plan, t.engine)
     except ValueError as e:
         await _report(ctx, parent, current, current, (), False, "InvalidMetrics", str(e), "")
         return []
-    zero_spec = scaling.scale_to_zero(spec, plan, t.engine)
+    zero_spec = scaling.scale_to_zero(spec, plan, t.engine, ctx.config.scale_to_zero_time_scale)
     unreadable = await _read(t, pol, idle.ACTIVITY_SIGNALS if zero_spec is not None else frozenset())
     memory = ctx.autoscaler_memory(parent.key, parent.uid)
     if not memory.restored:  # first tick of this process: what a previous one left in status
@@ -221,6 +267,8 @@ async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource, m
         previous = ctx.previous_status(parent).get("autoscaling")
         memory.history = memory.history or recorded.from_status(previous, t.now, pol.scale_down_delay_s)
         memory.timers = idle.timers_from_status(previous, t.now)
+    if zero_spec is not None:
+        memory.held_requests = await held_by_activator(t, pods)
     zero = None if zero_spec is None else scaling.ZeroInput(
         zero_spec, memory.timers, memory.held_requests, frozenset(str(p["metadata"]["name"]) for p in serving))
     result = scaling.tick(pol, current, t.samples, memory.history, t.now, unreadable, t.failures, zero)

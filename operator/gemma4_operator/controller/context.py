@@ -31,6 +31,7 @@ from gemma4_operator.config import ChildrenMode, OperatorConfig
 from gemma4_operator.controller.kube import Kube
 from gemma4_operator.controller.metrics import Metrics
 from gemma4_operator.controller.workqueue import WorkQueue
+from gemma4_operator.observe.speculative import Reading
 from gemma4_operator.planner import cluster_facts
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.reconcile import desired as rc
@@ -248,8 +249,10 @@ class AutoscalerMemory:
     history: tuple[Recommendation, ...] = ()
     restored: bool = False
     scrapes: dict[str, PodMetrics] = dataclasses.field(default_factory=dict)  # counters need the last one
+    # speculative decoding: each pod's draft counters over the acceptance window (observe.speculative)
+    drafts: dict[str, tuple[Reading, ...]] = dataclasses.field(default_factory=dict)
     timers: Timers = dataclasses.field(default_factory=Timers)  # scale to zero (autoscaling.idle); also in status
-    held_requests: int = 0  # requests the activator holds for this object, as it last reported them
+    held_requests: int | None = None  # requests the activator holds for this object (None: unknown)
 
 
 @dataclasses.dataclass
@@ -324,6 +327,11 @@ class OperatorContext:
         if memory is None or memory.uid != uid:
             memory = self.autoscaler[key] = AutoscalerMemory(uid)
         return memory
+
+    def drafts(self, key: Key, uid: str) -> dict[str, tuple[Reading, ...]]:
+        """The draft counters the autoscaler loop read for an object (empty when it has none)."""
+        memory = self.autoscaler.get(key)
+        return memory.drafts if memory is not None and memory.uid == uid else {}
 
     def lock(self, key: Key) -> asyncio.Lock:
         return self.locks.setdefault(key, asyncio.Lock())

@@ -54,6 +54,7 @@ from gemma4_operator.api import (
     Gemma4Deployment,
     Gemma4DeploymentSpec,
 )
+from gemma4_operator.catalog import load_catalog
 from gemma4_operator.config import ChildrenMode, EngineMonitors, OperatorConfig
 from gemma4_operator.controller import autoscaler_loop as autoscaler
 from gemma4_operator.controller import routing as routing_io
@@ -83,13 +84,15 @@ from gemma4_operator.controller.kube import InvalidRequestError, RetryableApiErr
 from gemma4_operator.controller.metrics import ObjectState
 from gemma4_operator.controller.workqueue import Mark, WorkQueue, writable
 from gemma4_operator.observe import admission
+from gemma4_operator.observe import speculative as drafting
 from gemma4_operator.planner import cluster_facts
-from gemma4_operator.planner.plan import ClusterFacts
+from gemma4_operator.planner.plan import ClusterFacts, Plan
 from gemma4_operator.reconcile import desired as rc
 from gemma4_operator.reconcile import status as observe
 from gemma4_operator.reconcile.model_status import Preflight, current_job, job_succeeded, model_state, preflight
 from gemma4_operator.reconcile.routing_status import RoutingState
 from gemma4_operator.render import ownership
+from gemma4_operator.render.activator import is_activator_object
 from gemma4_operator.render.children import MANAGER, image_volume_probe, image_volumes_refusal, keeps_image_volume
 from gemma4_operator.render.download import download_id, is_download_pod, job_name
 
@@ -209,7 +212,8 @@ async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: obs
     downloads: list[Obj] = []
     serving: list[Obj] = []
     for pod in pods:
-        (downloads if is_download_pod(pod) else serving).append(pod)
+        if not is_activator_object(pod):
+            (downloads if is_download_pod(pod) else serving).append(pod)
     job = ownership.owned_child(live, "Job", parent.uid)
     model = model_state(outcome.plan, spec, job, downloads, deployment,
                         observe.loading_pods(serving)) if outcome.plan is not None else None
@@ -217,7 +221,8 @@ async def _publish(ctx: OperatorContext, parent: Parent, spec: Any, outcome: obs
         problem = await _job_refusal(ctx, parent.key, current_job(download_id(outcome.plan, spec), job), downloads)
     new = observe.compute_status(owner=parent.owner, generation=parent.generation, spec=spec, outcome=outcome,
                                  deployment=deployment, pods=serving, previous=previous, now=now_rfc3339(),
-                                 problem=problem, model=model, routing=routing)
+                                 problem=problem, model=model, routing=routing,
+                                 drafts=_drafts(ctx, parent, outcome.plan))
     patch = observe.status_patch(previous, new)
     if patch is not None:
         await asyncio.to_thread(ctx.kube.patch_status, *parent.key, patch)
@@ -413,6 +418,8 @@ async def _reconcile_locked(ctx: OperatorContext, parent: Parent, source: ChildS
     outcome = _outcome(desired, invalid)
 
     live = await source.children(parent, [rc.ChildKey.of(c) for c in desired.children] if desired else [])
+    if desired is not None and model is not None:  # the Service follows the ready replicas (scale to zero)
+        desired = rc.routed(desired, model, ownership.owned_child(live, "Deployment", parent.uid, parent.key[1]))
     sync = _Sync({(c.get("kind"), (c.get("metadata") or {}).get("name")): c for c in live})
     if desired is not None and desired.plan is not None:
         await _apply_children(ctx, parent, source, desired, sync, only)
@@ -613,6 +620,22 @@ async def on_node_event(memo: Any, **kwargs: Any) -> None:
             _mark(ctx, kwargs, key, None, "facts")
 
 
+def _drafts(ctx: OperatorContext, parent: Parent, plan: Plan | None) -> drafting.Assessment | None:
+    """The drafter's acceptance from the counters the autoscaler loop read (None without a drafter, or without
+    the built-in autoscaler, whose loop is what reads them)."""
+    if plan is None or plan.drafter is None or not autoscaler.autoscaled(parent.body.get("spec") or {}):
+        return None
+    return drafting.assess(ctx.drafts(parent.key, parent.uid), ctx.clock(), load_catalog().drafters.acceptance)
+
+
+def _drafts_changed(ctx: OperatorContext, parent: Parent, plan: Plan | None) -> bool:
+    """Whether status.speculativeDecoding would change state: then a status-only reconcile writes it (and
+    Degraded) without waiting for the next event."""
+    drafts = _drafts(ctx, parent, plan)
+    shown = (ctx.previous_status(parent).get("speculativeDecoding") or {}).get("state")
+    return drafts is not None and drafts.state != shown
+
+
 async def autoscale_tick(ctx: OperatorContext, parent: Parent, indices: Mapping[str, Any]) -> bool:
     """One built-in autoscaler tick for one object, see ``autoscaler``. False when there was
     nothing to scale yet (the Deployment is still being created)."""
@@ -629,6 +652,8 @@ async def autoscale_tick(ctx: OperatorContext, parent: Parent, indices: Mapping[
         logger.warning("%s %s/%s: autoscaler: %s; next tick in %.0fs", KIND, *parent.key, e,
                        ctx.config.autoscale_interval)
         return True
+    if _drafts_changed(ctx, parent, desired.plan):
+        _mark(ctx, indices, parent.key, [], "drafts")
     if events is None:
         return False
     await _post_events(ctx, parent, events)

@@ -44,6 +44,7 @@ def make_context(config: OperatorConfig, *, api_client: Any = None, metrics: Met
     from gemma4_operator.controller.context import OperatorContext
     from gemma4_operator.controller.kube import Kube, build_api_client
     from gemma4_operator.controller.metrics import Metrics
+    from gemma4_operator.render.activator import ACTIVATOR_IMAGE_KEY
     from gemma4_operator.render.children import RenderOptions
     from gemma4_operator.render.download import DOWNLOADER_IMAGE_KEY
     from gemma4_operator.render.routing import RoutingCluster
@@ -54,6 +55,7 @@ def make_context(config: OperatorConfig, *, api_client: Any = None, metrics: Met
                            render_options=RenderOptions(
                                prometheus_url=config.prometheus_url,
                                downloader_image=config.images.get(DOWNLOADER_IMAGE_KEY, ""),
+                               activator_image=config.images.get(ACTIVATOR_IMAGE_KEY, ""),
                                network_policy=config.network_policy,
                                operator_namespace=config.operator_namespace,
                                # the CRDs: discovery at startup (controller.routing.detect_routing)

@@ -25,6 +25,7 @@ from gemma4_operator.catalog import (
     LoraLayout,
     MaxNumBatchedTokens,
     VariantInfo,
+    load_catalog,
 )
 from gemma4_operator.engines.base import (
     CatalogEngine,
@@ -43,6 +44,7 @@ from gemma4_operator.engines.base import (
 from gemma4_operator.planner import lora, memory
 from gemma4_operator.planner.plan import Candidate, Plan
 from gemma4_operator.planner.sources import SourceRef
+from gemma4_operator.planner.weights import drafter_directory
 
 # The compile cache, shared: VLLM_CACHE_ROOT (vllm/envs.py, default XDG_CACHE_HOME/vllm) is a subdirectory of the
 # model cache volume, mounted writable on its own (the weights' mount stays read-only): with storage.modelCache
@@ -173,7 +175,9 @@ class Engine(CatalogEngine):
         maxConcurrency is the largest concurrency this accepts, so both come from one number."""
         info, concurrency, gpus = self.info, c.spec.serving.concurrency, c.gpus
         encoders = memory.encoder_bytes(c.variant)
-        weights_gib = ((c.weights_bytes - encoders) / gpus + (0 if c.text_only else encoders)) / GIB
+        # the drafter's layers are tensor-parallel like the target's (catalog/drafters.yaml); it has no KV of its own
+        sharded = c.weights_bytes - encoders + (c.drafter.download_bytes if c.drafter else 0)
+        weights_gib = (sharded / gpus + (0 if c.text_only else encoders)) / GIB
         overhead = self.overhead_gib(c)
         utilization = self.gpu_memory_utilization(c.spec)
         # what CUDA reports (accelerators.yaml cuda_total_mib): vLLM's total_gpu_memory x gpu-memory-utilization
@@ -414,6 +418,16 @@ def _modality_args(plan: Plan) -> list[str]:
     return ["--limit-mm-per-prompt", json.dumps(limits, separators=(",", ":"))]
 
 
+def speculative_config(plan: Plan) -> dict[str, object] | None:
+    """--speculative-config's JSON (vllm/config/speculative.py SpeculativeConfig): the method drafters.yaml names
+    for vLLM, the drafter (the Hub repository, or its directory beside a downloaded checkpoint) and the tokens."""
+    if plan.drafter is None:
+        return None
+    model = drafter_directory(plan.weights) if plan.weights.local else plan.drafter.repo
+    method = load_catalog().drafters.engines["vllm"].method
+    return {"method": method, "model": model, "num_speculative_tokens": plan.speculative_tokens}
+
+
 def command_line(plan: Plan, spec: Gemma4DeploymentSpec) -> list[str]:
     """Arguments after `vllm serve`."""
     args = [
@@ -437,6 +451,9 @@ def command_line(plan: Plan, spec: Gemma4DeploymentSpec) -> list[str]:
         args += ["--reasoning-parser", "gemma4"]
     if plan.tool_calling:
         args += ["--enable-auto-tool-choice", "--tool-call-parser", "gemma4"]
+    drafting = speculative_config(plan)
+    if drafting is not None:
+        args += ["--speculative-config", json.dumps(drafting, separators=(",", ":"))]
     return args + _lora_args(plan) + list(spec.serving.extra_args)
 
 

@@ -30,6 +30,7 @@ class Choice:
     below_floor: bool  # a format below the catalog's quality floor
     native: bool  # the hardware computes in this format natively (not e.g. FP8 through Marlin on Ampere)
     preference: tuple[int, int]  # (engine order, the format's place in the engine's auto order)
+    speculative_note: str = ""  # why speculative decoding is on or off (planner/speculative.py)
 
     @property
     def label(self) -> str:
@@ -116,6 +117,8 @@ def _notes(spec: Gemma4DeploymentSpec, best: Choice, settings: EngineSettings, c
         notes.append(_kv_note(c, best.engine, catalog))
     notes += settings.modality_notes
     notes += settings.lora_notes
+    if best.speculative_note:
+        notes.append(best.speculative_note)
     if spec.serving.gpu_memory_utilization is not None and not best.engine.info.gpu_memory_utilization_flag:
         notes.append(f"serving.gpuMemoryUtilization ignored: {best.engine.name} has no such setting (it allocates "
                      "what its context needs)")
@@ -136,7 +139,7 @@ def assemble(spec: Gemma4DeploymentSpec, best: Choice, rest: Sequence[Choice], s
         else None
     weights = locate(source, c.checkpoint or named, cache=spec.storage.model_cache is not None,
                      text_only=c.text_only)
-    download_bytes = c.download_bytes + settings.extra_download_bytes
+    download_bytes = c.download_bytes + settings.extra_download_bytes + (c.drafter.download_bytes if c.drafter else 0)
     start = start_estimate(download_bytes, info, weights, catalog, shared_compile_cache=spec.storage.model_cache
                            is not None)
     return Plan(
@@ -158,5 +161,5 @@ def assemble(spec: Gemma4DeploymentSpec, best: Choice, rest: Sequence[Choice], s
         cpu_request_cores=CPU_CORES_PER_GPU * c.gpus if accel.is_gpu else CPU_POD_CORES,
         cost_per_replica_hour=round(best.cost, 2), alternatives=_runners_up(best, rest, catalog),
         notes=_notes(spec, best, settings, catalog, chose_accelerator), lora=c.lora,
-        lora_host_gib=settings.lora_host_gib,
+        lora_host_gib=settings.lora_host_gib, drafter=c.drafter, speculative_tokens=c.speculative_tokens,
     )

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from gemma4_operator.api import Gemma4DeploymentSpec, Modality, PlanLora, PlanMemory, PlanStatus
 from gemma4_operator.catalog import Accelerator, Catalog, Checkpoint, VariantInfo, load_catalog
+from gemma4_operator.catalog.drafters import Drafter
 from gemma4_operator.planner.lora import LoraSlots
 from gemma4_operator.planner.sources import SourceRef
 from gemma4_operator.planner.weights import Weights
@@ -58,6 +59,8 @@ class Candidate:
     kv_dtype: str
     warnings: tuple[str, ...]
     lora: LoraSlots | None = None  # adapter slots to fit beside the KV cache (spec.model.adapters)
+    drafter: Drafter | None = None  # speculative decoding's MTP drafter, fitted beside the weights
+    speculative_tokens: int = 0
 
     @property
     def text_only(self) -> bool:
@@ -119,6 +122,8 @@ class Plan:
     notes: tuple[str, ...] = field(default_factory=tuple)
     lora: LoraSlots | None = None
     lora_host_gib: float = 0.0  # host memory of the adapter cache, added to the pod's memory request
+    drafter: Drafter | None = None  # speculative decoding's MTP drafter (serving.speculativeDecoding)
+    speculative_tokens: int = 0
 
     @property
     def text_only(self) -> bool:
@@ -138,6 +143,7 @@ class Plan:
             kv_cache_dtype=self.kv_cache_dtype, memory_gib=self.memory, max_concurrency=self.max_concurrency,
             cost_per_replica_hour=self.cost_per_replica_hour, alternatives=list(self.alternatives),
             notes=list(self.notes), lora=self._lora_status(),
+            drafter=self.drafter.repo if self.drafter else "", num_speculative_tokens=self.speculative_tokens,
         )
 
     def _lora_status(self) -> PlanLora | None:

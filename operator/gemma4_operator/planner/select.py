@@ -9,17 +9,17 @@ and the fits are scored: the cheapest plan that keeps quality (see :func:`rank`)
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.catalog import Accelerator, Catalog, load_catalog
 from gemma4_operator.engines import registry
 from gemma4_operator.engines.base import Engine, MemoryFit, Shortfall
-from gemma4_operator.planner import candidates, lora
+from gemma4_operator.planner import candidates, lora, speculative
 from gemma4_operator.planner.alternatives import nearest_alternatives
 from gemma4_operator.planner.assemble import Choice, assemble
 from gemma4_operator.planner.lora import AdapterFacts, LoraSlots
-from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError, Rejection
+from gemma4_operator.planner.plan import Candidate, ClusterFacts, Plan, PlanError, Rejection
 from gemma4_operator.planner.sources import SourceRef, custom, parse_source
 
 
@@ -34,8 +34,17 @@ class _Search:
     prices: Mapping[str, float]
     lora: LoraSlots | None
 
+    decisions: dict[str, speculative.Decision] = field(default_factory=dict)  # per engine: the same for every candidate
+
     def price(self, accel: Accelerator) -> float:
         return self.prices.get(accel.name, self.catalog.price(accel.name))
+
+    def drafting(self, engine: Engine) -> speculative.Decision:
+        """serving.speculativeDecoding's decision before memory (planner/speculative.py), once per engine."""
+        if engine.name not in self.decisions:
+            self.decisions[engine.name] = speculative.decide(self.spec, engine.name, engine.info.version, self.source,
+                                                             self.catalog)
+        return self.decisions[engine.name]
 
 
 def _fit(s: _Search, prepared: candidates.Prepared, gpus: int, kv_dtype: str) -> Choice | Rejection:
@@ -45,14 +54,41 @@ def _fit(s: _Search, prepared: candidates.Prepared, gpus: int, kv_dtype: str) ->
     if s.lora is not None:
         matched = replace(matched, lora=s.lora)
     engine, fmt, accel = prepared.engine, prepared.fmt, prepared.accel
-    result: MemoryFit | Shortfall = engine.fit(matched)
-    if isinstance(result, Shortfall):
-        return matched.reject(result.reason, result.shortfall_gib)
+    fitted = _fit_speculative(s, matched, engine)
+    if isinstance(fitted, Rejection):
+        return fitted
+    matched, result, note = fitted
     native = s.catalog.formats[fmt].native_on(accel)
-    return Choice(matched, result, engine, cost=s.price(accel) * max(gpus, 1),
+    return Choice(matched, result, engine, speculative_note=note, cost=s.price(accel) * max(gpus, 1),
                   below_floor=s.catalog.below_floor(fmt), native=native,
                   preference=(s.allowed.index(engine), engine.info.auto_formats.index(fmt)
                               if fmt in engine.info.auto_formats else len(engine.info.auto_formats)))
+
+
+def _fit_speculative(s: _Search, matched: Candidate, engine: Engine) -> tuple[Candidate, MemoryFit, str] | Rejection:
+    """The candidate fitted with its drafter (serving.speculativeDecoding), or without one where mode auto
+    finds it does not fit, and the plan note that says which and why (planner/speculative.py decides, the
+    engine fits)."""
+    decision = s.drafting(engine)
+    if decision.refusal is not None:
+        return matched.reject(decision.refusal)
+    fit = engine.fit(matched) if decision.drafter is None or speculative.falls_back(s.spec) else None
+    # auto: what does not fit without the drafter does not fit with it either
+    if decision.drafter is not None and not isinstance(fit, Shortfall):
+        drafted = replace(matched, drafter=decision.drafter, speculative_tokens=decision.tokens)
+        result = engine.fit(drafted)
+        if not isinstance(result, Shortfall):
+            # mode auto plans larger loads without the drafter: the largest concurrency it accepts is the plain fit's
+            most = fit.max_concurrency if isinstance(fit, MemoryFit) else result.max_concurrency
+            note = speculative.on_note(s.spec, decision, matched.gpus, (result.max_concurrency, most), s.catalog)
+            return drafted, replace(result, max_concurrency=most), note
+        decision = speculative.without_memory(s.spec, decision, result.reason)
+        if decision.refusal is not None:
+            return matched.reject(decision.refusal, result.shortfall_gib)
+    assert fit is not None, "mode auto fits the candidate without a drafter too"
+    if isinstance(fit, Shortfall):
+        return matched.reject(fit.reason, fit.shortfall_gib)
+    return matched, fit, decision.note
 
 
 def _on_gpus(s: _Search, prepared: candidates.Prepared, gpus: int) -> Choice | Rejection:

@@ -60,6 +60,16 @@ class Weights:
         }[self.mode]
 
 
+DRAFTER_SUBDIRECTORY = "mtp-drafter"
+
+
+def drafter_directory(weights: Weights) -> str:
+    """Where the download Job puts the speculative-decoding drafter: inside the checkpoint's directory, so that
+    pruning older checkpoints keeps it and a new checkpoint replaces both (the engine loads the checkpoint's own
+    files from the top level only)."""
+    return f"{weights.directory}/{DRAFTER_SUBDIRECTORY}"
+
+
 def cache_directory(repo: str, revision: str) -> str:
     """One directory per checkpoint: a new repository or revision is a new download, never a mix."""
     return f"{MODELS_DIR}/{repo}/{revision or 'main'}"

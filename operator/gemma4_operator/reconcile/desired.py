@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from gemma4_operator.api import Gemma4Deployment, validation_problems
 from gemma4_operator.api.wire import parse_object
+from gemma4_operator.autoscaling.activator import routes_to_activator
 from gemma4_operator.config import OperatorConfig
 from gemma4_operator.planner.cluster_facts import sticky_facts
 from gemma4_operator.planner.lora import AdapterFacts
@@ -35,6 +36,7 @@ from gemma4_operator.policy import check_policy
 from gemma4_operator.reconcile.adapter_status import adapter_facts
 from gemma4_operator.reconcile.model_status import Preflight, current_job, job_succeeded
 from gemma4_operator.reconcile.status import get_path
+from gemma4_operator.render.activator import is_activator_object, routed_pool, routed_service, scales_to_zero
 from gemma4_operator.render.children import Owner, RenderOptions, UnrenderableError, render_all
 from gemma4_operator.render.download import CHECKPOINT_ANNOTATION, NEEDS_WEIGHTS, download_id, needs_download
 from gemma4_operator.render.ownership import owned_by
@@ -167,6 +169,18 @@ def _plan_kept(parent: Gemma4Deployment, facts: ClusterFacts, config: OperatorCo
     return p
 
 
+def routed(desired: Desired, parent: Gemma4Deployment, deployment: Mapping[str, Any] | None) -> Desired:
+    """The desired children with the object's Service (and its InferencePool, with routing) pointed at the
+    activator while the live serving ``deployment`` has no ready replica, for an object that may scale to zero
+    (render.activator)."""
+    if desired.plan is None or not routes_to_activator(scales_to_zero(parent.spec), deployment):
+        return desired
+    switch = {("Service", parent.name): lambda c: routed_service(c, True), ("InferencePool", parent.name): routed_pool}
+    children = tuple(with_hash(switch[key](c)) if (key := (c["kind"], c["metadata"]["name"])) in switch else c
+                     for c in desired.children)
+    return dataclasses.replace(desired, children=children)
+
+
 # ---------------------------------------------------------------------------------------
 # desired vs live
 # ---------------------------------------------------------------------------------------
@@ -285,7 +299,8 @@ def stale_children(desired: Iterable[Mapping[str, Any]], live: Iterable[Mapping[
     stale = []
     for obj in live:
         key = ChildKey.of(obj)
-        deletable = key.kind in DELETABLE_KINDS or is_routing_child(obj)
+        # routing children the spec no longer asks for; the wake path's when scale to zero is off
+        deletable = key.kind in DELETABLE_KINDS or is_routing_child(obj) or is_activator_object(obj)
         if deletable and (key.kind, key.name) not in wanted and owned_by(obj, owner_uid):
             stale.append(key)
     return stale
@@ -307,9 +322,12 @@ def withheld(desired: Desired, job: Mapping[str, Any] | None) -> frozenset[tuple
 
 def written_on_event(kind: str, name: str, parent_name: str) -> list[tuple[str, str]]:
     """(kind, name) a child's event lets the reconcile write: that child; for the download Job also the
-    children it was holding back (its success starts them)."""
+    children it was holding back (its success starts them); for the serving Deployment also the Service and the
+    InferencePool, whose selectors follow its ready replicas when the object scales to zero (:func:`routed`)."""
     held = [(k, parent_name) for k in sorted(NEEDS_WEIGHTS)] if kind == "Job" else []
-    return [(kind, name), *held]
+    routed_by = [("Service", parent_name), ("InferencePool", parent_name)] if (kind, name) == (
+        "Deployment", parent_name) else []
+    return [(kind, name), *held, *routed_by]
 
 
 def backoff_delay(retry: int, retry_after: float | None = None) -> float:

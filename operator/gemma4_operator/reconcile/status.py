@@ -18,11 +18,14 @@ from typing import TYPE_CHECKING, Any
 from gemma4_operator.api import Condition, Gemma4DeploymentSpec
 from gemma4_operator.api.adapters import ADAPTERS_READY
 from gemma4_operator.api.limits import termination_message_tail
+from gemma4_operator.catalog import load_catalog
 from gemma4_operator.engines import engine as engine_named
 from gemma4_operator.engines.base import diagnose
+from gemma4_operator.observe import speculative as drafting
 from gemma4_operator.observe.admission import deployment_create_failure
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.reconcile.adapter_status import AdapterState, adapter_state
+from gemma4_operator.render.activator import scales_to_zero
 from gemma4_operator.render.children import GPU_RESOURCE, SERVING_CONTAINER, Owner, endpoint, selector_string
 
 if TYPE_CHECKING:  # model_status reads pods and Jobs with get_path from here
@@ -37,7 +40,8 @@ ROUTING_READY = "RoutingReady"  # only while spec.routing asks for routing (reco
 _ORDER = {t: i for i, t in enumerate((*CONDITION_TYPES, SCALING_ACTIVE, ROUTING_READY))}
 # Status fields this module owns; anything else in status (autoscaling, other conditions) is left alone.
 OWNED_FIELDS = ("observedGeneration", "phase", "conditions", "plan", "replicas", "readyReplicas",
-                "selector", "endpoint", "gpus", "ready", "model", "adapters", "adaptersReady")
+                "selector", "endpoint", "gpus", "ready", "model", "adapters", "adaptersReady",
+                "speculativeDecoding")
 
 OOM_KILLED = "OOMKilled"
 CRASH_LOOP = "CrashLoopBackOff"
@@ -288,11 +292,14 @@ def _without_deployment(owner: Owner, p: Plan | None, model: ModelState | None) 
     return available, progressing
 
 
+SCALED_TO_ZERO = "ScaledToZero"
+
+
 def _rollout_conditions(deployment: Obj, pods: Sequence[Obj], desired: int, ready: int) -> tuple[
         ConditionValue, ConditionValue]:
     """Available and Progressing from the Deployment's status and the pods still loading."""
     if desired == 0:
-        available = _cond(AVAILABLE, False, "ScaledToZero", "0 replicas requested")
+        available = _cond(AVAILABLE, False, SCALED_TO_ZERO, "0 replicas requested")
     elif ready >= 1:
         available = _cond(AVAILABLE, True, "ReplicasReady", f"{ready}/{desired} replicas ready")
     else:
@@ -307,12 +314,17 @@ def _rollout_conditions(deployment: Obj, pods: Sequence[Obj], desired: int, read
 
 
 def _aggregate(owner: Owner, planned: ConditionValue, available: ConditionValue, progressing: ConditionValue,
-               degraded_c: ConditionValue, ready: str) -> tuple[ConditionValue, str]:
-    """Ready (what `kubectl wait --for=condition=Ready` waits on) and the phase, from the others."""
+               degraded_c: ConditionValue, ready: str, autoscaled_zero: bool = False) -> tuple[ConditionValue, str]:
+    """Ready (what `kubectl wait --for=condition=Ready` waits on) and the phase, from the others. An object the
+    autoscaler took to zero is Ready: its Service answers (the activator holds a request and wakes a replica)."""
     if not planned.true:
         return _cond(READY, False, planned.reason, planned.message), "Failed"
     if degraded_c.true:
         return _cond(READY, False, degraded_c.reason, degraded_c.message), "Degraded"
+    if autoscaled_zero and available.reason == SCALED_TO_ZERO and not progressing.true:
+        return _cond(READY, True, SCALED_TO_ZERO, (
+            f"scaled to zero while idle; {endpoint(owner)} still answers: the activator holds requests and wakes "
+            "a replica")), "Ready"
     if not available.true:
         return _cond(READY, False, available.reason, available.message), (
             "Progressing" if progressing.true else "Pending")
@@ -327,6 +339,12 @@ def _model_condition(model: ModelState | None) -> ConditionValue:
     return _cond(MODEL_READY, model.ready, model.reason, model.message)
 
 
+def _drafter_fault(p: Plan | None, assessment: drafting.Assessment | None) -> Fault | None:
+    """A drafter whose drafts are persistently rejected (observe/speculative.py's table)."""
+    if p is None or p.drafter is None or assessment is None:
+        return None
+    message = drafting.ineffective_message(assessment, p.drafter.repo, load_catalog().drafters.acceptance)
+    return Fault(drafting.INEFFECTIVE, message) if message is not None else None
 def _adapters(spec: Gemma4DeploymentSpec | None, model: ModelState | None) -> AdapterState | None:
     if spec is None or model is None:
         return None
@@ -334,24 +352,34 @@ def _adapters(spec: Gemma4DeploymentSpec | None, model: ModelState | None) -> Ad
                          waiting="Downloading" if model.downloading else "Pending")
 
 
+def _first_fault(problem: Fault | None, model: ModelState | None, deployment: Obj | None, pods: Sequence[Obj],
+                 p: Plan | None, drafts: drafting.Assessment | None) -> Fault | None:
+    """What Degraded reports, most pressing first: an apply problem, a failed download, pods the namespace's
+    admission refused, pod faults, a useless drafter."""
+    download_fault = Fault(model.reason, model.message) if model is not None and model.failed else None
+    refused = deployment_create_failure(deployment)
+    return problem or download_fault or (Fault(refused.reason, _clip(refused.message)) if refused else None) \
+        or degraded(pods, p.gpus_per_replica if p is not None and p.accelerator.is_gpu else 0, p) \
+        or _drafter_fault(p, drafts)
+
+
 def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec | None, outcome: PlanOutcome,
                    deployment: Obj | None, pods: Sequence[Obj], previous: Obj, now: str,
                    problem: Fault | None = None, model: ModelState | None = None,
-                   routing: RoutingState | None = None) -> dict[str, Any]:
+                   routing: RoutingState | None = None,
+                   drafts: drafting.Assessment | None = None) -> dict[str, Any]:
     """The status fields this operator owns (see OWNED_FIELDS), as JSON-ready values.
 
     ``problem`` is a fault found while applying (a child refused by the API server, or owned by
     another object); it takes precedence over a failed download and pod faults in Degraded. ``pods``
     are the serving pods; ``model`` the weights' state (model_status.model_state); ``routing`` RoutingReady and the
-    endpoint (reconcile.routing_status), None when the spec asks for no routing.
+    endpoint (reconcile.routing_status), None when the spec asks for no routing; ``drafts`` the
+    speculative drafter's acceptance (observe.speculative.assess), the last thing Degraded reports.
     """
     p = outcome.plan
     desired = desired_replicas(spec, deployment)
     ready = int(get_path(deployment, "status", "readyReplicas", default=0) or 0)
-    download_fault = Fault(model.reason, model.message) if model is not None and model.failed else None
-    refused = deployment_create_failure(deployment)  # the namespace's admission refused the pods
-    fault = problem or download_fault or (Fault(refused.reason, _clip(refused.message)) if refused else None) \
-        or degraded(pods, p.gpus_per_replica if p is not None and p.accelerator.is_gpu else 0, p)
+    fault = _first_fault(problem, model, deployment, pods, p, drafts)
     planned = _planned(p, outcome)
     if deployment is None:
         available, progressing = _without_deployment(owner, p, model)
@@ -361,7 +389,8 @@ def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec 
             fault = Fault(progressing.reason, progressing.message)
     degraded_c = _cond(DEGRADED, True, fault.reason, fault.message) if fault is not None else \
         _cond(DEGRADED, False, "AsExpected", "no pod problems detected")
-    ready_c, phase = _aggregate(owner, planned, available, progressing, degraded_c, f"{ready}/{desired}")
+    ready_c, phase = _aggregate(owner, planned, available, progressing, degraded_c, f"{ready}/{desired}",
+                                spec is not None and scales_to_zero(spec))
     # A refused update keeps showing the plan still in force while its Deployment runs.
     plan_status: Any = p.to_status().model_dump(by_alias=True, mode="json") if p is not None else (
         previous.get("plan") if deployment is not None else None)
@@ -386,6 +415,8 @@ def compute_status(*, owner: Owner, generation: int, spec: Gemma4DeploymentSpec 
         "ready": f"{ready}/{desired}",
         # nulls kept: a merge patch deletes what is no longer known (an old download's throughput)
         "model": model.status.model_dump(by_alias=True, mode="json") if model is not None else None,
+        "speculativeDecoding": drafts.to_status().model_dump(by_alias=True, mode="json")
+        if drafts is not None and p is not None and p.drafter is not None else None,
         "adapters": [a.model_dump(by_alias=True, mode="json") for a in adapters.adapters] if adapters else None,
         "adaptersReady": adapters.ready if adapters else None,
     }

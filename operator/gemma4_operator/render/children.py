@@ -24,6 +24,7 @@ from gemma4_operator.engines.base import EngineContainer, K8sObject
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.planner.sources import MODEL_MOUNT
 from gemma4_operator.planner.weights import WeightsMode
+from gemma4_operator.render.activator import activator_children, scales_to_zero
 from gemma4_operator.render.download import (
     COMPONENT_LABEL,
     DOWNLOAD_COMPONENT,
@@ -88,6 +89,7 @@ class RenderOptions:
     downloader_image: str = ""  # --image downloader=IMAGE; empty: the catalog's
     network_policy: bool = False  # --network-policy: a NetworkPolicy per object unless its spec says otherwise
     operator_namespace: str = ""  # where the operator runs (its autoscaler's scrapes come from there)
+    activator_image: str = ""  # --image activator=IMAGE (the chart: the operator's own image); empty: the default
     # spec.routing.inferencePool: what the install and the cluster offer
     routing: RoutingCluster = dataclasses.field(default_factory=RoutingCluster)
 
@@ -304,7 +306,8 @@ def render_children(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
                     options: RenderOptions | None = None) -> list[K8sObject]:
     """Deployment, Service, and when asked for a PVC; a PDB when more than one replica runs; a PodMonitor
     where the cluster serves them; KEDA's ScaledObject for ``backend: keda``; a NetworkPolicy when asked for;
-    the routing children (render.routing_objects) where they can be made."""
+    the activator's children when the object may scale to zero (render.activator); the routing children
+    (render.routing_objects) where they can be made."""
     return render_all(owner, spec, plan, options)[0]
 
 
@@ -352,8 +355,12 @@ def render_all(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
                                 relabelings=relabelings()))
     if spec.autoscaling is not None and spec.autoscaling.backend.value == "keda":
         children.append(_scaled_object(owner, spec, plan, labels, options))
-    if wants_network_policy(spec, options.network_policy):
+    policy = wants_network_policy(spec, options.network_policy)
+    if policy:
         children.append(network_policy(common, spec, plan.port, options.operator_namespace))
+    if scales_to_zero(spec):
+        children += activator_children(common, spec, plan, engine, options.activator_image, policy,
+                                       options.operator_namespace)
     if minimum_replicas(spec) > 1 or (spec.autoscaling is not None and spec.autoscaling.max_replica_count > 1):
         children.append(_render("pdb.yaml.j2", **common, pdb_api_version=options.pdb_api_version))
     routed, routing_refusal = routing_render(common, spec, plan, options.routing, METRICS_PATH,

@@ -15,7 +15,7 @@ from gemma4_operator.catalog import load_catalog
 from gemma4_operator.engines.base import SCRATCH_ENV, K8sObject, hub_env, secret_env, with_user_env
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.planner.sources import parse_source
-from gemma4_operator.planner.weights import CACHE_MOUNT, WeightsMode
+from gemma4_operator.planner.weights import CACHE_MOUNT, WeightsMode, drafter_directory
 from gemma4_operator.render.pod_security import container_security_context, pod_security_context, scratch_volumes
 from gemma4_operator.weights.artifacts import KIND_DIRS, Artifact, Kind, Manifest
 from gemma4_operator.weights.preflight import AdapterRules
@@ -48,7 +48,8 @@ def checkpoint_id(plan: Plan) -> str:
     """What was downloaded, as the Job's annotation: repository, revision and files."""
     w = plan.weights
     files = f" {' '.join(w.download_files)}" if w.download_files else ""
-    return f"{w.repo}@{w.revision or 'main'}{files}"
+    drafter = f" +{plan.drafter.repo}" if plan.drafter is not None else ""
+    return f"{w.repo}@{w.revision or 'main'}{files}{drafter}"
 
 
 def download_id(plan: Plan, spec: Gemma4DeploymentSpec) -> str:
@@ -61,6 +62,15 @@ def download_id(plan: Plan, spec: Gemma4DeploymentSpec) -> str:
 def checkpoint_artifact(plan: Plan) -> Artifact:
     w = plan.weights
     return Artifact(Kind.CHECKPOINT, "model", w.repo, w.directory, w.revision, w.download_files, "HF_TOKEN")
+
+
+def drafter_artifacts(plan: Plan) -> tuple[Artifact, ...]:
+    """Speculative decoding's MTP drafter, fetched after the checkpoint into its directory
+    (planner.weights.drafter_directory): pruning older checkpoints keeps it, a new checkpoint replaces both."""
+    if plan.drafter is None:
+        return ()
+    return (Artifact(Kind.DRAFTER, "drafter", plan.drafter.repo, drafter_directory(plan.weights),
+                     token_env="HF_TOKEN"),)
 
 
 def adapter_directory(name: str) -> str:
@@ -133,7 +143,7 @@ def download_manifest(plan: Plan, spec: Gemma4DeploymentSpec) -> Manifest:
     """The Job's task: the checkpoint, then the adapters, checked as the plan's engine loads them."""
     gguf = load_catalog().engines[plan.engine].weights == "gguf"
     return Manifest(plan.variant, AdapterRules(max_rank=max_adapter_rank(spec), gguf=gguf),
-                    (checkpoint_artifact(plan), *adapter_artifacts(spec)))
+                    (checkpoint_artifact(plan), *drafter_artifacts(plan), *adapter_artifacts(spec)))
 
 
 def download_command(manifest: Manifest) -> list[str]:

@@ -22,13 +22,15 @@ MAX_MESSAGE = 300  # one adapter's or one error's words in the report, before an
 
 class Kind(enum.StrEnum):
     CHECKPOINT = "checkpoint"
+    DRAFTER = "drafter"  # speculative decoding's MTP drafter, inside the checkpoint's directory
     ADAPTER = "adapter"
 
 
 # Where each kind lives under the cache volume's root; a checkpoint's directory is ROOT/models/REPO/REVISION
 # (planner/weights.py cache_directory), an adapter's ROOT/adapters/NAME. The Job owns these directories: it
 # removes what is in them and not in its manifest.
-KIND_DIRS = {Kind.CHECKPOINT: MODELS_DIR.removeprefix(f"{CACHE_MOUNT}/"), Kind.ADAPTER: "adapters"}
+KIND_DIRS = {Kind.CHECKPOINT: MODELS_DIR.removeprefix(f"{CACHE_MOUNT}/"),
+             Kind.DRAFTER: MODELS_DIR.removeprefix(f"{CACHE_MOUNT}/"), Kind.ADAPTER: "adapters"}
 
 
 @dataclass(frozen=True)
