@@ -1537,7 +1537,8 @@ def test_adapters_are_fetched_checked_and_reported_and_an_edited_list_rolls_once
     """Adding adapters to a serving object starts a new download Job (checkpoint and adapters) while the
     Deployment keeps serving; status.adapters goes Downloading, then Ready / Refused from the Job's report (the
     test plays the kubelet), AdaptersReady says which did not pass and why; the Deployment then rolls once (the
-    adapters' mount), and the settled cluster sees no idle writes."""
+    adapters' mount, the refused one left out of the engine's flags), and the settled cluster sees no idle
+    writes."""
     name = "lora"
     create_g4d(rest, g4d(name, e2e_namespace, _cache_spec("Delete")))
     cached = {"Service", "PersistentVolumeClaim", "Job"}
@@ -1570,8 +1571,11 @@ def test_adapters_are_fetched_checked_and_reported_and_an_edited_list_rolls_once
     assert live["status"]["adaptersReady"] == "1/2"  # type: ignore[index]
     rolled = rest.get("Deployment", e2e_namespace, name)
     assert rolled["metadata"]["generation"] == before["metadata"]["generation"] + 1  # type: ignore[index]
-    mounts = rolled["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]  # type: ignore[index]
-    assert {"name": "cache", "mountPath": "/models/adapters", "subPath": "adapters", "readOnly": True} in mounts
+    container = rolled["spec"]["template"]["spec"]["containers"][0]  # type: ignore[index]
+    assert {"name": "cache", "mountPath": "/models/adapters", "subPath": "adapters", "readOnly": True} in \
+        container["volumeMounts"]
+    line = " ".join([*container.get("command", []), *container.get("args", [])])
+    assert "/models/adapters/support" in line and "/models/adapters/faq" not in line  # faq (refused): not served
     settled = resource_versions(rest, e2e_namespace)
     time.sleep(2)
     assert resource_versions(rest, e2e_namespace) == settled  # no idle writes

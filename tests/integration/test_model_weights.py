@@ -1,6 +1,7 @@
 """The download Job through kopf (kmock runs no Job controller: the tests write what it would): a new
 checkpoint replaces the Job while the Deployment keeps serving the old one; a failed download reaches
-status in words; an oci:// source is checked with a dry run and mounted as an image volume."""
+status in words; the Job's adapter verdicts set the engine's LoRA flags; an oci:// source is checked with a
+dry run and mounted as an image volume."""
 
 from __future__ import annotations
 
@@ -8,21 +9,26 @@ import json
 from typing import Any
 
 import harness as h
+import pytest
 from harness import DEPLOYMENTS, G4D, JOBS, NODES, PODS
 from kmock_plus import Emulator
+
+from gemma4_operator.weights.artifacts import Report
+from gemma4_operator.weights.preflight import AdapterVerdict
 
 L4 = {"nvidia.com/gpu.product": "NVIDIA-L4"}
 CACHE = {"modelCache": {"accessModes": ["ReadWriteMany"]}}
 
 
-def download_pod(message: str) -> dict[str, Any]:
+def download_pod(message: str, exit_code: int = 1) -> dict[str, Any]:
     labels = {"app.kubernetes.io/instance": "chat", "app.kubernetes.io/managed-by": "gemma4-operator",
               "app.kubernetes.io/component": "download", "app.kubernetes.io/name": "gemma4-download"}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "chat-download-x1", "namespace": "default",
                                                           "labels": labels},
             "spec": {"containers": [{"name": "download", "image": "vllm/vllm-openai:v0.32.0"}]},
-            "status": {"phase": "Failed", "containerStatuses": [{"name": "download", "state": {"terminated": {
-                "exitCode": 1, "message": message, "finishedAt": "2026-12-07T10:01:00Z"}}}]}}
+            "status": {"phase": "Failed" if exit_code else "Succeeded", "containerStatuses": [
+                {"name": "download", "state": {"terminated": {"exitCode": exit_code, "message": message,
+                                                              "finishedAt": "2026-12-07T10:01:00Z"}}}]}}
 
 
 def status_of(k: Emulator) -> dict[str, Any]:
@@ -57,6 +63,40 @@ async def test_a_new_checkpoint_replaces_the_job_and_the_deployment_waits_for_it
     deletes = [r for r in h.operator_requests(k) if r.method.value == "DELETE" and r.resource is not None
                and r.resource.plural == "jobs"]
     assert len(deletes) == 1 and "propagationPolicy=Foreground" in str(deletes[0].url)
+
+
+@pytest.mark.parametrize("report_first", [True, False], ids=["report-then-job", "job-then-report"])
+async def test_the_jobs_adapter_verdicts_set_the_engines_lora_flags(k: Emulator, report_first: bool) -> None:
+    """The Deployment, withheld until the Job succeeds, is rendered with its preflight: the refused adapter left
+    out, the slots sized for the served adapter's rank; also when the download pod's report is seen after the
+    Job's success (separate watches), the Deployment follows the report once it is seen."""
+    adapters = [{"name": "support", "uri": "hf://acme/support-lora"}, {"name": "faq", "uri": "hf://acme/faq-lora"}]
+    await h.create(k, NODES, h.node("gpu-1", L4))
+    await h.create(k, G4D, h.g4d("chat", model={"variant": "e4b", "adapters": adapters},
+                                 accelerator={"type": "nvidia-l4"}, storage=CACHE))
+    # the report cli/download.py writes, one verdict per adapter
+    report = Report(0, 10, 1.0, None, [
+        AdapterVerdict("support", "Accepted", "LoRA rank 64", 64, ("q_proj",)),
+        AdapterVerdict("faq", "ModulesToSave", "modules_to_save ['lm_head']", 8, ("q_proj",))]).to_json()
+    async with h.OperatorRun(k, accelerator_types=("nvidia-l4",)):
+        await h.wait_for(lambda: h.obj(k, JOBS, "default", "chat-download"), what="the download Job")
+        if report_first:
+            await h.create(k, PODS, download_pod(report, exit_code=0))
+        await h.complete_download(k, "default", "chat")
+        await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
+        if not report_first:
+            await h.settle(k)
+            await h.create(k, PODS, download_pod(report, exit_code=0))
+        await h.wait_for(lambda: '"name":"faq"' not in _command_line(k), what="faq left out")
+        await h.settle(k)
+    line = _command_line(k)
+    assert '"name":"support"' in line and "--max-lora-rank 64" in line and "--max-loras 1" in line
+    assert [(a["name"], a["phase"]) for a in status_of(k)["adapters"]] == [("support", "Ready"), ("faq", "Refused")]
+
+
+def _command_line(k: Emulator) -> str:
+    [container] = h.obj(k, DEPLOYMENTS, "default", "chat")["spec"]["template"]["spec"]["containers"]  # type: ignore[index]
+    return " ".join([*container.get("command", []), *container.get("args", [])])
 
 
 async def test_a_gated_repository_ends_failed_in_words(k: Emulator) -> None:

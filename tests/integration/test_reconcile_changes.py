@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import harness as h
-from harness import DEPLOYMENTS, G4D, NODES, PDBS, SERVICES
+from harness import DEPLOYMENTS, G4D, JOBS, NODES, PDBS, SERVICES
 from kmock_plus import APPLY_PATCH, Emulator
 
 from gemma4_operator.api import Gemma4Deployment
@@ -201,23 +201,30 @@ async def test_a_cheaper_gpu_type_joining_does_not_move_a_running_object(k: Emul
 
 
 async def test_editing_the_adapter_list_rolls_the_deployment_once(k: Emulator) -> None:
-    """The adapters are in the pod template (the engine's arguments), so an edit rolls the pods once, and
-    nothing is written again while nothing changes."""
+    """The adapters are in the pod template (the engine's arguments), so an edit rolls the pods once, after the
+    new download Job (hf:// adapters are fetched by it, on the cache PVC) has succeeded, and nothing is written
+    again while nothing changes."""
     support = {"name": "support", "uri": "hf://acme/gemma-4-e4b-support-lora"}
     legal = {"name": "legal", "uri": "hf://acme/gemma-4-e4b-legal-lora"}
     await h.create(k, NODES, h.node("gpu-1", L4))
-    await h.create(k, G4D, h.g4d("chat", model={"variant": "e4b", "adapters": [support]}))
+    await h.create(k, G4D, h.g4d("chat", model={"variant": "e4b", "adapters": [support]},
+                                 storage={"modelCache": {"accessModes": ["ReadWriteMany"]}}))
     async with h.OperatorRun(k):
-        await h.wait_for(lambda: h.obj(k, SERVICES, "default", "chat"), what="children")
+        await h.complete_download(k, "default", "chat")
+        await h.wait_for(lambda: h.obj(k, DEPLOYMENTS, "default", "chat"), what="the Deployment")
         await h.settle(k)
         assert '{"name":"support","path":"/models/adapters/support","base_model_name":"gemma-4-e4b-it"}' in \
             args(k, "default", "chat")
+        first = h.obj(k, JOBS, "default", "chat-download")["metadata"]["uid"]  # type: ignore[index]
 
         mark = len(h.operator_requests(k))
         await h.patch(k, G4D, "default", "chat", {"spec": {"model": {"adapters": [support, legal]}}})
+        await h.wait_for(lambda: (h.obj(k, JOBS, "default", "chat-download") or {}).get("metadata", {}).get(
+            "uid") not in (None, first), what="a new download Job")
+        await h.complete_download(k, "default", "chat")
         await h.wait_for(lambda: any('"name":"legal"' in a for a in args(k, "default", "chat")), what="legal")
         await h.settle(k)
-        assert [r.resource.plural for r in applies(k, mark)] == ["deployments"]
+        assert len(applies(k, mark, "deployments")) == 1
         cr = h.obj(k, G4D, "default", "chat")
         assert cr is not None and cr["status"]["plan"]["lora"]["maxActiveAdapters"] == 2
 

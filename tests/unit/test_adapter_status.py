@@ -142,6 +142,7 @@ def test_the_job_fetches_hf_adapters_with_their_own_token_and_pods_mount_them() 
 
 def test_hf_adapters_without_a_model_cache_are_refused_in_words() -> None:
     spec = spec_of(SUPPORT, cache=False)
-    with pytest.raises(UnrenderableError, match=r"needs storage\.modelCache"):
+    with pytest.raises(UnrenderableError, match=r"before the serving pods. engine flags are set, and that Job needs "
+                       r"storage\.modelCache"):
         render_children(OWNER, spec, plan(spec, FACTS))
     assert "Deployment" in children(spec_of(LOCAL, cache=False))  # a pvc:// adapter needs no Job

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gemma4_operator.api import Gemma4Deployment, Gemma4DeploymentSpec
+from gemma4_operator.api import Gemma4Deployment, Gemma4DeploymentSpec, StorageSpec
 from gemma4_operator.catalog import GIB, load_catalog
 from gemma4_operator.cli.main import plan_table
 from gemma4_operator.planner import lora
@@ -163,7 +163,9 @@ def test_status_shows_the_resolved_slots() -> None:
 
 
 def test_the_adapter_cache_is_added_to_the_pods_memory_request() -> None:
-    spec = _spec("31b", lora_spec={"cachedAdapters": 16})
+    # hf:// adapters are fetched by the download Job, which needs the cache PVC
+    spec = _spec("31b", lora_spec={"cachedAdapters": 16}).model_copy(
+        update={"storage": StorageSpec.model_validate({"modelCache": {}})})
     p = plan(spec, FACTS)
     whole_slot = sum(_slot("31b").values())
     assert p.lora_host_gib == pytest.approx(16 * whole_slot * p.tensor_parallel_size / GIB, abs=0.1)

@@ -15,8 +15,10 @@ MAX_ADAPTERS = 16  # adapters per Gemma4Deployment: bounds the CEL rules' cost a
 MAX_ACTIVE_ADAPTERS = 64  # GPU slots; each costs memory on every wrapped layer (status.plan.memoryGiB.lora)
 MAX_CACHED_ADAPTERS = 256
 ADAPTERS_READY = "AdaptersReady"  # the condition type that follows status.adapters
-# Where the serving container finds adapter NAME (the weights path stages it there): a PEFT directory for vLLM,
-# and for llama.cpp the GGUF adapter file ADAPTER_GGUF inside it
+# Where the serving container finds adapter NAME (under planner.sources.MODEL_MOUNT; render.download mounts it
+# there): a PEFT directory for vLLM, and for llama.cpp the GGUF adapter file ADAPTER_GGUF inside it, whatever its
+# repository calls it (the download Job links it), so --lora can name it before the Job has run. One definition
+# here, the lowest layer: the engines, the planner, render and the CLI all import it.
 ADAPTERS_DIR = "/models/adapters"
 ADAPTER_GGUF = "adapter.gguf"
 # A module suffix as vLLM's --lora-target-modules matches it (vllm/lora/utils.py is_in_target_modules)
@@ -46,6 +48,7 @@ LORA_WITHOUT_ADAPTERS_MESSAGE = ("serving.lora sizes the adapter slots of model.
 
 
 def adapter_dir(name: str) -> str:
+    """Where the serving container finds adapter ``name`` (what the engine's flags name)."""
     return f"{ADAPTERS_DIR}/{name}"
 
 

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gemma4_operator.api.adapters import ADAPTER_GGUF
 from gemma4_operator.catalog import load_catalog
-from gemma4_operator.planner.weights import GGUF_ADAPTER_FILE
 from gemma4_operator.weights.artifacts import Artifact, FetchError, Kind, Manifest, Report
 from gemma4_operator.weights.outcome import fetch_failure
 from gemma4_operator.weights.preflight import (
@@ -152,8 +152,8 @@ def _preflight(manifest: Manifest, artifact: Artifact) -> AdapterVerdict:
 
 
 def _link_gguf(directory: Path) -> None:
-    """The adapter's one .gguf as GGUF_ADAPTER_FILE, the name llama.cpp's --lora is given."""
-    link = directory / GGUF_ADAPTER_FILE
+    """The adapter's one .gguf as ADAPTER_GGUF, the name llama.cpp's --lora is given."""
+    link = directory / ADAPTER_GGUF
     if not link.exists():  # read_adapter has made sure there is exactly one .gguf
         link.symlink_to(next(directory.glob("*.gguf")).name)
 

@@ -223,7 +223,8 @@ class PolledSource:
 @dataclasses.dataclass(frozen=True, slots=True)
 class CachedDesired:
     """One object's plan and rendered children as the desired-state cache keeps them, valid while its
-    fingerprint (spec, cluster facts, pinned accelerator) holds: the children packed."""
+    fingerprint (spec, cluster facts, pinned accelerator, the download Job's adapter verdicts) holds: the children
+    packed."""
 
     fingerprint: str
     plan: Plan | None

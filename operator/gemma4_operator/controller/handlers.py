@@ -89,12 +89,12 @@ from gemma4_operator.planner import cluster_facts
 from gemma4_operator.planner.plan import ClusterFacts, Plan
 from gemma4_operator.reconcile import desired as rc
 from gemma4_operator.reconcile import status as observe
-from gemma4_operator.reconcile.model_status import current_job, model_state
+from gemma4_operator.reconcile.model_status import Preflight, current_job, job_succeeded, model_state, preflight
 from gemma4_operator.reconcile.routing_status import RoutingState
 from gemma4_operator.render import ownership
 from gemma4_operator.render.activator import is_activator_object
 from gemma4_operator.render.children import MANAGER, image_volume_probe, image_volumes_refusal, keeps_image_volume
-from gemma4_operator.render.download import download_id, is_download_pod
+from gemma4_operator.render.download import download_id, is_download_pod, job_name
 
 logger = logging.getLogger(__name__)
 
@@ -128,16 +128,29 @@ HELD_OFF = "HeldOff"
 # ---------------------------------------------------------------------------------------
 
 
+async def _preflight(source: ChildSource, parent: Parent, model: Gemma4Deployment) -> Preflight | None:
+    """The download Job's adapter verdicts, once it has succeeded (read only for an object with adapters)."""
+    if not model.spec.model.adapters:
+        return None
+    job_key = rc.ChildKey("batch/v1", "Job", parent.key[0], job_name(parent.key[1]))
+    job = ownership.owned_child(await source.children(parent, [job_key]), "Job", parent.uid)
+    if job is None or not job_succeeded(job):
+        return None  # no verdicts yet: the pods are not read
+    return preflight(job, [p for p in await source.pods(parent) if is_download_pod(p)])
+
+
 def _desired(ctx: OperatorContext, parent: Parent, model: Gemma4Deployment, facts: ClusterFacts,
-             previous: Mapping[str, Any]) -> rc.Desired:
-    """Plan + render, cached per object while spec, facts and the pinned accelerator are unchanged."""
+             previous: Mapping[str, Any], verdicts: Preflight | None) -> rc.Desired:
+    """Plan + render, cached per object while spec, facts, the pinned accelerator and the adapters' verdicts
+    are unchanged."""
     keep = rc.keep_accelerator(model.spec.accelerator.type, previous, parent.generation)
     fingerprint = rc.content_hash({"uid": parent.uid, "name": parent.key, "spec": parent.body.get("spec"),
-                                   "facts": sorted(facts.accelerator_types), "keep": keep})
+                                   "facts": sorted(facts.accelerator_types), "keep": keep, "preflight": verdicts})
     cached = ctx.desired_cache.get(parent.key)
     if cached is not None and cached.fingerprint == fingerprint:
         return cached.desired()
-    desired = rc.desired_state(model, parent.uid, facts, ctx.config, ctx.render_options, keep=keep)
+    desired = rc.desired_state(model, parent.uid, facts, ctx.config, ctx.render_options, keep=keep,
+                               preflight=verdicts)
     p = desired.plan
     ctx.metrics.plans.labels(variant=model.spec.model.variant.value,
                              engine=p.engine if p else model.spec.engine.value,
@@ -401,7 +414,7 @@ async def _reconcile_locked(ctx: OperatorContext, parent: Parent, source: ChildS
     except rc.InvalidObjectError as e:
         invalid = e
     else:
-        desired = _desired(ctx, parent, model, facts, previous)
+        desired = _desired(ctx, parent, model, facts, previous, await _preflight(source, parent, model))
     outcome = _outcome(desired, invalid)
 
     live = await source.children(parent, [rc.ChildKey.of(c) for c in desired.children] if desired else [])
@@ -630,9 +643,11 @@ async def autoscale_tick(ctx: OperatorContext, parent: Parent, indices: Mapping[
         model = rc.parse_parent(parent.body)
     except rc.InvalidObjectError:
         return True
-    desired = _desired(ctx, parent, model, ctx.facts(indices), ctx.previous_status(parent))
+    source = ctx.source(indices)
+    desired = _desired(ctx, parent, model, ctx.facts(indices), ctx.previous_status(parent),
+                       await _preflight(source, parent, model))
     try:
-        events = await autoscaler.autoscale(ctx, parent, ctx.source(indices), model, desired)
+        events = await autoscaler.autoscale(ctx, parent, source, model, desired)
     except RetryableApiError as e:
         logger.warning("%s %s/%s: autoscaler: %s; next tick in %.0fs", KIND, *parent.key, e,
                        ctx.config.autoscale_interval)

@@ -18,18 +18,6 @@ from gemma4_operator.planner.sources import MODEL_MOUNT, SourceRef
 
 CACHE_MOUNT = "/cache"  # the model cache volume (emptyDir or PVC) in serving and download pods
 MODELS_DIR = f"{CACHE_MOUNT}/models"  # the download Job's checkpoints: MODELS_DIR/REPO/REVISION
-ADAPTERS_MOUNT = f"{MODEL_MOUNT}/adapters"  # the serving container's adapters: ADAPTERS_MOUNT/NAME
-
-
-# A GGUF adapter's file in its directory, whatever its repository calls it (the download Job links it there),
-# so llama.cpp's --lora can name it before the Job has run.
-GGUF_ADAPTER_FILE = "adapter.gguf"
-
-
-def adapter_path(name: str) -> str:
-    """Where the serving container finds adapter ``name`` (what the engine's flags name)."""
-    return f"{ADAPTERS_MOUNT}/{name}"
-
 
 class WeightsMode(enum.StrEnum):
     HUB = "hub"

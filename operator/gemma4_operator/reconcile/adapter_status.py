@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 from gemma4_operator.api import AdapterStatus, Gemma4DeploymentSpec
+from gemma4_operator.planner.lora import AdapterFacts
 from gemma4_operator.planner.sources import parse_source
 from gemma4_operator.weights.preflight import AdapterVerdict
 
@@ -68,3 +69,16 @@ def adapter_state(spec: Gemma4DeploymentSpec, verdicts: tuple[AdapterVerdict, ..
         reason, message = "AdaptersServed", f"all {total} adapters passed the preflight"
     return AdapterState(statuses, f"{len(ready)}/{total}", not bad and len(ready) == total, reason, message,
                         frozenset(ready))
+
+
+def adapter_facts(spec: Gemma4DeploymentSpec, verdicts: tuple[AdapterVerdict, ...]) -> AdapterFacts:
+    """The plan's input from a succeeded download Job's verdicts: the served adapters' ranks and tower targets,
+    and the adapters not to give the engine (``AdapterState.served``'s complement: refused, failed, or missing
+    from the Job's report)."""
+    state = adapter_state(spec, verdicts, fetched=True)
+    if state is None:
+        return AdapterFacts()
+    served = [v for v in verdicts if v.name in state.served]
+    return AdapterFacts(ranks=tuple(v.rank for v in served if v.rank is not None),
+                        towers=any(v.towers for v in served),
+                        refused=frozenset(a.name for a in spec.model.adapters) - state.served)

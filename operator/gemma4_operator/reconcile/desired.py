@@ -29,14 +29,16 @@ from gemma4_operator.api.wire import parse_object
 from gemma4_operator.autoscaling.activator import routes_to_activator
 from gemma4_operator.config import OperatorConfig
 from gemma4_operator.planner.cluster_facts import sticky_facts
+from gemma4_operator.planner.lora import AdapterFacts
 from gemma4_operator.planner.plan import ClusterFacts, Plan, PlanError
 from gemma4_operator.planner.select import plan
 from gemma4_operator.policy import check_policy
-from gemma4_operator.reconcile.model_status import current_job, job_succeeded
+from gemma4_operator.reconcile.adapter_status import adapter_facts
+from gemma4_operator.reconcile.model_status import Preflight, current_job, job_succeeded
 from gemma4_operator.reconcile.status import get_path
 from gemma4_operator.render.activator import is_activator_object, routed_pool, routed_service, scales_to_zero
 from gemma4_operator.render.children import Owner, RenderOptions, UnrenderableError, render_all
-from gemma4_operator.render.download import CHECKPOINT_ANNOTATION, NEEDS_WEIGHTS, needs_download
+from gemma4_operator.render.download import CHECKPOINT_ANNOTATION, NEEDS_WEIGHTS, download_id, needs_download
 from gemma4_operator.render.ownership import owned_by
 from gemma4_operator.render.routing import RoutingRefusal, is_routing_child
 
@@ -125,21 +127,17 @@ def keep_accelerator(spec_accelerator: str, previous_status: Mapping[str, Any], 
 
 
 def desired_state(parent: Gemma4Deployment, uid: str, facts: ClusterFacts, config: OperatorConfig,
-                  options: RenderOptions | None = None, *, keep: str | None = None) -> Desired:
+                  options: RenderOptions | None = None, *, keep: str | None = None,
+                  preflight: Preflight | None = None) -> Desired:
     """Plan and render. ``keep`` (see :func:`keep_accelerator`) pins an unchanged auto object to
-    the accelerator it runs on when the full cluster facts would move it elsewhere. A spec the tenant policy
-    refuses gets no plan (PolicyViolation)."""
+    the accelerator it runs on when the full cluster facts would move it elsewhere. ``preflight``: the succeeded
+    download Job's adapter verdicts (model_status.preflight), which size the adapter slots and leave refused
+    adapters out of the engine's flags. A spec the tenant policy refuses gets no plan (PolicyViolation)."""
     try:
         check_policy(parent.spec, config.tenant_policy, config.images.values())
-        p = plan(parent.spec, facts, images=config.images, prices=config.prices)
+        p = _plan(parent, facts, config, keep, preflight)
     except PlanError as e:
         return Desired(None, e, ())
-    if keep is not None and p.accelerator.name != keep:
-        pinned = sticky_facts(facts, keep)
-        if pinned is not None:
-            # When the pinned type no longer fits this spec, the full-facts plan stands.
-            with contextlib.suppress(PlanError):
-                p = plan(parent.spec, pinned, images=config.images, prices=config.prices)
     owner = Owner(parent.name, parent.namespace, uid)
     try:
         rendered, routing_refusal = render_all(owner, parent.spec, p, options)
@@ -147,6 +145,28 @@ def desired_state(parent: Gemma4Deployment, uid: str, facts: ClusterFacts, confi
         return Desired(None, PlanError(str(e), ()), ())
     children = tuple(with_hash(c) for c in rendered)
     return Desired(p, None, children, routing_refusal)
+
+
+def _plan(parent: Gemma4Deployment, facts: ClusterFacts, config: OperatorConfig, keep: str | None,
+          preflight: Preflight | None) -> Plan:
+    adapters = adapter_facts(parent.spec, preflight.verdicts) if preflight is not None else AdapterFacts()
+    p = _plan_kept(parent, facts, config, keep, adapters)
+    if adapters != AdapterFacts() and preflight is not None and download_id(p, parent.spec) != preflight.fetched:
+        # The verdicts are of another download (an older checkpoint or adapter list): the new Job judges again.
+        p = _plan_kept(parent, facts, config, keep, AdapterFacts())
+    return p
+
+
+def _plan_kept(parent: Gemma4Deployment, facts: ClusterFacts, config: OperatorConfig, keep: str | None,
+               adapters: AdapterFacts) -> Plan:
+    p = plan(parent.spec, facts, images=config.images, prices=config.prices, adapters=adapters)
+    if keep is not None and p.accelerator.name != keep:
+        pinned = sticky_facts(facts, keep)
+        if pinned is not None:
+            # When the pinned type no longer fits this spec, the full-facts plan stands.
+            with contextlib.suppress(PlanError):
+                p = plan(parent.spec, pinned, images=config.images, prices=config.prices, adapters=adapters)
+    return p
 
 
 def routed(desired: Desired, parent: Gemma4Deployment, deployment: Mapping[str, Any] | None) -> Desired:

@@ -58,17 +58,44 @@ def job_succeeded(job: Obj) -> bool:
     return job_finished(job, "Complete") or int(get_path(job, "status", "succeeded") or 0) >= 1
 
 
-def _last_outcome(plan: Plan, cache: str, pods: Sequence[Obj]) -> DownloadOutcome | None:
-    """What the newest finished download container reported (the wrapper's JSON termination message)."""
+@dataclasses.dataclass(frozen=True)
+class Preflight:
+    """A succeeded download Job's adapter verdicts, and what that Job fetched (its download_id annotation): the
+    plan uses them only while the plan still asks for that download."""
+
+    fetched: str
+    verdicts: tuple[AdapterVerdict, ...]
+
+
+def preflight(job: Obj | None, pods: Sequence[Obj]) -> Preflight | None:
+    """The verdicts of the download Job once it has succeeded (``pods``: its pods), else None."""
+    if job is None or get_path(job, "metadata", "deletionTimestamp") or not job_succeeded(job):
+        return None
+    last = _last_terminated(pods)
+    if last is None:
+        return None
+    outcome = read_outcome(str(last.get("message") or ""), exit_code=int(last.get("exitCode") or 0), repo="",
+                           expected_bytes=0, cache_size="")
+    fetched = str(get_path(job, "metadata", "annotations", CHECKPOINT_ANNOTATION) or "")
+    return Preflight(fetched, outcome.adapters) if outcome.succeeded else None
+
+
+def _last_terminated(pods: Sequence[Obj]) -> Mapping[str, Any] | None:
+    """The newest finished download container's state.terminated (its JSON termination message)."""
     finished = []
     for pod in pods:
         for cs in get_path(pod, "status", "containerStatuses") or []:
             terminated = get_path(cs, "state", "terminated")
             if cs.get("name") == DOWNLOAD_CONTAINER and isinstance(terminated, Mapping):
                 finished.append((str(terminated.get("finishedAt") or ""), terminated))
-    if not finished:
+    return max(finished, key=lambda f: f[0])[1] if finished else None
+
+
+def _last_outcome(plan: Plan, cache: str, pods: Sequence[Obj]) -> DownloadOutcome | None:
+    """What the newest finished download container reported (the wrapper's JSON termination message)."""
+    last = _last_terminated(pods)
+    if last is None:
         return None
-    _, last = max(finished, key=lambda f: f[0])
     return read_outcome(str(last.get("message") or ""), exit_code=int(last.get("exitCode") or 0),
                         repo=plan.weights.repo, expected_bytes=plan.download_bytes, cache_size=cache,
                         revision=plan.weights.revision)

@@ -10,12 +10,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from gemma4_operator.api import Gemma4DeploymentSpec
-from gemma4_operator.api.adapters import MAX_LORA_RANKS
+from gemma4_operator.api.adapters import ADAPTERS_DIR, MAX_LORA_RANKS, adapter_dir
 from gemma4_operator.catalog import load_catalog
 from gemma4_operator.engines.base import SCRATCH_ENV, K8sObject, hub_env, secret_env, with_user_env
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.planner.sources import parse_source
-from gemma4_operator.planner.weights import ADAPTERS_MOUNT, CACHE_MOUNT, WeightsMode, adapter_path, drafter_directory
+from gemma4_operator.planner.weights import CACHE_MOUNT, WeightsMode, drafter_directory
 from gemma4_operator.render.pod_security import container_security_context, pod_security_context, scratch_volumes
 from gemma4_operator.weights.artifacts import KIND_DIRS, Artifact, Kind, Manifest
 from gemma4_operator.weights.preflight import AdapterRules
@@ -29,6 +29,10 @@ BACKOFF_LIMIT = 2
 NEEDS_WEIGHTS = frozenset({"Deployment", "ScaledObject"})
 # huggingface_hub streams to disk; its memory stays small (hf_xet's chunk buffers included)
 RESOURCES: K8sObject = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}
+
+
+def job_name(owner: str) -> str:
+    return f"{owner}-download"
 
 
 def is_download_pod(pod: Mapping[str, Any]) -> bool:
@@ -70,7 +74,7 @@ def drafter_artifacts(plan: Plan) -> tuple[Artifact, ...]:
 
 
 def adapter_directory(name: str) -> str:
-    """Where the Job stages an adapter on the cache volume (the serving pods see it at ADAPTERS_MOUNT/NAME)."""
+    """Where the Job stages an adapter on the cache volume (the serving pods see it at ADAPTERS_DIR/NAME)."""
     return f"{CACHE_MOUNT}/{KIND_DIRS[Kind.ADAPTER]}/{name}"
 
 
@@ -91,22 +95,22 @@ def adapter_artifacts(spec: Gemma4DeploymentSpec) -> tuple[Artifact, ...]:
 
 
 def adapter_volumes(spec: Gemma4DeploymentSpec) -> tuple[list[K8sObject], list[K8sObject]]:
-    """The serving pod's view of the adapters at ADAPTERS_MOUNT/NAME: the Job's staging directory on the cache
+    """The serving pod's view of the adapters at ADAPTERS_DIR/NAME: the Job's staging directory on the cache
     PVC (hf://), the claim's path (pvc://), the artifact (oci://, an image volume), all read-only."""
     volumes: list[K8sObject] = []
     mounts: list[K8sObject] = []
     if adapter_artifacts(spec):
-        mounts.append({"name": "cache", "mountPath": ADAPTERS_MOUNT, "subPath": KIND_DIRS[Kind.ADAPTER],
+        mounts.append({"name": "cache", "mountPath": ADAPTERS_DIR, "subPath": KIND_DIRS[Kind.ADAPTER],
                        "readOnly": True})
     for index, adapter in enumerate(spec.model.adapters):
         source, volume = parse_source(adapter.uri), f"adapter-{index}"
         if source.scheme == "pvc":
             volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": source.claim, "readOnly": True}})
-            mounts.append({"name": volume, "mountPath": adapter_path(adapter.name), "subPath": source.path,
+            mounts.append({"name": volume, "mountPath": adapter_dir(adapter.name), "subPath": source.path,
                            "readOnly": True})
         elif source.scheme == "oci":
             volumes.append({"name": volume, "image": {"reference": source.image, "pullPolicy": "IfNotPresent"}})
-            mounts.append({"name": volume, "mountPath": adapter_path(adapter.name), "readOnly": True})
+            mounts.append({"name": volume, "mountPath": adapter_dir(adapter.name), "readOnly": True})
     return volumes, mounts
 
 
@@ -116,8 +120,10 @@ def download_refusal(spec: Gemma4DeploymentSpec, plan: Plan) -> str | None:
     if needs_download(plan):
         return None
     if adapter_artifacts(spec):
-        return ("model.adapters: an hf:// adapter is fetched and checked by the download Job before a serving pod "
-                "starts, which needs storage.modelCache (a PVC the Job fills once); set storage.modelCache, or "
+        return ("model.adapters: an hf:// adapter is fetched and checked (the preflight, which decides the "
+                "adapters the engine is given and the rank of its adapter slots) by the download Job before the "
+                "serving pods' engine flags are set, and that Job needs storage.modelCache (a PVC it fills once); "
+                "without it each pod's engine fetches only the checkpoint itself; set storage.modelCache, or "
                 "serve the adapter from pvc:// or oci://")
     source = plan.source
     if plan.weights.mode is WeightsMode.HUB and source is not None and source.revision and source.quant_tag:
@@ -175,7 +181,8 @@ def job_values(name: str, spec: Gemma4DeploymentSpec, plan: Plan, image: str) ->
     pod_settings = {"imagePullSecrets": [s.model_dump() for s in pod.image_pull_secrets],
                     "tolerations": list(pod.tolerations), "priorityClassName": pod.priority_class_name}
     scratch, scratch_mounts = scratch_volumes()
-    return {"annotations": {CHECKPOINT_ANNOTATION: download_id(plan, spec)}, "backoff_limit": BACKOFF_LIMIT,
+    return {"job_name": job_name(name), "annotations": {CHECKPOINT_ANNOTATION: download_id(plan, spec)},
+            "backoff_limit": BACKOFF_LIMIT,
             "pod_settings": {k: v for k, v in pod_settings.items() if v}, "image": image,
             "command": download_command(download_manifest(plan, spec)), "env": download_env(spec),
             "resources": RESOURCES,
