@@ -1,6 +1,7 @@
 """The download Job through kopf (kmock runs no Job controller: the tests write what it would): a new
 checkpoint replaces the Job while the Deployment keeps serving the old one; a failed download reaches
-status in words; the Job's adapter verdicts set the engine's LoRA flags; an oci:// source is checked with a
+status in words; the Job's adapter verdicts set the engine's LoRA flags (with the cache, and without it, an
+adapters-only Job); an oci:// source is checked with a
 dry run and mounted as an image volume."""
 
 from __future__ import annotations
@@ -65,15 +66,18 @@ async def test_a_new_checkpoint_replaces_the_job_and_the_deployment_waits_for_it
     assert len(deletes) == 1 and "propagationPolicy=Foreground" in str(deletes[0].url)
 
 
-@pytest.mark.parametrize("report_first", [True, False], ids=["report-then-job", "job-then-report"])
-async def test_the_jobs_adapter_verdicts_set_the_engines_lora_flags(k: Emulator, report_first: bool) -> None:
+@pytest.mark.parametrize(("report_first", "storage"), [(True, CACHE), (False, CACHE), (True, {})],
+                         ids=["report-then-job", "job-then-report", "no-cache"])
+async def test_the_jobs_adapter_verdicts_set_the_engines_lora_flags(k: Emulator, report_first: bool,
+                                                                    storage: dict[str, Any]) -> None:
     """The Deployment, withheld until the Job succeeds, is rendered with its preflight: the refused adapter left
     out, the slots sized for the served adapter's rank; also when the download pod's report is seen after the
-    Job's success (separate watches), the Deployment follows the report once it is seen."""
+    Job's success (separate watches), the Deployment follows the report once it is seen. Without a cache the
+    Job fetches the adapters alone onto an emptyDir, and each serving pod fetches them with an init container."""
     adapters = [{"name": "support", "uri": "hf://acme/support-lora"}, {"name": "faq", "uri": "hf://acme/faq-lora"}]
     await h.create(k, NODES, h.node("gpu-1", L4))
     await h.create(k, G4D, h.g4d("chat", model={"variant": "e4b", "adapters": adapters},
-                                 accelerator={"type": "nvidia-l4"}, storage=CACHE))
+                                 accelerator={"type": "nvidia-l4"}, storage=storage))
     # the report cli/download.py writes, one verdict per adapter
     report = Report(0, 10, 1.0, None, [
         AdapterVerdict("support", "Accepted", "LoRA rank 64", 64, ("q_proj",)),
@@ -92,6 +96,13 @@ async def test_the_jobs_adapter_verdicts_set_the_engines_lora_flags(k: Emulator,
     line = _command_line(k)
     assert '"name":"support"' in line and "--max-lora-rank 64" in line and "--max-loras 1" in line
     assert [(a["name"], a["phase"]) for a in status_of(k)["adapters"]] == [("support", "Ready"), ("faq", "Refused")]
+    job_volumes = h.obj(k, JOBS, "default", "chat-download")["spec"]["template"]["spec"]["volumes"]  # type: ignore[index]
+    pod = h.obj(k, DEPLOYMENTS, "default", "chat")["spec"]["template"]["spec"]  # type: ignore[index]
+    if not storage:
+        assert {"name": "cache", "emptyDir": {"sizeLimit": "16Gi"}} in job_volumes
+        assert [c["name"] for c in pod["initContainers"]] == ["adapters"]
+    else:
+        assert "initContainers" not in pod
 
 
 def _command_line(k: Emulator) -> str:

@@ -1,12 +1,11 @@
 """status.adapters, adaptersReady and AdaptersReady (reconcile/adapter_status.py) through their transitions, from
 the download Job's report as cli/download.py writes it; the Job's identity and the serving children's wait on an
-edited adapter list; the adapter mounts; hf:// adapters without a model cache."""
+edited adapter list; the adapter mounts; hf:// adapters without a model cache (an adapters-only Job, and an init
+container in each serving pod)."""
 
 from __future__ import annotations
 
 from typing import Any
-
-import pytest
 
 from gemma4_operator.api import Gemma4DeploymentSpec
 from gemma4_operator.planner.plan import ClusterFacts
@@ -15,7 +14,7 @@ from gemma4_operator.reconcile import desired as rc
 from gemma4_operator.reconcile import status as observe
 from gemma4_operator.reconcile.adapter_status import adapter_state
 from gemma4_operator.reconcile.model_status import model_state
-from gemma4_operator.render.children import Owner, UnrenderableError, render_children
+from gemma4_operator.render.children import Owner, render_children
 from gemma4_operator.render.download import CHECKPOINT_ANNOTATION, download_id
 from gemma4_operator.weights.artifacts import Kind, Manifest, Report
 from gemma4_operator.weights.preflight import AdapterVerdict
@@ -140,9 +139,56 @@ def test_the_job_fetches_hf_adapters_with_their_own_token_and_pods_mount_them() 
         pod_spec["volumes"])
 
 
-def test_hf_adapters_without_a_model_cache_are_refused_in_words() -> None:
-    spec = spec_of(SUPPORT, cache=False)
-    with pytest.raises(UnrenderableError, match=r"before the serving pods. engine flags are set, and that Job needs "
-                       r"storage\.modelCache"):
-        render_children(OWNER, spec, plan(spec, FACTS))
-    assert "Deployment" in children(spec_of(LOCAL, cache=False))  # a pvc:// adapter needs no Job
+def test_without_a_model_cache_an_adapters_only_job_judges_the_hf_adapters_on_an_empty_dir() -> None:
+    objs = children(spec_of(SUPPORT, FAQ, LOCAL, cache=False))
+    assert "PersistentVolumeClaim" not in objs
+    job = objs["Job"]["spec"]["template"]["spec"]
+    [container] = job["containers"]
+    manifest = Manifest.from_json(container["command"][-1])
+    assert manifest.of(Kind.CHECKPOINT) == () and manifest.of(Kind.DRAFTER) == ()  # each pod fetches it
+    assert [a.name for a in manifest.of(Kind.ADAPTER)] == ["support", "faq"]
+    assert {"name": "cache", "emptyDir": {"sizeLimit": "16Gi"}} in job["volumes"]
+    assert {"name": "cache", "mountPath": "/cache"} in container["volumeMounts"]
+    assert "HF_TOKEN" not in {e["name"] for e in container["env"]}  # the checkpoint's token: not this Job's
+    assert "Deployment" in children(spec_of(LOCAL, cache=False)) and "Job" not in children(spec_of(LOCAL, cache=False))
+
+
+def test_without_a_model_cache_each_pod_fetches_its_hf_adapters_in_an_init_container() -> None:
+    spec = spec_of(SUPPORT, FAQ, cache=False)
+    pod_spec = children(spec)["Deployment"]["spec"]["template"]["spec"]
+    [init] = pod_spec["initContainers"]
+    assert init["image"] == children(spec)["Job"]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert init["command"][:3] == ["gemma4-operator", "download", "--manifest"]
+    manifest = Manifest.from_json(init["command"][-1])
+    assert [(a.name, a.local_dir, a.token_env) for a in manifest.artifacts] == [
+        ("support", "/cache/adapters/support", "HF_TOKEN_ADAPTER_0"), ("faq", "/cache/adapters/faq", "")]
+    # the token only through secretKeyRef, and no other value from a Secret
+    secret_env = [e for e in init["env"] if "HF_TOKEN" in e["name"]]
+    assert secret_env == [{"name": "HF_TOKEN_ADAPTER_0", "valueFrom": {"secretKeyRef": {"name": "hf",
+                                                                                          "key": "support"}}}]
+    assert init["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                       "readOnlyRootFilesystem": True}
+    assert init["resources"]["limits"]["memory"] == "4Gi"
+    writable = {m["mountPath"] for m in init["volumeMounts"] if not m.get("readOnly")}
+    env = {e["name"]: e.get("value") for e in init["env"]}
+    assert {"/cache", "/tmp"} <= writable and env["HF_HOME"].startswith("/cache/")
+    assert env["HOME"] in writable
+    # the engine reads what it fetched, read-only, where the Job's PVC would put it
+    mounts = pod_spec["containers"][0]["volumeMounts"]
+    assert {"name": "cache", "mountPath": "/models/adapters", "subPath": "adapters", "readOnly": True} in mounts
+    assert "initContainers" not in children(spec_of(SUPPORT))["Deployment"]["spec"]["template"]["spec"]
+
+
+def test_without_a_model_cache_the_pods_wait_for_the_adapters_only_job_and_status_shows_its_verdicts() -> None:
+    spec = spec_of(SUPPORT, FAQ, cache=False)
+    p = plan(spec, FACTS)
+    desired = rc.Desired(p, None, tuple(render_children(OWNER, spec, p)))
+    assert ("Deployment", "chat") in rc.withheld(desired, None)
+    assert ("Deployment", "chat") in rc.withheld(desired, job_for(spec))  # running
+    assert rc.withheld(desired, job_for(spec, **COMPLETE)) == frozenset()
+    report = Report(exit_code=0, adapters=[ACCEPTED, REFUSED])
+    status = status_of(spec, job_for(spec, **COMPLETE), [pod(report)])
+    assert status["model"]["phase"] == "Pending"  # the checkpoint: each pod's, not the Job's
+    assert [(a["name"], a["phase"]) for a in status["adapters"]] == [("support", "Ready"), ("faq", "Refused")]
+    pending = status_of(spec, job_for(spec), [])
+    assert [a["phase"] for a in pending["adapters"]] == ["Pending", "Pending"]

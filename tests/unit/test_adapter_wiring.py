@@ -104,6 +104,15 @@ def test_a_refused_adapter_is_not_given_to_llama_cpp() -> None:
     assert flag(command_line(model, fetched(model, SUPPORT_OK, FAQ_REFUSED)), "--lora-scaled") == both[:1]
 
 
+def test_without_a_model_cache_the_adapters_only_job_s_verdicts_set_the_flags_too() -> None:
+    model = parent(SUPPORT, FAQ, storage={})
+    line = command_line(model, fetched(model, SUPPORT_OK, FAQ_REFUSED))
+    assert lora_modules(line) == ["support"] and flag(line, "--max-lora-rank") == ["64"]
+    desired = rc.desired_state(model, "uid", FACTS, OperatorConfig(), preflight=fetched(model, SUPPORT_OK, FAQ_REFUSED))
+    assert desired.child("Job", "chat-download") is not None and desired.child("PersistentVolumeClaim",
+                                                                                 "chat-model-cache") is None
+
+
 def _job(model: Gemma4Deployment, **status: Any) -> dict[str, Any]:
     return {"kind": "Job", "metadata": {"name": "chat-download", "annotations": {
         CHECKPOINT_ANNOTATION: download_id(plan(model.spec, FACTS), model.spec)}}, "status": status}

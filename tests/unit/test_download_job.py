@@ -102,6 +102,23 @@ def test_an_adapter_the_hub_refuses_is_a_verdict_and_the_others_still_serve(
     assert [a["reason"] for a in granted[2]["adapters"]] == ["Accepted"], granted[1]
 
 
+def test_an_adapters_only_manifest_fetches_and_judges_the_adapters_and_no_checkpoint(
+        tmp_path: Path, repos: dict[str, dict[str, Path]]) -> None:
+    """Without storage.modelCache: the Job (for the verdicts) and each serving pod's init container."""
+    cache = tmp_path / "cache"
+    m = manifest(cache, ("support", "me/unsloth-31b"), ("faq", "me/cookbook"), token_env="SUPPORT_TOKEN")
+    adapters_only = Manifest(m.variant, m.rules, m.of(Kind.ADAPTER), m.cache_root)
+    with StandInHub(repos, gated={"me/unsloth-31b": TOKEN}) as hub:
+        code, output, report = run(adapters_only, hub, tmp_path, SUPPORT_TOKEN=TOKEN)
+    assert code == 0, output
+    assert not (cache / "models").exists() and (cache / "adapters/support/adapter_model.safetensors").is_file()
+    assert [(a["name"], a["reason"]) for a in report["adapters"]] == [("support", "Accepted"),
+                                                                       ("faq", "ModulesToSave")]
+    assert report["error"] is None
+    assert report["bytes"] == sum(p.stat().st_size for repo in ("me/unsloth-31b", "me/cookbook")
+                                  for p in repos[repo].values())
+
+
 def test_a_missing_checkpoint_fails_the_job_with_the_typed_error_and_fetches_no_adapter(
         tmp_path: Path, repos: dict[str, dict[str, Path]]) -> None:
     del repos[BASE]

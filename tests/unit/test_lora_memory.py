@@ -163,7 +163,7 @@ def test_status_shows_the_resolved_slots() -> None:
 
 
 def test_the_adapter_cache_is_added_to_the_pods_memory_request() -> None:
-    # hf:// adapters are fetched by the download Job, which needs the cache PVC
+    # hf:// adapters fetched by the download Job into the cache PVC
     spec = _spec("31b", lora_spec={"cachedAdapters": 16}).model_copy(
         update={"storage": StorageSpec.model_validate({"modelCache": {}})})
     p = plan(spec, FACTS)

@@ -22,7 +22,8 @@ EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
 OWNER = Owner("chat", "ml", "0b7d3c1e-1111-4a5b-9c9d-123456789abc")
 TOKEN: dict[str, Any] = {"uri": "hf://google/gemma-4-E2B-it", "tokenSecretRef": {"name": "hf", "key": "token"}}
 CACHE: dict[str, Any] = {"modelCache": {}}
-# both engines, every way the weights arrive (per-pod download, download Job, pvc://, oci://), multi-GPU
+# both engines, every way the weights arrive (per-pod download, download Job, pvc://, oci://), multi-GPU,
+# hf:// adapters without a cache
 SPECS: dict[str, dict[str, Any]] = {
     "vllm-hub": {"model": {"variant": "e2b"}, "engine": "vllm", "accelerator": {"type": "nvidia-l4"}},
     "vllm-cache-job": {"model": {"variant": "e2b", "source": TOKEN}, "engine": "vllm",
@@ -35,6 +36,10 @@ SPECS: dict[str, dict[str, Any]] = {
     "llamacpp-cpu-hub": {"model": {"variant": "e2b"}, "accelerator": {"type": "cpu"}},
     "llamacpp-cpu-cache-job": {"model": {"variant": "e2b"}, "accelerator": {"type": "cpu"}, "storage": CACHE},
     "llamacpp-gpu": {"model": {"variant": "e4b"}, "engine": "llamacpp", "accelerator": {"type": "nvidia-l4"}},
+    # no cache: an adapters-only Job, and each serving pod's init container fetches the adapters
+    "vllm-hub-adapters": {"model": {"variant": "e2b", "adapters": [{"name": "support", "uri": "hf://me/lora",
+                                                                    "tokenSecretRef": {"name": "hf", "key": "a"}}]},
+                          "engine": "vllm", "accelerator": {"type": "nvidia-l4"}},
 }
 
 

@@ -146,7 +146,7 @@ def test_the_rendered_config_weighs_the_default_scorers() -> None:
 
 def test_adapters_in_the_spec_turn_on_lora_affinity_and_its_metric() -> None:
     adapters = [{"name": "support-bot", "uri": "hf://example/gemma-4-e2b-support-lora"}]
-    # hf:// adapters are fetched by the download Job, which needs a cache PVC every replica can mount
+    # hf:// adapters fetched by the download Job into a cache PVC every replica can mount
     cache = {"modelCache": {"accessModes": ["ReadWriteMany"]}}
     with_adapters, _ = _render(_spec(model={"variant": "e2b", "adapters": adapters}, storage=cache))
     config = _epp_config(with_adapters)

@@ -38,7 +38,7 @@ from gemma4_operator.reconcile.model_status import Preflight, current_job, job_s
 from gemma4_operator.reconcile.status import get_path
 from gemma4_operator.render.activator import is_activator_object, routed_pool, routed_service, scales_to_zero
 from gemma4_operator.render.children import Owner, RenderOptions, UnrenderableError, render_all
-from gemma4_operator.render.download import CHECKPOINT_ANNOTATION, NEEDS_WEIGHTS, download_id, needs_download
+from gemma4_operator.render.download import CHECKPOINT_ANNOTATION, NEEDS_WEIGHTS, download_id
 from gemma4_operator.render.ownership import owned_by
 from gemma4_operator.render.routing import RoutingRefusal, is_routing_child
 
@@ -308,12 +308,12 @@ def stale_children(desired: Iterable[Mapping[str, Any]], live: Iterable[Mapping[
 
 def withheld(desired: Desired, job: Mapping[str, Any] | None) -> frozenset[tuple[str, str]]:
     """(kind, name) of the children not to apply yet: those that start engines, until the download Job of
-    this plan's checkpoint has succeeded. A Deployment already serving an older checkpoint is left as it is
-    (no downtime while the new one downloads); a new object gets its Deployment only then."""
-    p = desired.plan
-    if p is None or not needs_download(p):
-        return frozenset()
+    this plan (the checkpoint and the adapters, or without the cache the adapters alone, whose verdicts set the
+    engine's flags) has succeeded. A Deployment already serving an older download is left as it is (no downtime
+    while the new one downloads); a new object gets its Deployment only then."""
     wanted = next((c for c in desired.children if c["kind"] == "Job"), None)
+    if desired.plan is None or wanted is None:
+        return frozenset()
     current = current_job(get_path(wanted, "metadata", "annotations", CHECKPOINT_ANNOTATION) or "", job)
     if current is not None and job_succeeded(current):
         return frozenset()

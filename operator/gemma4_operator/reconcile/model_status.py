@@ -11,7 +11,13 @@ from gemma4_operator.api import Gemma4DeploymentSpec, ModelStatus
 from gemma4_operator.planner.plan import Plan
 from gemma4_operator.reconcile.status import get_path
 from gemma4_operator.render.children import cache_size
-from gemma4_operator.render.download import CHECKPOINT_ANNOTATION, checkpoint_id, download_id, needs_download
+from gemma4_operator.render.download import (
+    CHECKPOINT_ANNOTATION,
+    checkpoint_id,
+    download_id,
+    needs_download,
+    runs_download_job,
+)
 from gemma4_operator.weights.outcome import DownloadOutcome, read_outcome
 from gemma4_operator.weights.preflight import AdapterVerdict
 
@@ -27,6 +33,11 @@ class ModelState:
     reason: str
     message: str
     verdicts: tuple[AdapterVerdict, ...] = ()  # the download Job's adapter preflight, once it has succeeded
+    judged: bool | None = None  # the adapters-only Job (no cache) has succeeded; None: the Job is the model's
+
+    @property
+    def verdicts_final(self) -> bool:
+        return self.ready if self.judged is None else self.judged
 
     @property
     def ready(self) -> bool:
@@ -148,7 +159,12 @@ def _from_pods(plan: Plan, deployment: Obj | None, loading: int) -> ModelState:
 def model_state(plan: Plan, spec: Gemma4DeploymentSpec, job: Obj | None, download_pods: Sequence[Obj],
                 deployment: Obj | None, loading: int) -> ModelState:
     """``loading``: the serving pods running but not ready. The spec gives the PVC's size for a disk-full
-    message."""
+    message. Without the cache, an adapters-only Job's verdicts ride on the pods' state."""
     if needs_download(plan):
         return _from_job(plan, spec, job, download_pods)
-    return _from_pods(plan, deployment, loading)
+    state = _from_pods(plan, deployment, loading)
+    if not runs_download_job(spec, plan):
+        return state
+    judged = preflight(current_job(download_id(plan, spec), job), download_pods)
+    return dataclasses.replace(state, verdicts=judged.verdicts if judged is not None else (),
+                               judged=judged is not None)

@@ -348,7 +348,7 @@ def _drafter_fault(p: Plan | None, assessment: drafting.Assessment | None) -> Fa
 def _adapters(spec: Gemma4DeploymentSpec | None, model: ModelState | None) -> AdapterState | None:
     if spec is None or model is None:
         return None
-    return adapter_state(spec, model.verdicts, fetched=model.ready,
+    return adapter_state(spec, model.verdicts, fetched=model.verdicts_final,
                          waiting="Downloading" if model.downloading else "Pending")
 
 

@@ -29,10 +29,11 @@ from gemma4_operator.render.download import (
     COMPONENT_LABEL,
     DOWNLOAD_COMPONENT,
     adapter_volumes,
+    adapters_init_container,
     download_refusal,
     downloader_image,
     job_values,
-    needs_download,
+    runs_download_job,
 )
 from gemma4_operator.render.network_policy import network_policy, wants_network_policy
 from gemma4_operator.render.pod_security import (
@@ -321,9 +322,11 @@ def render_all(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
         raise UnrenderableError(f"model.source.uri {plan.model_ref}: {refusal}")
     if (key_refusal := api_key_refusal(spec, plan)) is not None:
         raise UnrenderableError(key_refusal)
-    if (fetch_refusal := download_refusal(spec, plan)) is not None:
+    if (fetch_refusal := download_refusal(plan)) is not None:
         raise UnrenderableError(fetch_refusal)
     engine = engine_named(plan.engine).container(plan, spec)
+    image = options.downloader_image or downloader_image()
+    init = adapters_init_container(spec, plan, image)
     labels = child_labels(owner.name, plan.variant)
     common = {"name": owner.name, "namespace": owner.namespace, "labels": labels,
               "owner_references": owner.references, "selector": selector_labels(owner.name)}
@@ -335,7 +338,7 @@ def render_all(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
                 if plan.accelerator.is_gpu else {"type": "RollingUpdate"})
     children = [
         _render("deployment.yaml.j2", **common, plan=plan, engine=engine, strategy=strategy,
-                container_name=SERVING_CONTAINER,
+                container_name=SERVING_CONTAINER, init_containers=[init] if init is not None else [],
                 replicas=spec.replicas if replicas_owned_by_operator(spec) else None,
                 pod_labels=pod_labels, pod_annotations={**scrape, **spec.pod_template.metadata.annotations},
                 pod_settings=_pod_settings(spec, plan), resources=_resources(spec, plan),
@@ -347,9 +350,9 @@ def render_all(owner: Owner, spec: Gemma4DeploymentSpec, plan: Plan,
     ]
     if spec.storage.model_cache is not None:
         children.append(_pvc(common, spec, plan))
-    if needs_download(plan):
+    if runs_download_job(spec, plan):
         children.append(_render("job.yaml.j2", **common, job_labels=download_labels(owner.name, plan.variant),
-                                **job_values(owner.name, spec, plan, options.downloader_image or downloader_image())))
+                                **job_values(owner.name, spec, plan, image)))
     if options.pod_monitors:
         children.append(_render("podmonitor.yaml.j2", **common, metrics_path=METRICS_PATH,
                                 relabelings=relabelings()))

@@ -1,6 +1,7 @@
-"""The download Job of storage.modelCache (templates/job.yaml.j2): ``gemma4-operator download`` in the operator's
-own image (huggingface_hub's Python API, cli/download.py) fetches the plan's checkpoint and the adapters into the
-cache PVC, once, runs the adapter preflight, and reports the outcome (bytes, seconds, the Hub's typed error, one
+"""The download Job (templates/job.yaml.j2): ``gemma4-operator download`` in the operator's own image
+(huggingface_hub's Python API, cli/download.py) fetches the plan's checkpoint and the adapters into the cache PVC
+of storage.modelCache, once (without the cache: the hf:// adapters alone, into an emptyDir), runs the adapter
+preflight, and reports the outcome (bytes, seconds, the Hub's typed error, one
 verdict per adapter) in the termination message. The Job's pod template is immutable: a new checkpoint or adapter
 list gets a new Job, told apart by the checkpoint annotation."""
 
@@ -41,7 +42,15 @@ def is_download_pod(pod: Mapping[str, Any]) -> bool:
 
 
 def needs_download(plan: Plan) -> bool:
+    """The Job fetches the checkpoint (storage.modelCache): the serving pods read it from the PVC."""
     return plan.weights.mode is WeightsMode.CACHE
+
+
+def runs_download_job(spec: Gemma4DeploymentSpec, plan: Plan) -> bool:
+    """The Job runs with storage.modelCache and, without it, for hf:// adapters alone (adapters-only: into an
+    emptyDir, once, for the preflight's verdicts that set the engine's flags; each serving pod fetches its
+    adapters itself with an init container, :func:`adapters_init_container`, and its checkpoint as before)."""
+    return needs_download(plan) or bool(adapter_artifacts(spec))
 
 
 def checkpoint_id(plan: Plan) -> str:
@@ -95,8 +104,9 @@ def adapter_artifacts(spec: Gemma4DeploymentSpec) -> tuple[Artifact, ...]:
 
 
 def adapter_volumes(spec: Gemma4DeploymentSpec) -> tuple[list[K8sObject], list[K8sObject]]:
-    """The serving pod's view of the adapters at ADAPTERS_DIR/NAME: the Job's staging directory on the cache
-    PVC (hf://), the claim's path (pvc://), the artifact (oci://, an image volume), all read-only."""
+    """The serving pod's view of the adapters at ADAPTERS_DIR/NAME: the staging directory on the cache volume
+    (hf://: the Job's on the PVC, or the init container's on the pod's emptyDir), the claim's path (pvc://), the
+    artifact (oci://, an image volume), all read-only."""
     volumes: list[K8sObject] = []
     mounts: list[K8sObject] = []
     if adapter_artifacts(spec):
@@ -114,17 +124,11 @@ def adapter_volumes(spec: Gemma4DeploymentSpec) -> tuple[list[K8sObject], list[K
     return volumes, mounts
 
 
-def download_refusal(spec: Gemma4DeploymentSpec, plan: Plan) -> str | None:
-    """What only the download Job can fetch, asked without one: hf:// adapters (fetched and checked before a
-    serving pod starts), a GGUF source's revision (llama.cpp's -hf takes REPO:QUANT, no revision)."""
+def download_refusal(plan: Plan) -> str | None:
+    """What only the download Job with the cache can fetch, asked without one: a GGUF source's revision
+    (llama.cpp's -hf takes REPO:QUANT, no revision)."""
     if needs_download(plan):
         return None
-    if adapter_artifacts(spec):
-        return ("model.adapters: an hf:// adapter is fetched and checked (the preflight, which decides the "
-                "adapters the engine is given and the rank of its adapter slots) by the download Job before the "
-                "serving pods' engine flags are set, and that Job needs storage.modelCache (a PVC it fills once); "
-                "without it each pod's engine fetches only the checkpoint itself; set storage.modelCache, or "
-                "serve the adapter from pvc:// or oci://")
     source = plan.source
     if plan.weights.mode is WeightsMode.HUB and source is not None and source.revision and source.quant_tag:
         return (f"model.source.uri {source.display}: llama.cpp's -hf downloads REPO:QUANT at the default branch "
@@ -140,10 +144,12 @@ def max_adapter_rank(spec: Gemma4DeploymentSpec) -> int:
 
 
 def download_manifest(plan: Plan, spec: Gemma4DeploymentSpec) -> Manifest:
-    """The Job's task: the checkpoint, then the adapters, checked as the plan's engine loads them."""
+    """The Job's task: the checkpoint (with storage.modelCache), then the adapters, checked as the plan's engine
+    loads them. Without the cache it is the adapters alone, for the Job and the serving pods' init container."""
     gguf = load_catalog().engines[plan.engine].weights == "gguf"
+    checkpoint = (checkpoint_artifact(plan), *drafter_artifacts(plan)) if needs_download(plan) else ()
     return Manifest(plan.variant, AdapterRules(max_rank=max_adapter_rank(spec), gguf=gguf),
-                    (checkpoint_artifact(plan), *drafter_artifacts(plan), *adapter_artifacts(spec)))
+                    (*checkpoint, *adapter_artifacts(spec)))
 
 
 def download_command(manifest: Manifest) -> list[str]:
@@ -157,12 +163,12 @@ def download_command(manifest: Manifest) -> list[str]:
 HF_ENV: tuple[K8sObject, ...] = ({"name": "HF_XET_CHUNK_CACHE_SIZE_BYTES", "value": "0"},)
 
 
-def download_env(spec: Gemma4DeploymentSpec) -> list[K8sObject]:
-    """HF_HOME and the token (this pod downloads), huggingface_hub's settings, HOME on its volume;
-    serving.env too (e.g. HF_ENDPOINT for a mirror)."""
+def download_env(spec: Gemma4DeploymentSpec, plan: Plan) -> list[K8sObject]:
+    """HF_HOME and the tokens (this pod downloads; the checkpoint's only when it fetches the checkpoint), all
+    through secretKeyRef, huggingface_hub's settings, HOME on its volume; serving.env too (e.g. HF_ENDPOINT)."""
     tokens = [secret_env(adapter_token_env(i), a.token_secret_ref) for i, a in enumerate(spec.model.adapters)
               if a.token_secret_ref is not None]
-    return with_user_env([*hub_env(spec, token=True), *tokens, *HF_ENV, *SCRATCH_ENV], spec)
+    return with_user_env([*hub_env(spec, token=needs_download(plan)), *tokens, *HF_ENV, *SCRATCH_ENV], spec)
 
 
 def downloader_image() -> str:
@@ -172,6 +178,29 @@ def downloader_image() -> str:
 
 # The downloader writes only HF_HOME on the cache PVC, HOME and /tmp: a read-only root.
 READ_ONLY_ROOT_FILESYSTEM = True
+# The adapters-only Job's emptyDir: at most MAX_ADAPTERS adapters, a LoRA of Gemma 4 is MiBs to about 1 GiB.
+ADAPTERS_ONLY_CACHE = "16Gi"
+ADAPTERS_CONTAINER = "adapters"
+
+
+def job_cache_volume(name: str, plan: Plan) -> K8sObject:
+    if needs_download(plan):
+        return {"name": "cache", "persistentVolumeClaim": {"claimName": f"{name}-model-cache"}}
+    return {"name": "cache", "emptyDir": {"sizeLimit": ADAPTERS_ONLY_CACHE}}
+
+
+def adapters_init_container(spec: Gemma4DeploymentSpec, plan: Plan, image: str) -> K8sObject | None:
+    """Without storage.modelCache, each serving pod fetches its hf:// adapters (small) before the engine starts,
+    into the pod's cache emptyDir, where the engine sees them at ADAPTERS_DIR (:func:`adapter_volumes`). Which
+    of them the engine is given is the adapters-only Job's preflight's say, as with the cache."""
+    if needs_download(plan) or not adapter_artifacts(spec):
+        return None
+    _, scratch_mounts = scratch_volumes()
+    return {"name": ADAPTERS_CONTAINER, "image": image, "imagePullPolicy": "IfNotPresent",
+            "command": download_command(download_manifest(plan, spec)), "env": download_env(spec, plan),
+            "resources": RESOURCES, "securityContext": container_security_context(READ_ONLY_ROOT_FILESYSTEM),
+            "volumeMounts": [{"name": "cache", "mountPath": CACHE_MOUNT}, *scratch_mounts],
+            "terminationMessagePolicy": "FallbackToLogsOnError"}
 
 
 def job_values(name: str, spec: Gemma4DeploymentSpec, plan: Plan, image: str) -> dict[str, object]:
@@ -184,9 +213,9 @@ def job_values(name: str, spec: Gemma4DeploymentSpec, plan: Plan, image: str) ->
     return {"job_name": job_name(name), "annotations": {CHECKPOINT_ANNOTATION: download_id(plan, spec)},
             "backoff_limit": BACKOFF_LIMIT,
             "pod_settings": {k: v for k, v in pod_settings.items() if v}, "image": image,
-            "command": download_command(download_manifest(plan, spec)), "env": download_env(spec),
+            "command": download_command(download_manifest(plan, spec)), "env": download_env(spec, plan),
             "resources": RESOURCES,
             "pod_security": pod_security_context(spec),
             "container_security": container_security_context(READ_ONLY_ROOT_FILESYSTEM),
-            "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": f"{name}-model-cache"}}, *scratch],
+            "volumes": [job_cache_volume(name, plan), *scratch],
             "volume_mounts": [{"name": "cache", "mountPath": CACHE_MOUNT}, *scratch_mounts]}
