@@ -288,6 +288,28 @@ async def test_a_drafter_whose_drafts_are_rejected_turns_degraded(k: Emulator, e
         assert cond(k, "Degraded")["message"].endswith("set serving.speculativeDecoding.mode: off")  # type: ignore[index]
 
 
+async def test_a_drafter_without_the_builtin_autoscaler_still_reports_its_acceptance(k: Emulator,
+                                                                                    engines: FakeEngines) -> None:
+    """Fixed replicas (no autoscaling): the plan in force has a drafter, so the per-object loop still reads the
+    draft counters (and scales nothing)."""
+    async with h.OperatorRun(k, accelerator_types=("nvidia-l4",), autoscale_interval=0.1,
+                             metrics_url_template=engines.url_template) as op:
+        assert op.ctx is not None
+        clock = Clock()
+        op.ctx.clock = clock
+        await h.create(k, G4D, h.g4d("chat", accelerator={"type": "nvidia-l4"}))
+        await h.wait_for(lambda: (status(k).get("plan") or {}).get("drafter"), what="a plan with a drafter")
+        engines.drafts["chat-a"] = (100.0, 200.0)
+        await add_pod(k, engines, "chat-a", waiting=0)
+        await h.wait_for(lambda: engines.scrapes["chat-a"] >= 2, what="the loop's scrapes")
+        engines.drafts["chat-a"] = (500.0, 4200.0)
+        clock.now += 601
+        await h.wait_for(lambda: (cond(k, "Degraded") or {}).get("reason") == "SpeculativeDecodingIneffective",
+                         what="Degraded SpeculativeDecodingIneffective")
+        assert status(k)["speculativeDecoding"]["acceptanceRate"] == 0.1
+        assert not autoscaler_writes(k)  # nothing scaled
+
+
 async def test_scrapes_the_port_the_engine_container_listens_on(k: Emulator, engines: FakeEngines) -> None:
     """The autoscaler scrapes each pod on the rendered container's port: were the scrape port to drift
     from containerPort (e.g. to the Service's port), no sample would arrive and nothing would scale."""

@@ -75,7 +75,8 @@ async def test_create_makes_deployment_and_service_owned_by_the_object(k: Emulat
     assert "serving.gemma4.dev/last-handled-configuration" in annotations
     assert not any(key.startswith("kopf.zalando.org") for key in annotations)
     assert set(status) <= {"observedGeneration", "phase", "conditions", "plan", "replicas", "readyReplicas",
-                           "selector", "endpoint", "gpus", "ready", "model"}
+                           "selector", "endpoint", "gpus", "ready", "model",
+                           "speculativeDecoding"}  # the plan's MTP drafter, being measured
 
 
 async def test_pvc_pdb_and_tensor_parallel_when_asked(k: Emulator) -> None:

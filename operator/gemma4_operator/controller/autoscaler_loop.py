@@ -82,6 +82,18 @@ def autoscaled(spec: Mapping[str, Any]) -> bool:
         AutoscalingBackend.OPERATOR.value
 
 
+def loop_needed(body: Mapping[str, Any]) -> bool:
+    """Whether the object gets the per-object loop: the built-in autoscaler, or a plan in force with an MTP
+    drafter (the loop is what reads the pods' draft counters, whatever scales the object)."""
+    status = body.get("status")
+    plan = status.get("plan") if isinstance(status, Mapping) else None
+    return autoscaled(body.get("spec") or {}) or bool(isinstance(plan, Mapping) and plan.get("drafter"))
+
+
+def _serving(pods: Sequence[Obj]) -> list[Obj]:
+    return [p for p in pods if _ready(p) and not is_download_pod(p) and not is_activator_object(p)]
+
+
 def _ready(pod: Obj) -> bool:
     status = pod.get("status") or {}
     return bool(status.get("podIP")) and not (pod.get("metadata") or {}).get("deletionTimestamp") and any(
@@ -239,7 +251,10 @@ async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource, m
     exist yet (the caller ticks again soon rather than a whole interval later). Raises
     RetryableApiError."""
     spec, plan = model.spec, desired.plan
-    if spec.autoscaling is None or spec.autoscaling.backend is not AutoscalingBackend.OPERATOR or plan is None:
+    if plan is None:
+        return []
+    if spec.autoscaling is None or spec.autoscaling.backend is not AutoscalingBackend.OPERATOR:
+        await read_drafts(ctx, parent, plan, _serving(await source.pods(parent)), ctx.clock())
         return []
     deployment_key = next((rc.ChildKey.of(c) for c in desired.children if c["kind"] == "Deployment"), None)
     if deployment_key is None:
@@ -251,7 +266,7 @@ async def autoscale(ctx: OperatorContext, parent: Parent, source: ChildSource, m
     replicas = (deployment.get("spec") or {}).get("replicas")
     current = int(replicas) if replicas is not None else 1
     pods = await source.pods(parent)
-    serving = [p for p in pods if _ready(p) and not is_download_pod(p) and not is_activator_object(p)]
+    serving = _serving(pods)
     t = _Tick(ctx, parent, spec, plan, engine_named(plan.engine), serving, ctx.clock())
     await read_drafts(ctx, parent, plan, serving, t.now)
     try:

@@ -17,9 +17,10 @@ Registered on a fresh ``kopf.OperatorRegistry`` by :func:`build_registry`:
   (kopf timers add kopf's finalizer, so deletion then needs the operator running).
 - Nodes -> cluster facts (accelerator types) through a kopf index; objects whose plan failed
   are re-planned when the facts change.
-- Built-in autoscaler (``autoscaling.backend: operator``): an asyncio loop per object, started
-  from the object's watch events and ended when the object goes or stops asking for it; each
-  tick is ``controller.autoscaler_loop.autoscale``. Not a kopf timer or daemon: those add a finalizer.
+- Built-in autoscaler (``autoscaling.backend: operator``), and the draft counters of a plan with an MTP
+  drafter whatever scales it: an asyncio loop per object, started from the object's watch events and ended
+  when the object goes or stops asking for it; each tick is ``controller.autoscaler_loop.autoscale``. Not a
+  kopf timer or daemon: those add a finalizer.
 - Startup discovery: the PodDisruptionBudget version, and whether KEDA's ScaledObjects are served
   (``backend: keda`` is Planned=False without them).
 - Startup discovery of the Prometheus Operator's PodMonitors: each object gets one for its engine pods
@@ -621,9 +622,8 @@ async def on_node_event(memo: Any, **kwargs: Any) -> None:
 
 
 def _drafts(ctx: OperatorContext, parent: Parent, plan: Plan | None) -> drafting.Assessment | None:
-    """The drafter's acceptance from the counters the autoscaler loop read (None without a drafter, or without
-    the built-in autoscaler, whose loop is what reads them)."""
-    if plan is None or plan.drafter is None or not autoscaler.autoscaled(parent.body.get("spec") or {}):
+    """The drafter's acceptance from the counters the object's loop read (None without a drafter)."""
+    if plan is None or plan.drafter is None:
         return None
     return drafting.assess(ctx.drafts(parent.key, parent.uid), ctx.clock(), load_catalog().drafters.acceptance)
 
@@ -661,11 +661,11 @@ async def autoscale_tick(ctx: OperatorContext, parent: Parent, indices: Mapping[
 
 
 async def _autoscaler_loop(ctx: OperatorContext, key: Key, indices: Mapping[str, Any]) -> None:
-    """Ticks every autoscale_interval while the object exists with ``backend: operator``, reading
+    """Ticks every autoscale_interval while the object exists with ``backend: operator`` or a drafter, reading
     the newest object from the (live) parent index each time."""
     while True:
         parent = _parent_from_index(indices, key)
-        if parent is None or parent.deleting or not autoscaler.autoscaled(parent.body.get("spec") or {}):
+        if parent is None or parent.deleting or not autoscaler.loop_needed(parent.body):
             ctx.autoscalers.pop(key, None)
             return
         ticked = True
@@ -682,7 +682,7 @@ def _ensure_autoscaler(ctx: OperatorContext, key: Key, indices: Mapping[str, Any
     finalizer to the object, which watch mode avoids); the loop ends by itself when it is no longer
     needed."""
     parent = _parent_from_index(indices, key)
-    if parent is None or parent.deleting or not autoscaler.autoscaled(parent.body.get("spec") or {}):
+    if parent is None or parent.deleting or not autoscaler.loop_needed(parent.body):
         return
     task = ctx.autoscalers.get(key)
     if task is None or task.done():
