@@ -12,7 +12,7 @@ dependencies, which this CPU venv lacks; so the attributes, the packed mapping a
 vLLM's own sources (gemma4.py, gemma4_mm.py) with ``ast``. ``einops`` is replaced by an empty module: the import
 chain of vllm.lora reaches the ViT attention wrappers, which import it and which the validation never calls.
 
-    echo '[{"dir": "/tmp/adapter", "max_rank": 16}]' | VLLM_TARGET_DEVICE=cpu <cache>/vllm-0.32.0/bin/python \\
+    echo '[{"dir": "ADAPTER_DIR", "max_rank": 16}]' | VLLM_TARGET_DEVICE=cpu <cache>/vllm-0.32.0/bin/python \\
         tests/tools/vllm_lora_check.py
 
 stdout: a JSON list, one {"ok": bool, "error": str | null} per directory, in order.
